@@ -1,0 +1,75 @@
+"""flask-profile-billing: subscription plans, quotas, feature flags and usage logging for Flask.
+
+Quick use::
+
+    billing = ProfileBilling(app, db)
+
+    @app.post("/analyze")
+    @login_required
+    @requires_quota("analysis")
+    def analyze(): ...
+"""
+
+from . import signals
+from .domain.catalog import Catalog, Metric, MetricKind, Plan
+from .domain.limits import Allowance
+from .domain.periods import Period, PeriodRule
+from .domain.subscriptions import Subscription, SubscriptionStatus
+from .errors import (
+    BillingConfigError,
+    BillingError,
+    FeatureNotAvailable,
+    InvalidRequest,
+    NotInitialisedError,
+    QuotaExceeded,
+    UnknownUserError,
+)
+from .extension import ProfileBilling
+from .guards import requires_capacity, requires_feature, requires_quota
+from .migrate import exclude_billing_tables
+from .services.quotas import Reservation
+from .store.models import (
+    Base,
+    PlanRow,
+    ProfileRow,
+    SubscriptionRow,
+    UsageCounterRow,
+    UsageEventRow,
+)
+
+metadata = Base.metadata
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Allowance",
+    "BillingConfigError",
+    "BillingError",
+    "Catalog",
+    "FeatureNotAvailable",
+    "InvalidRequest",
+    "Metric",
+    "MetricKind",
+    "NotInitialisedError",
+    "Period",
+    "PeriodRule",
+    "Plan",
+    "PlanRow",
+    "ProfileBilling",
+    "ProfileRow",
+    "QuotaExceeded",
+    "Reservation",
+    "Subscription",
+    "SubscriptionRow",
+    "SubscriptionStatus",
+    "UnknownUserError",
+    "UsageCounterRow",
+    "UsageEventRow",
+    "__version__",
+    "exclude_billing_tables",
+    "metadata",
+    "requires_capacity",
+    "requires_feature",
+    "requires_quota",
+    "signals",
+]

@@ -1,0 +1,125 @@
+"""Loading a host's own plan catalog from configuration: a dict, or a JSON or YAML file.
+
+The shape (documented in docs/configuration.md)::
+
+    metrics:
+      analysis:
+        kind: periodic                 # or gauge: a level the host counts (active vacancies)
+        limit_key: analyses_per_month  # the key plans publish the limit under
+        message: "Analysis limit reached ({limit} per month)"
+      gpu_minutes: {kind: periodic}
+    plans:
+      - code: free
+        name: Free
+        default: true
+        limits: {analysis: 20, gpu_minutes: 60}
+        features: {api_access: false}
+      - {code: pro, name: Pro, price_monthly: 990, price_yearly: 9900, limits: {analysis: null}}
+    feature_labels: {api_access: API access}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from .domain.catalog import Catalog, Metric, MetricKind, Plan, default_catalog
+from .errors import BillingConfigError
+
+_CODE = validate.Regexp(
+    r"^[a-z0-9][a-z0-9_\-]{0,63}$", error="use lower-case letters, digits, _ and -"
+)
+
+
+class _MetricSchema(Schema):
+    kind = fields.String(
+        load_default="periodic", validate=validate.OneOf([k.value for k in MetricKind])
+    )
+    limit_key = fields.String(load_default=None)
+    message = fields.String(load_default=None)
+
+
+class _PlanSchema(Schema):
+    code = fields.String(required=True, validate=_CODE)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=120))
+    description = fields.String(load_default="")
+    price_monthly = fields.Decimal(load_default=0, allow_none=True, validate=validate.Range(min=0))
+    price_yearly = fields.Decimal(load_default=0, allow_none=True, validate=validate.Range(min=0))
+    currency = fields.String(load_default="RUB", validate=validate.Length(equal=3))
+    limits = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0)),
+        load_default=dict,
+    )
+    features = fields.Dict(keys=fields.String(), values=fields.Boolean(), load_default=dict)
+    default = fields.Boolean(load_default=False)
+
+
+class _CatalogSchema(Schema):
+    metrics = fields.Dict(keys=fields.String(validate=_CODE), values=fields.Nested(_MetricSchema))
+    plans = fields.List(fields.Nested(_PlanSchema), required=True, validate=validate.Length(min=1))
+    feature_labels = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+def load_catalog(source: Mapping[str, Any] | str | Path | None) -> Catalog:
+    """The catalog described by ``BILLING_PLANS``; the seed's default catalog for None."""
+    if source is None:
+        return default_catalog()
+    raw = _read_file(Path(source)) if isinstance(source, str | Path) else source
+    try:
+        data = _CatalogSchema().load(raw)
+    except ValidationError as exc:
+        raise BillingConfigError(f"BILLING_PLANS is invalid: {exc.messages}") from None
+    metrics = {
+        name: Metric(
+            name,
+            MetricKind(spec["kind"]),
+            spec["limit_key"] or name,
+            spec["message"] or f"{name.replace('_', ' ').capitalize()} limit reached ({{limit}})",
+        )
+        for name, spec in (data.get("metrics") or {}).items()
+    }
+    plans = {
+        spec["code"]: Plan(
+            code=spec["code"],
+            name=spec["name"],
+            description=spec["description"],
+            price_monthly=spec["price_monthly"],
+            price_yearly=spec["price_yearly"],
+            currency=spec["currency"].upper(),
+            limits=spec["limits"],
+            features=spec["features"],
+            sort_order=index,
+            is_default=spec["default"],
+        )
+        for index, spec in enumerate(data["plans"])
+    }
+    if len(plans) != len(data["plans"]):
+        raise BillingConfigError("BILLING_PLANS is invalid: plan codes must be unique")
+    try:
+        return Catalog(metrics, plans, data["feature_labels"])
+    except ValueError as exc:
+        raise BillingConfigError(f"BILLING_PLANS is invalid: {exc}") from None
+
+
+def _read_file(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BillingConfigError(f"BILLING_PLANS: cannot read {path}: {exc}") from None
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        try:
+            import yaml  # optional extra: flask-profile-billing[yaml]
+        except ImportError:
+            raise BillingConfigError(
+                "BILLING_PLANS points to a YAML file: install flask-profile-billing[yaml]"
+            ) from None
+        return yaml.safe_load(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BillingConfigError(f"BILLING_PLANS: {path} is not valid JSON: {exc}") from None

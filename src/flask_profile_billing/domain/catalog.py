@@ -1,0 +1,240 @@
+"""The plan catalog: plans, the metrics they limit and the features they switch on.
+
+Plain values only. The default catalog is the subscription seed's table, to the number; a host app can
+replace it from configuration (see ``catalog_config``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
+from enum import StrEnum
+
+
+class UnknownPlanError(LookupError):
+    """A plan code that the catalog does not define."""
+
+
+class UnknownMetricError(LookupError):
+    """A metric name that the catalog does not define."""
+
+
+class MetricKind(StrEnum):
+    # A periodic metric is counted by the extension and starts from zero every billing period;
+    # a gauge is a level that the host app counts (active vacancies) and the plan caps.
+    PERIODIC = "periodic"
+    GAUGE = "gauge"
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    kind: MetricKind
+    limit_key: str
+    """The key under which plans publish this limit (``analyses_per_month`` in the seed's API)."""
+    message: str
+    """Shown when the limit refuses an action; ``{limit}`` is replaced by the plan's limit."""
+
+    def limit_message(self, limit: int | None) -> str:
+        return self.message.format(limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    code: str
+    name: str
+    description: str = ""
+    price_monthly: Decimal | None = Decimal(0)
+    """``None`` means "on request" (the seed's Enterprise)."""
+    price_yearly: Decimal | None = Decimal(0)
+    currency: str = "RUB"
+    limits: Mapping[str, int | None] = field(default_factory=dict)
+    """Metric name to limit; a missing metric or ``None`` is unlimited."""
+    features: Mapping[str, bool] = field(default_factory=dict)
+    sort_order: int = 0
+    is_default: bool = False
+
+    def has_feature(self, name: str) -> bool:
+        return bool(self.features.get(name, False))
+
+    def limit_for(self, metric: str) -> int | None:
+        return self.limits.get(metric)
+
+    @property
+    def is_free(self) -> bool:
+        return self.price_monthly == 0 and self.price_yearly == 0
+
+    @property
+    def yearly_discount(self) -> int:
+        """Whole percent saved by paying yearly (the seed's "~16%" for 29900 against 12 x 2990)."""
+        if not self.price_monthly or self.price_yearly is None:
+            return 0
+        saved = 1 - self.price_yearly / (self.price_monthly * 12)
+        return int((saved * 100).to_integral_value(rounding=ROUND_FLOOR))
+
+    def price_for(self, months: int) -> Decimal | None:
+        """What ``months`` of this plan cost: the yearly price for 12, the monthly one otherwise."""
+        if months == 12:
+            return self.price_yearly
+        return None if self.price_monthly is None else self.price_monthly * months
+
+
+@dataclass(frozen=True)
+class Catalog:
+    metrics: Mapping[str, Metric]
+    plans: Mapping[str, Plan]
+    """Plan code to plan, in display order."""
+    feature_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        defaults = [plan.code for plan in self.plans.values() if plan.is_default]
+        if len(defaults) != 1:
+            raise ValueError(
+                f"a catalog needs exactly one default plan, found {defaults or 'none'}"
+            )
+        for plan in self.plans.values():
+            unknown = set(plan.limits) - set(self.metrics)
+            if unknown:
+                raise ValueError(f"plan {plan.code!r} limits unknown metrics: {sorted(unknown)}")
+
+    @property
+    def default_plan(self) -> Plan:
+        return next(plan for plan in self.plans.values() if plan.is_default)
+
+    def plan(self, code: str) -> Plan:
+        try:
+            return self.plans[code]
+        except KeyError:
+            known = ", ".join(self.plans)
+            raise UnknownPlanError(f"unknown plan {code!r}; known plans: {known}") from None
+
+    def metric(self, name: str) -> Metric:
+        try:
+            return self.metrics[name]
+        except KeyError:
+            known = ", ".join(self.metrics)
+            raise UnknownMetricError(f"unknown metric {name!r}; known metrics: {known}") from None
+
+    def feature_label(self, name: str) -> str:
+        return self.feature_labels.get(name) or name.replace("_", " ").capitalize()
+
+    @property
+    def feature_names(self) -> list[str]:
+        names: dict[str, None] = {}
+        for plan in self.plans.values():
+            names.update(dict.fromkeys(plan.features))
+        return list(names)
+
+
+def _features(enabled: set[str], all_names: list[str]) -> dict[str, bool]:
+    return {name: name in enabled for name in all_names}
+
+
+_FREE = {"basic_analysis", "email_support", "excel_export"}
+_STARTER = _FREE | {"advanced_filters"}
+_PROFESSIONAL = _STARTER | {
+    "api_access",
+    "priority_support",
+    "custom_reports",
+    "bulk_operations",
+    "webhook_notifications",
+}
+_ENTERPRISE = _PROFESSIONAL | {
+    "team_collaboration",
+    "personal_manager",
+    "custom_integrations",
+    "sla_guarantee",
+    "onboarding_assistance",
+}
+_FEATURE_LABELS = {
+    "basic_analysis": "Basic analysis",
+    "email_support": "Email support",
+    "excel_export": "Excel export",
+    "api_access": "API access",
+    "priority_support": "Priority support",
+    "advanced_filters": "Advanced filters",
+    "custom_reports": "Custom reports",
+    "bulk_operations": "Bulk operations",
+    "webhook_notifications": "Webhook notifications",
+    "team_collaboration": "Team collaboration",
+    "personal_manager": "Personal manager",
+    "custom_integrations": "Custom integrations",
+    "sla_guarantee": "SLA guarantee",
+    "onboarding_assistance": "Onboarding assistance",
+}
+_ALL_FEATURES = list(_FEATURE_LABELS)
+
+
+def default_catalog() -> Catalog:
+    """The seed's four plans: Free, Starter, Professional and Enterprise."""
+    metrics = {
+        "analysis": Metric(
+            "analysis",
+            MetricKind.PERIODIC,
+            "analyses_per_month",
+            "Analysis limit reached ({limit} per month)",
+        ),
+        "export": Metric(
+            "export",
+            MetricKind.PERIODIC,
+            "exports_per_month",
+            "Export limit reached ({limit} per month)",
+        ),
+        "active_vacancies": Metric(
+            "active_vacancies",
+            MetricKind.GAUGE,
+            "active_vacancies",
+            "Active vacancy limit reached ({limit})",
+        ),
+    }
+
+    def limits(
+        vacancies: int | None, analyses: int | None, exports: int | None
+    ) -> dict[str, int | None]:
+        return {"active_vacancies": vacancies, "analysis": analyses, "export": exports}
+
+    plans = [
+        Plan(
+            "free",
+            "Free",
+            "For trying the platform: one vacancy and a few analyses a month.",
+            Decimal(0),
+            Decimal(0),
+            limits=limits(1, 20, 5),
+            features=_features(_FREE, _ALL_FEATURES),
+            sort_order=0,
+            is_default=True,
+        ),
+        Plan(
+            "starter",
+            "Starter",
+            "For small teams hiring regularly.",
+            Decimal(2990),
+            Decimal(29900),
+            limits=limits(5, 200, 50),
+            features=_features(_STARTER, _ALL_FEATURES),
+            sort_order=1,
+        ),
+        Plan(
+            "professional",
+            "Professional",
+            "For recruiting agencies: API access, priority support and bulk operations.",
+            Decimal(5990),
+            Decimal(59900),
+            limits=limits(20, 1000, 200),
+            features=_features(_PROFESSIONAL, _ALL_FEATURES),
+            sort_order=2,
+        ),
+        Plan(
+            "enterprise",
+            "Enterprise",
+            "Unlimited use, a personal manager and an SLA. Price on request.",
+            None,
+            None,
+            limits=limits(None, None, None),
+            features=_features(_ENTERPRISE, _ALL_FEATURES),
+            sort_order=3,
+        ),
+    ]
+    return Catalog(metrics, {plan.code: plan for plan in plans}, _FEATURE_LABELS)

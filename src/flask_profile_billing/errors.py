@@ -1,0 +1,134 @@
+"""Exceptions a host app or route author may catch.
+
+Refusals are werkzeug HTTP exceptions, so a host can customise them with ``@app.errorhandler(429)``
+or ``@app.errorhandler(QuotaExceeded)``, as with Flask-Limiter's ``RateLimitExceeded``. Unhandled,
+they answer in the extension's error shape::
+
+    {"success": false, "error": "LIMIT_EXCEEDED", "message": "...", "details": {...}}
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, TooManyRequests
+from werkzeug.wrappers import Response
+
+from .domain.limits import Allowance
+
+
+class BillingError(Exception):
+    """Base class of the extension's own errors that are not HTTP refusals."""
+
+
+class BillingConfigError(BillingError):
+    """The extension is configured wrongly (an unknown period rule, a catalog without a default plan...)."""
+
+
+class NotInitialisedError(BillingError, RuntimeError):
+    """``ProfileBilling.init_app`` was not called for the current app."""
+
+
+class UnknownUserError(BillingError, LookupError):
+    """The host app does not know this user id."""
+
+
+class BillingHTTPError(HTTPException):
+    """An HTTP answer in the extension's error shape: a code, a human message and details."""
+
+    error_code = "ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(description=message)
+        self.message = message
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def get_response(
+        self,
+        environ: Any = None,
+        scope: dict[str, Any] | None = None,
+    ) -> Response:
+        from .responses import error_response  # the face layer renders; errors only describe
+
+        return error_response(self)
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), *self.headers().items()]
+
+
+class InvalidRequest(BillingHTTPError, BadRequest):
+    """Malformed input to a guarded route (an over-long ``Idempotency-Key``...)."""
+
+    error_code = "INVALID_REQUEST"
+
+    def __init__(self, message: str, fields: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+    def details(self) -> dict[str, Any]:
+        return {"fields": self.fields}
+
+
+class QuotaExceeded(BillingHTTPError, TooManyRequests):
+    """The user's plan does not allow this much more of a metric (HTTP 429, ``LIMIT_EXCEEDED``)."""
+
+    error_code = "LIMIT_EXCEEDED"
+
+    def __init__(self, message: str, allowance: Allowance, now: datetime | None = None) -> None:
+        super().__init__(message)
+        self.allowance = allowance
+        # Seconds until the period resets, sent by werkzeug as Retry-After; gauges never reset.
+        if allowance.resets_at is not None and now is not None:
+            self.retry_after = max(math.ceil((allowance.resets_at - now).total_seconds()), 0)
+
+    @property
+    def metric(self) -> str:
+        return self.allowance.metric
+
+    def details(self) -> dict[str, Any]:
+        allowance = self.allowance
+        return {
+            "metric": allowance.metric,
+            "limit": allowance.limit,
+            "used": allowance.used,
+            "remaining": allowance.remaining,
+            "resets_at": allowance.resets_at.isoformat() if allowance.resets_at else None,
+        }
+
+    def headers(self) -> dict[str, str]:
+        from .responses import quota_headers
+
+        return quota_headers(self.allowance)
+
+
+class FeatureNotAvailable(BillingHTTPError, Forbidden):
+    """The user's plan does not include a feature (HTTP 403, ``FEATURE_NOT_AVAILABLE``)."""
+
+    error_code = "FEATURE_NOT_AVAILABLE"
+
+    def __init__(self, message: str, feature: str, plan_code: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.plan_code = plan_code
+
+    def details(self) -> dict[str, Any]:
+        return {"feature": self.feature, "plan": self.plan_code}
+
+
+__all__ = [
+    "BillingConfigError",
+    "BillingError",
+    "BillingHTTPError",
+    "FeatureNotAvailable",
+    "InvalidRequest",
+    "NotInitialisedError",
+    "QuotaExceeded",
+    "UnknownUserError",
+]

@@ -1,0 +1,255 @@
+"""``ProfileBilling``: the extension object a host app creates once and initialises per app.
+
+State lives per app in ``app.extensions["profile_billing"]`` (never on ``self``), so one extension
+object serves any number of apps, as with Flask-SQLAlchemy and app factories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Blueprint, Flask, current_app, has_app_context
+
+from .catalog_config import load_catalog
+from .domain.catalog import Catalog, Plan
+from .domain.limits import Allowance
+from .domain.subscriptions import Subscription
+from .errors import BillingConfigError, NotInitialisedError, UnknownUserError
+from .services.plans import PlanStore, SeedResult
+from .services.quotas import QuotaService, Reservation
+from .services.reports import ReportService
+from .services.runtime import CapacityLoader, Runtime
+from .services.subscriptions import SubscriptionService
+from .settings import DEFAULTS, BillingSettings
+
+if TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+EXTENSION_KEY = "profile_billing"
+Loader = TypeVar("Loader", bound=CapacityLoader)
+
+
+@dataclass(frozen=True)
+class BillingState:
+    """Everything the extension keeps for one app."""
+
+    runtime: Runtime
+    plans: PlanStore
+    subscriptions: SubscriptionService
+    quotas: QuotaService
+    reports: ReportService
+
+    @classmethod
+    def build(cls, runtime: Runtime) -> BillingState:
+        plans = PlanStore(runtime)
+        subscriptions = SubscriptionService(runtime, plans)
+        quotas = QuotaService(runtime, subscriptions)
+        return cls(runtime, plans, subscriptions, quotas, ReportService(runtime))
+
+
+def get_state(app: Flask | None = None) -> BillingState:
+    """The extension's state for ``app`` (the current app by default), or a clear error."""
+    if app is None:
+        if not has_app_context():
+            raise NotInitialisedError(
+                "flask-profile-billing needs an application context: use `with app.app_context():`"
+            )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        state: BillingState = app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise NotInitialisedError(
+            f"flask-profile-billing is not initialised for the app {app.name!r}: "
+            "call ProfileBilling.init_app(app) first"
+        ) from None
+    return state
+
+
+class ProfileBilling:
+    """Subscription plans, quotas and feature flags for a Flask app.
+
+    ``db`` is the host's Flask-SQLAlchemy object; when omitted, the one registered on the app is
+    used. Every method other than ``init_app`` and the decorators works on the current app.
+    """
+
+    def __init__(self, app: Flask | None = None, db: SQLAlchemy | None = None) -> None:
+        self._db = db
+        self._capacity_loaders: dict[str, CapacityLoader] = {}
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise BillingConfigError(f"ProfileBilling is already initialised for {app.name!r}")
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        settings = BillingSettings.from_config(app.config)
+        db = self._db or app.extensions.get("sqlalchemy")
+        if db is None:
+            raise BillingConfigError(
+                "flask-profile-billing needs Flask-SQLAlchemy: pass ProfileBilling(db=db) or call "
+                "db.init_app(app) before billing.init_app(app)"
+            )
+        runtime = Runtime(app, settings, load_catalog(settings.plans), db, self._capacity_loaders)
+        app.extensions[EXTENSION_KEY] = BillingState.build(runtime)
+        # Templates only for now; a host overrides them with files of the same name in its own
+        # templates/profile_billing/ folder, which Flask searches first.
+        app.register_blueprint(Blueprint(EXTENSION_KEY, __name__, template_folder="templates"))
+
+        from .cli import build_cli_group  # the CLI imports this module
+
+        app.cli.add_command(build_cli_group(settings.cli_group))
+
+    # -- host hooks ----------------------------------------------------------------------------
+
+    def capacity_loader(self, metric: str) -> Callable[[Loader], Loader]:
+        """Register the host's count of a gauge metric: ``(user_id: str) -> int``."""
+
+        def register(loader: Loader) -> Loader:
+            self._capacity_loaders[metric] = loader
+            return loader
+
+        return register
+
+    # -- the catalog ---------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        return get_state().runtime.catalog
+
+    def seed_plans(self) -> SeedResult:
+        """Write the configured catalog to the database: missing plans inserted, changed ones updated."""
+        return get_state().plans.seed()
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscription(self, user_id: str) -> Subscription:
+        """The user's current subscription (a free one is created on first access)."""
+        return get_state().subscriptions.current(str(user_id))
+
+    def plan(self, user_id: str) -> Plan:
+        """The plan whose limits apply to the user now."""
+        return get_state().quotas.effective_plan(str(user_id))[1]
+
+    def change_plan(self, user_id: str, plan_code: str, months: int = 1) -> Subscription:
+        """Put a user on a plan for 1 or 12 months, without payment (admin, CLI, confirmed payments)."""
+        return get_state().subscriptions.change_plan(str(user_id), plan_code, months)
+
+    def start_trial(self, user_id: str, plan_code: str, days: int) -> Subscription:
+        return get_state().subscriptions.start_trial(str(user_id), plan_code, days)
+
+    def cancel(self, user_id: str) -> Subscription:
+        """Cancel at the end of the paid period; access is kept until then."""
+        return get_state().subscriptions.cancel(str(user_id))
+
+    def resume(self, user_id: str) -> Subscription:
+        return get_state().subscriptions.resume(str(user_id))
+
+    def expire_lapsed(self) -> int:
+        """Catch up stored statuses: end lapsed subscriptions and start free ones. Returns the count."""
+        return get_state().subscriptions.expire_lapsed()
+
+    # -- quotas, features, gauges (the guards' checks, for code that is not a view) -------------
+
+    def allowance(self, user_id: str, metric: str) -> Allowance:
+        return get_state().quotas.allowance(str(user_id), metric)
+
+    def allowances(self, user_id: str) -> dict[str, Allowance]:
+        return get_state().quotas.allowances(str(user_id))
+
+    def consume(
+        self,
+        user_id: str,
+        metric: str,
+        amount: int = 1,
+        *,
+        idempotency_key: str | None = None,
+        resources: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """Charge a periodic metric now, or raise ``QuotaExceeded`` having charged nothing."""
+        return get_state().quotas.reserve(
+            str(user_id),
+            metric,
+            amount,
+            idempotency_key=idempotency_key,
+            resources=resources,
+            metadata=metadata,
+        )
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back a charge whose work failed."""
+        get_state().quotas.release(reservation)
+
+    @contextmanager
+    def charge(
+        self,
+        user_id: str,
+        metric: str,
+        amount: int = 1,
+        *,
+        idempotency_key: str | None = None,
+        resources: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Iterator[Reservation]:
+        """Charge for the work in the ``with`` block; an exception in it gives the charge back."""
+        reservation = self.consume(
+            user_id,
+            metric,
+            amount,
+            idempotency_key=idempotency_key,
+            resources=resources,
+            metadata=metadata,
+        )
+        try:
+            yield reservation
+        except BaseException:
+            self.release(reservation)
+            raise
+
+    def has_feature(self, user_id: str, feature: str) -> bool:
+        return get_state().quotas.has_feature(str(user_id), feature)
+
+    def require_feature(self, user_id: str, feature: str) -> None:
+        """Raise ``FeatureNotAvailable`` unless the user's plan includes ``feature``."""
+        get_state().quotas.require_feature(str(user_id), feature)
+
+    def capacity(self, user_id: str, metric: str) -> Allowance:
+        return get_state().quotas.capacity(str(user_id), metric)
+
+    def require_capacity(self, user_id: str, metric: str, amount: int = 1) -> Allowance:
+        """Raise ``QuotaExceeded`` unless ``amount`` more of a gauge fits under the plan's cap."""
+        return get_state().quotas.require_capacity(str(user_id), metric, amount)
+
+    # -- the database --------------------------------------------------------------------------
+
+    def create_all(self) -> None:
+        """Create the extension's tables (for hosts that use ``db.create_all()`` and no migrations)."""
+        from .store.models import Base
+
+        Base.metadata.create_all(get_state().runtime.engine)
+
+    def upgrade_database(self, revision: str = "head") -> None:
+        """Apply the extension's migrations to the app's database."""
+        from .migrate import upgrade
+
+        upgrade(get_state().runtime.engine, revision)
+
+
+def load_user(user_id: str) -> Any:
+    """The host's user object for ``user_id`` (``BILLING_USER_LOADER``, else Flask-Login's loader)."""
+    loader = get_state().runtime.settings.user_loader
+    if loader is None:
+        login_manager = getattr(current_app, "login_manager", None)
+        loader = getattr(login_manager, "_user_callback", None)
+    if loader is None:
+        raise BillingConfigError(
+            "cannot look users up: set BILLING_USER_LOADER or register a Flask-Login user_loader"
+        )
+    user = loader(str(user_id))
+    if user is None:
+        raise UnknownUserError(f"no user with id {user_id!r}")
+    return user

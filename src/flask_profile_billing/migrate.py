@@ -1,0 +1,64 @@
+"""Applying the extension's own Alembic migrations to a host's database.
+
+They keep their own version table (``billing_alembic_version``), so they live beside the host's
+Flask-Migrate history without touching it: ``flask db upgrade`` migrates the host's tables and
+``flask billing db upgrade`` the extension's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine
+
+SCRIPT_LOCATION = Path(__file__).parent / "migrations"
+VERSION_TABLE = "billing_alembic_version"
+TABLE_PREFIX = "billing_"
+
+
+def exclude_billing_tables(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """An Alembic ``include_object`` hook for the host's migrations that leaves our tables out.
+
+    Without it, ``flask db migrate`` in the host app would see the ``billing_*`` tables in the
+    database but not in the host's models and write a migration that drops them::
+
+        Migrate(app, db, include_object=exclude_billing_tables)
+    """
+    table_name = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    return not (table_name or "").startswith(TABLE_PREFIX)
+
+
+def only_billing_tables(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """The opposite hook, used by the extension's own migrations in a shared database."""
+    if type_ == "table" and name == VERSION_TABLE:
+        return False
+    return not exclude_billing_tables(obj, name, type_, reflected, compare_to)
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    command.downgrade(alembic_config(engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

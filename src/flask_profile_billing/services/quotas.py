@@ -1,0 +1,237 @@
+"""The one source of limits: what guards enforce, what pages show and what jobs check.
+
+A consumption is reserved in one transaction of two statements, before the work: the usage event
+(whose unique idempotency key makes a retry free) and the conditional counter upsert (whose row count
+decides). Work that fails gives its reservation back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from sqlalchemy import select
+
+from .. import signals
+from ..domain.catalog import Metric, MetricKind, Plan
+from ..domain.limits import Allowance, crossed_threshold, validate_amount
+from ..domain.periods import Period
+from ..domain.subscriptions import Subscription
+from ..errors import BillingConfigError, FeatureNotAvailable, QuotaExceeded
+from ..store import statements
+from ..store.locks import gauge_lock
+from ..store.models import usage_counters
+from ..store.transactions import read_connection, write_transaction
+from .runtime import Runtime
+from .subscriptions import SubscriptionService
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A charge taken before the work; ``QuotaService.release`` gives it back."""
+
+    user_id: str
+    metric: str
+    amount: int
+    period: Period
+    allowance: Allowance
+    """The metric after this charge."""
+    event_id: int | None
+    replayed: bool = False
+    """True when the idempotency key was already charged: nothing was taken this time."""
+
+
+class QuotaService:
+    def __init__(self, runtime: Runtime, subscriptions: SubscriptionService) -> None:
+        self._runtime = runtime
+        self._subscriptions = subscriptions
+
+    def effective_plan(self, user_id: str) -> tuple[Subscription, Plan]:
+        subscription = self._subscriptions.current(user_id)
+        return subscription, self._runtime.catalog.plan(subscription.plan_code)
+
+    # -- periodic metrics ----------------------------------------------------------------------
+
+    def allowance(self, user_id: str, metric_name: str) -> Allowance:
+        """The metric now, without charging anything."""
+        return self.allowances(user_id, [metric_name])[metric_name]
+
+    def allowances(
+        self, user_id: str, metric_names: list[str] | None = None
+    ) -> dict[str, Allowance]:
+        """Periodic metrics of the user now (all of the catalog's when ``metric_names`` is None)."""
+        runtime = self._runtime
+        names = metric_names or [
+            m.name for m in runtime.catalog.metrics.values() if m.kind is MetricKind.PERIODIC
+        ]
+        metrics = [runtime.metric(name, MetricKind.PERIODIC) for name in names]
+        subscription, plan = self.effective_plan(user_id)
+        now = runtime.now()
+        period = runtime.period(subscription, now)
+        counter = usage_counters.c
+        with read_connection(runtime.engine) as connection:
+            rows = connection.execute(
+                select(counter.metric, counter.used).where(
+                    counter.user_id == user_id,
+                    counter.metric.in_(names),
+                    counter.period_start == period.start,
+                )
+            )
+            used = {row.metric: int(row.used) for row in rows}
+        return {
+            metric.name: Allowance(
+                metric.name, plan.limit_for(metric.name), used.get(metric.name, 0), period.end
+            )
+            for metric in metrics
+        }
+
+    def reserve(
+        self,
+        user_id: str,
+        metric_name: str,
+        amount: int = 1,
+        *,
+        idempotency_key: str | None = None,
+        resources: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """Charge ``amount`` of a periodic metric, or raise ``QuotaExceeded`` having charged nothing."""
+        runtime = self._runtime
+        metric = runtime.metric(metric_name, MetricKind.PERIODIC)
+        validate_amount(amount)
+        if (
+            idempotency_key is not None
+            and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+        ):
+            raise ValueError(f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        subscription, plan = self.effective_plan(user_id)
+        limit = plan.limit_for(metric.name)
+        now = runtime.now()
+        period = runtime.period(subscription, now)
+        if limit is not None and amount > limit:
+            self._refuse(
+                metric, user_id, amount, self._allowance_now(user_id, metric, limit, period)
+            )
+        with write_transaction(runtime.engine) as connection:
+            event_id = statements.insert_usage_event(
+                connection,
+                {
+                    "user_id": user_id,
+                    "metric": metric.name,
+                    "amount": amount,
+                    "period_start": period.start,
+                    "resources": dict(resources) if resources else None,
+                    "metadata": dict(metadata) if metadata else None,
+                    "idempotency_key": idempotency_key,
+                    "created_at": now,
+                },
+            )
+            if event_id is None:
+                # The key was charged before: report the metric as it stands, take nothing.
+                used = statements.used_in_period(connection, user_id, metric.name, period.start)
+                allowance = Allowance(metric.name, limit, used, period.end)
+                return Reservation(user_id, metric.name, 0, period, allowance, None, replayed=True)
+            used_after = statements.consume(
+                connection,
+                user_id=user_id,
+                metric=metric.name,
+                period=period,
+                amount=amount,
+                limit=limit,
+            )
+            if used_after is None:
+                used = statements.used_in_period(connection, user_id, metric.name, period.start)
+                connection.rollback()  # drops the event inserted above
+                self._refuse(
+                    metric, user_id, amount, Allowance(metric.name, limit, used, period.end)
+                )
+        allowance = Allowance(metric.name, limit, used_after, period.end)
+        self._announce_consumption(user_id, metric.name, amount, allowance)
+        return Reservation(user_id, metric.name, amount, period, allowance, event_id)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back (the work failed): the counter and the usage log forget it."""
+        if reservation.replayed or reservation.event_id is None:
+            return
+        with write_transaction(self._runtime.engine) as connection:
+            statements.give_back(
+                connection,
+                user_id=reservation.user_id,
+                metric=reservation.metric,
+                period_start=reservation.period.start,
+                amount=reservation.amount,
+            )
+            statements.delete_usage_event(connection, reservation.event_id)
+
+    # -- features and gauges -------------------------------------------------------------------
+
+    def require_feature(self, user_id: str, feature: str) -> Plan:
+        _, plan = self.effective_plan(user_id)
+        if not plan.has_feature(feature):
+            label = self._runtime.catalog.feature_label(feature)
+            message = f"{label} is not available on the {plan.name} plan"
+            raise FeatureNotAvailable(message, feature, plan.code)
+        return plan
+
+    def has_feature(self, user_id: str, feature: str) -> bool:
+        return self.effective_plan(user_id)[1].has_feature(feature)
+
+    def capacity(self, user_id: str, metric_name: str) -> Allowance:
+        """A gauge metric now: the plan's cap and the host's current count."""
+        metric = self._runtime.metric(metric_name, MetricKind.GAUGE)
+        _, plan = self.effective_plan(user_id)
+        return Allowance(metric.name, plan.limit_for(metric.name), self._count(user_id, metric))
+
+    def require_capacity(self, user_id: str, metric_name: str, amount: int = 1) -> Allowance:
+        """Raise ``QuotaExceeded`` unless ``amount`` more fits under the gauge's cap."""
+        validate_amount(amount)
+        allowance = self.capacity(user_id, metric_name)
+        if not allowance.allows(amount):
+            self._refuse(self._runtime.catalog.metric(metric_name), user_id, amount, allowance)
+        return allowance
+
+    def capacity_lock(self, user_id: str, metric_name: str) -> Any:
+        return gauge_lock(self._runtime.engine, user_id, metric_name)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _count(self, user_id: str, metric: Metric) -> int:
+        loader = self._runtime.capacity_loaders.get(metric.name)
+        if loader is None:
+            raise BillingConfigError(
+                f"no capacity loader for gauge {metric.name!r}: register one with "
+                f"@billing.capacity_loader({metric.name!r})"
+            )
+        return int(loader(user_id))
+
+    def _allowance_now(
+        self, user_id: str, metric: Metric, limit: int | None, period: Period
+    ) -> Allowance:
+        with read_connection(self._runtime.engine) as connection:
+            used = statements.used_in_period(connection, user_id, metric.name, period.start)
+        return Allowance(metric.name, limit, used, period.end)
+
+    def _refuse(self, metric: Metric, user_id: str, amount: int, allowance: Allowance) -> NoReturn:
+        signals.quota_exceeded.send(
+            self._runtime.app,
+            user_id=user_id,
+            metric=metric.name,
+            amount=amount,
+            allowance=allowance,
+        )
+        now = self._runtime.now()
+        raise QuotaExceeded(metric.limit_message(allowance.limit), allowance, now)
+
+    def _announce_consumption(
+        self, user_id: str, metric: str, amount: int, allowance: Allowance
+    ) -> None:
+        app = self._runtime.app
+        signals.quota_consumed.send(
+            app, user_id=user_id, metric=metric, amount=amount, allowance=allowance
+        )
+        threshold = self._runtime.settings.quota_low_threshold
+        if crossed_threshold(allowance.used - amount, allowance.used, allowance.limit, threshold):
+            signals.quota_low.send(app, user_id=user_id, metric=metric, allowance=allowance)

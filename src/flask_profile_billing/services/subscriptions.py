@@ -1,0 +1,334 @@
+"""The subscription lifecycle: free on first access, plan changes, cancel, resume, trial, expiry.
+
+A subscription's status is derived from its timestamps when read (``Subscription.status_at``), so
+guards and pages are right even if no scheduled job ran. Writes here make the stored rows catch up.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, case, select, update
+
+from .. import signals
+from ..domain.catalog import Plan
+from ..domain.periods import add_months
+from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
+from ..errors import BillingError
+from ..store.models import subscriptions
+from ..store.statements import insert_ignoring_conflict
+from ..store.transactions import read_connection, write_transaction
+from .plans import PlanStore
+from .runtime import Runtime
+
+ALLOWED_DURATIONS = (1, 12)
+_CURRENT = subscriptions.c.ended_at.is_(None)
+_RETRIES = 3
+
+
+class SubscriptionConflictError(BillingError):
+    """The subscription changed under a concurrent write more often than retrying allows."""
+
+
+class SubscriptionService:
+    def __init__(self, runtime: Runtime, plan_store: PlanStore) -> None:
+        self._runtime = runtime
+        self._plans = plan_store
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def current(self, user_id: str) -> Subscription:
+        """The user's current subscription, created (free) on first access and rolled over to free
+        when its paid period is over."""
+        now = self._runtime.now()
+        subscription = self.find_current(user_id)
+        if subscription is None:
+            subscription = self._create_default(user_id, now)
+        if subscription.has_lapsed(now):
+            subscription = self._roll_over(subscription)
+        return subscription
+
+    def find_current(self, user_id: str) -> Subscription | None:
+        with read_connection(self._runtime.engine) as connection:
+            return self._select_current(connection, user_id)
+
+    def history(self, user_id: str) -> list[Subscription]:
+        with read_connection(self._runtime.engine) as connection:
+            rows = connection.execute(
+                select(subscriptions)
+                .where(subscriptions.c.user_id == user_id)
+                .order_by(subscriptions.c.started_at, subscriptions.c.id)
+            )
+            return [_to_subscription(row) for row in rows]
+
+    def plan_of(self, subscription: Subscription) -> Plan:
+        return self._runtime.catalog.plan(subscription.plan_code)
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def change_plan(self, user_id: str, plan_code: str, months: int = 1) -> Subscription:
+        """Put the user on ``plan_code`` for ``months`` (1 or 12) from now.
+
+        Granting the plan the user already has extends its paid period instead (the seed's manual
+        extension). The default plan never lapses, so ``months`` does not apply to it. This does not
+        take payment: it is for the CLI, admins and confirmed payments, never a user's own request.
+        """
+        if months not in ALLOWED_DURATIONS:
+            raise ValueError(f"months must be one of {ALLOWED_DURATIONS}, not {months!r}")
+        plan = self._runtime.catalog.plan(plan_code)
+        return self._replace(user_id, plan, SubscriptionStatus.ACTIVE, months=months)
+
+    def start_trial(self, user_id: str, plan_code: str, days: int) -> Subscription:
+        """Put the user on ``plan_code`` with status ``trial`` for ``days``; then back to free."""
+        if days < 1:
+            raise ValueError("a trial lasts at least one day")
+        plan = self._runtime.catalog.plan(plan_code)
+        return self._replace(user_id, plan, SubscriptionStatus.TRIAL, days=days)
+
+    def cancel(self, user_id: str) -> Subscription:
+        """Cancel at the end of the paid period: access is kept until ``expires_at``, then free."""
+        subscription = self.current(user_id)
+        if subscription.expires_at is None:
+            raise BillingError("the current plan does not lapse, so there is nothing to cancel")
+        if subscription.status is SubscriptionStatus.CANCELLED:
+            return subscription
+        return self._set_status(
+            subscription, SubscriptionStatus.CANCELLED, cancelled_at=self._runtime.now()
+        )
+
+    def resume(self, user_id: str) -> Subscription:
+        """Undo a cancel before the paid period ends."""
+        subscription = self.current(user_id)
+        if subscription.status is not SubscriptionStatus.CANCELLED:
+            raise BillingError("only a cancelled subscription can be resumed")
+        return self._set_status(subscription, SubscriptionStatus.ACTIVE, cancelled_at=None)
+
+    def expire_lapsed(self, batch_size: int = 1000) -> int:
+        """End every current subscription whose period is over and start a free one in its place.
+
+        Set-based, in batches, idempotent: the catch-up that ``current()`` also does lazily per user.
+        Returns how many subscriptions it ended.
+        """
+        runtime = self._runtime
+        self._plans.ensure_seeded()
+        now = runtime.now()
+        default_code = runtime.catalog.default_plan.code
+        total = 0
+        while True:
+            with write_transaction(runtime.engine) as connection:
+                ids = list(
+                    connection.execute(
+                        select(subscriptions.c.id)
+                        .where(_CURRENT, subscriptions.c.expires_at <= now)
+                        .limit(batch_size)
+                    ).scalars()
+                )
+                if not ids:
+                    return total
+                ended = connection.execute(
+                    _end_statement(subscriptions.c.id.in_(ids), subscriptions.c.expires_at)
+                    .values(end_reason=EndReason.EXPIRED.value, status=_lapsed_status())
+                    .returning(*subscriptions.c)
+                ).all()
+                for row in ended:
+                    self._insert_default(connection, row.user_id, row.expires_at, default_code)
+            total += len(ended)
+            for row in ended:
+                self._announce_expiry(_to_subscription(row))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _replace(
+        self,
+        user_id: str,
+        plan: Plan,
+        status: SubscriptionStatus,
+        *,
+        months: int | None = None,
+        days: int | None = None,
+    ) -> Subscription:
+        for _ in range(_RETRIES):
+            previous = self.current(user_id)
+            now = self._runtime.now()
+            if self._extends(previous, plan, status, now):
+                assert previous.expires_at is not None
+                assert months is not None
+                changed = self._extend(previous, add_months(previous.expires_at, months))
+            else:
+                changed = self._start_new(previous, plan, status, now, months=months, days=days)
+            if changed is not None:
+                signals.subscription_changed.send(
+                    self._runtime.app, user_id=user_id, previous=previous, current=changed
+                )
+                return changed
+        raise SubscriptionConflictError(f"the subscription of user {user_id!r} kept changing; retry")
+
+    def _extends(
+        self, previous: Subscription, plan: Plan, status: SubscriptionStatus, now: datetime
+    ) -> bool:
+        return (
+            status is SubscriptionStatus.ACTIVE
+            and previous.plan_code == plan.code
+            and previous.expires_at is not None
+            and previous.is_active_at(now)
+            and previous.status is not SubscriptionStatus.TRIAL
+        )
+
+    def _extend(self, previous: Subscription, expires_at: datetime) -> Subscription | None:
+        with write_transaction(self._runtime.engine) as connection:
+            result = connection.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id == previous.id, _CURRENT)
+                .values(
+                    expires_at=expires_at,
+                    status=SubscriptionStatus.ACTIVE.value,
+                    cancelled_at=None,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            return self._select_current(connection, previous.user_id)
+
+    def _start_new(
+        self,
+        previous: Subscription,
+        plan: Plan,
+        status: SubscriptionStatus,
+        now: datetime,
+        *,
+        months: int | None,
+        days: int | None,
+    ) -> Subscription | None:
+        if plan.is_default:
+            expires_at = None
+        elif days is not None:
+            expires_at = now + timedelta(days=days)
+        else:
+            expires_at = add_months(now, months or 1)
+        with write_transaction(self._runtime.engine) as connection:
+            ended = connection.execute(
+                _end_statement(subscriptions.c.id == previous.id, now).values(
+                    end_reason=EndReason.REPLACED.value
+                )
+            )
+            if ended.rowcount != 1:
+                return None
+            connection.execute(
+                subscriptions.insert().values(
+                    user_id=previous.user_id,
+                    plan_code=plan.code,
+                    status=status.value,
+                    started_at=now,
+                    expires_at=expires_at,
+                    period_anchor=now,
+                )
+            )
+            return self._select_current(connection, previous.user_id)
+
+    def _set_status(
+        self, subscription: Subscription, status: SubscriptionStatus, **values: Any
+    ) -> Subscription:
+        with write_transaction(self._runtime.engine) as connection:
+            result = connection.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id == subscription.id, _CURRENT)
+                .values(status=status.value, **values)
+            )
+            if result.rowcount != 1:
+                raise SubscriptionConflictError("the subscription changed meanwhile; retry")
+            changed = self._select_current(connection, subscription.user_id)
+        assert changed is not None
+        signals.subscription_changed.send(
+            self._runtime.app, user_id=subscription.user_id, previous=subscription, current=changed
+        )
+        return changed
+
+    def _create_default(self, user_id: str, now: datetime) -> Subscription:
+        self._plans.ensure_seeded()
+        default_code = self._runtime.catalog.default_plan.code
+        with write_transaction(self._runtime.engine) as connection:
+            created = self._insert_default(connection, user_id, now, default_code)
+            subscription = self._select_current(connection, user_id)
+        assert subscription is not None
+        if created:
+            signals.subscription_changed.send(
+                self._runtime.app, user_id=user_id, previous=None, current=subscription
+            )
+        return subscription
+
+    def _roll_over(self, lapsed: Subscription) -> Subscription:
+        assert lapsed.expires_at is not None
+        default_code = self._runtime.catalog.default_plan.code
+        with write_transaction(self._runtime.engine) as connection:
+            ended = connection.execute(
+                _end_statement(subscriptions.c.id == lapsed.id, lapsed.expires_at).values(
+                    end_reason=EndReason.EXPIRED.value, status=_lapsed_status()
+                )
+            )
+            if ended.rowcount == 1:
+                self._insert_default(connection, lapsed.user_id, lapsed.expires_at, default_code)
+            current = self._select_current(connection, lapsed.user_id)
+        assert current is not None
+        if ended.rowcount == 1:
+            self._announce_expiry(lapsed, current)
+        return current
+
+    def _announce_expiry(self, lapsed: Subscription, current: Subscription | None = None) -> None:
+        signals.subscription_expired.send(
+            self._runtime.app, user_id=lapsed.user_id, subscription=lapsed, current=current
+        )
+
+    @staticmethod
+    def _insert_default(
+        connection: Connection, user_id: str, starts_at: datetime, plan_code: str
+    ) -> bool:
+        """Insert a free subscription unless the user already has a current one (the unique index
+        decides between concurrent first requests)."""
+        return insert_ignoring_conflict(
+            connection,
+            subscriptions,
+            {
+                "user_id": user_id,
+                "plan_code": plan_code,
+                "status": SubscriptionStatus.ACTIVE.value,
+                "started_at": starts_at,
+                "expires_at": None,
+                "period_anchor": starts_at,
+            },
+            ["user_id"],
+            conflict_where=_CURRENT,
+        )
+
+    @staticmethod
+    def _select_current(connection: Connection, user_id: str) -> Subscription | None:
+        row = connection.execute(
+            select(subscriptions).where(subscriptions.c.user_id == user_id, _CURRENT)
+        ).one_or_none()
+        return None if row is None else _to_subscription(row)
+
+
+def _end_statement(where: Any, ended_at: Any) -> Any:
+    return update(subscriptions).where(and_(where, _CURRENT)).values(ended_at=ended_at)
+
+
+def _lapsed_status() -> Any:
+    """A cancelled subscription stays ``cancelled`` when it lapses; any other becomes ``expired``."""
+    cancelled = SubscriptionStatus.CANCELLED.value
+    return case(
+        (subscriptions.c.status == cancelled, cancelled),
+        else_=SubscriptionStatus.EXPIRED.value,
+    )
+
+
+def _to_subscription(row: Row[Any]) -> Subscription:
+    return Subscription(
+        id=row.id,
+        user_id=row.user_id,
+        plan_code=row.plan_code,
+        status=SubscriptionStatus(row.status),
+        started_at=row.started_at,
+        expires_at=row.expires_at,
+        period_anchor=row.period_anchor,
+        cancelled_at=row.cancelled_at,
+    )

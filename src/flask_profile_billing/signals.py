@@ -1,0 +1,24 @@
+"""Signals a host app can subscribe to, in a blinker namespace of the extension's own.
+
+Every signal is sent with the Flask app as sender and keyword arguments named in its docstring::
+
+    from flask_profile_billing import signals
+
+    @signals.quota_exceeded.connect
+    def notify(app, user_id, metric, allowance, **extra): ...
+"""
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+quota_consumed = _signals.signal("quota-consumed")
+"""``user_id``, ``metric``, ``amount``, ``allowance`` (after the charge)."""
+quota_exceeded = _signals.signal("quota-exceeded")
+"""``user_id``, ``metric``, ``amount``, ``allowance`` (what refused it)."""
+quota_low = _signals.signal("quota-low")
+"""``user_id``, ``metric``, ``allowance``: sent once a period, when usage reaches the threshold."""
+subscription_changed = _signals.signal("subscription-changed")
+"""``user_id``, ``previous`` (or None for a new user), ``current``."""
+subscription_expired = _signals.signal("subscription-expired")
+"""``user_id``, ``subscription`` (the one that lapsed), ``current`` (the free one that follows)."""

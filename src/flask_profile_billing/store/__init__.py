@@ -1,0 +1,1 @@
+"""Tables and the few atomic statements the services run."""

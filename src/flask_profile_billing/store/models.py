@@ -1,0 +1,165 @@
+"""The extension's tables. They refer to the host's user by id only and never touch its user table.
+
+The models use their own declarative base, so a host's ``db.create_all()`` does not create them:
+``ProfileBilling.create_all()`` or the bundled migrations do (see docs/guide.md, "Database tables").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, cast
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .types import BigId, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+USER_ID = String(255)
+# The current subscription of a user is the one that has not ended.
+_IS_CURRENT = text("ended_at IS NULL")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class PlanRow(Base):
+    """A plan of the catalog, mirrored from configuration so subscriptions can refer to it."""
+
+    __tablename__ = "billing_plans"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text, default="")
+    price_monthly: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    price_yearly: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    limits: Mapped[dict[str, Any]]
+    features: Mapped[dict[str, Any]]
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime]
+
+
+class SubscriptionRow(Base):
+    """A user's subscription; history is kept, the current one is the row with no ``ended_at``."""
+
+    __tablename__ = "billing_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    plan_code: Mapped[str] = mapped_column(ForeignKey("billing_plans.code"))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    period_anchor: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (
+        # At most one current subscription per user, enforced by the database: concurrent first
+        # requests race on this index and exactly one insert wins.
+        Index(
+            "uq_billing_subscriptions_current_user",
+            "user_id",
+            unique=True,
+            postgresql_where=_IS_CURRENT,
+            sqlite_where=_IS_CURRENT,
+        ),
+        Index("ix_billing_subscriptions_user_id", "user_id"),
+        # Maintenance looks for current subscriptions whose paid period is over.
+        Index(
+            "ix_billing_subscriptions_current_expires_at",
+            "expires_at",
+            postgresql_where=_IS_CURRENT,
+            sqlite_where=_IS_CURRENT,
+        ),
+    )
+
+
+class UsageCounterRow(Base):
+    """How much of a periodic metric a user used in one billing period.
+
+    A new period is a new row, so a "reset" is exact and needs no job.
+    """
+
+    __tablename__ = "billing_usage_counters"
+
+    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    period_end: Mapped[datetime]
+    """Kept so that reports can find every user's current period in SQL, whatever the rule."""
+    used: Mapped[int] = mapped_column(BigId, default=0)
+
+
+class UsageEventRow(Base):
+    """One charged action: the usage log of the seed, and the record that makes retries free."""
+
+    __tablename__ = "billing_usage_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    metric: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(Integer)
+    period_start: Mapped[datetime]
+    resources: Mapped[dict[str, Any] | None]
+    event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key"),
+        Index("ix_billing_usage_events_user_id_created_at", "user_id", "created_at"),
+        Index("ix_billing_usage_events_metric_created_at", "metric", "created_at"),
+    )
+
+
+class ProfileRow(Base):
+    """The editable profile fields of a user; email and name stay in the host's user table."""
+
+    __tablename__ = "billing_profiles"
+
+    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    company: Mapped[str | None] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(2))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    avatar_url: Mapped[str | None] = mapped_column(String(2048))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+# The tables, for the services' Core statements.
+plans = cast(Table, PlanRow.__table__)
+subscriptions = cast(Table, SubscriptionRow.__table__)
+usage_counters = cast(Table, UsageCounterRow.__table__)
+usage_events = cast(Table, UsageEventRow.__table__)
+profiles = cast(Table, ProfileRow.__table__)

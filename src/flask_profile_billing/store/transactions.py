@@ -1,0 +1,38 @@
+"""Transactions the services own, on their own connections, apart from the host's ``db.session``.
+
+The host's session may hold unrelated pending work in the middle of a request; committing a quota
+reservation must neither flush nor commit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that commits on success and rolls back on any exception.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE``: the write lock is taken up front, so a transaction
+    that reads before it writes waits for other writers (busy timeout) instead of failing with
+    "database is locked" when it upgrades its lock.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+
+@contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads; the implicit transaction is ended when the block ends."""
+    with engine.connect() as connection:
+        yield connection

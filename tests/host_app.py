@@ -1,0 +1,155 @@
+"""A minimal host app for the tests: Flask-SQLAlchemy, Flask-Login and the extension.
+
+Users are whoever the ``X-User`` header names (Flask-Login's request_loader), so concurrent tests
+need no login round trip. Importable by worker processes of the multi-process tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask, Request, abort, jsonify
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import String, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from flask_profile_billing import (
+    ProfileBilling,
+    requires_capacity,
+    requires_feature,
+    requires_quota,
+)
+
+
+class Model(DeclarativeBase):
+    pass
+
+
+@dataclass
+class Clock:
+    """A clock the tests move by hand: periods and expiry without waiting or a scheduler."""
+
+    now: datetime = field(default_factory=lambda: datetime(2025, 10, 13, 10, 0, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+    def set(self, moment: datetime) -> datetime:
+        self.now = moment
+        return moment
+
+
+# One SQLAlchemy object serves every app the tests build, as in a host's app factory.
+db = SQLAlchemy(model_class=Model)
+
+
+class Vacancy(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "host_vacancies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class User(UserMixin):
+    def __init__(self, user_id: str) -> None:
+        self.id = user_id
+
+
+def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask("host_app")
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="test",
+        SQLALCHEMY_DATABASE_URI=database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(database_url),
+    )
+    app.config.update(config or {})
+
+    db.init_app(app)
+    login_manager = LoginManager(app)
+
+    @login_manager.request_loader
+    def load_from_header(request: Request) -> User | None:
+        user_id = request.headers.get("X-User")
+        return User(user_id) if user_id else None
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        return User(user_id) if not user_id.startswith("ghost") else None
+
+    billing = ProfileBilling(app, db)
+
+    @billing.capacity_loader("active_vacancies")
+    def count_vacancies(user_id: str) -> int:
+        query = select(func.count()).select_from(Vacancy).where(Vacancy.user_id == user_id)
+        return int(db.session.execute(query).scalar_one())
+
+    @app.post("/analyze")
+    @requires_quota("analysis")
+    def analyze() -> Any:
+        return jsonify(success=True)
+
+    @app.post("/analyze/<application_id>")
+    @requires_quota("analysis")
+    def analyze_application(application_id: str) -> Any:
+        return jsonify(success=True, application_id=application_id)
+
+    @app.post("/export")
+    @requires_quota("export", amount=2)
+    def export_twice() -> Any:
+        return jsonify(success=True)
+
+    @app.post("/analyze/crash")
+    @requires_quota("analysis")
+    def crash() -> Any:
+        raise RuntimeError("the analysis failed")
+
+    @app.post("/analyze/refused")
+    @requires_quota("analysis")
+    def refused() -> Any:
+        abort(422)
+
+    @app.route("/analyze/preflight", methods=["OPTIONS", "POST"])
+    @requires_quota("analysis")
+    def preflight() -> Any:
+        return jsonify(success=True)
+
+    @app.get("/api/data")
+    @requires_feature("api_access")
+    def api_data() -> Any:
+        return jsonify(success=True, data=[1, 2, 3])
+
+    @app.post("/vacancies")
+    @requires_capacity("active_vacancies")
+    def add_vacancy() -> Any:
+        vacancy = Vacancy(user_id=_current_user_id())
+        db.session.add(vacancy)
+        db.session.commit()
+        return jsonify(success=True, id=vacancy.id), 201
+
+    with app.app_context():
+        db.create_all()
+        billing.create_all()
+    app.extensions["test_billing"] = billing
+    return app
+
+
+def _current_user_id() -> str:
+    from flask_login import current_user
+
+    return str(current_user.get_id())
+
+
+def _engine_options(database_url: str) -> dict[str, Any]:
+    # Room for the concurrency tests: many requests in flight, each briefly holding a connection.
+    options: dict[str, Any] = {"pool_size": 20, "max_overflow": 40, "pool_timeout": 60}
+    if database_url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": 60}
+    return options
