@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Flask, Request, abort, jsonify
+from flask import Flask, Request, abort, g, jsonify
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import String, func, select
@@ -74,6 +74,12 @@ def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) 
 
     db.init_app(app)
     login_manager = LoginManager(app)
+
+    @app.before_request
+    def forget_previous_user() -> None:
+        # The test fixtures keep an app context pushed, which Flask reuses for requests, so
+        # Flask-Login's per-context user cache (g._login_user) would leak from one request to the next.
+        g.pop("_login_user", None)
 
     @login_manager.request_loader
     def load_from_header(request: Request) -> User | None:

@@ -59,9 +59,6 @@ class BillingHTTPError(HTTPException):
 
         return error_response(self)
 
-    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
-        return [*super().get_headers(environ, scope), *self.headers().items()]
-
 
 class InvalidRequest(BillingHTTPError, BadRequest):
     """Malformed input to a guarded route (an over-long ``Idempotency-Key``...)."""
@@ -84,9 +81,11 @@ class QuotaExceeded(BillingHTTPError, TooManyRequests):
     def __init__(self, message: str, allowance: Allowance, now: datetime | None = None) -> None:
         super().__init__(message)
         self.allowance = allowance
-        # Seconds until the period resets, sent by werkzeug as Retry-After; gauges never reset.
+        # Seconds until the period resets, sent as Retry-After; gauges never reset by themselves.
+        self.retry_after_seconds: int | None = None
         if allowance.resets_at is not None and now is not None:
-            self.retry_after = max(math.ceil((allowance.resets_at - now).total_seconds()), 0)
+            seconds = math.ceil((allowance.resets_at - now).total_seconds())
+            self.retry_after_seconds = max(seconds, 0)
 
     @property
     def metric(self) -> str:
@@ -105,7 +104,10 @@ class QuotaExceeded(BillingHTTPError, TooManyRequests):
     def headers(self) -> dict[str, str]:
         from .responses import quota_headers
 
-        return quota_headers(self.allowance)
+        headers = quota_headers(self.allowance)
+        if self.retry_after_seconds is not None:
+            headers["Retry-After"] = str(self.retry_after_seconds)
+        return headers
 
 
 class FeatureNotAvailable(BillingHTTPError, Forbidden):

@@ -162,7 +162,9 @@ class SubscriptionService:
                     self._runtime.app, user_id=user_id, previous=previous, current=changed
                 )
                 return changed
-        raise SubscriptionConflictError(f"the subscription of user {user_id!r} kept changing; retry")
+        raise SubscriptionConflictError(
+            f"the subscription of user {user_id!r} kept changing; retry"
+        )
 
     def _extends(
         self, previous: Subscription, plan: Plan, status: SubscriptionStatus, now: datetime
