@@ -122,6 +122,13 @@ def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) 
     def refused() -> Any:
         abort(422)
 
+    @app.post("/analyze/half-done")
+    @requires_quota("analysis")
+    def half_done() -> Any:
+        db.session.add(Vacancy(user_id=_current_user_id()))
+        db.session.flush()  # written but never committed: the view then fails
+        abort(409)
+
     @app.route("/analyze/preflight", methods=["OPTIONS", "POST"])
     @requires_quota("analysis")
     def preflight() -> Any:

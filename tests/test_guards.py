@@ -108,6 +108,15 @@ def test_an_error_status_is_not_charged(client: FlaskClient, billing: ProfileBil
     assert billing.allowance("alice", "analysis").used == 0
 
 
+def test_a_view_that_wrote_without_committing_and_failed_is_not_charged(
+    client: FlaskClient, billing: ProfileBilling
+) -> None:
+    response = client.post("/analyze/half-done", headers=as_user("alice"))
+
+    assert response.status_code == 409
+    assert billing.allowance("alice", "analysis").used == 0
+
+
 def test_failed_requests_are_charged_when_configured(make_app: AppFactory) -> None:
     app = make_app(BILLING_CHARGE_FAILED_REQUESTS=True)
     client = app.test_client()

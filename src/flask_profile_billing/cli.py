@@ -159,9 +159,13 @@ def downgrade(revision: str) -> None:
 @database.command()
 def current() -> None:
     """Show the revision of the extension's tables."""
+    click.echo(_revision())
+
+
+def _revision() -> str:
     from . import migrate
 
-    click.echo(migrate.current_revision(get_state().runtime.engine) or "none (not migrated)")
+    return migrate.current_revision(get_state().runtime.engine) or "none (not migrated)"
 
 
 @contextmanager
@@ -170,7 +174,7 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except (UnknownPlanError, UnknownMetricError, UnknownUserError, ValueError) as error:
-        raise click.ClickException(str(error).strip("'\"")) from None
+        raise click.ClickException(str(error)) from None
     except BillingConfigError:
         raise
     except BillingError as error:

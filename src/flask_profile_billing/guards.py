@@ -19,7 +19,7 @@ from .domain.limits import Allowance, validate_amount
 from .errors import InvalidRequest
 from .extension import BillingState, get_state
 from .responses import quota_headers
-from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
+from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH, Reservation
 
 View = TypeVar("View", bound=Callable[..., Any])
 EXEMPT_METHODS = frozenset({"OPTIONS"})
@@ -57,11 +57,11 @@ def requires_quota(metric: str, amount: int = 1) -> Callable[[View], View]:
                 response = _run(view, args, kwargs)
             except BaseException:
                 if not keep_failures:
-                    quotas.release(reservation)
+                    _release_after_failure(state, reservation)
                 raise
             allowance = reservation.allowance
             if response.status_code >= 400 and not keep_failures:
-                quotas.release(reservation)
+                _release_after_failure(state, reservation)
                 allowance = Allowance(
                     allowance.metric,
                     allowance.limit,
@@ -121,6 +121,20 @@ def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
         return cast(View, guarded)
 
     return decorator
+
+
+def _release_after_failure(state: BillingState, reservation: Reservation) -> None:
+    """Give the charge of a failed view back.
+
+    On SQLite, a view that flushed writes it did not commit still holds the database's only write
+    lock through the host's session, and the refund's own connection would wait for it until the
+    busy timeout. Those writes are discarded when Flask-SQLAlchemy ends the session after the
+    request anyway, so they are rolled back now, before the refund.
+    """
+    db = state.runtime.db
+    if state.runtime.engine.dialect.name == "sqlite":
+        db.session.rollback()
+    state.quotas.release(reservation)
 
 
 def _run(view: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:

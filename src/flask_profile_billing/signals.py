@@ -21,4 +21,5 @@ quota_low = _signals.signal("quota-low")
 subscription_changed = _signals.signal("subscription-changed")
 """``user_id``, ``previous`` (or None for a new user), ``current``."""
 subscription_expired = _signals.signal("subscription-expired")
-"""``user_id``, ``subscription`` (the one that lapsed), ``current`` (the free one that follows)."""
+"""``user_id``, ``subscription`` (the one that lapsed, as stored after ending), ``current`` (the free one
+that follows)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, select
 
 from ..store.models import subscriptions, usage_counters, usage_events
 from ..store.transactions import read_connection
@@ -47,13 +47,24 @@ class ReportService:
             return [TopUser(row.user_id, int(row.total)) for row in connection.execute(query)]
 
     def plan_usage(self, metric: str) -> list[PlanUsage]:
-        """Users with a subscription in force per plan, and their mean use of ``metric`` this period."""
+        """Users per plan in force now, and their mean use of ``metric`` in their current period.
+
+        A current subscription whose paid period is over counts under the default plan, as the
+        guards already treat it, whether or not anything has rolled it over yet.
+        """
         now = self._runtime.now()
         subs = subscriptions.c
         counters = usage_counters.c
+        plan_in_force = case(
+            (
+                and_(subs.expires_at.is_not(None), subs.expires_at <= now),
+                self._runtime.catalog.default_plan.code,
+            ),
+            else_=subs.plan_code,
+        ).label("plan_code")
         query = (
             select(
-                subs.plan_code,
+                plan_in_force,
                 func.count(func.distinct(subs.user_id)).label("users"),
                 func.avg(func.coalesce(counters.used, 0)).label("average_used"),
             )
@@ -67,8 +78,8 @@ class ReportService:
                     counters.period_end > now,
                 ),
             )
-            .where(subs.ended_at.is_(None), or_(subs.expires_at.is_(None), subs.expires_at > now))
-            .group_by(subs.plan_code)
+            .where(subs.ended_at.is_(None))
+            .group_by(plan_in_force)
         )
         with read_connection(self._runtime.engine) as connection:
             rows = {row.plan_code: row for row in connection.execute(query)}

@@ -126,16 +126,17 @@ class SubscriptionService:
                 )
                 if not ids:
                     return total
-                ended = connection.execute(
-                    _end_statement(subscriptions.c.id.in_(ids), subscriptions.c.expires_at)
-                    .values(end_reason=EndReason.EXPIRED.value, status=_lapsed_status())
-                    .returning(*subscriptions.c)
-                ).all()
-                for row in ended:
-                    self._insert_default(connection, row.user_id, row.expires_at, default_code)
+                ended = self._end_lapsed(connection, subscriptions.c.id.in_(ids))
+                followers = [
+                    self._insert_default(
+                        connection, lapsed.user_id, lapsed.expires_at, default_code
+                    )
+                    or self._select_current(connection, lapsed.user_id)
+                    for lapsed in ended
+                ]
             total += len(ended)
-            for row in ended:
-                self._announce_expiry(_to_subscription(row))
+            for lapsed, current in zip(ended, followers, strict=True):
+                self._announce_expiry(lapsed, current)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -251,43 +252,50 @@ class SubscriptionService:
         default_code = self._runtime.catalog.default_plan.code
         with write_transaction(self._runtime.engine) as connection:
             created = self._insert_default(connection, user_id, now, default_code)
-            subscription = self._select_current(connection, user_id)
+            subscription = created or self._select_current(connection, user_id)
         assert subscription is not None
-        if created:
+        if created is not None:
             signals.subscription_changed.send(
                 self._runtime.app, user_id=user_id, previous=None, current=subscription
             )
         return subscription
 
     def _roll_over(self, lapsed: Subscription) -> Subscription:
-        assert lapsed.expires_at is not None
         default_code = self._runtime.catalog.default_plan.code
         with write_transaction(self._runtime.engine) as connection:
-            ended = connection.execute(
-                _end_statement(subscriptions.c.id == lapsed.id, lapsed.expires_at).values(
-                    end_reason=EndReason.EXPIRED.value, status=_lapsed_status()
+            ended = self._end_lapsed(connection, subscriptions.c.id == lapsed.id)
+            for subscription in ended:
+                self._insert_default(
+                    connection, subscription.user_id, subscription.expires_at, default_code
                 )
-            )
-            if ended.rowcount == 1:
-                self._insert_default(connection, lapsed.user_id, lapsed.expires_at, default_code)
             current = self._select_current(connection, lapsed.user_id)
         assert current is not None
-        if ended.rowcount == 1:
-            self._announce_expiry(lapsed, current)
+        for subscription in ended:  # empty when a concurrent request rolled it over first
+            self._announce_expiry(subscription, current)
         return current
 
-    def _announce_expiry(self, lapsed: Subscription, current: Subscription | None = None) -> None:
+    @staticmethod
+    def _end_lapsed(connection: Connection, where: Any) -> list[Subscription]:
+        """End lapsed current subscriptions at their expiry; the ended rows, as stored now."""
+        rows = connection.execute(
+            _end_statement(where, subscriptions.c.expires_at)
+            .values(end_reason=EndReason.EXPIRED.value, status=_lapsed_status())
+            .returning(*subscriptions.c)
+        )
+        return [_to_subscription(row) for row in rows]
+
+    def _announce_expiry(self, lapsed: Subscription, current: Subscription | None) -> None:
         signals.subscription_expired.send(
             self._runtime.app, user_id=lapsed.user_id, subscription=lapsed, current=current
         )
 
     @staticmethod
     def _insert_default(
-        connection: Connection, user_id: str, starts_at: datetime, plan_code: str
-    ) -> bool:
+        connection: Connection, user_id: str, starts_at: datetime | None, plan_code: str
+    ) -> Subscription | None:
         """Insert a free subscription unless the user already has a current one (the unique index
-        decides between concurrent first requests)."""
-        return insert_ignoring_conflict(
+        decides between concurrent first requests); the inserted subscription, or None."""
+        row = insert_ignoring_conflict(
             connection,
             subscriptions,
             {
@@ -301,6 +309,7 @@ class SubscriptionService:
             ["user_id"],
             conflict_where=_CURRENT,
         )
+        return None if row is None else _to_subscription(row)
 
     @staticmethod
     def _select_current(connection: Connection, user_id: str) -> Subscription | None:

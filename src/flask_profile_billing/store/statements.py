@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, select, update
+from sqlalchemy import Connection, Row, Table, and_, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain.periods import Period
@@ -34,14 +34,19 @@ def insert_ignoring_conflict(
     values: dict[str, Any],
     conflict_columns: Sequence[str],
     conflict_where: Any = None,
-) -> bool:
-    """Insert a row unless one with the same key exists; True when this call inserted it."""
+) -> Row[Any] | None:
+    """Insert a row unless one with the same key exists; the inserted row, or None.
+
+    The answer comes from ``RETURNING``: a row count is not reliable here (PostgreSQL drivers
+    report -1 for an insert that returns its generated key).
+    """
     statement = (
         dialect_insert(connection, table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=list(conflict_columns), index_where=conflict_where)
+        .returning(*table.c)
     )
-    return connection.execute(statement).rowcount == 1
+    return connection.execute(statement).first()
 
 
 def consume(

@@ -1,0 +1,109 @@
+"""The built wheel: the package's data files are inside, the project's tests and demo are not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "flask_profile_billing"
+SOURCE = PROJECT_ROOT / "src" / PACKAGE
+DIST_INFO = f"{PACKAGE}-0.1.0.dist-info"
+
+DATA_FILES = [
+    f"{PACKAGE}/py.typed",
+    f"{PACKAGE}/migrations/env.py",
+    f"{PACKAGE}/migrations/script.py.mako",
+    f"{PACKAGE}/templates/profile_billing/error.html",
+]
+
+
+@pytest.fixture(scope="module")
+def wheel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once for this module without build isolation (hatchling)."""
+    out = tmp_path_factory.mktemp("wheel")
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--quiet",
+        "-w",
+        str(out),
+        str(PROJECT_ROOT),
+    ]
+    build = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert build.returncode == 0, f"pip wheel failed:\n{build.stdout}\n{build.stderr}"
+    wheels = list(out.glob("*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_path: Path) -> Iterator[zipfile.ZipFile]:
+    with zipfile.ZipFile(wheel_path) as archive:
+        yield archive
+
+
+@pytest.fixture(scope="module")
+def names(wheel: zipfile.ZipFile) -> list[str]:
+    return wheel.namelist()
+
+
+def test_wheel_is_named_for_the_project(wheel_path: Path) -> None:
+    assert wheel_path.name == f"{PACKAGE}-0.1.0-py3-none-any.whl"
+
+
+@pytest.mark.parametrize("name", DATA_FILES)
+def test_wheel_holds_the_data_files(wheel: zipfile.ZipFile, names: list[str], name: str) -> None:
+    assert name in names
+    assert wheel.read(name) == (SOURCE / name.removeprefix(f"{PACKAGE}/")).read_bytes()
+
+
+def test_wheel_holds_the_migration_revisions(names: list[str]) -> None:
+    versions = [name for name in names if name.startswith(f"{PACKAGE}/migrations/versions/")]
+    assert any(Path(name).name.startswith("0001_") for name in versions), versions
+    assert all(name.endswith(".py") for name in versions), versions
+
+
+def test_wheel_holds_every_module_of_the_package(names: list[str]) -> None:
+    modules = {
+        f"{PACKAGE}/{path.relative_to(SOURCE).as_posix()}"
+        for path in SOURCE.rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert modules <= set(names), sorted(modules - set(names))
+
+
+def test_wheel_holds_nothing_but_the_package(names: list[str]) -> None:
+    outside = [name for name in names if not name.startswith((f"{PACKAGE}/", f"{DIST_INFO}/"))]
+    assert outside == []
+    assert not [name for name in names if "tests/" in name or "example_app" in name]
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+
+
+def test_wheel_metadata(wheel: zipfile.ZipFile) -> None:
+    metadata = Parser().parsestr(wheel.read(f"{DIST_INFO}/METADATA").decode())
+    assert metadata["Name"] == "flask-profile-billing"
+    assert metadata["Version"] == "0.1.0"
+    assert metadata["Requires-Python"] == ">=3.11"
+    requirements = metadata.get_all("Requires-Dist") or []
+    assert "flask>=3.0" in [requirement.lower() for requirement in requirements]
+    assert any(requirement.startswith("alembic") for requirement in requirements)
+    assert {"postgresql", "redis", "yaml"} <= set(metadata.get_all("Provides-Extra") or [])
+
+
+def test_migrations_in_the_wheel_are_usable(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
+    wheel.extractall(tmp_path)
+    scripts = ScriptDirectory(str(tmp_path / PACKAGE / "migrations"))
+    assert scripts.get_current_head() == "0001"
+    assert [revision.revision for revision in scripts.walk_revisions()] == ["0001"]
