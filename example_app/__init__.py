@@ -1,0 +1,53 @@
+"""An example host app for flask-profile-billing: ``flask --app example_app:create_app run``.
+
+Log in as ``alice@example.com`` / ``alice`` (Free plan) or ``bob@example.com`` / ``bob``
+(Professional) and use up the quotas from the home page.
+
+CSRF: Flask-WTF's ``CSRFProtect`` guards every POST, the HTML forms and the JSON API alike; nothing
+is exempt. Forms carry the token in a hidden ``csrf_token`` field. JSON clients, which authenticate
+with the session cookie, send the same token in the ``X-CSRFToken`` header; the pages publish it
+in ``<meta name="csrf-token">`` (a script reads it from there). A client without the token gets
+400 (as JSON when it asked for JSON). Exempting "JSON requests" instead would also be defensible,
+since a cross-site form cannot send ``application/json`` without a CORS preflight, but it relies on
+the browser's CORS rules and on every view really refusing form bodies; the header costs a client
+one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from . import auth, demo, views
+from .config import default_config
+from .extensions import CSRFError, billing, csrf, db, login_manager
+from .responses import csrf_error
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    defaults = default_config(app.instance_path)
+    app.config.from_mapping(defaults)
+    if config:
+        app.config.from_mapping(config)
+    if app.config["SQLALCHEMY_DATABASE_URI"] == defaults["SQLALCHEMY_DATABASE_URI"]:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)  # for the default SQLite file
+
+    db.init_app(app)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    billing.init_app(app)  # after db.init_app: it uses the app's Flask-SQLAlchemy object
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(views.bp)
+    app.register_error_handler(CSRFError, csrf_error)
+
+    with app.app_context():
+        db.create_all()  # the host's tables (a real app would use Flask-Migrate)
+        billing.upgrade_database()  # the extension's billing_* tables, by its own migrations
+        if app.config["EXAMPLE_DEMO_USERS"]:
+            demo.ensure_demo_users()
+    return app

@@ -1,0 +1,22 @@
+"""Configuration defaults, read from the environment; ``create_app(config)`` overrides them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# Only for running the example on your machine: set SECRET_KEY in the environment anywhere else,
+# since whoever knows it can forge session cookies (and so log in as anyone).
+DEV_SECRET_KEY = "dev-only-insecure-secret-key"
+
+
+def default_config(instance_path: str) -> dict[str, Any]:
+    database_file = Path(instance_path) / "example.sqlite3"
+    return {
+        "SECRET_KEY": os.environ.get("SECRET_KEY", DEV_SECRET_KEY),
+        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL", f"sqlite:///{database_file}"),
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # Create alice (Free) and bob (Professional) on start.
+        "EXAMPLE_DEMO_USERS": True,
+    }
