@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[postgresql,redis,yaml,example,test,dev]'
+	$(BIN)/pip install --quiet -e '.[postgresql,redis,yaml,metrics,test,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
-from flask_wtf.csrf import CSRFError, CSRFProtect  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
 from flask_profile_billing import ProfileBilling

@@ -28,9 +28,13 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
+HEAD = "0002"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",
+    "billing_activity",
+    "billing_payments",
+    "billing_webhook_deliveries",
     "billing_subscriptions",
     "billing_usage_counters",
     "billing_usage_events",
@@ -91,7 +95,7 @@ def test_upgrade_creates_the_tables_at_head(engine: Engine) -> None:
     migrate.upgrade(engine)
 
     assert table_names(engine) == BILLING_TABLES | {VERSION_TABLE}
-    assert migrate.current_revision(engine) == head_revision(engine) == "0001"
+    assert migrate.current_revision(engine) == head_revision(engine) == HEAD
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -123,7 +127,7 @@ def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
     migrate.upgrade(engine)
 
     assert schema_snapshot(engine) == before
-    assert migrate.current_revision(engine) == "0001"
+    assert migrate.current_revision(engine) == HEAD
     with engine.connect() as connection:
         codes = connection.execute(select(PlanRow.code)).scalars().all()
     assert codes == ["free"]
@@ -179,7 +183,7 @@ def test_upgrade_database_migrates_the_apps_database(database_url: str) -> None:
         billing.upgrade_database()
 
         assert table_names(engine) == BILLING_TABLES | {VERSION_TABLE}
-        assert migrate.current_revision(engine) == "0001"
+        assert migrate.current_revision(engine) == HEAD
         assert schema_diff(engine, flask_profile_billing.metadata, only_billing_tables) == []
         # The migrated tables serve the extension.
         billing.change_plan("u1", "starter")
@@ -199,10 +203,10 @@ def test_cli_db_upgrade_current_and_downgrade(database_url: str) -> None:
             return result.output.strip()
 
         assert invoke("current") == "none (not migrated)"
-        assert invoke("upgrade") == "Billing tables at revision 0001."
-        assert invoke("current") == "0001"
+        assert invoke("upgrade") == f"Billing tables at revision {HEAD}."
+        assert invoke("current") == HEAD
         assert table_names(engine) == BILLING_TABLES | {VERSION_TABLE}
-        assert invoke("upgrade") == "Billing tables at revision 0001."
+        assert invoke("upgrade") == f"Billing tables at revision {HEAD}."
 
         assert invoke("downgrade", "base").startswith("Billing tables at revision")
         assert invoke("current") == "none (not migrated)"

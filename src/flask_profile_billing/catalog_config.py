@@ -41,6 +41,9 @@ class _MetricSchema(Schema):
     )
     limit_key = fields.String(load_default=None)
     message = fields.String(load_default=None)
+    usage_key = fields.String(load_default="")
+    check_key = fields.String(load_default="")
+    message_key = fields.String(load_default="")
 
 
 class _PlanSchema(Schema):
@@ -80,6 +83,9 @@ def load_catalog(source: Mapping[str, Any] | str | Path | None) -> Catalog:
             MetricKind(spec["kind"]),
             spec["limit_key"] or name,
             spec["message"] or f"{name.replace('_', ' ').capitalize()} limit reached ({{limit}})",
+            usage_key=spec["usage_key"],
+            check_key=spec["check_key"],
+            message_key=spec["message_key"],
         )
         for name, spec in (data.get("metrics") or {}).items()
     }

@@ -60,6 +60,21 @@ class BillingHTTPError(HTTPException):
         return error_response(self)
 
 
+class ApiError(BillingHTTPError):
+    """Any other answer of the JSON API in the error shape (401, 402, 404, 409, 422 ...)."""
+
+    def __init__(
+        self, status: int, error_code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = status
+        self.error_code = error_code
+        self._details = details or {}
+
+    def details(self) -> dict[str, Any]:
+        return self._details
+
+
 class InvalidRequest(BillingHTTPError, BadRequest):
     """Malformed input to a guarded route (an over-long ``Idempotency-Key``...)."""
 
@@ -125,6 +140,7 @@ class FeatureNotAvailable(BillingHTTPError, Forbidden):
 
 
 __all__ = [
+    "ApiError",
     "BillingConfigError",
     "BillingError",
     "BillingHTTPError",

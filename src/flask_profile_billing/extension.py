@@ -18,11 +18,14 @@ from .domain.catalog import Catalog, Plan
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, NotInitialisedError, UnknownUserError
+from .services.payments import PaymentService
 from .services.plans import PlanStore, SeedResult
+from .services.profiles import ProfileService
 from .services.quotas import QuotaService, Reservation
 from .services.reports import ReportService
 from .services.runtime import CapacityLoader, Runtime
 from .services.subscriptions import SubscriptionService
+from .services.usage import UsageStatsService
 from .settings import DEFAULTS, BillingSettings
 
 if TYPE_CHECKING:
@@ -41,13 +44,24 @@ class BillingState:
     subscriptions: SubscriptionService
     quotas: QuotaService
     reports: ReportService
+    usage: UsageStatsService
+    payments: PaymentService
+    profiles: ProfileService
 
     @classmethod
     def build(cls, runtime: Runtime) -> BillingState:
         plans = PlanStore(runtime)
         subscriptions = SubscriptionService(runtime, plans)
-        quotas = QuotaService(runtime, subscriptions)
-        return cls(runtime, plans, subscriptions, quotas, ReportService(runtime))
+        return cls(
+            runtime=runtime,
+            plans=plans,
+            subscriptions=subscriptions,
+            quotas=QuotaService(runtime, subscriptions),
+            reports=ReportService(runtime),
+            usage=UsageStatsService(runtime),
+            payments=PaymentService(runtime, subscriptions),
+            profiles=ProfileService(runtime),
+        )
 
 
 def get_state(app: Flask | None = None) -> BillingState:
@@ -93,14 +107,21 @@ class ProfileBilling:
                 "flask-profile-billing needs Flask-SQLAlchemy: pass ProfileBilling(db=db) or call "
                 "db.init_app(app) before billing.init_app(app)"
             )
-        runtime = Runtime(app, settings, load_catalog(settings.plans), db, self._capacity_loaders)
+        catalog = load_catalog(settings.plans)
+        if settings.default_quota is not None:
+            catalog = catalog.with_limit(
+                catalog.default_plan.code, settings.primary_metric, settings.default_quota
+            )
+        runtime = Runtime(app, settings, catalog, db, self._capacity_loaders)
         app.extensions[EXTENSION_KEY] = BillingState.build(runtime)
-        # Templates only for now; a host overrides them with files of the same name in its own
+        # Templates: a host overrides one with a file of the same name in its own
         # templates/profile_billing/ folder, which Flask searches first.
         app.register_blueprint(Blueprint(EXTENSION_KEY, __name__, template_folder="templates"))
 
-        from .cli import build_cli_group  # the CLI imports this module
+        from .api.blueprints import register_api  # the faces import this module
+        from .cli import build_cli_group
 
+        register_api(app)
         app.cli.add_command(build_cli_group(settings.cli_group))
 
     # -- host hooks ----------------------------------------------------------------------------

@@ -41,6 +41,43 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_CLOCK": None,
     # A callable user_id -> user or None; None uses Flask-Login's registered user_loader.
     "BILLING_USER_LOADER": None,
+    # The JSON API: each blueprint can be switched off, renamed and moved.
+    "BILLING_SUBSCRIPTION_API_ENABLED": True,
+    "BILLING_SUBSCRIPTION_API_PREFIX": "/api/subscription",
+    "BILLING_SUBSCRIPTION_API_NAME": "billing_subscription_api",
+    "BILLING_PROFILE_API_ENABLED": True,
+    "BILLING_PROFILE_API_PREFIX": "/api/profile",
+    "BILLING_PROFILE_API_NAME": "billing_profile_api",
+    "BILLING_BILLING_API_ENABLED": True,
+    "BILLING_BILLING_API_PREFIX": "/api/billing",
+    "BILLING_BILLING_API_NAME": "billing_api",
+    # Require a CSRF token (X-CSRFToken header) on writes authenticated by the session cookie.
+    "BILLING_CSRF_ENABLED": True,
+    # Flask-Caching backend of the profile and activity caches: SimpleCache for one process,
+    # RedisCache (with BILLING_CACHE_REDIS_URL) for several.
+    "BILLING_CACHE_TYPE": "SimpleCache",
+    "BILLING_CACHE_REDIS_URL": None,
+    "BILLING_CACHE_KEY_PREFIX": "billing:",
+    # Seconds a cached profile read lives if nothing invalidates it first.
+    "BILLING_PROFILE_CACHE_SECONDS": 300,
+    # The metric whose quota the profile shows as `quota` (the others are under `quotas`).
+    "BILLING_PRIMARY_METRIC": "analysis",
+    # A callable user -> dict with email, first_name, role, created_at; None reads attributes.
+    "BILLING_USER_INFO": None,
+    # The payment provider (a PaymentProvider instance); None: payments are "coming soon".
+    "BILLING_PAYMENT_PROVIDER": None,
+    # Shared secret of the webhook signatures, and how old a signed timestamp may be (seconds).
+    "BILLING_WEBHOOK_SECRET": None,
+    "BILLING_WEBHOOK_TOLERANCE_SECONDS": 300,
+    # The profile seed's settings, under the seed's names.
+    # Limit of the primary metric on the default plan, overriding the catalog when set.
+    "PROFILE_DEFAULT_QUOTA": None,
+    # How many days back the activity feed reaches.
+    "PROFILE_ACTIVITY_WINDOW_DAYS": 30,
+    # Where "contact us for a manual extension" sends people (mailto); None hides the address.
+    "PROFILE_PAYMENTS_CTA_EMAIL": None,
+    # Show the buy-quota call to action and purchase modal.
+    "ENABLE_PROFILE_PAYMENTS_UI": True,
 }
 
 
@@ -61,6 +98,17 @@ class BillingSettings:
     cli_group: str
     clock: Clock
     user_loader: Callable[[str], Any] | None
+    csrf_enabled: bool
+    profile_cache_seconds: int
+    primary_metric: str
+    user_info: Callable[[Any], Mapping[str, Any]] | None
+    payment_provider: Any
+    webhook_secret: str | None
+    webhook_tolerance_seconds: int
+    default_quota: int | None
+    activity_window_days: int
+    payments_cta_email: str | None
+    payments_ui_enabled: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> BillingSettings:
@@ -92,4 +140,31 @@ class BillingSettings:
             cli_group=str(get("BILLING_CLI_GROUP")),
             clock=get("BILLING_CLOCK") or system_clock,
             user_loader=get("BILLING_USER_LOADER"),
+            csrf_enabled=bool(get("BILLING_CSRF_ENABLED")),
+            profile_cache_seconds=int(get("BILLING_PROFILE_CACHE_SECONDS")),
+            primary_metric=str(get("BILLING_PRIMARY_METRIC")),
+            user_info=get("BILLING_USER_INFO"),
+            payment_provider=get("BILLING_PAYMENT_PROVIDER"),
+            webhook_secret=get("BILLING_WEBHOOK_SECRET"),
+            webhook_tolerance_seconds=int(get("BILLING_WEBHOOK_TOLERANCE_SECONDS")),
+            default_quota=_optional_int(get("PROFILE_DEFAULT_QUOTA"), "PROFILE_DEFAULT_QUOTA"),
+            activity_window_days=_positive_int(
+                get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"
+            ),
+            payments_cta_email=get("PROFILE_PAYMENTS_CTA_EMAIL"),
+            payments_ui_enabled=bool(get("ENABLE_PROFILE_PAYMENTS_UI")),
         )
+
+
+def _optional_int(value: Any, key: str) -> int | None:
+    return None if value is None else _positive_int(value, key, minimum=0)
+
+
+def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BillingConfigError(f"{key} must be a whole number, not {value!r}") from None
+    if number < minimum:
+        raise BillingConfigError(f"{key} must be at least {minimum}")
+    return number

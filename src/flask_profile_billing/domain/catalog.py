@@ -7,7 +7,7 @@ replace it from configuration (see ``catalog_config``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 
@@ -35,6 +35,23 @@ class Metric:
     """The key under which plans publish this limit (``analyses_per_month`` in the seed's API)."""
     message: str
     """Shown when the limit refuses an action; ``{limit}`` is replaced by the plan's limit."""
+    usage_key: str = ""
+    """The key of this metric in usage reports (the seed's ``analyses``); the name when empty."""
+    check_key: str = ""
+    """Its flag in the limits check (the seed's ``can_analyze``); ``can_use_<name>`` when empty."""
+    message_key: str = ""
+    """Its key in the limits check's ``messages`` (the seed's ``analyze``); the name when empty."""
+
+    def __post_init__(self) -> None:
+        # Frozen: fill the defaults through object.__setattr__, once, at construction.
+        defaults = {
+            "usage_key": self.name,
+            "check_key": f"can_use_{self.name}",
+            "message_key": self.name,
+        }
+        for key, default in defaults.items():
+            if not getattr(self, key):
+                object.__setattr__(self, key, default)
 
     def limit_message(self, limit: int | None) -> str:
         return self.message.format(limit=limit)
@@ -119,6 +136,13 @@ class Catalog:
     def feature_label(self, name: str) -> str:
         return self.feature_labels.get(name) or name.replace("_", " ").capitalize()
 
+    def with_limit(self, plan_code: str, metric: str, limit: int | None) -> Catalog:
+        """A copy with one plan's limit of one metric replaced."""
+        plan = self.plan(plan_code)
+        self.metric(metric)
+        changed = replace(plan, limits={**plan.limits, metric: limit})
+        return replace(self, plans={**self.plans, plan_code: changed})
+
     @property
     def feature_names(self) -> list[str]:
         names: dict[str, None] = {}
@@ -174,18 +198,26 @@ def default_catalog() -> Catalog:
             MetricKind.PERIODIC,
             "analyses_per_month",
             "Analysis limit reached ({limit} per month)",
+            usage_key="analyses",
+            check_key="can_analyze",
+            message_key="analyze",
         ),
         "export": Metric(
             "export",
             MetricKind.PERIODIC,
             "exports_per_month",
             "Export limit reached ({limit} per month)",
+            usage_key="exports",
+            check_key="can_export",
+            message_key="export",
         ),
         "active_vacancies": Metric(
             "active_vacancies",
             MetricKind.GAUGE,
             "active_vacancies",
             "Active vacancy limit reached ({limit})",
+            check_key="can_add_vacancy",
+            message_key="vacancy",
         ),
     }
 

@@ -157,9 +157,79 @@ class ProfileRow(Base):
     updated_at: Mapped[datetime]
 
 
+class ActivityRow(Base):
+    """An entry of a user's activity feed: plan changes, profile edits, refusals, host events.
+
+    Charged actions are not copied here: the feed reads them from the usage log.
+    """
+
+    __tablename__ = "billing_activity"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    type: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    occurred_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_billing_activity_user_id_occurred_at", "user_id", "occurred_at"),)
+
+
+class PaymentRow(Base):
+    """A payment for a plan, created when a user asks to upgrade and settled by the provider."""
+
+    __tablename__ = "billing_payments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_payment_id: Mapped[str | None] = mapped_column(String(255))
+    plan_code: Mapped[str] = mapped_column(ForeignKey("billing_plans.code"))
+    months: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    settled_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_payment_id"),
+        Index("ix_billing_payments_user_id", "user_id"),
+    )
+
+
+class WebhookDeliveryRow(Base):
+    """Every webhook delivery as received; at most one per provider event is ``processed``."""
+
+    __tablename__ = "billing_webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        # Replays and concurrent deliveries of one event race on this index: one is processed.
+        Index(
+            "uq_billing_webhook_deliveries_processed_event",
+            "provider",
+            "event_id",
+            unique=True,
+            postgresql_where=text("outcome = 'processed'"),
+            sqlite_where=text("outcome = 'processed'"),
+        ),
+    )
+
+
 # The tables, for the services' Core statements.
 plans = cast(Table, PlanRow.__table__)
 subscriptions = cast(Table, SubscriptionRow.__table__)
 usage_counters = cast(Table, UsageCounterRow.__table__)
 usage_events = cast(Table, UsageEventRow.__table__)
 profiles = cast(Table, ProfileRow.__table__)
+activity = cast(Table, ActivityRow.__table__)
+payments = cast(Table, PaymentRow.__table__)
+webhook_deliveries = cast(Table, WebhookDeliveryRow.__table__)

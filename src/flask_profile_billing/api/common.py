@@ -1,0 +1,112 @@
+"""What every API view shares: the envelope, the error shape, login, CSRF and input validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import Blueprint, Response, jsonify, request, session
+from flask_login import current_user
+from flask_wtf.csrf import validate_csrf
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException
+from wtforms.validators import ValidationError as CSRFValidationError
+
+from ..errors import ApiError, BillingHTTPError
+from ..extension import get_state
+from ..responses import error_body
+
+View = TypeVar("View", bound=Callable[..., Any])
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADERS = ("X-CSRFToken", "X-CSRF-Token")
+
+
+def ok(data: Any, status: int = 200) -> Response:
+    """The seeds' success envelope: ``{"success": true, "data": ...}``."""
+    response = jsonify({"success": True, "data": data})
+    response.status_code = status
+    return response
+
+
+def json_errors(blueprint: Blueprint) -> Blueprint:
+    """Answer every error raised in the blueprint's views in the error shape, as JSON."""
+
+    def handle(error: HTTPException) -> Response:
+        if not isinstance(error, BillingHTTPError):
+            code = error.code or 500
+            name = (error.name or "error").upper().replace(" ", "_").replace("'", "")
+            error = ApiError(code, name, error.description or error.name)
+        response = jsonify(error_body(error))
+        response.status_code = error.code or 500
+        response.headers.update(error.headers())
+        return response
+
+    blueprint.register_error_handler(HTTPException, handle)
+    return blueprint
+
+
+def current_user_id() -> str:
+    """The logged-in user's id, or 401 in the error shape (never a redirect for an API client)."""
+    if not getattr(current_user, "is_authenticated", False):
+        raise ApiError(401, "UNAUTHORIZED", "Log in to use this endpoint")
+    return str(current_user.get_id())
+
+
+def authenticated(view: View) -> View:
+    """Login required; writes authenticated by the session cookie also need the CSRF token."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        user_id = current_user_id()
+        if request.method not in SAFE_METHODS and _cookie_authenticated(user_id):
+            _check_csrf()
+        return view(*args, **kwargs)
+
+    return cast(View, guarded)
+
+
+def load_json(schema: Schema) -> dict[str, Any]:
+    """The request's JSON object validated by ``schema``; 400 for a body that is not a JSON
+    object, 422 with every field's errors for invalid or unknown fields."""
+    if not request.get_data(cache=True):
+        body: Any = {}
+    else:
+        body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_JSON", "The request body must be a JSON object")
+    return _load(schema, body)
+
+
+def load_query(schema: Schema) -> dict[str, Any]:
+    """The query string validated by ``schema`` (422 with field errors)."""
+    return _load(schema, request.args.to_dict(flat=True))
+
+
+def _load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ValidationError as error:
+        messages = error.messages if isinstance(error.messages, dict) else {"_": error.messages}
+        raise ApiError(
+            422, "VALIDATION_ERROR", "Some fields are invalid", {"fields": messages}
+        ) from None
+    return loaded
+
+
+def _cookie_authenticated(user_id: str) -> bool:
+    # Flask-Login keeps the id of a user who logged in with a form in the session; users loaded
+    # from a header or token by a request_loader are not, and a browser cannot forge those.
+    return session.get("_user_id") is not None and str(session.get("_user_id")) == user_id
+
+
+def _check_csrf() -> None:
+    if not get_state().runtime.settings.csrf_enabled:
+        return
+    token = next((request.headers[h] for h in CSRF_HEADERS if h in request.headers), None)
+    try:
+        validate_csrf(token)
+    except CSRFValidationError as error:
+        raise ApiError(
+            400, "CSRF_FAILED", "Missing or invalid CSRF token: send it in the X-CSRFToken header"
+        ) from error

@@ -1,0 +1,71 @@
+"""Turning domain values into the seeds' JSON shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ..domain.catalog import Catalog, Plan
+from ..domain.limits import Allowance
+from ..domain.subscriptions import Subscription
+
+
+def money(amount: Decimal | None) -> int | float | None:
+    """Whole amounts as integers (2990, as in the seed), others as decimals; None is on request."""
+    if amount is None:
+        return None
+    return int(amount) if amount == amount.to_integral_value() else float(amount)
+
+
+def moment(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def plan_dict(plan: Plan, catalog: Catalog) -> dict[str, Any]:
+    return {
+        "id": plan.code,
+        "plan_type": plan.code,
+        "name": plan.name,
+        "description": plan.description,
+        "pricing": {
+            "monthly": money(plan.price_monthly),
+            "yearly": money(plan.price_yearly),
+            "currency": plan.currency,
+            "yearly_discount": plan.yearly_discount,
+        },
+        "limits": {
+            metric.limit_key: plan.limit_for(metric.name) for metric in catalog.metrics.values()
+        },
+        "features": {name: plan.has_feature(name) for name in catalog.feature_names},
+    }
+
+
+def usage_dict(allowance: Allowance) -> dict[str, Any]:
+    return {"used": allowance.used, "limit": allowance.limit, "percentage": allowance.percentage}
+
+
+def subscription_dict(
+    subscription: Subscription,
+    plan: Plan,
+    catalog: Catalog,
+    allowances: Mapping[str, Allowance],
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": str(subscription.id),
+        "user_id": subscription.user_id,
+        "plan": plan_dict(plan, catalog),
+        "status": subscription.status_at(now).value,
+        "is_active": subscription.is_active_at(now),
+        "period": {
+            "started_at": moment(subscription.started_at),
+            "expires_at": moment(subscription.expires_at),
+            "days_remaining": subscription.days_remaining_at(now),
+        },
+        "usage": {
+            catalog.metric(name).usage_key: usage_dict(allowance)
+            for name, allowance in allowances.items()
+        },
+    }

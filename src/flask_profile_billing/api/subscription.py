@@ -1,0 +1,116 @@
+"""The subscription API of the subscription seed (``/api/subscription/...``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from ..domain.catalog import MetricKind
+from ..errors import ApiError, BillingError
+from ..extension import BillingState, get_state
+from ..services.payments import format_day
+from .common import authenticated, current_user_id, json_errors, load_json, load_query, ok
+from .presenters import plan_dict, subscription_dict
+from .schemas import UpgradeSchema, UsageQuerySchema
+
+
+def build_blueprint(name: str) -> Blueprint:
+    blueprint = Blueprint(name, __name__)
+    blueprint.add_url_rule("/plans", view_func=plans, methods=["GET"])
+    blueprint.add_url_rule("/current", view_func=current, methods=["GET"])
+    blueprint.add_url_rule("/upgrade", view_func=upgrade, methods=["POST"])
+    blueprint.add_url_rule("/usage", view_func=usage, methods=["GET"])
+    blueprint.add_url_rule("/limits/check", view_func=limits_check, methods=["GET"])
+    blueprint.add_url_rule("/cancel", view_func=cancel, methods=["POST"])
+    return json_errors(blueprint)
+
+
+def plans() -> Response:
+    catalog = get_state().runtime.catalog
+    return ok({"plans": [plan_dict(plan, catalog) for plan in catalog.plans.values()]})
+
+
+@authenticated
+def current() -> Response:
+    state = get_state()
+    return ok({"subscription": _subscription(state, current_user_id())})
+
+
+@authenticated
+def upgrade() -> Response:
+    body = load_json(UpgradeSchema())
+    state = get_state()
+    user_id = current_user_id()
+    outcome = state.payments.request_change(user_id, body["plan_type"], body["duration_months"])
+    data: dict[str, Any] = {
+        "subscription": _subscription(state, user_id),
+        "message": outcome.message,
+    }
+    if outcome.payment is not None:
+        data["payment"] = outcome.payment
+        return ok(data, 202)
+    return ok(data)
+
+
+@authenticated
+def usage() -> Response:
+    query = load_query(UsageQuerySchema())
+    state = get_state()
+    user_id = current_user_id()
+    stats = state.usage.usage(user_id, query["days"])
+    return ok(
+        {
+            "period_days": stats.days,
+            "subscription": _subscription(state, user_id),
+            "total_usage": stats.totals,
+            "daily_usage": {day.isoformat(): totals for day, totals in stats.daily.items()},
+        }
+    )
+
+
+@authenticated
+def limits_check() -> Response:
+    state = get_state()
+    user_id = current_user_id()
+    catalog = state.runtime.catalog
+    allowances = state.quotas.allowances(user_id)
+    for metric in catalog.metrics.values():
+        if metric.kind is MetricKind.GAUGE and metric.name in state.runtime.capacity_loaders:
+            allowances[metric.name] = state.quotas.capacity(user_id, metric.name)
+    data: dict[str, Any] = {}
+    messages: dict[str, str | None] = {}
+    for name, allowance in allowances.items():
+        metric = catalog.metric(name)
+        data[metric.check_key] = allowance.allows(1)
+        messages[metric.message_key] = (
+            None if allowance.allows(1) else metric.limit_message(allowance.limit)
+        )
+    data["messages"] = messages
+    return ok(data)
+
+
+@authenticated
+def cancel() -> Response:
+    state = get_state()
+    user_id = current_user_id()
+    try:
+        subscription = state.subscriptions.cancel(user_id)
+    except BillingError as error:
+        raise ApiError(409, "NOT_CANCELLABLE", str(error)) from None
+    assert subscription.expires_at is not None  # cancel refuses subscriptions that never lapse
+    until = format_day(subscription.expires_at.astimezone(state.profiles.timezone_of(user_id)))
+    return ok(
+        {
+            "subscription": _subscription(state, user_id),
+            "message": f"Subscription cancelled. Access is kept until {until}",
+        }
+    )
+
+
+def _subscription(state: BillingState, user_id: str) -> dict[str, Any]:
+    subscription, plan = state.quotas.effective_plan(user_id)
+    allowances = state.quotas.allowances(user_id)
+    return subscription_dict(
+        subscription, plan, state.runtime.catalog, allowances, state.runtime.now()
+    )
