@@ -18,6 +18,7 @@ from .domain.catalog import Catalog, Plan
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, NotInitialisedError, UnknownUserError
+from .services.cache import BillingCache
 from .services.payments import PaymentService
 from .services.plans import PlanStore, SeedResult
 from .services.profiles import ProfileService
@@ -112,7 +113,7 @@ class ProfileBilling:
             catalog = catalog.with_limit(
                 catalog.default_plan.code, settings.primary_metric, settings.default_quota
             )
-        runtime = Runtime(app, settings, catalog, db, self._capacity_loaders)
+        runtime = Runtime(app, settings, catalog, db, BillingCache(app), self._capacity_loaders)
         app.extensions[EXTENSION_KEY] = BillingState.build(runtime)
         # Templates: a host overrides one with a file of the same name in its own
         # templates/profile_billing/ folder, which Flask searches first.

@@ -165,6 +165,7 @@ class QuotaService:
                 amount=reservation.amount,
             )
             statements.delete_usage_event(connection, reservation.event_id)
+        self._runtime.cache.forget_user(reservation.user_id)
 
     # -- features and gauges -------------------------------------------------------------------
 
@@ -228,6 +229,7 @@ class QuotaService:
     def _announce_consumption(
         self, user_id: str, metric: str, amount: int, allowance: Allowance
     ) -> None:
+        self._runtime.cache.forget_user(user_id)
         app = self._runtime.app
         signals.quota_consumed.send(
             app, user_id=user_id, metric=metric, amount=amount, allowance=allowance

@@ -14,6 +14,7 @@ from ..domain.periods import Period, period_containing
 from ..domain.subscriptions import Subscription
 from ..errors import BillingConfigError
 from ..settings import BillingSettings
+from .cache import BillingCache
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -28,6 +29,7 @@ class Runtime:
     settings: BillingSettings
     catalog: Catalog
     db: SQLAlchemy
+    cache: BillingCache
     capacity_loaders: dict[str, CapacityLoader] = field(default_factory=dict)
 
     @property

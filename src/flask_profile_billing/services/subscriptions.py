@@ -159,9 +159,7 @@ class SubscriptionService:
             else:
                 changed = self._start_new(previous, plan, status, now, months=months, days=days)
             if changed is not None:
-                signals.subscription_changed.send(
-                    self._runtime.app, user_id=user_id, previous=previous, current=changed
-                )
+                self._announce_change(user_id, previous, changed)
                 return changed
         raise SubscriptionConflictError(
             f"the subscription of user {user_id!r} kept changing; retry"
@@ -242,9 +240,7 @@ class SubscriptionService:
                 raise SubscriptionConflictError("the subscription changed meanwhile; retry")
             changed = self._select_current(connection, subscription.user_id)
         assert changed is not None
-        signals.subscription_changed.send(
-            self._runtime.app, user_id=subscription.user_id, previous=subscription, current=changed
-        )
+        self._announce_change(subscription.user_id, subscription, changed)
         return changed
 
     def _create_default(self, user_id: str, now: datetime) -> Subscription:
@@ -255,9 +251,7 @@ class SubscriptionService:
             subscription = created or self._select_current(connection, user_id)
         assert subscription is not None
         if created is not None:
-            signals.subscription_changed.send(
-                self._runtime.app, user_id=user_id, previous=None, current=subscription
-            )
+            self._announce_change(user_id, None, subscription)
         return subscription
 
     def _roll_over(self, lapsed: Subscription) -> Subscription:
@@ -284,7 +278,16 @@ class SubscriptionService:
         )
         return [_to_subscription(row) for row in rows]
 
+    def _announce_change(
+        self, user_id: str, previous: Subscription | None, current: Subscription
+    ) -> None:
+        self._runtime.cache.forget_user(user_id)
+        signals.subscription_changed.send(
+            self._runtime.app, user_id=user_id, previous=previous, current=current
+        )
+
     def _announce_expiry(self, lapsed: Subscription, current: Subscription | None) -> None:
+        self._runtime.cache.forget_user(lapsed.user_id)
         signals.subscription_expired.send(
             self._runtime.app, user_id=lapsed.user_id, subscription=lapsed, current=current
         )
