@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, Request, abort, g, jsonify
-from flask_login import LoginManager, UserMixin
+from flask_login import LoginManager, UserMixin, login_user
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import generate_csrf
 from sqlalchemy import String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -89,6 +90,12 @@ def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) 
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:
         return User(user_id) if not user_id.startswith("ghost") else None
+
+    @app.post("/session-login/<user_id>")
+    def session_login(user_id: str) -> Any:
+        # A browser-style login: the user id lands in the session cookie (CSRF applies).
+        login_user(User(user_id))
+        return jsonify(success=True, csrf_token=generate_csrf())
 
     billing = ProfileBilling(app, db)
 
