@@ -23,3 +23,9 @@ subscription_changed = _signals.signal("subscription-changed")
 subscription_expired = _signals.signal("subscription-expired")
 """``user_id``, ``subscription`` (the one that lapsed, as stored after ending), ``current`` (the free one
 that follows)."""
+profile_viewed = _signals.signal("profile-viewed")
+"""``user_id``: the profile was read (the API's GET, or the client's ``profile:view`` event)."""
+profile_updated = _signals.signal("profile-updated")
+"""``user_id``, ``fields`` (the names that changed; empty for a client's ``profile:update`` event)."""
+buy_cta_clicked = _signals.signal("buy-cta-clicked")
+"""``user_id``, ``properties``: the buy-quota call to action was clicked (``profile:cta_buy_quota``)."""
