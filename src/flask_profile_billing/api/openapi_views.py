@@ -1,9 +1,20 @@
-"""Views of the openapi part of the API."""
+"""Serving the OpenAPI document at ``<billing prefix>/openapi.json``."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response, current_app, jsonify
+
+from .openapi import build_document
+
+_DOCUMENT_KEY = "profile_billing_openapi"
 
 
 def register(blueprint: Blueprint) -> None:
-    """Add this module's routes to ``blueprint``."""
+    blueprint.add_url_rule("/openapi.json", view_func=openapi_document, methods=["GET"])
+
+
+def openapi_document() -> Response:
+    cache = current_app.extensions
+    if _DOCUMENT_KEY not in cache:  # configuration is fixed once the app serves requests
+        cache[_DOCUMENT_KEY] = build_document(current_app)
+    return jsonify(cache[_DOCUMENT_KEY])

@@ -1,0 +1,146 @@
+"""The OpenAPI 3.1 document of the JSON API, written from the marshmallow schemas.
+
+Built per app (prefixes and enabled blueprints are configuration) and kept once built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from marshmallow import Schema
+
+from ..extension import get_state
+from . import response_schemas as out
+from .schemas import UpgradeSchema, UsageQuerySchema
+
+_ERRORS = {
+    "400": "Malformed request (not a JSON object, missing CSRF token)",
+    "401": "Not logged in",
+    "422": "Invalid fields: details.fields names each one",
+}
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    from .. import __version__
+
+    spec = APISpec(
+        title="flask-profile-billing",
+        version=__version__,
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Plans, subscriptions, quotas and profile of the current user."},
+    )
+    spec.components.schema("Error", schema=out.ErrorSchema)
+    spec.components.security_scheme(
+        "session",
+        {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": app.config.get("SESSION_COOKIE_NAME", "session"),
+        },
+    )
+    if app.config["BILLING_SUBSCRIPTION_API_ENABLED"]:
+        _subscription_paths(spec, app.config["BILLING_SUBSCRIPTION_API_PREFIX"])
+    document = spec.to_dict()
+    # The plan codes are this app's catalog, which a schema class cannot know.
+    plan_codes = list(get_state(app).runtime.catalog.plans)
+    document["components"]["schemas"]["Upgrade"]["properties"]["plan_type"]["enum"] = plan_codes
+    return document
+
+
+def operation(
+    summary: str,
+    answer: type[Schema],
+    *,
+    status: str = "200",
+    errors: tuple[str, ...] = ("401",),
+    body: type[Schema] | None = None,
+    query: type[Schema] | None = None,
+    public: bool = False,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One operation: its answer, its error answers, and its validated input."""
+    responses: dict[str, Any] = {status: {"description": "Success", "content": _json(answer)}}
+    for code in errors:
+        responses[code] = {"description": _ERRORS.get(code, ""), "content": _json("Error")}
+    for code, description in (extra or {}).items():
+        responses[code] = {"description": description, "content": _json("Error")}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    if query is not None:
+        op["parameters"] = [{"in": "query", "schema": query}]
+    op["security"] = [] if public else [{"session": []}]
+    return op
+
+
+def _json(schema: Any) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _subscription_paths(spec: APISpec, prefix: str) -> None:
+    spec.path(
+        path=f"{prefix}/plans",
+        operations={
+            "get": operation(
+                "The plan catalog",
+                out.envelope("PlansAnswer", out.PlansDataSchema),
+                errors=(),
+                public=True,
+            )
+        },
+    )
+    subscription = out.envelope("SubscriptionAnswer", out.SubscriptionDataSchema)
+    spec.path(
+        path=f"{prefix}/current",
+        operations={"get": operation("The current subscription and its usage", subscription)},
+    )
+    spec.path(
+        path=f"{prefix}/upgrade",
+        operations={
+            "post": operation(
+                "Change plan: paid plans go through payment, Free takes effect at the period end",
+                out.envelope("ChangeAnswer", out.ChangeDataSchema),
+                errors=("400", "401", "422"),
+                body=UpgradeSchema,
+                extra={
+                    "202": "A payment was started: follow data.payment.confirmation_url",
+                    "402": "Payment required (payments coming soon, or a plan on request)",
+                },
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/usage",
+        operations={
+            "get": operation(
+                "Usage statistics over the last days",
+                out.envelope("UsageAnswer", out.UsageDataSchema),
+                errors=("401", "422"),
+                query=UsageQuerySchema,
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/limits/check",
+        operations={
+            "get": operation(
+                "Which limited operations are possible now",
+                out.envelope("LimitsCheckAnswer", out.LimitsCheckSchema),
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/cancel",
+        operations={
+            "post": operation(
+                "Cancel at the end of the paid period",
+                out.envelope("CancelAnswer", out.ChangeDataSchema),
+                errors=("400", "401"),
+                extra={"409": "Nothing to cancel (the plan never lapses)"},
+            )
+        },
+    )

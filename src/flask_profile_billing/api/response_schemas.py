@@ -1,0 +1,109 @@
+"""Schemas of the API's answers, for the OpenAPI document (the views build plain dicts).
+
+Schemathesis checks every real answer against these in the tests, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields
+
+
+class ErrorSchema(Schema):
+    success = fields.Boolean(required=True, metadata={"enum": [False]})
+    error = fields.String(required=True, metadata={"example": "LIMIT_EXCEEDED"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class PricingSchema(Schema):
+    monthly = fields.Float(
+        required=True, allow_none=True, metadata={"description": "null: on request"}
+    )
+    yearly = fields.Float(required=True, allow_none=True)
+    currency = fields.String(required=True)
+    yearly_discount = fields.Integer(required=True)
+
+
+class PlanSchema(Schema):
+    id = fields.String(required=True)
+    plan_type = fields.String(required=True)
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    pricing = fields.Nested(PricingSchema, required=True)
+    limits = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(allow_none=True),
+        required=True,
+        metadata={"description": "null: unlimited"},
+    )
+    features = fields.Dict(keys=fields.String(), values=fields.Boolean(), required=True)
+
+
+class MetricUsageSchema(Schema):
+    used = fields.Integer(required=True)
+    limit = fields.Integer(required=True, allow_none=True)
+    percentage = fields.Float(required=True)
+
+
+class PeriodSchema(Schema):
+    started_at = fields.String(required=True)
+    expires_at = fields.String(required=True, allow_none=True)
+    days_remaining = fields.Integer(required=True, allow_none=True)
+
+
+class SubscriptionSchema(Schema):
+    id = fields.String(required=True)
+    user_id = fields.String(required=True)
+    plan = fields.Nested(PlanSchema, required=True)
+    status = fields.String(
+        required=True, metadata={"enum": ["active", "trial", "expired", "cancelled"]}
+    )
+    is_active = fields.Boolean(required=True)
+    period = fields.Nested(PeriodSchema, required=True)
+    usage = fields.Dict(
+        keys=fields.String(), values=fields.Nested(MetricUsageSchema), required=True
+    )
+
+
+class PlansDataSchema(Schema):
+    plans = fields.List(fields.Nested(PlanSchema), required=True)
+
+
+class SubscriptionDataSchema(Schema):
+    subscription = fields.Nested(SubscriptionSchema, required=True)
+
+
+class ChangeDataSchema(SubscriptionDataSchema):
+    message = fields.String(required=True)
+    payment = fields.Dict(metadata={"description": "present when a payment was started"})
+
+
+class UsageDataSchema(SubscriptionDataSchema):
+    period_days = fields.Integer(required=True)
+    total_usage = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    daily_usage = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.Integer()),
+        required=True,
+    )
+
+
+class LimitsCheckSchema(Schema):
+    class Meta:
+        # can_analyze, can_export, can_add_vacancy ... one flag per metric of the catalog
+        unknown = "include"
+
+    messages = fields.Dict(
+        keys=fields.String(), values=fields.String(allow_none=True), required=True
+    )
+
+
+def envelope(name: str, data: type[Schema] | fields.Field[Any]) -> type[Schema]:
+    """``{"success": true, "data": <data>}`` as a named schema."""
+    data_field = data if isinstance(data, fields.Field) else fields.Nested(data, required=True)
+    return Schema.from_dict(
+        {"success": fields.Boolean(required=True, metadata={"enum": [True]}), "data": data_field},
+        name=name,
+    )
