@@ -312,3 +312,18 @@ def test_the_api_can_be_moved_renamed_or_switched_off(make_app: AppFactory) -> N
 
     off = make_app(BILLING_SUBSCRIPTION_API_ENABLED=False)
     assert off.test_client().get("/api/subscription/plans").status_code == 404
+
+
+def test_the_csrf_token_endpoint_gives_the_token_writes_need(make_app: AppFactory) -> None:
+    app = make_app()
+    client = app.test_client()
+    client.post("/session-login/alice")
+    with app.app_context():
+        app.extensions["test_billing"].change_plan("alice", "starter")
+
+    token = client.get("/api/profile/csrf-token").get_json()["data"]["csrf_token"]
+
+    assert (
+        client.post("/api/subscription/cancel", headers={"X-CSRFToken": token}).status_code == 200
+    )
+    assert app.test_client().get("/api/profile/csrf-token").status_code == 401

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
+from flask_wtf.csrf import generate_csrf
 
 from . import activity_views, profile_views
-from .common import json_errors
+from .common import authenticated, json_errors, ok
 
 
 def build_blueprint(name: str) -> Blueprint:
     blueprint = Blueprint(name, __name__)
     profile_views.register(blueprint)
     activity_views.register(blueprint)
+    blueprint.add_url_rule("/csrf-token", view_func=csrf_token, methods=["GET"])
     return json_errors(blueprint)
+
+
+@authenticated
+def csrf_token() -> Response:
+    """The token that cookie-authenticated writes send in the X-CSRFToken header."""
+    return ok({"csrf_token": generate_csrf()})
