@@ -145,9 +145,10 @@ class QuotaService:
             if used_after is None:
                 used = statements.used_in_period(connection, user_id, metric.name, period.start)
                 connection.rollback()  # drops the event inserted above
-                self._refuse(
-                    metric, user_id, amount, Allowance(metric.name, limit, used, period.end)
-                )
+        if used_after is None:
+            # Refused outside the transaction: the signal's receivers may write (the activity
+            # feed does) and must not wait for the connection or lock this block held.
+            self._refuse(metric, user_id, amount, Allowance(metric.name, limit, used, period.end))
         allowance = Allowance(metric.name, limit, used_after, period.end)
         self._announce_consumption(user_id, metric.name, amount, allowance)
         return Reservation(user_id, metric.name, amount, period, allowance, event_id)
