@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
+from flask_profile_billing import TestPaymentProvider
 from tests.conftest import AppFactory
 
 OPENAPI_PATH = "/api/billing/openapi.json"
@@ -26,8 +27,13 @@ from schemathesis.checks import ignored_auth, positive_data_acceptance  # noqa: 
 
 @pytest.fixture
 def fuzzed_app(make_app: AppFactory) -> Flask:
-    # CSRF has tests of its own; here writes must reach validation to be fuzzed at all.
-    return make_app(BILLING_CSRF_ENABLED=False)
+    # CSRF has tests of its own; here writes must reach validation to be fuzzed at all. Payments
+    # are on, so paid upgrades and webhooks are fuzzed too (their "off" answers have own tests).
+    return make_app(
+        BILLING_CSRF_ENABLED=False,
+        BILLING_PAYMENT_PROVIDER=TestPaymentProvider(),
+        BILLING_WEBHOOK_SECRET="fuzzing-secret",
+    )
 
 
 def session_cookie(app: Flask, user_id: str) -> dict[str, str]:
@@ -81,4 +87,10 @@ def test_the_document_is_openapi_3_1_and_names_every_endpoint(client: FlaskClien
         "/api/subscription/usage",
         "/api/subscription/limits/check",
         "/api/subscription/cancel",
+        "/api/profile/me",
+        "/api/profile/activity",
+        "/api/profile/events",
+        "/api/profile/csrf-token",
+        "/api/billing/quotas/preview",
+        "/api/billing/webhooks/{provider}",
     } <= set(document["paths"])

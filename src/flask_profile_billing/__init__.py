@@ -27,6 +27,15 @@ from .errors import (
 from .extension import ProfileBilling
 from .guards import requires_capacity, requires_feature, requires_quota
 from .migrate import exclude_billing_tables
+from .payments import (
+    InvalidEvent,
+    PaymentIntent,
+    PaymentProvider,
+    ProviderEvent,
+    ProviderPayment,
+    TestPaymentProvider,
+)
+from .services.activity import ActivityEvent
 from .services.quotas import Reservation
 from .store.models import (
     Base,
@@ -42,26 +51,33 @@ metadata = Base.metadata
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivityEvent",
     "Allowance",
     "BillingConfigError",
     "BillingError",
     "Catalog",
     "FeatureNotAvailable",
+    "InvalidEvent",
     "InvalidRequest",
     "Metric",
     "MetricKind",
     "NotInitialisedError",
+    "PaymentIntent",
+    "PaymentProvider",
     "Period",
     "PeriodRule",
     "Plan",
     "PlanRow",
     "ProfileBilling",
     "ProfileRow",
+    "ProviderEvent",
+    "ProviderPayment",
     "QuotaExceeded",
     "Reservation",
     "Subscription",
     "SubscriptionRow",
     "SubscriptionStatus",
+    "TestPaymentProvider",
     "UnknownUserError",
     "UsageCounterRow",
     "UsageEventRow",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask, current_app, has_app_context
@@ -18,6 +19,7 @@ from .domain.catalog import Catalog, Plan
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, NotInitialisedError, UnknownUserError
+from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.payments import PaymentService
 from .services.plans import PlanStore, SeedResult
@@ -48,11 +50,13 @@ class BillingState:
     usage: UsageStatsService
     payments: PaymentService
     profiles: ProfileService
+    activity: ActivityService
 
     @classmethod
     def build(cls, runtime: Runtime) -> BillingState:
         plans = PlanStore(runtime)
         subscriptions = SubscriptionService(runtime, plans)
+        profiles = ProfileService(runtime)
         return cls(
             runtime=runtime,
             plans=plans,
@@ -60,8 +64,9 @@ class BillingState:
             quotas=QuotaService(runtime, subscriptions),
             reports=ReportService(runtime),
             usage=UsageStatsService(runtime),
-            payments=PaymentService(runtime, subscriptions),
-            profiles=ProfileService(runtime),
+            payments=PaymentService(runtime, subscriptions, profiles.timezone_of),
+            profiles=profiles,
+            activity=ActivityService(runtime),
         )
 
 
@@ -114,7 +119,10 @@ class ProfileBilling:
                 catalog.default_plan.code, settings.primary_metric, settings.default_quota
             )
         runtime = Runtime(app, settings, catalog, db, BillingCache(app), self._capacity_loaders)
-        app.extensions[EXTENSION_KEY] = BillingState.build(runtime)
+        state = BillingState.build(runtime)
+        app.extensions[EXTENSION_KEY] = state
+        # The activity feed records this app's plan changes, expiry and refusals from its signals.
+        state.activity.connect_receivers()
         # Templates: a host overrides one with a file of the same name in its own
         # templates/profile_billing/ folder, which Flask searches first.
         app.register_blueprint(Blueprint(EXTENSION_KEY, __name__, template_folder="templates"))
@@ -245,6 +253,26 @@ class ProfileBilling:
     def require_capacity(self, user_id: str, metric: str, amount: int = 1) -> Allowance:
         """Raise ``QuotaExceeded`` unless ``amount`` more of a gauge fits under the plan's cap."""
         return get_state().quotas.require_capacity(str(user_id), metric, amount)
+
+    # -- the activity feed ---------------------------------------------------------------------
+
+    def record_activity(
+        self,
+        user_id: str,
+        type: str,
+        title: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        occurred_at: datetime | None = None,
+    ) -> ActivityEvent:
+        """Add an event of the host's own ("training run started") to the user's activity feed."""
+        return get_state().activity.record(
+            str(user_id), type, title, metadata, occurred_at=occurred_at
+        )
+
+    def activity(self, user_id: str, limit: int = 10) -> list[ActivityEvent]:
+        """The user's latest activity within PROFILE_ACTIVITY_WINDOW_DAYS, newest first (uncached)."""
+        return get_state().activity.latest(str(user_id), limit)
 
     # -- the database --------------------------------------------------------------------------
 

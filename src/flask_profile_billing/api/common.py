@@ -72,7 +72,11 @@ def load_json(schema: Schema) -> dict[str, Any]:
     if not request.get_data(cache=True):
         body: Any = {}
     else:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:
+            # json.loads recurses once per nesting level; Flask's silent mode catches only ValueError.
+            body = None
     if not isinstance(body, dict):
         raise ApiError(400, "INVALID_JSON", "The request body must be a JSON object")
     return _load(schema, body)

@@ -10,7 +10,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
-from marshmallow import Schema
+from marshmallow import Schema, fields
 
 from ..extension import get_state
 from . import response_schemas as out
@@ -42,8 +42,13 @@ def build_document(app: Flask) -> dict[str, Any]:
             "name": app.config.get("SESSION_COOKIE_NAME", "session"),
         },
     )
-    if app.config["BILLING_SUBSCRIPTION_API_ENABLED"]:
-        _subscription_paths(spec, app.config["BILLING_SUBSCRIPTION_API_PREFIX"])
+    config = app.config
+    if config["BILLING_SUBSCRIPTION_API_ENABLED"]:
+        _subscription_paths(spec, config["BILLING_SUBSCRIPTION_API_PREFIX"])
+    if config["BILLING_PROFILE_API_ENABLED"]:
+        _profile_paths(spec, config["BILLING_PROFILE_API_PREFIX"])
+    if config["BILLING_BILLING_API_ENABLED"]:
+        _billing_paths(spec, config["BILLING_BILLING_API_PREFIX"])
     document = spec.to_dict()
     # The plan codes are this app's catalog, which a schema class cannot know.
     plan_codes = list(get_state(app).runtime.catalog.plans)
@@ -61,6 +66,7 @@ def operation(
     query: type[Schema] | None = None,
     public: bool = False,
     extra: dict[str, str] | None = None,
+    also: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One operation: its answer, its error answers, and its validated input."""
     responses: dict[str, Any] = {status: {"description": "Success", "content": _json(answer)}}
@@ -68,6 +74,8 @@ def operation(
         responses[code] = {"description": _ERRORS.get(code, ""), "content": _json("Error")}
     for code, description in (extra or {}).items():
         responses[code] = {"description": description, "content": _json("Error")}
+    for code, description in (also or {}).items():  # more success answers of the same shape
+        responses[code] = {"description": description, "content": _json(answer)}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
         op["requestBody"] = {"required": True, "content": _json(body)}
@@ -107,9 +115,10 @@ def _subscription_paths(spec: APISpec, prefix: str) -> None:
                 errors=("400", "401", "422"),
                 body=UpgradeSchema,
                 extra={
-                    "202": "A payment was started: follow data.payment.confirmation_url",
                     "402": "Payment required (payments coming soon, or a plan on request)",
+                    "502": "The payment provider failed to start the payment",
                 },
+                also={"202": "A payment was started: follow data.payment.confirmation_url"},
             )
         },
     )
@@ -142,5 +151,106 @@ def _subscription_paths(spec: APISpec, prefix: str) -> None:
                 errors=("400", "401"),
                 extra={"409": "Nothing to cancel (the plan never lapses)"},
             )
+        },
+    )
+
+
+def _profile_paths(spec: APISpec, prefix: str) -> None:
+    from .activity_views import ActivityQuerySchema, TrackEventSchema
+    from .profile_schemas import ProfileUpdateSchema
+
+    profile = out.envelope("ProfileAnswer", out.ProfileSchema)
+    spec.path(
+        path=f"{prefix}/me",
+        operations={
+            "get": operation("The current user's profile with the quota snapshot", profile),
+            "patch": operation(
+                "Edit first_name, company, country, timezone, avatar_url, phone",
+                profile,
+                errors=("400", "401", "422"),
+                body=ProfileUpdateSchema,
+            ),
+        },
+    )
+    spec.path(
+        path=f"{prefix}/activity",
+        operations={
+            "get": operation(
+                "The latest events of the user, newest first",
+                out.envelope("ActivityAnswer", out.ActivityDataSchema),
+                errors=("401", "422"),
+                query=ActivityQuerySchema,
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/events",
+        operations={
+            "post": operation(
+                "Record an analytics event of the profile page",
+                out.envelope("EventAnswer", out.AcceptedEventSchema),
+                status="202",
+                errors=("400", "401", "422"),
+                body=TrackEventSchema,
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/csrf-token",
+        operations={
+            "get": operation(
+                "The CSRF token for writes authenticated by the session cookie",
+                out.envelope("CsrfTokenAnswer", out.CsrfTokenSchema),
+            )
+        },
+    )
+
+
+def _billing_paths(spec: APISpec, prefix: str) -> None:
+    spec.path(
+        path=f"{prefix}/quotas/preview",
+        operations={
+            "get": operation(
+                "Purchasable quota packages (status coming_soon while payments are off)",
+                out.envelope(
+                    "QuotaPreviewAnswer",
+                    fields.List(fields.Nested(out.QuotaPackageSchema), required=True),
+                ),
+                errors=("422",),
+                public=True,
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/webhooks/{{provider}}",
+        operations={
+            "post": {
+                **operation(
+                    "A payment provider's event, signed with X-Billing-Signature (no login)",
+                    out.envelope("WebhookAnswer", out.WebhookOutcomeSchema),
+                    errors=("400", "401", "422"),
+                    public=True,
+                    extra={"404": "Unknown provider", "503": "Webhooks are off (no secret)"},
+                ),
+                "parameters": [
+                    {
+                        "in": "path",
+                        "name": "provider",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "in": "header",
+                        "name": "X-Billing-Signature",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + raw body>",
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            }
         },
     )

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from ..domain.catalog import Catalog, Plan
+from ..domain.catalog import Catalog, Plan, amount_as_number
 from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription
 
-
-def money(amount: Decimal | None) -> int | float | None:
-    """Whole amounts as integers (2990, as in the seed), others as decimals; None is on request."""
-    if amount is None:
-        return None
-    return int(amount) if amount == amount.to_integral_value() else float(amount)
+money = amount_as_number
 
 
 def moment(value: datetime | None) -> str | None:

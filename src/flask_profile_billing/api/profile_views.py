@@ -1,9 +1,38 @@
-"""Views of the profile part of the API."""
+"""Views of the profile part of the API: ``GET`` and ``PATCH /api/profile/me``.
+
+There is no user id in these URLs: a user reads and edits only their own profile, the one of the
+logged-in user (SPEC Q5).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
+
+from .. import signals
+from ..extension import get_state
+from .common import authenticated, current_user_id, load_json, ok
+from .profile_schemas import ProfileUpdateSchema, profile_dict
 
 
 def register(blueprint: Blueprint) -> None:
     """Add this module's routes to ``blueprint``."""
+    blueprint.add_url_rule("/me", view_func=me, methods=["GET"])
+    blueprint.add_url_rule("/me", view_func=update_me, methods=["PATCH"])
+
+
+@authenticated
+def me() -> Response:
+    state = get_state()
+    user_id = current_user_id()
+    snapshot = state.profiles.read(user_id, state.quotas)
+    signals.profile_viewed.send(state.runtime.app, user_id=user_id)
+    return ok(profile_dict(snapshot))
+
+
+@authenticated
+def update_me() -> Response:
+    changes = load_json(ProfileUpdateSchema())
+    state = get_state()
+    user_id = current_user_id()
+    state.profiles.update(user_id, changes)
+    return ok(profile_dict(state.profiles.read(user_id, state.quotas)))

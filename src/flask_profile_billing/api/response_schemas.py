@@ -107,3 +107,72 @@ def envelope(name: str, data: type[Schema] | fields.Field[Any]) -> type[Schema]:
         {"success": fields.Boolean(required=True, metadata={"enum": [True]}), "data": data_field},
         name=name,
     )
+
+
+class QuotaSnapshotSchema(Schema):
+    limit = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: unlimited"}
+    )
+    used = fields.Integer(required=True)
+    available = fields.Integer(required=True, allow_none=True)
+    resets_at = fields.String(required=True, allow_none=True)
+
+
+class PlanRefSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+
+
+class ProfileSchema(Schema):
+    id = fields.String(required=True)
+    email = fields.String(required=True, allow_none=True)
+    first_name = fields.String(required=True)
+    company = fields.String(required=True, allow_none=True)
+    timezone = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True)
+    role = fields.String(required=True)
+    quota = fields.Nested(QuotaSnapshotSchema, required=True, allow_none=True)
+    country = fields.String(required=True, allow_none=True)
+    avatar_url = fields.String(required=True, allow_none=True)
+    phone = fields.String(required=True, allow_none=True)
+    plan = fields.Nested(PlanRefSchema, required=True)
+    quotas = fields.Dict(
+        keys=fields.String(), values=fields.Nested(QuotaSnapshotSchema), required=True
+    )
+
+
+class ActivityEventSchema(Schema):
+    id = fields.String(required=True)
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    occurred_at = fields.String(required=True)
+    metadata = fields.Dict(required=True)
+
+
+class ActivityDataSchema(Schema):
+    events = fields.List(fields.Nested(ActivityEventSchema), required=True)
+
+
+class AcceptedEventSchema(Schema):
+    accepted = fields.String(required=True)
+
+
+class CsrfTokenSchema(Schema):
+    csrf_token = fields.String(required=True)
+
+
+class QuotaPackageSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    tokens = fields.Integer(required=True, allow_none=True)
+    price = fields.Float(required=True, allow_none=True)
+    currency = fields.String(required=True)
+    status = fields.String(
+        required=True, metadata={"enum": ["coming_soon", "available", "on_request"]}
+    )
+
+
+class WebhookOutcomeSchema(Schema):
+    outcome = fields.String(
+        required=True, metadata={"enum": ["processed", "duplicate", "ignored", "rejected"]}
+    )

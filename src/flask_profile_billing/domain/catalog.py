@@ -12,6 +12,14 @@ from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 
 
+def amount_as_number(amount: Decimal | None) -> int | float | None:
+    """A price for JSON: whole amounts as integers (2990, as in the seed), others as decimals;
+    None ("on request") stays None."""
+    if amount is None:
+        return None
+    return int(amount) if amount == amount.to_integral_value() else float(amount)
+
+
 class UnknownPlanError(LookupError):
     """A plan code that the catalog does not define."""
 

@@ -1,16 +1,110 @@
-"""Profiles: the editable fields a user keeps with the extension."""
+"""Profiles: the editable fields a user keeps with the extension, and the profile read.
+
+The read (``ProfileService.read``) joins three sources: the profile row (the fields a user edits
+here), the host's user (email, role, sign-up time: the host owns those, X2) and the quota service
+(the same allowances the guards enforce, P12). It is cached per user; every write that changes what
+it shows forgets the entry (``BillingCache.forget_user``): profile edits here, charges, refunds and
+plan changes in their services.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC as UTC_OFFSET
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, select, update
 
-from ..store.models import profiles
-from ..store.transactions import read_connection
+from .. import signals
+from ..domain.limits import Allowance
+from ..errors import UnknownUserError
+from ..store.models import activity, profiles
+from ..store.statements import insert_ignoring_conflict
+from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
 
+if TYPE_CHECKING:
+    from .quotas import QuotaService
+
 UTC = ZoneInfo("UTC")
+EDITABLE_FIELDS = ("first_name", "company", "country", "timezone", "avatar_url", "phone")
+"""The profile fields a user may change, in the order they are reported as changed."""
+PROFILE_UPDATED = "profile.updated"
+"""The activity type of a profile edit."""
+DEFAULT_ROLE = "user"
+# How long a reader's claim on an empty cache entry lives: longer than any profile read takes.
+_CLAIM_SECONDS = 30
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The stored profile row of a user."""
+
+    user_id: str
+    first_name: str | None
+    company: str | None
+    country: str | None
+    timezone: str | None
+    avatar_url: str | None
+    phone: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HostUser:
+    """What the host app knows of the user; all empty when the host cannot load them."""
+
+    email: str | None = None
+    first_name: str | None = None
+    role: str = DEFAULT_ROLE
+    created_at: str | None = None
+    """ISO 8601, as the host gave it (naive datetimes are taken as UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSnapshot:
+    """One profile read: what ``GET /api/profile/me`` shows, and what the cache keeps."""
+
+    profile: Profile
+    host: HostUser
+    plan_code: str
+    plan_name: str
+    primary_metric: str
+    allowances: Mapping[str, Allowance]
+    """Every periodic metric of the user's plan now."""
+    valid_until: datetime | None
+    """When the snapshot goes stale by itself (a period resets, a paid plan lapses): no write
+    forgets the cache then, so a cached snapshot is only served before this moment."""
+
+    @property
+    def first_name(self) -> str | None:
+        # The name the user typed here wins over the host's account name.
+        return self.profile.first_name or self.host.first_name
+
+    @property
+    def created_at(self) -> str:
+        # The host's sign-up time when it has one; else when the user first came to the extension.
+        return self.host.created_at or self.profile.created_at.isoformat()
+
+    @property
+    def quota(self) -> Allowance | None:
+        """The primary metric (None when the catalog has no periodic metric of that name)."""
+        return self.allowances.get(self.primary_metric)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """Put in the cache by a reader before it reads the database (see ``ProfileService.read``)."""
+
+    token: str
 
 
 class ProfileService:
@@ -27,3 +121,196 @@ class ProfileService:
             return ZoneInfo(name) if name else UTC
         except (ZoneInfoNotFoundError, ValueError):
             return UTC
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def profile(self, user_id: str) -> Profile:
+        """The user's profile row, created empty on first access."""
+        with read_connection(self._runtime.engine) as connection:
+            row = _select(connection, user_id)
+        if row is None:
+            with write_transaction(self._runtime.engine) as connection:
+                self._insert_if_missing(connection, user_id)
+                row = _select(connection, user_id)
+        assert row is not None  # inserted above, and profiles are never deleted
+        return _to_profile(row)
+
+    def read(self, user_id: str, quotas: QuotaService) -> ProfileSnapshot:
+        """The profile read, from the cache when a fresh entry is there.
+
+        A reader that misses first puts a claim of its own in the cache, reads the database, and
+        stores its snapshot only if its claim is still there. A write that commits during the read
+        forgets the entry, claim included, so a snapshot read before that commit is never cached
+        after it: without the claim it would be, and would be served stale until it expired.
+        """
+        runtime = self._runtime
+        cache = runtime.cache
+        key = cache.profile_key(user_id)
+        caching = runtime.settings.profile_cache_seconds > 0
+        if caching:
+            cached = cache.get(key)
+            if isinstance(cached, ProfileSnapshot) and _fresh(cached, runtime.now()):
+                return cached
+            claim = _Claim(uuid.uuid4().hex)
+            cache.set(key, claim, timeout=_CLAIM_SECONDS)
+        snapshot = self._snapshot(user_id, quotas)
+        if caching:
+            timeout = self._timeout(snapshot)
+            if timeout > 0 and cache.get(key) == claim:
+                cache.set(key, snapshot, timeout=timeout)
+        return snapshot
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def update(self, user_id: str, changes: Mapping[str, str | None]) -> list[str]:
+        """Apply validated ``changes`` (editable field -> new value, None clears it).
+
+        Returns the names of the fields whose value actually changed. A change and its activity
+        entry are written in one transaction, so the feed never misses an edit nor shows one that
+        was rolled back; then the user's cached reads are forgotten and ``profile_updated`` is sent.
+        """
+        unknown = set(changes) - set(EDITABLE_FIELDS)
+        if unknown:
+            raise ValueError(f"not editable profile fields: {sorted(unknown)}")
+        runtime = self._runtime
+        now = runtime.now()
+        with write_transaction(runtime.engine) as connection:
+            self._insert_if_missing(connection, user_id)
+            # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers): a
+            # concurrent edit waits, so each reports exactly the fields it changed.
+            row = connection.execute(
+                select(profiles).where(profiles.c.user_id == user_id).with_for_update()
+            ).one()
+            changed = [
+                name
+                for name in EDITABLE_FIELDS
+                if name in changes and changes[name] != getattr(row, name)
+            ]
+            if changed:
+                connection.execute(
+                    update(profiles)
+                    .where(profiles.c.user_id == user_id)
+                    .values({**{name: changes[name] for name in changed}, "updated_at": now})
+                )
+                # Only the names: the values (a phone number...) stay out of the feed.
+                connection.execute(
+                    activity.insert().values(
+                        user_id=user_id,
+                        type=PROFILE_UPDATED,
+                        title="Profile updated",
+                        metadata={"fields": changed},
+                        occurred_at=now,
+                    )
+                )
+        if changed:
+            runtime.cache.forget_user(user_id)
+            signals.profile_updated.send(runtime.app, user_id=user_id, fields=list(changed))
+        return changed
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _insert_if_missing(self, connection: Connection, user_id: str) -> None:
+        now = self._runtime.now()
+        # Concurrent first requests race on the primary key: one inserts, the others do nothing.
+        insert_ignoring_conflict(
+            connection,
+            profiles,
+            {"user_id": user_id, "created_at": now, "updated_at": now},
+            ["user_id"],
+        )
+
+    def _snapshot(self, user_id: str, quotas: QuotaService) -> ProfileSnapshot:
+        runtime = self._runtime
+        profile = self.profile(user_id)
+        subscription, plan = quotas.effective_plan(user_id)
+        allowances = quotas.allowances(user_id)
+        moments = [a.resets_at for a in allowances.values() if a.resets_at is not None]
+        if subscription.expires_at is not None:
+            moments.append(subscription.expires_at)
+        return ProfileSnapshot(
+            profile=profile,
+            host=self._host_user(user_id),
+            plan_code=plan.code,
+            plan_name=plan.name,
+            primary_metric=runtime.settings.primary_metric,
+            allowances=allowances,
+            valid_until=min(moments, default=None),
+        )
+
+    def _timeout(self, snapshot: ProfileSnapshot) -> int:
+        """Seconds to keep ``snapshot``: the configured time, cut at the moment it goes stale."""
+        seconds = self._runtime.settings.profile_cache_seconds
+        if snapshot.valid_until is not None:
+            left = (snapshot.valid_until - self._runtime.now()).total_seconds()
+            seconds = min(seconds, int(left))
+        return seconds
+
+    def _host_user(self, user_id: str) -> HostUser:
+        from ..extension import load_user  # the extension module imports this one
+
+        try:
+            user = load_user(user_id)
+            user_info = self._runtime.settings.user_info
+            info: Mapping[str, Any] | None = user_info(user) if user_info is not None else None
+            return _host_user_from(user, info)
+        except UnknownUserError:
+            return HostUser()
+        except Exception:
+            # A host's loader or accessor failing must not take the profile down with it: the
+            # user still gets what the extension stores, and the host gets the traceback.
+            log.exception("could not load the host's user %r for the profile", user_id)
+            return HostUser()
+
+
+def _select(connection: Connection, user_id: str) -> Row[Any] | None:
+    return connection.execute(select(profiles).where(profiles.c.user_id == user_id)).first()
+
+
+def _to_profile(row: Row[Any]) -> Profile:
+    return Profile(
+        user_id=row.user_id,
+        first_name=row.first_name,
+        company=row.company,
+        country=row.country,
+        timezone=row.timezone,
+        avatar_url=row.avatar_url,
+        phone=row.phone,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _fresh(snapshot: ProfileSnapshot, now: datetime) -> bool:
+    return snapshot.valid_until is None or now < snapshot.valid_until
+
+
+def _host_user_from(user: Any, info: Mapping[str, Any] | None) -> HostUser:
+    """Email, name, role and sign-up time from ``BILLING_USER_INFO``'s mapping, else attributes."""
+
+    def value(*names: str) -> Any:
+        for name in names:
+            found = info.get(name) if info is not None else getattr(user, name, None)
+            if found is not None and found != "":
+                return found
+        return None
+
+    role = value("role")
+    return HostUser(
+        email=_text(value("email")),
+        first_name=_text(value("first_name", "name")),
+        role=DEFAULT_ROLE if role is None else str(getattr(role, "value", role)),
+        created_at=_iso(value("created_at")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        # Host models often keep naive UTC; the contract's times carry their offset.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC_OFFSET)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value if isinstance(value, str) else None

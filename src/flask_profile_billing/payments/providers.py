@@ -1,0 +1,177 @@
+"""The payment provider seam (SPEC S14): what the extension asks of YooKassa, CloudPayments,
+Robokassa, Stripe or any other provider, and a deterministic provider for tests.
+
+A provider does two things: it creates a payment and tells us where to send the user to pay, and it
+turns a webhook body of its own shape into one ``ProviderEvent``. Everything else (the payment rows,
+processing each event once, the plan change) is the extension's, the same for every provider.
+
+Signatures are the extension's too: every delivery must carry ``X-Billing-Signature`` (see
+``payments.signatures``), one HMAC scheme over the raw body with ``BILLING_WEBHOOK_SECRET``. A real
+provider signs in its own way (Stripe's ``Stripe-Signature``, CloudPayments' ``Content-HMAC``,
+Robokassa's ``SignatureValue``, YooKassa's IP allow-list): an adapter for one of them would check that
+scheme in a ``verify(headers, raw_body)`` hook, which this seam does not have yet; until then a small
+relay in front of the app re-signs the provider's verified deliveries with the shared secret.
+
+Plain Python: no Flask, no database, so adapters are unit-testable with plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_FAILED = "payment.failed"
+PAYMENT_CANCELLED = "payment.cancelled"
+EVENT_TYPES = (PAYMENT_SUCCEEDED, PAYMENT_FAILED, PAYMENT_CANCELLED)
+"""The event types the extension acts on; a provider may report others, which are recorded and ignored."""
+
+
+class InvalidEvent(ValueError):
+    """A verified webhook body that is not an event the provider can read (answered with a 422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentIntent:
+    """What the user is about to pay for, as the provider needs it to create its payment."""
+
+    id: str
+    """Our payment id: the provider should echo it back in its events (metadata, order id...)."""
+    user_id: str
+    plan_code: str
+    plan_name: str
+    months: int
+    amount: Decimal
+    currency: str
+
+    @property
+    def description(self) -> str:
+        """A line for the provider's receipt and dashboard."""
+        unit = "month" if self.months == 1 else "months"
+        return f"{self.plan_name} plan, {self.months} {unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPayment:
+    """The provider's side of a payment it created."""
+
+    provider_payment_id: str
+    confirmation_url: str
+    """Where the user goes to pay (the provider's hosted page)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    """A webhook body normalised: the same fields whatever the provider's payload looked like."""
+
+    event_id: str
+    """Unique per event at the provider: a retried delivery repeats it, so it is processed once."""
+    event_type: str
+    """``payment.succeeded``, ``payment.failed``, ``payment.cancelled``, or another type to ignore."""
+    payment_id: str | None
+    """Our payment id when the provider echoes it; else the payment is found by the provider's id."""
+    provider_payment_id: str | None
+    amount: Decimal
+    currency: str
+
+
+@runtime_checkable
+class PaymentProvider(Protocol):
+    """A payment provider, set as ``BILLING_PAYMENT_PROVIDER``.
+
+    ``start`` may call the provider's API: it runs outside any database transaction. Raise any
+    exception when the provider refuses or is unreachable; the payment is then marked failed and the
+    user gets a 502. ``parse_event`` must raise ``InvalidEvent`` for a body it cannot read.
+    """
+
+    name: str
+    """The provider's name in the webhook URL (``/api/billing/webhooks/<name>``) and in stored rows."""
+
+    def start(self, payment: PaymentIntent) -> ProviderPayment: ...
+
+    def parse_event(self, payload: Mapping[str, Any]) -> ProviderEvent: ...
+
+
+class TestPaymentProvider:
+    """A provider that needs no network, for host apps' tests and the extension's own.
+
+    Deterministic: the provider id of our payment ``<id>`` is ``test_<id>`` and the user is sent to
+    ``https://payments.example.test/pay/test_<id>``. Its events are flat JSON objects::
+
+        {"event_id": "evt_1", "event_type": "payment.succeeded", "payment_id": "<our id>",
+         "provider_payment_id": "test_<our id>", "amount": "59900.00", "currency": "RUB"}
+
+    ``event()`` builds one. Amounts are strings or integers: a JSON float is not money.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name says
+    name: str = "test"
+    BASE_URL: ClassVar[str] = "https://payments.example.test/pay/"
+
+    def __init__(self, name: str = "test") -> None:
+        self.name = name
+        self.started: list[PaymentIntent] = []
+        """Every payment started, oldest first: what a test can assert the provider was asked."""
+
+    def start(self, payment: PaymentIntent) -> ProviderPayment:
+        self.started.append(payment)
+        provider_id = self.provider_payment_id(payment.id)
+        return ProviderPayment(provider_id, f"{self.BASE_URL}{provider_id}")
+
+    @staticmethod
+    def provider_payment_id(payment_id: str) -> str:
+        return f"test_{payment_id}"
+
+    def event(
+        self,
+        event_type: str,
+        payment_id: str,
+        amount: Decimal | int | str,
+        currency: str,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A webhook body for our payment ``payment_id`` (the ``id`` of an upgrade's ``payment``)."""
+        return {
+            "event_id": event_id or f"evt_{event_type}_{payment_id}",
+            "event_type": event_type,
+            "payment_id": payment_id,
+            "provider_payment_id": self.provider_payment_id(payment_id),
+            "amount": str(amount),
+            "currency": currency,
+        }
+
+    def parse_event(self, payload: Mapping[str, Any]) -> ProviderEvent:
+        return ProviderEvent(
+            event_id=_text(payload, "event_id"),
+            event_type=_text(payload, "event_type"),
+            payment_id=_optional_text(payload, "payment_id"),
+            provider_payment_id=_optional_text(payload, "provider_payment_id"),
+            amount=parse_amount(payload.get("amount")),
+            currency=_text(payload, "currency").upper(),
+        )
+
+
+def parse_amount(value: Any) -> Decimal:
+    """A provider's amount as a Decimal: a string or an integer, finite and not negative."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidEvent("amount must be a decimal string or a number")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidEvent(f"amount {value!r} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise InvalidEvent(f"amount {value!r} is not a valid amount")
+    return amount
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(f"{key} must be a non-empty string")
+    return value.strip()
+
+
+def _optional_text(payload: Mapping[str, Any], key: str) -> str | None:
+    return None if payload.get(key) is None else _text(payload, key)
