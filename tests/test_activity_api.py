@@ -491,12 +491,16 @@ def test_the_preview_refuses_query_parameters(client: FlaskClient) -> None:
 @pytest.mark.parametrize(
     ("name", "signal", "arguments"),
     [
-        ("profile:view", signals.profile_viewed, {"user_id": "alice"}),
-        ("profile:update", signals.profile_updated, {"user_id": "alice", "fields": []}),
+        ("profile:view", signals.profile_viewed, {"user_id": "alice", "source": "client"}),
+        (
+            "profile:update",
+            signals.profile_updated,
+            {"user_id": "alice", "fields": [], "source": "client"},
+        ),
         (
             "profile:cta_buy_quota",
             signals.buy_cta_clicked,
-            {"user_id": "alice", "properties": {"plan": "starter"}},
+            {"user_id": "alice", "properties": {"plan": "starter"}, "source": "client"},
         ),
     ],
 )

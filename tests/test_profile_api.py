@@ -496,8 +496,8 @@ def test_a_change_writes_one_activity_row_with_the_changed_fields(
         },
     ]
     assert received["updated"] == [
-        {"user_id": "alice", "fields": ["company"]},
-        {"user_id": "alice", "fields": ["first_name", "timezone"]},
+        {"user_id": "alice", "fields": ["company"], "source": "api"},
+        {"user_id": "alice", "fields": ["first_name", "timezone"], "source": "api"},
     ]
 
 
@@ -507,7 +507,7 @@ def test_a_read_sends_profile_viewed(
     me(client, "alice")
     me(client, "alice")  # from the cache: still a view
 
-    assert received["viewed"] == [{"user_id": "alice"}, {"user_id": "alice"}]
+    assert received["viewed"] == [{"user_id": "alice", "source": "api"}] * 2
 
 
 def test_the_profile_row_is_created_lazily_once(app: Flask, client: FlaskClient) -> None:

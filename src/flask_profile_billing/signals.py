@@ -24,8 +24,12 @@ subscription_expired = _signals.signal("subscription-expired")
 """``user_id``, ``subscription`` (the one that lapsed, as stored after ending), ``current`` (the free one
 that follows)."""
 profile_viewed = _signals.signal("profile-viewed")
-"""``user_id``: the profile was read (the API's GET, or the client's ``profile:view`` event)."""
+"""``user_id``, ``source``: the profile was read. ``source`` is ``"api"`` for the server's own
+``GET /api/profile/me`` and ``"client"`` for the page's ``profile:view`` event, so a host counting
+page views can pick one."""
 profile_updated = _signals.signal("profile-updated")
-"""``user_id``, ``fields`` (the names that changed; empty for a client's ``profile:update`` event)."""
+"""``user_id``, ``fields`` (the names that changed; empty for the client's event), ``source``
+(``"api"`` or ``"client"``)."""
 buy_cta_clicked = _signals.signal("buy-cta-clicked")
-"""``user_id``, ``properties``: the buy-quota call to action was clicked (``profile:cta_buy_quota``)."""
+"""``user_id``, ``properties``, ``source`` (``"client"``): the buy-quota call to action was clicked
+(``profile:cta_buy_quota``)."""

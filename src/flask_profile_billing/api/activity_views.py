@@ -81,7 +81,8 @@ def track_event() -> Response:
     body = load_json(TrackEventSchema())
     name = body["event"]
     signal, arguments = EVENTS[name]
-    signal.send(get_state().runtime.app, user_id=current_user_id(), **arguments(body["properties"]))
+    app = get_state().runtime.app
+    signal.send(app, user_id=current_user_id(), source="client", **arguments(body["properties"]))
     return ok({"accepted": name}, 202)
 
 

@@ -25,7 +25,7 @@ def me() -> Response:
     state = get_state()
     user_id = current_user_id()
     snapshot = state.profiles.read(user_id, state.quotas)
-    signals.profile_viewed.send(state.runtime.app, user_id=user_id)
+    signals.profile_viewed.send(state.runtime.app, user_id=user_id, source="api")
     return ok(profile_dict(snapshot))
 
 

@@ -204,7 +204,9 @@ class ProfileService:
                 )
         if changed:
             runtime.cache.forget_user(user_id)
-            signals.profile_updated.send(runtime.app, user_id=user_id, fields=list(changed))
+            signals.profile_updated.send(
+                runtime.app, user_id=user_id, fields=list(changed), source="api"
+            )
         return changed
 
     # -- internals -----------------------------------------------------------------------------
