@@ -16,6 +16,7 @@ from .domain.limits import Allowance
 from .domain.periods import Period, PeriodRule
 from .domain.subscriptions import Subscription, SubscriptionStatus
 from .errors import (
+    ApiError,
     BillingConfigError,
     BillingError,
     FeatureNotAvailable,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivityEvent",
     "Allowance",
+    "ApiError",
     "BillingConfigError",
     "BillingError",
     "Catalog",
