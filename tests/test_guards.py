@@ -322,3 +322,25 @@ def test_guards_refuse_nonsense_amounts_at_decoration_time(amount: Any) -> None:
         requires_quota("analysis", amount=amount)
     with pytest.raises(ValueError, match="positive integer"):
         requires_capacity("active_vacancies", amount=amount)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_guarded_request_costs_one_statement(
+    client: FlaskClient, app: Flask
+) -> None:
+    from sqlalchemy import event
+
+    analyze(client)  # the first request creates the subscription
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = app.extensions["sqlalchemy"].engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert analyze(client).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    assert len(statements) == 1, statements

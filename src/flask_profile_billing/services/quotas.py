@@ -16,12 +16,13 @@ from sqlalchemy import select
 from .. import signals
 from ..domain.catalog import Metric, MetricKind, Plan
 from ..domain.limits import Allowance, crossed_threshold, validate_amount
-from ..domain.periods import Period
+from ..domain.periods import Period, PeriodRule, period_containing
 from ..domain.subscriptions import Subscription
 from ..errors import BillingConfigError, FeatureNotAvailable, QuotaExceeded
 from ..store import statements
 from ..store.locks import gauge_lock
 from ..store.models import usage_counters
+from ..store.reservation import OneStatementReservation
 from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
@@ -48,6 +49,7 @@ class QuotaService:
     def __init__(self, runtime: Runtime, subscriptions: SubscriptionService) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
+        self._statements: dict[str, OneStatementReservation] = {}
 
     def effective_plan(self, user_id: str) -> tuple[Subscription, Plan]:
         subscription = self._subscriptions.current(user_id)
@@ -107,6 +109,10 @@ class QuotaService:
             and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
         ):
             raise ValueError(f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        if self._in_one_statement:
+            return self._reserve_in_one_statement(
+                user_id, metric, amount, idempotency_key, resources, metadata
+            )
         subscription, plan = self.effective_plan(user_id)
         limit = plan.limit_for(metric.name)
         now = runtime.now()
@@ -152,6 +158,66 @@ class QuotaService:
         allowance = Allowance(metric.name, limit, used_after, period.end)
         self._announce_consumption(user_id, metric.name, amount, allowance)
         return Reservation(user_id, metric.name, amount, period, allowance, event_id)
+
+    def _reserve_in_one_statement(
+        self,
+        user_id: str,
+        metric: Metric,
+        amount: int,
+        idempotency_key: str | None,
+        resources: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Reservation:
+        """The hot path on PostgreSQL: one round trip (see ``store.reservation``)."""
+        runtime = self._runtime
+        statement = self._statement_for(metric.name)
+        now = runtime.now()
+        # Calendar months do not depend on the subscription, so the period is known up front.
+        period = period_containing(
+            runtime.settings.period_rule, now, now, runtime.settings.period_timezone
+        )
+        for _ in range(2):
+            with read_connection(runtime.engine) as connection:
+                result = statement.run(
+                    connection,
+                    user_id=user_id,
+                    metric=metric.name,
+                    amount=amount,
+                    period=period,
+                    now=now,
+                    idempotency_key=idempotency_key,
+                    resources=resources,
+                    metadata=metadata,
+                )
+            if result.plan_code is not None or result.replayed:
+                break
+            self._subscriptions.current(user_id)  # first access: create the free subscription
+        if result.replayed:
+            _, plan = self.effective_plan(user_id)
+            allowance = self._allowance_now(user_id, metric, plan.limit_for(metric.name), period)
+            return Reservation(user_id, metric.name, 0, period, allowance, None, replayed=True)
+        allowance = Allowance(metric.name, result.limit, result.used, period.end)
+        if not result.charged:
+            self._refuse(metric, user_id, amount, allowance)
+        self._announce_consumption(user_id, metric.name, amount, allowance)
+        return Reservation(user_id, metric.name, amount, period, allowance, result.event_id)
+
+    @property
+    def _in_one_statement(self) -> bool:
+        settings = self._runtime.settings
+        return (
+            settings.period_rule is PeriodRule.CALENDAR_MONTH
+            and self._runtime.engine.dialect.name == "postgresql"
+        )
+
+    def _statement_for(self, metric: str) -> OneStatementReservation:
+        statement = self._statements.get(metric)
+        if statement is None:
+            catalog = self._runtime.catalog
+            limits = {code: plan.limit_for(metric) for code, plan in catalog.plans.items()}
+            statement = OneStatementReservation(limits, catalog.default_plan.code)
+            self._statements[metric] = statement
+        return statement
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back (the work failed): the counter and the usage log forget it."""

@@ -33,6 +33,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection for reads; the implicit transaction is ended when the block ends."""
+    """A connection in autocommit mode, for reads and for single statements that are their own
+    transaction: no BEGIN and no ROLLBACK round trips around them."""
     with engine.connect() as connection:
-        yield connection
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -1,0 +1,128 @@
+"""A whole quota reservation in ONE PostgreSQL statement, sent in autocommit mode: one round trip.
+
+The statement finds the plan in force (a paid period that is over counts as the default plan, as
+everywhere), takes the metric's limit for that plan from a VALUES list of the in-memory catalog,
+adds the amount to the period's counter only if it stays within the limit, and logs the usage
+event only if the counter moved. A retry with an idempotency key already charged violates the
+events' unique key, which aborts the whole statement: nothing is charged twice.
+
+Only for rules whose periods do not depend on the subscription (calendar months); the general
+path in ``services.quotas`` serves the others and SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
+
+from ..domain.periods import Period
+
+_SQL = """
+WITH plan_in_force AS (
+    SELECT CASE WHEN s.expires_at IS NOT NULL AND s.expires_at <= :now
+                THEN :default_plan ELSE s.plan_code END AS code
+    FROM billing_subscriptions s
+    WHERE s.user_id = :user_id AND s.ended_at IS NULL
+),
+plan_limit AS (
+    SELECT l.lim FROM plan_in_force p JOIN (VALUES {limits}) AS l(code, lim) ON l.code = p.code
+),
+counter AS (
+    INSERT INTO billing_usage_counters (user_id, metric, period_start, period_end, used)
+    SELECT :user_id, :metric, :period_start, :period_end, :amount
+    FROM plan_limit WHERE plan_limit.lim IS NULL OR :amount <= plan_limit.lim
+    ON CONFLICT (user_id, metric, period_start) DO UPDATE
+        SET used = billing_usage_counters.used + EXCLUDED.used
+        WHERE (SELECT lim FROM plan_limit) IS NULL
+           OR billing_usage_counters.used + EXCLUDED.used <= (SELECT lim FROM plan_limit)
+    RETURNING used
+),
+event AS (
+    INSERT INTO billing_usage_events
+        (user_id, metric, amount, period_start, resources, metadata, idempotency_key, created_at)
+    SELECT :user_id, :metric, :amount, :period_start,
+           CAST(:resources AS JSON), CAST(:metadata AS JSON), :idempotency_key, :now
+    FROM counter
+    RETURNING id
+)
+SELECT (SELECT code FROM plan_in_force) AS plan_code,
+       (SELECT lim FROM plan_limit) AS lim,
+       (SELECT used FROM counter) AS used_after,
+       (SELECT id FROM event) AS event_id,
+       (SELECT used FROM billing_usage_counters
+        WHERE user_id = :user_id AND metric = :metric AND period_start = :period_start) AS used_before
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OneStatementResult:
+    plan_code: str | None
+    """None: the user has no subscription yet (the caller creates one and tries again)."""
+    limit: int | None
+    used: int
+    """After the charge; as it stands when refused or replayed."""
+    event_id: int | None
+    charged: bool
+    replayed: bool = False
+
+
+class OneStatementReservation:
+    """The statement for one metric of one catalog, built once and reused for every request."""
+
+    def __init__(self, limits_by_plan: Mapping[str, int | None], default_plan: str) -> None:
+        values = ", ".join(
+            f"(:plan_{index}, CAST(:limit_{index} AS BIGINT))"
+            for index in range(len(limits_by_plan))
+        )
+        self._statement = text(_SQL.format(limits=values))
+        self._constants: dict[str, Any] = {"default_plan": default_plan}
+        for index, (code, limit) in enumerate(limits_by_plan.items()):
+            self._constants[f"plan_{index}"] = code
+            self._constants[f"limit_{index}"] = limit
+
+    def run(
+        self,
+        connection: Connection,
+        *,
+        user_id: str,
+        metric: str,
+        amount: int,
+        period: Period,
+        now: datetime,
+        idempotency_key: str | None,
+        resources: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> OneStatementResult:
+        parameters = {
+            **self._constants,
+            "user_id": user_id,
+            "metric": metric,
+            "amount": amount,
+            "period_start": period.start,
+            "period_end": period.end,
+            "now": now,
+            "idempotency_key": idempotency_key,
+            "resources": json.dumps(dict(resources)) if resources else None,
+            "metadata": json.dumps(dict(metadata)) if metadata else None,
+        }
+        try:
+            row = connection.execute(self._statement, parameters).one()
+        except IntegrityError as error:
+            if idempotency_key is None or "idempotency_key" not in str(error.orig):
+                raise
+            return OneStatementResult(None, None, 0, None, charged=False, replayed=True)
+        charged = row.used_after is not None
+        used = row.used_after if charged else (row.used_before or 0)
+        return OneStatementResult(
+            row.plan_code,
+            None if row.lim is None else int(row.lim),
+            int(used),
+            None if row.event_id is None else int(row.event_id),
+            charged,
+        )
