@@ -28,13 +28,14 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
-HEAD = "0002"
+HEAD = "0003"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",
     "billing_activity",
     "billing_payments",
     "billing_webhook_deliveries",
+    "billing_usage_daily",
     "billing_subscriptions",
     "billing_usage_counters",
     "billing_usage_events",

@@ -327,3 +327,43 @@ def test_the_csrf_token_endpoint_gives_the_token_writes_need(make_app: AppFactor
         client.post("/api/subscription/cancel", headers={"X-CSRFToken": token}).status_code == 200
     )
     assert app.test_client().get("/api/profile/csrf-token").status_code == 401
+
+
+def test_usage_statistics_forget_refunded_charges(client: FlaskClient) -> None:
+    client.post("/analyze", headers=as_user("alice"))
+    client.post("/analyze/refused", headers=as_user("alice"))  # charged, then given back
+
+    assert get(client, "/usage?days=1")["data"]["total_usage"] == {"analysis": 1}
+
+
+def test_the_migration_fills_the_daily_rollup_from_the_usage_log(database_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from flask_profile_billing import migrate
+
+    engine = create_engine(database_url)
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO billing_usage_events (user_id, metric, amount, period_start, created_at)"
+                " VALUES ('u', 'analysis', 2, :start, :at), ('u', 'analysis', 3, :start, :at),"
+                " ('u', 'export', 1, :start, :next_day)"
+            ),
+            {
+                "start": datetime(2025, 10, 1, tzinfo=UTC),
+                "at": datetime(2025, 10, 13, 23, 30, tzinfo=UTC),
+                "next_day": datetime(2025, 10, 14, 0, 30, tzinfo=UTC),
+            },
+        )
+    migrate.upgrade(engine)
+
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT metric, day, total FROM billing_usage_daily ORDER BY day, metric")
+        ).all()
+    assert [(metric, str(day), int(total)) for metric, day, total in rows] == [
+        ("analysis", "2025-10-13", 5),
+        ("export", "2025-10-14", 1),
+    ]
+    engine.dispose()

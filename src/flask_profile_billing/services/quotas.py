@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from sqlalchemy import select
@@ -43,6 +44,7 @@ class Reservation:
     event_id: int | None
     replayed: bool = False
     """True when the idempotency key was already charged: nothing was taken this time."""
+    charged_at: datetime | None = None
 
 
 class QuotaService:
@@ -151,13 +153,23 @@ class QuotaService:
             if used_after is None:
                 used = statements.used_in_period(connection, user_id, metric.name, period.start)
                 connection.rollback()  # drops the event inserted above
+            else:
+                statements.add_to_daily(
+                    connection,
+                    user_id=user_id,
+                    metric=metric.name,
+                    day=_utc_day(now),
+                    amount=amount,
+                )
         if used_after is None:
             # Refused outside the transaction: the signal's receivers may write (the activity
             # feed does) and must not wait for the connection or lock this block held.
             self._refuse(metric, user_id, amount, Allowance(metric.name, limit, used, period.end))
         allowance = Allowance(metric.name, limit, used_after, period.end)
         self._announce_consumption(user_id, metric.name, amount, allowance)
-        return Reservation(user_id, metric.name, amount, period, allowance, event_id)
+        return Reservation(
+            user_id, metric.name, amount, period, allowance, event_id, charged_at=now
+        )
 
     def _reserve_in_one_statement(
         self,
@@ -200,7 +212,9 @@ class QuotaService:
         if not result.charged:
             self._refuse(metric, user_id, amount, allowance)
         self._announce_consumption(user_id, metric.name, amount, allowance)
-        return Reservation(user_id, metric.name, amount, period, allowance, result.event_id)
+        return Reservation(
+            user_id, metric.name, amount, period, allowance, result.event_id, charged_at=now
+        )
 
     @property
     def _in_one_statement(self) -> bool:
@@ -232,6 +246,14 @@ class QuotaService:
                 amount=reservation.amount,
             )
             statements.delete_usage_event(connection, reservation.event_id)
+            if reservation.charged_at is not None:
+                statements.take_from_daily(
+                    connection,
+                    user_id=reservation.user_id,
+                    metric=reservation.metric,
+                    day=_utc_day(reservation.charged_at),
+                    amount=reservation.amount,
+                )
         self._runtime.cache.forget_user(reservation.user_id)
 
     # -- features and gauges -------------------------------------------------------------------
@@ -304,3 +326,7 @@ class QuotaService:
         threshold = self._runtime.settings.quota_low_threshold
         if crossed_threshold(allowance.used - amount, allowance.used, allowance.limit, threshold):
             signals.quota_low.send(app, user_id=user_id, metric=metric, allowance=allowance)
+
+
+def _utc_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()

@@ -1,15 +1,18 @@
-"""Usage statistics from the usage log: totals and a daily breakdown per action."""
+"""Usage statistics: totals and a daily breakdown per action, from the daily rollup.
+
+``billing_usage_daily`` holds one row per (user, metric, UTC day), kept exact by every charge and
+refund, so a year of statistics reads at most 366 rows per metric however many events there were.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, timedelta
-from typing import Any
+from datetime import UTC, date, timedelta
 
-from sqlalchemy import ColumnElement, Date, cast, func, select
+from sqlalchemy import select
 
-from ..store.models import usage_events
+from ..store.models import usage_daily
 from ..store.transactions import read_connection
 from .runtime import Runtime
 
@@ -27,29 +30,19 @@ class UsageStatsService:
         self._runtime = runtime
 
     def usage(self, user_id: str, days: int) -> UsageStats:
-        """What the user was charged over the last ``days`` days (UTC days), per metric."""
-        since = self._runtime.now() - timedelta(days=days)
-        events = usage_events.c
-        engine = self._runtime.engine
-        day = _utc_day(events.created_at, engine.dialect.name).label("day")
+        """What the user was charged over the last ``days`` days, per metric, in whole UTC days:
+        from the day ``days`` days ago up to today."""
+        since = (self._runtime.now() - timedelta(days=days)).astimezone(UTC).date()
+        rows = usage_daily.c
         query = (
-            select(day, events.metric, func.sum(events.amount).label("total"))
-            .where(events.user_id == user_id, events.created_at >= since)
-            .group_by(day, events.metric)
-            .order_by(day, events.metric)
+            select(rows.day, rows.metric, rows.total)
+            .where(rows.user_id == user_id, rows.day >= since, rows.total > 0)
+            .order_by(rows.day, rows.metric)
         )
         totals: dict[str, int] = defaultdict(int)
         daily: dict[date, dict[str, int]] = defaultdict(dict)
-        with read_connection(engine) as connection:
+        with read_connection(self._runtime.engine) as connection:
             for row in connection.execute(query):
-                on = row.day if isinstance(row.day, date) else date.fromisoformat(str(row.day))
-                daily[on][row.metric] = int(row.total)
+                daily[row.day][row.metric] = int(row.total)
                 totals[row.metric] += int(row.total)
         return UsageStats(days, dict(totals), dict(daily))
-
-
-def _utc_day(column: Any, dialect: str) -> ColumnElement[Any]:
-    if dialect == "postgresql":
-        # timestamptz to date follows the session's TimeZone; the day is taken in UTC explicitly.
-        return cast(func.timezone("UTC", column), Date)
-    return func.date(column)  # SQLite stores UTC already

@@ -6,13 +6,14 @@ The models use their own declarative base, so a host's ``db.create_all()`` does 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -141,6 +142,20 @@ class UsageEventRow(Base):
     )
 
 
+class UsageDailyRow(Base):
+    """What a user was charged for a metric on one UTC day: statistics read these, not the log.
+
+    Kept exact by the same statement as the charge, and by refunds.
+    """
+
+    __tablename__ = "billing_usage_daily"
+
+    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    total: Mapped[int] = mapped_column(BigId)
+
+
 class ProfileRow(Base):
     """The editable profile fields of a user; email and name stay in the host's user table."""
 
@@ -229,6 +244,7 @@ plans = cast(Table, PlanRow.__table__)
 subscriptions = cast(Table, SubscriptionRow.__table__)
 usage_counters = cast(Table, UsageCounterRow.__table__)
 usage_events = cast(Table, UsageEventRow.__table__)
+usage_daily = cast(Table, UsageDailyRow.__table__)
 profiles = cast(Table, ProfileRow.__table__)
 activity = cast(Table, ActivityRow.__table__)
 payments = cast(Table, PaymentRow.__table__)

@@ -3,8 +3,9 @@
 The statement finds the plan in force (a paid period that is over counts as the default plan, as
 everywhere), takes the metric's limit for that plan from a VALUES list of the in-memory catalog,
 adds the amount to the period's counter only if it stays within the limit, and logs the usage
-event only if the counter moved. A retry with an idempotency key already charged violates the
-events' unique key, which aborts the whole statement: nothing is charged twice.
+event and adds to the day's total only if the counter moved. A retry with an idempotency key
+already charged violates the events' unique key, which aborts the whole statement: nothing is
+charged twice.
 
 Only for rules whose periods do not depend on the subscription (calendar months); the general
 path in ``services.quotas`` serves the others and SQLite.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -50,6 +51,12 @@ event AS (
            CAST(:resources AS JSON), CAST(:metadata AS JSON), :idempotency_key, :now
     FROM counter
     RETURNING id
+),
+daily AS (
+    INSERT INTO billing_usage_daily (user_id, metric, day, total)
+    SELECT :user_id, :metric, :day, :amount FROM counter
+    ON CONFLICT (user_id, metric, day) DO UPDATE
+        SET total = billing_usage_daily.total + EXCLUDED.total
 )
 SELECT (SELECT code FROM plan_in_force) AS plan_code,
        (SELECT lim FROM plan_limit) AS lim,
@@ -107,6 +114,7 @@ class OneStatementReservation:
             "period_start": period.start,
             "period_end": period.end,
             "now": now,
+            "day": now.astimezone(UTC).date(),
             "idempotency_key": idempotency_key,
             "resources": json.dumps(dict(resources)) if resources else None,
             "metadata": json.dumps(dict(metadata)) if metadata else None,

@@ -7,7 +7,7 @@ Only SQLite (3.35+) and PostgreSQL are supported: both have ``INSERT ... ON CONF
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, Table, and_, delete, select, update
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain.periods import Period
 from ..errors import BillingConfigError
-from .models import usage_counters, usage_events
+from .models import usage_counters, usage_daily, usage_events
 
 
 def dialect_insert(connection: Connection, table: Table) -> Any:
@@ -128,3 +128,36 @@ def insert_usage_event(connection: Connection, values: dict[str, Any]) -> int | 
 
 def delete_usage_event(connection: Connection, event_id: int) -> None:
     connection.execute(delete(usage_events).where(usage_events.c.id == event_id))
+
+
+def add_to_daily(
+    connection: Connection, *, user_id: str, metric: str, day: date, amount: int
+) -> None:
+    """Add a charge to the day's total (the rollup the statistics read)."""
+    daily = usage_daily.c
+    statement = (
+        dialect_insert(connection, usage_daily)
+        .values(user_id=user_id, metric=metric, day=day, total=amount)
+        .on_conflict_do_update(
+            index_elements=[daily.user_id, daily.metric, daily.day],
+            set_={"total": daily.total + amount},
+        )
+    )
+    connection.execute(statement)
+
+
+def take_from_daily(
+    connection: Connection, *, user_id: str, metric: str, day: date, amount: int
+) -> None:
+    """Take a refunded charge off the day's total."""
+    daily = usage_daily.c
+    connection.execute(
+        update(usage_daily)
+        .where(
+            daily.user_id == user_id,
+            daily.metric == metric,
+            daily.day == day,
+            daily.total >= amount,
+        )
+        .values(total=daily.total - amount)
+    )
