@@ -708,3 +708,32 @@ def test_a_new_period_starts_from_zero_without_a_scheduler(
         clock.set(reset_at)
         assert analyze(client, "alice").status_code == 200
         assert billing.allowance("alice", "analysis").used == 1
+
+
+def test_maintenance_announces_each_batch_once_and_feeds_every_users_activity(
+    app: Flask, billing: ProfileBilling, clock: Clock
+) -> None:
+    users = [f"lapsing-{index}" for index in range(5)]
+    for user in users:
+        billing.change_plan(user, "starter")
+    clock.advance(days=40)
+    batches: list[list[str]] = []
+    singles: list[bool] = []
+
+    def on_batch(sender: Flask, *, expired: list[Any], **_: Any) -> None:
+        batches.append(sorted(lapsed.user_id for lapsed, _current in expired))
+
+    def on_single(sender: Flask, *, in_batch: bool = False, **_: Any) -> None:
+        singles.append(in_batch)
+
+    with (
+        signals.subscriptions_expired.connected_to(on_batch, sender=app),
+        signals.subscription_expired.connected_to(on_single, sender=app),
+    ):
+        assert get_state().subscriptions.expire_lapsed(batch_size=2) == 5
+
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    assert sorted(user for batch in batches for user in batch) == users
+    assert singles == [True] * 5
+    for user in users:
+        assert [event.type for event in billing.activity(user)][:1] == ["subscription.expired"]

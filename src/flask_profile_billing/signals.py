@@ -23,6 +23,10 @@ subscription_changed = _signals.signal("subscription-changed")
 subscription_expired = _signals.signal("subscription-expired")
 """``user_id``, ``subscription`` (the one that lapsed, as stored after ending), ``current`` (the free one
 that follows)."""
+subscriptions_expired = _signals.signal("subscriptions-expired")
+"""``expired``: a list of ``(subscription, current)`` pairs, one batch of ``flask billing
+maintenance``. Each pair was also sent as ``subscription_expired`` with ``in_batch=True``; a
+receiver that writes per user (an email) can use either, one that writes in bulk uses this."""
 profile_viewed = _signals.signal("profile-viewed")
 """``user_id``, ``source``: the profile was read. ``source`` is ``"api"`` for the server's own
 ``GET /api/profile/me`` and ``"client"`` for the page's ``profile:view`` event, so a host counting

@@ -218,6 +218,7 @@ class ActivityService:
         app = self._runtime.app
         signals.subscription_changed.connect(self._on_subscription_changed, sender=app)
         signals.subscription_expired.connect(self._on_subscription_expired, sender=app)
+        signals.subscriptions_expired.connect(self._on_subscriptions_expired, sender=app)
         signals.quota_exceeded.connect(self._on_quota_exceeded, sender=app)
 
     def _on_subscription_changed(
@@ -244,8 +245,41 @@ class ActivityService:
         user_id: str,
         subscription: Subscription,
         current: Subscription | None,
+        in_batch: bool = False,
         **_: Any,
     ) -> None:
+        if in_batch:
+            return  # recorded with its whole batch by _on_subscriptions_expired
+        type_, title, metadata, occurred_at = self._expiry_entry(subscription, current)
+        self._record_safely(user_id, type_, title, metadata, occurred_at=occurred_at)
+
+    def _on_subscriptions_expired(
+        self, sender: Flask, *, expired: list[tuple[Subscription, Subscription | None]], **_: Any
+    ) -> None:
+        """A maintenance batch: one multi-row insert, not one write per user."""
+        rows = []
+        for subscription, current in expired:
+            type_, title, metadata, occurred_at = self._expiry_entry(subscription, current)
+            rows.append(
+                {
+                    "user_id": subscription.user_id,
+                    "type": type_,
+                    "title": title,
+                    "metadata": metadata,
+                    "occurred_at": occurred_at,
+                }
+            )
+        if not rows:
+            return
+        try:
+            with write_transaction(self._runtime.engine) as connection:
+                connection.execute(insert(activity), rows)
+        except Exception:
+            logger.exception("profile_activity_record_failed", extra={"count": len(rows)})
+
+    def _expiry_entry(
+        self, subscription: Subscription, current: Subscription | None
+    ) -> tuple[str, str, dict[str, Any], datetime | None]:
         name = _plan_name(self._runtime.catalog, subscription.plan_code)
         metadata: dict[str, Any] = {
             "plan": subscription.plan_code,
@@ -253,13 +287,7 @@ class ActivityService:
             "now_on": None if current is None else current.plan_code,
         }
         # Dated when the period ended, not when a job or a lazy read noticed it.
-        self._record_safely(
-            user_id,
-            SUBSCRIPTION_EXPIRED,
-            f"{name} plan expired",
-            metadata,
-            occurred_at=subscription.expires_at,
-        )
+        return SUBSCRIPTION_EXPIRED, f"{name} plan expired", metadata, subscription.expires_at
 
     def _on_quota_exceeded(
         self,

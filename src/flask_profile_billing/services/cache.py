@@ -42,4 +42,12 @@ class BillingCache:
 
     def forget_user(self, user_id: str) -> None:
         """Drop every cached read of the user: called after each write that concerns them."""
-        self._cache.delete_many(self.profile_key(user_id), self.activity_key(user_id))
+        self.forget_users([user_id])
+
+    def forget_users(self, user_ids: list[str]) -> None:
+        """The same for many users at once (one round trip to Redis for a maintenance batch)."""
+        keys = [
+            key for user in user_ids for key in (self.profile_key(user), self.activity_key(user))
+        ]
+        if keys:
+            self._cache.delete_many(*keys)

@@ -17,7 +17,7 @@ from ..domain.periods import add_months
 from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
 from ..errors import BillingError
 from ..store.models import subscriptions
-from ..store.statements import insert_ignoring_conflict
+from ..store.statements import dialect_insert, insert_ignoring_conflict
 from ..store.transactions import read_connection, write_transaction
 from .plans import PlanStore
 from .runtime import Runtime
@@ -107,36 +107,33 @@ class SubscriptionService:
     def expire_lapsed(self, batch_size: int = 1000) -> int:
         """End every current subscription whose period is over and start a free one in its place.
 
-        Set-based, in batches, idempotent: the catch-up that ``current()`` also does lazily per user.
-        Returns how many subscriptions it ended.
+        Set-based, in batches of ``batch_size`` (memory stays flat), idempotent: the catch-up that
+        ``current()`` also does lazily per user. Returns how many subscriptions it ended.
         """
         runtime = self._runtime
         self._plans.ensure_seeded()
         now = runtime.now()
         default_code = runtime.catalog.default_plan.code
+        subs = subscriptions.c
         total = 0
         while True:
             with write_transaction(runtime.engine) as connection:
-                ids = list(
-                    connection.execute(
-                        select(subscriptions.c.id)
-                        .where(_CURRENT, subscriptions.c.expires_at <= now)
-                        .limit(batch_size)
-                    ).scalars()
+                batch = (
+                    select(subs.id)
+                    .where(_CURRENT, subs.expires_at <= now)
+                    .limit(batch_size)
+                    .scalar_subquery()
                 )
-                if not ids:
+                ended = self._end_lapsed(connection, subs.id.in_(batch))
+                if not ended:
                     return total
-                ended = self._end_lapsed(connection, subscriptions.c.id.in_(ids))
-                followers = [
-                    self._insert_default(
-                        connection, lapsed.user_id, lapsed.expires_at, default_code
-                    )
-                    or self._select_current(connection, lapsed.user_id)
-                    for lapsed in ended
-                ]
+                followers = self._insert_defaults(connection, ended, default_code)
             total += len(ended)
-            for lapsed, current in zip(ended, followers, strict=True):
-                self._announce_expiry(lapsed, current)
+            runtime.cache.forget_users([lapsed.user_id for lapsed in ended])
+            pairs = [(lapsed, followers.get(lapsed.user_id)) for lapsed in ended]
+            for lapsed, current in pairs:
+                self._announce_expiry(lapsed, current, in_batch=True)
+            signals.subscriptions_expired.send(runtime.app, expired=pairs)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -286,11 +283,51 @@ class SubscriptionService:
             self._runtime.app, user_id=user_id, previous=previous, current=current
         )
 
-    def _announce_expiry(self, lapsed: Subscription, current: Subscription | None) -> None:
-        self._runtime.cache.forget_user(lapsed.user_id)
+    def _announce_expiry(
+        self, lapsed: Subscription, current: Subscription | None, *, in_batch: bool = False
+    ) -> None:
+        if not in_batch:  # a batch forgets all its users at once
+            self._runtime.cache.forget_user(lapsed.user_id)
         signals.subscription_expired.send(
-            self._runtime.app, user_id=lapsed.user_id, subscription=lapsed, current=current
+            self._runtime.app,
+            user_id=lapsed.user_id,
+            subscription=lapsed,
+            current=current,
+            in_batch=in_batch,
         )
+
+    @staticmethod
+    def _insert_defaults(
+        connection: Connection, ended: list[Subscription], plan_code: str
+    ) -> dict[str, Subscription]:
+        """Free subscriptions for the users of ``ended``, from their expiry, in one multi-row
+        insert; users who meanwhile got a current subscription keep it. Returns user id to the
+        current subscription."""
+        rows = [
+            {
+                "user_id": lapsed.user_id,
+                "plan_code": plan_code,
+                "status": SubscriptionStatus.ACTIVE.value,
+                "started_at": lapsed.expires_at,
+                "expires_at": None,
+                "period_anchor": lapsed.expires_at,
+            }
+            for lapsed in ended
+        ]
+        statement = (
+            dialect_insert(connection, subscriptions)
+            .on_conflict_do_nothing(index_elements=["user_id"], index_where=_CURRENT)
+            .returning(*subscriptions.c)
+        )
+        inserted = connection.execute(statement, rows).all()
+        current = {row.user_id: _to_subscription(row) for row in inserted}
+        missing = [lapsed.user_id for lapsed in ended if lapsed.user_id not in current]
+        if missing:
+            others = connection.execute(
+                select(subscriptions).where(subscriptions.c.user_id.in_(missing), _CURRENT)
+            )
+            current.update({row.user_id: _to_subscription(row) for row in others})
+        return current
 
     @staticmethod
     def _insert_default(
