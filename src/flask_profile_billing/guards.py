@@ -23,6 +23,8 @@ from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH, Reservation
 
 View = TypeVar("View", bound=Callable[..., Any])
 EXEMPT_METHODS = frozenset({"OPTIONS"})
+# A guard's own part: given the app's state, the user and the view to run, answer the request.
+Check = Callable[["BillingState", str, Callable[[], Response]], Response]
 
 
 def requires_quota(metric: str, amount: int = 1) -> Callable[[View], View]:
@@ -35,63 +37,43 @@ def requires_quota(metric: str, amount: int = 1) -> Callable[[View], View]:
     """
     validate_amount(amount)
 
-    def decorator(view: View) -> View:
-        @wraps(view)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            if request.method in EXEMPT_METHODS:
-                return current_app.ensure_sync(view)(*args, **kwargs)
-            state = get_state()
-            user_id = _current_user_id()
-            if user_id is None:
-                return _unauthorized()
-            quotas = state.quotas
-            reservation = quotas.reserve(
-                user_id,
-                metric,
-                amount,
-                idempotency_key=_idempotency_key(state),
-                resources=request.view_args or None,
-            )
-            keep_failures = state.runtime.settings.charge_failed_requests
-            try:
-                response = _run(view, args, kwargs)
-            except BaseException:
-                if not keep_failures:
-                    _release_after_failure(state, reservation)
-                raise
-            allowance = reservation.allowance
-            if response.status_code >= 400 and not keep_failures:
+    def charge(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
+        reservation = state.quotas.reserve(
+            user_id,
+            metric,
+            amount,
+            idempotency_key=_idempotency_key(state),
+            resources=request.view_args or None,
+        )
+        keep_failures = state.runtime.settings.charge_failed_requests
+        try:
+            response = run()
+        except BaseException:
+            if not keep_failures:
                 _release_after_failure(state, reservation)
-                allowance = Allowance(
-                    allowance.metric,
-                    allowance.limit,
-                    allowance.used - reservation.amount,
-                    allowance.resets_at,
-                )
-            return _with_headers(state, response, allowance)
+            raise
+        allowance = reservation.allowance
+        if response.status_code >= 400 and not keep_failures:
+            _release_after_failure(state, reservation)
+            allowance = Allowance(
+                allowance.metric,
+                allowance.limit,
+                allowance.used - reservation.amount,
+                allowance.resets_at,
+            )
+        return _with_headers(state, response, allowance)
 
-        return cast(View, guarded)
-
-    return decorator
+    return _guard(charge)
 
 
 def requires_feature(feature: str) -> Callable[[View], View]:
     """Answer 403 ``FEATURE_NOT_AVAILABLE`` unless the user's plan includes ``feature``."""
 
-    def decorator(view: View) -> View:
-        @wraps(view)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            if request.method in EXEMPT_METHODS:
-                return current_app.ensure_sync(view)(*args, **kwargs)
-            user_id = _current_user_id()
-            if user_id is None:
-                return _unauthorized()
-            get_state().quotas.require_feature(user_id, feature)
-            return current_app.ensure_sync(view)(*args, **kwargs)
+    def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
+        state.quotas.require_feature(user_id, feature)
+        return run()
 
-        return cast(View, guarded)
-
-    return decorator
+    return _guard(check)
 
 
 def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
@@ -103,20 +85,30 @@ def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
     """
     validate_amount(amount)
 
+    def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
+        with state.quotas.capacity_lock(user_id, metric):
+            before = state.quotas.require_capacity(user_id, metric, amount)
+            response = run()
+        used = before.used + (amount if response.status_code < 400 else 0)
+        return _with_headers(state, response, Allowance(metric, before.limit, used))
+
+    return _guard(check)
+
+
+def _guard(check: Check) -> Callable[[View], View]:
+    """What every guard shares: ``OPTIONS`` passes untouched, an anonymous user goes to
+    Flask-Login's ``unauthorized()``, and ``check`` runs around the view."""
+
     def decorator(view: View) -> View:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if request.method in EXEMPT_METHODS:
                 return current_app.ensure_sync(view)(*args, **kwargs)
-            state = get_state()
+            state = get_state()  # first: an app without init_app fails loudly, even for anonymous
             user_id = _current_user_id()
             if user_id is None:
                 return _unauthorized()
-            with state.quotas.capacity_lock(user_id, metric):
-                before = state.quotas.require_capacity(user_id, metric, amount)
-                response = _run(view, args, kwargs)
-            used = before.used + (amount if response.status_code < 400 else 0)
-            return _with_headers(state, response, Allowance(metric, before.limit, used))
+            return check(state, user_id, lambda: _run(view, args, kwargs))
 
         return cast(View, guarded)
 
