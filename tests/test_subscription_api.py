@@ -367,3 +367,20 @@ def test_the_migration_fills_the_daily_rollup_from_the_usage_log(database_url: s
         ("export", "2025-10-14", 1),
     ]
     engine.dispose()
+
+
+def test_a_host_catalog_without_prices_is_served(make_app: AppFactory) -> None:
+    app = make_app(
+        BILLING_PLANS={
+            "metrics": {"analysis": {}},
+            "plans": [
+                {"code": "basic", "name": "Basic", "default": True, "limits": {"analysis": 3}}
+            ],
+        }
+    )
+
+    response = app.test_client().get("/api/subscription/plans")
+
+    assert response.status_code == 200
+    plan = response.get_json()["data"]["plans"][0]
+    assert plan["pricing"] == {"monthly": 0, "yearly": 0, "currency": "RUB", "yearly_discount": 0}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,13 @@ class _PlanSchema(Schema):
     code = fields.String(required=True, validate=_CODE)
     name = fields.String(required=True, validate=validate.Length(min=1, max=120))
     description = fields.String(load_default="")
-    price_monthly = fields.Decimal(load_default=0, allow_none=True, validate=validate.Range(min=0))
-    price_yearly = fields.Decimal(load_default=0, allow_none=True, validate=validate.Range(min=0))
+    # Decimal(0), not 0: a missing price must be the same type as a given one.
+    price_monthly = fields.Decimal(
+        load_default=Decimal(0), allow_none=True, validate=validate.Range(min=0)
+    )
+    price_yearly = fields.Decimal(
+        load_default=Decimal(0), allow_none=True, validate=validate.Range(min=0)
+    )
     currency = fields.String(load_default="RUB", validate=validate.Length(equal=3))
     limits = fields.Dict(
         keys=fields.String(),
