@@ -12,7 +12,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,27 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail
+
 START_TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerError(RuntimeError):
     """A server did not start; the message ends with the tail of its log."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"(no log: {exc})"
 
 
 def _private_dir(prefix: str, owner: str | None = None) -> Path:
@@ -105,28 +91,6 @@ class Postgres:
             )
 
 
-def pg_bindir() -> Path | None:
-    """PG_BINDIR, else the newest /usr/lib/postgresql/*/bin, else the directory of pg_ctl."""
-    if env := os.environ.get("PG_BINDIR"):
-        return Path(env) if (Path(env) / "pg_ctl").is_file() else None
-    candidates = [
-        d
-        for d in Path("/usr/lib/postgresql").glob("*/bin")
-        if (d / "pg_ctl").is_file() and (d / "initdb").is_file() and d.parent.name.isdigit()
-    ]
-    if candidates:
-        return max(candidates, key=lambda d: int(d.parent.name))
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).resolve().parent if pg_ctl else None
-
-
-def _pg(bindir: Path, cwd: Path, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [str(bindir / tool), *args]
-    if os.geteuid() == 0:  # the PostgreSQL tools refuse to run as root
-        command = ["runuser", "-u", "postgres", "--", *command]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-
-
 @contextmanager
 def postgres(*, fsync: bool = True) -> Iterator[Postgres]:
     """A PostgreSQL cluster in a temporary directory; durable (fsync on) unless told otherwise."""
@@ -138,7 +102,7 @@ def postgres(*, fsync: bool = True) -> Iterator[Postgres]:
     base = _private_dir("bench-postgresql-", owner="postgres")
     data, log = base / "data", base / "server.log"
     try:
-        init = _pg(
+        init = run_pg_tool(
             bindir,
             base,
             "initdb",
@@ -171,7 +135,7 @@ def postgres(*, fsync: bool = True) -> Iterator[Postgres]:
         }
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-        start = _pg(
+        start = run_pg_tool(
             bindir,
             base,
             "pg_ctl",
@@ -187,13 +151,13 @@ def postgres(*, fsync: bool = True) -> Iterator[Postgres]:
         if start.returncode != 0:
             raise ServerError(f"PostgreSQL failed to start: {start.stderr}\n{tail(log)}")
         try:
-            version = _pg(bindir, base, "postgres", "--version").stdout.strip()
+            version = run_pg_tool(bindir, base, "postgres", "--version").stdout.strip()
             shown = {k: v.strip("'") for k, v in settings.items()}
             server = Postgres(HOST, port, shown, version, log, data)
             _wait_for_postgres(server, log)
             yield server
         finally:
-            _pg(bindir, base, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+            run_pg_tool(bindir, base, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,8 @@ import pytest
 import redis
 from psycopg import sql
 
-HOST = "127.0.0.1"
+from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail
+
 START_TIMEOUT = 60.0
 
 # Superuser `postgres` with trust auth: the server only listens on loopback and a private socket.
@@ -100,45 +100,6 @@ def _missing(what: str, package: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    """A port that was free a moment ago on the loopback address."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    """The end of a server log, for error messages."""
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"(no log: {exc})"
-
-
-def _pg_bindir() -> Path | None:
-    """PG_BINDIR, else the newest /usr/lib/postgresql/*/bin, else the directory of pg_ctl."""
-    if env := os.environ.get("PG_BINDIR"):
-        return Path(env) if (Path(env) / "pg_ctl").is_file() else None
-    candidates = [
-        d
-        for d in Path("/usr/lib/postgresql").glob("*/bin")
-        if (d / "pg_ctl").is_file() and (d / "initdb").is_file() and d.parent.name.isdigit()
-    ]
-    if candidates:
-        return max(candidates, key=lambda d: int(d.parent.name))
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).resolve().parent if pg_ctl else None
-
-
-def _pg(bindir: Path, cwd: Path, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL tool; it refuses to run as root, so root runs it as `postgres`."""
-    command = [str(bindir / tool), *args]
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-
-
 def _wait_for_postgres(server: PostgresServer, log: Path) -> None:
     """pg_ctl -w saw the postmaster up; also make sure it accepts TCP connections."""
     deadline = time.monotonic() + START_TIMEOUT
@@ -151,7 +112,7 @@ def _wait_for_postgres(server: PostgresServer, log: Path) -> None:
         except psycopg.OperationalError as exc:
             error = exc
         if time.monotonic() > deadline:
-            message = f"PostgreSQL does not accept connections: {error}\n{_tail(log)}"
+            message = f"PostgreSQL does not accept connections: {error}\n{tail(log)}"
             pytest.fail(message, pytrace=False)
         time.sleep(0.1)
 
@@ -159,7 +120,7 @@ def _wait_for_postgres(server: PostgresServer, log: Path) -> None:
 @pytest.fixture(scope="session")
 def postgresql_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL cluster for the whole session."""
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     if bindir is None or not (bindir / "initdb").is_file():
         _missing("PostgreSQL server binaries (pg_ctl, initdb; or set PG_BINDIR)", "postgresql")
     # Not tmp_path_factory: its directory is private to the user running pytest, which the
@@ -172,24 +133,24 @@ def postgresql_server() -> Iterator[PostgresServer]:
                 shutil.chown(base, "postgres", "postgres")
             except LookupError:
                 pytest.fail("running as root needs a 'postgres' system user", pytrace=False)
-        init = _pg(bindir, base, "initdb", "-D", str(data), *INITDB_ARGS)
+        init = run_pg_tool(bindir, base, "initdb", "-D", str(data), *INITDB_ARGS)
         if init.returncode != 0:
             pytest.fail(f"initdb failed:\n{init.stdout}{init.stderr}", pytrace=False)
-        server = PostgresServer(HOST, _free_port())
+        server = PostgresServer(HOST, free_port())
         settings = {**PG_SETTINGS, "port": str(server.port), "unix_socket_directories": f"'{base}'"}
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         timeout = str(int(START_TIMEOUT))
-        start = _pg(
+        start = run_pg_tool(
             bindir, base, "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", timeout, "start"
         )
         if start.returncode != 0:
-            pytest.fail(f"PostgreSQL failed to start: {start.stderr}\n{_tail(log)}", pytrace=False)
+            pytest.fail(f"PostgreSQL failed to start: {start.stderr}\n{tail(log)}", pytrace=False)
         try:
             _wait_for_postgres(server, log)
             yield server
         finally:
-            _pg(bindir, base, "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+            run_pg_tool(bindir, base, "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -206,7 +167,7 @@ def _wait_for_redis(server: RedisServer, proc: subprocess.Popen[bytes], log: Pat
                 error = str(exc)
             if proc.poll() is not None or time.monotonic() > deadline:
                 message = f"redis-server failed to start ({error}, exit code {proc.returncode})"
-                pytest.fail(f"{message}\n{_tail(log)}", pytrace=False)
+                pytest.fail(f"{message}\n{tail(log)}", pytrace=False)
             time.sleep(0.05)
 
 
@@ -218,7 +179,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         _missing("redis-server (or set REDIS_SERVER)", "redis-server")
     base = tmp_path_factory.mktemp("redis")
     log = base / "server.log"
-    server = RedisServer(HOST, _free_port())
+    server = RedisServer(HOST, free_port())
     args = ["--bind", HOST, "--port", str(server.port), "--save", "", "--appendonly", "no"]
     args += ["--daemonize", "no", "--dir", str(base)]
     with log.open("wb") as out:

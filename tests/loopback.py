@@ -1,0 +1,51 @@
+"""Helpers for throwaway servers on loopback, shared by the test session (tests/servers.py) and
+the benchmarks (bench/servers.py). Standard library only, so the benchmarks need no pytest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    """The end of a server log, for error messages."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
+def pg_bindir() -> Path | None:
+    """PG_BINDIR, else the newest /usr/lib/postgresql/*/bin, else the directory of pg_ctl."""
+    if env := os.environ.get("PG_BINDIR"):
+        return Path(env) if (Path(env) / "pg_ctl").is_file() else None
+    candidates = [
+        d
+        for d in Path("/usr/lib/postgresql").glob("*/bin")
+        if (d / "pg_ctl").is_file() and (d / "initdb").is_file() and d.parent.name.isdigit()
+    ]
+    if candidates:
+        return max(candidates, key=lambda d: int(d.parent.name))
+    pg_ctl = shutil.which("pg_ctl")
+    return Path(pg_ctl).resolve().parent if pg_ctl else None
+
+
+def run_pg_tool(bindir: Path, cwd: Path, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL tool; it refuses to run as root, so root runs it as `postgres`."""
+    command = [str(bindir / tool), *args]
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "postgres", "--", *command]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
