@@ -10,8 +10,6 @@ from ..domain.catalog import Catalog, Plan, amount_as_number
 from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription
 
-money = amount_as_number
-
 
 def moment(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
@@ -24,8 +22,8 @@ def plan_dict(plan: Plan, catalog: Catalog) -> dict[str, Any]:
         "name": plan.name,
         "description": plan.description,
         "pricing": {
-            "monthly": money(plan.price_monthly),
-            "yearly": money(plan.price_yearly),
+            "monthly": amount_as_number(plan.price_monthly),
+            "yearly": amount_as_number(plan.price_yearly),
             "currency": plan.currency,
             "yearly_discount": plan.yearly_discount,
         },

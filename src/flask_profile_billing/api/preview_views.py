@@ -17,10 +17,9 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from ..domain.catalog import Plan
+from ..domain.catalog import Plan, amount_as_number
 from ..extension import get_state
 from .common import load_query, ok
-from .presenters import money
 from .schemas import StrictSchema
 
 COMING_SOON = "coming_soon"
@@ -62,7 +61,7 @@ def _package(plan: Plan, metric: str, payments_on: bool) -> dict[str, Any]:
         "id": plan.code,
         "name": plan.name,
         "tokens": plan.limit_for(metric),
-        "price": money(plan.price_monthly),
+        "price": amount_as_number(plan.price_monthly),
         "currency": plan.currency,
         "status": status,
     }

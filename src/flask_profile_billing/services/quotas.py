@@ -205,8 +205,7 @@ class QuotaService:
                 break
             self._subscriptions.current(user_id)  # first access: create the free subscription
         if result.replayed:
-            _, plan = self.effective_plan(user_id)
-            allowance = self._allowance_now(user_id, metric, plan.limit_for(metric.name), period)
+            allowance = self.allowance(user_id, metric.name)
             return Reservation(user_id, metric.name, 0, period, allowance, None, replayed=True)
         allowance = Allowance(metric.name, result.limit, result.used, period.end)
         if not result.charged:
