@@ -109,8 +109,7 @@ def cancel() -> Response:
 
 
 def _subscription(state: BillingState, user_id: str) -> dict[str, Any]:
-    subscription, plan = state.quotas.effective_plan(user_id)
-    allowances = state.quotas.allowances(user_id)
+    subscription, plan, allowances = state.quotas.snapshot(user_id)
     return subscription_dict(
         subscription, plan, state.runtime.catalog, allowances, state.runtime.now()
     )

@@ -224,8 +224,7 @@ class ProfileService:
     def _snapshot(self, user_id: str, quotas: QuotaService) -> ProfileSnapshot:
         runtime = self._runtime
         profile = self.profile(user_id)
-        subscription, plan = quotas.effective_plan(user_id)
-        allowances = quotas.allowances(user_id)
+        subscription, plan, allowances = quotas.snapshot(user_id)
         moments = [a.resets_at for a in allowances.values() if a.resets_at is not None]
         if subscription.expires_at is not None:
             moments.append(subscription.expires_at)

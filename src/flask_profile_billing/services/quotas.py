@@ -67,6 +67,13 @@ class QuotaService:
         self, user_id: str, metric_names: list[str] | None = None
     ) -> dict[str, Allowance]:
         """Periodic metrics of the user now (all of the catalog's when ``metric_names`` is None)."""
+        return self.snapshot(user_id, metric_names)[2]
+
+    def snapshot(
+        self, user_id: str, metric_names: list[str] | None = None
+    ) -> tuple[Subscription, Plan, dict[str, Allowance]]:
+        """The subscription, the plan in force and the periodic metrics, from one resolution of
+        the subscription (pages that show all three need not resolve it twice)."""
         runtime = self._runtime
         names = metric_names or [
             m.name for m in runtime.catalog.metrics.values() if m.kind is MetricKind.PERIODIC
@@ -85,12 +92,13 @@ class QuotaService:
                 )
             )
             used = {row.metric: int(row.used) for row in rows}
-        return {
+        allowances = {
             metric.name: Allowance(
                 metric.name, plan.limit_for(metric.name), used.get(metric.name, 0), period.end
             )
             for metric in metrics
         }
+        return subscription, plan, allowances
 
     def reserve(
         self,
