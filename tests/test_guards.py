@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from flask_profile_billing import ProfileBilling, signals
 from tests.conftest import AppFactory, as_user
@@ -274,6 +276,39 @@ def test_capacity_guard_caps_the_hosts_count(client: FlaskClient, billing: Profi
     assert second.get_json()["message"] == "Active vacancy limit reached (1)"
     assert "Retry-After" not in second.headers  # a gauge does not reset by itself
     assert billing.capacity("alice", "active_vacancies").used == 1
+
+
+def test_capacity_lock_is_released_when_the_view_fails(app: Flask) -> None:
+    from flask_profile_billing import requires_capacity
+    from flask_profile_billing.extension import get_state
+
+    @app.post("/failing-vacancy")
+    @requires_capacity("active_vacancies")
+    def failing_vacancy() -> Any:
+        raise RuntimeError("the host's insert failed")
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    assert app.test_client().post("/failing-vacancy", headers=as_user("alice")).status_code == 500
+
+    with app.app_context():
+        engine = get_state().runtime.engine
+    if engine.dialect.name == "postgresql":
+        # A session lock left on a pooled connection would show here (and block other workers).
+        with engine.connect() as connection:
+            advisory = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            assert connection.execute(text(advisory)).scalar_one() == 0
+        return
+    # SQLite: another thread takes the process lock at once (a lock left behind never frees).
+    taken = threading.Event()
+
+    def take_the_lock() -> None:
+        with app.app_context(), get_state().quotas.capacity_held("alice", "active_vacancies"):
+            taken.set()
+
+    worker = threading.Thread(target=take_the_lock, daemon=True)
+    worker.start()
+    assert taken.wait(timeout=10)
+    worker.join(timeout=10)
 
 
 def test_error_handlers_of_the_host_can_replace_the_refusal(app: Flask) -> None:

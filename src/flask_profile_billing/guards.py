@@ -80,14 +80,13 @@ def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
     """Answer 429 ``LIMIT_EXCEEDED`` unless ``amount`` more of a gauge fits under the plan's cap.
 
     The current level comes from the host's ``@billing.capacity_loader(metric)`` callback. Requests
-    of the same user take turns (a database advisory lock on PostgreSQL) from the check until the
+    of the same user take turns (a session advisory lock on PostgreSQL) from the check until the
     view returns, so the view must commit what it creates before returning.
     """
     validate_amount(amount)
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
-        with state.quotas.capacity_lock(user_id, metric):
-            before = state.quotas.require_capacity(user_id, metric, amount)
+        with state.quotas.capacity_held(user_id, metric, amount) as before:
             response = run()
         used = before.used + (amount if response.status_code < 400 else 0)
         return _with_headers(state, response, Allowance(metric, before.limit, used))

@@ -1,13 +1,15 @@
 """The one source of limits: what guards enforce, what pages show and what jobs check.
 
-A consumption is reserved in one transaction of two statements, before the work: the usage event
-(whose unique idempotency key makes a retry free) and the conditional counter upsert (whose row count
-decides). Work that fails gives its reservation back.
+A consumption is reserved before the work, in one transaction that reads the plan in force and
+writes the usage event (whose unique idempotency key makes a retry free), the conditional counter
+upsert (whose returned row decides) and the day's total; on PostgreSQL with calendar months, in one
+statement. Work that fails gives its reservation back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, NoReturn
@@ -26,7 +28,7 @@ from ..store.models import usage_counters
 from ..store.reservation import OneStatementReservation
 from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
-from .subscriptions import SubscriptionService
+from .subscriptions import SubscriptionConflictError, SubscriptionService, select_current
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -44,6 +46,17 @@ class Reservation:
     event_id: int | None
     replayed: bool = False
     """True when the idempotency key was already charged: nothing was taken this time."""
+    charged_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    """What one attempt at a charge found: charged when ``event_id`` is set."""
+
+    period: Period
+    allowance: Allowance
+    event_id: int | None
+    replayed: bool = False
     charged_at: datetime | None = None
 
 
@@ -119,19 +132,67 @@ class QuotaService:
             and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
         ):
             raise ValueError(f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-        if self._in_one_statement:
-            return self._reserve_in_one_statement(
-                user_id, metric, amount, idempotency_key, resources, metadata
+        charge_once = (
+            self._charge_in_one_statement if self._in_one_statement else self._charge_in_transaction
+        )
+        for _ in range(3):
+            charge = charge_once(user_id, metric, amount, idempotency_key, resources, metadata)
+            if charge is not None:
+                break
+            # First access, or a paid period that is over: SubscriptionService creates the free
+            # subscription or rolls over to it (writes of its own), then the charge is tried again.
+            self._subscriptions.current(user_id)
+        else:
+            raise SubscriptionConflictError(f"the subscription of {user_id!r} kept changing")
+        if charge.replayed:
+            return Reservation(
+                user_id, metric.name, 0, charge.period, charge.allowance, None, replayed=True
             )
-        subscription, plan = self.effective_plan(user_id)
-        limit = plan.limit_for(metric.name)
+        if charge.event_id is None:
+            # Refused outside the transaction: the signal's receivers may write (the activity
+            # feed does) and must not wait for the connection or lock the charge held.
+            self._refuse(metric, user_id, amount, charge.allowance)
+        self._announce_consumption(user_id, metric.name, amount, charge.allowance)
+        return Reservation(
+            user_id,
+            metric.name,
+            amount,
+            charge.period,
+            charge.allowance,
+            charge.event_id,
+            charged_at=charge.charged_at,
+        )
+
+    def _charge_in_transaction(
+        self,
+        user_id: str,
+        metric: Metric,
+        amount: int,
+        idempotency_key: str | None,
+        resources: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> _Charge | None:
+        """The general path (SQLite, and periods that depend on the subscription): one write
+        transaction of four statements that reads the plan in force and charges against it.
+
+        None when the user has no current subscription or its paid period is over.
+        """
+        runtime = self._runtime
         now = runtime.now()
-        period = runtime.period(subscription, now)
-        if limit is not None and amount > limit:
-            self._refuse(
-                metric, user_id, amount, self._allowance_now(user_id, metric, limit, period)
-            )
         with write_transaction(runtime.engine) as connection:
+            subscription = select_current(connection, user_id)
+            if subscription is None or subscription.has_lapsed(now):
+                return None
+            limit = runtime.catalog.plan(subscription.plan_code).limit_for(metric.name)
+            period = runtime.period(subscription, now)
+
+            def as_it_stands(*, replayed: bool = False) -> _Charge:
+                used = statements.used_in_period(connection, user_id, metric.name, period.start)
+                allowance = Allowance(metric.name, limit, used, period.end)
+                return _Charge(period, allowance, None, replayed=replayed)
+
+            if limit is not None and amount > limit:
+                return as_it_stands()  # the counter's insert branch could not refuse it
             event_id = statements.insert_usage_event(
                 connection,
                 {
@@ -147,9 +208,7 @@ class QuotaService:
             )
             if event_id is None:
                 # The key was charged before: report the metric as it stands, take nothing.
-                used = statements.used_in_period(connection, user_id, metric.name, period.start)
-                allowance = Allowance(metric.name, limit, used, period.end)
-                return Reservation(user_id, metric.name, 0, period, allowance, None, replayed=True)
+                return as_it_stands(replayed=True)
             used_after = statements.consume(
                 connection,
                 user_id=user_id,
@@ -159,27 +218,16 @@ class QuotaService:
                 limit=limit,
             )
             if used_after is None:
-                used = statements.used_in_period(connection, user_id, metric.name, period.start)
+                refused = as_it_stands()
                 connection.rollback()  # drops the event inserted above
-            else:
-                statements.add_to_daily(
-                    connection,
-                    user_id=user_id,
-                    metric=metric.name,
-                    day=_utc_day(now),
-                    amount=amount,
-                )
-        if used_after is None:
-            # Refused outside the transaction: the signal's receivers may write (the activity
-            # feed does) and must not wait for the connection or lock this block held.
-            self._refuse(metric, user_id, amount, Allowance(metric.name, limit, used, period.end))
+                return refused
+            statements.add_to_daily(
+                connection, user_id=user_id, metric=metric.name, day=_utc_day(now), amount=amount
+            )
         allowance = Allowance(metric.name, limit, used_after, period.end)
-        self._announce_consumption(user_id, metric.name, amount, allowance)
-        return Reservation(
-            user_id, metric.name, amount, period, allowance, event_id, charged_at=now
-        )
+        return _Charge(period, allowance, event_id, charged_at=now)
 
-    def _reserve_in_one_statement(
+    def _charge_in_one_statement(
         self,
         user_id: str,
         metric: Metric,
@@ -187,8 +235,11 @@ class QuotaService:
         idempotency_key: str | None,
         resources: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
-    ) -> Reservation:
-        """The hot path on PostgreSQL: one round trip (see ``store.reservation``)."""
+    ) -> _Charge | None:
+        """The hot path on PostgreSQL: one round trip (see ``store.reservation``).
+
+        None when the user has no subscription yet.
+        """
         runtime = self._runtime
         statement = self._statement_for(metric.name)
         now = runtime.now()
@@ -196,32 +247,26 @@ class QuotaService:
         period = period_containing(
             runtime.settings.period_rule, now, now, runtime.settings.period_timezone
         )
-        for _ in range(2):
-            with read_connection(runtime.engine) as connection:
-                result = statement.run(
-                    connection,
-                    user_id=user_id,
-                    metric=metric.name,
-                    amount=amount,
-                    period=period,
-                    now=now,
-                    idempotency_key=idempotency_key,
-                    resources=resources,
-                    metadata=metadata,
-                )
-            if result.plan_code is not None or result.replayed:
-                break
-            self._subscriptions.current(user_id)  # first access: create the free subscription
+        with read_connection(runtime.engine) as connection:
+            result = statement.run(
+                connection,
+                user_id=user_id,
+                metric=metric.name,
+                amount=amount,
+                period=period,
+                now=now,
+                idempotency_key=idempotency_key,
+                resources=resources,
+                metadata=metadata,
+            )
         if result.replayed:
-            allowance = self.allowance(user_id, metric.name)
-            return Reservation(user_id, metric.name, 0, period, allowance, None, replayed=True)
+            return _Charge(period, self.allowance(user_id, metric.name), None, replayed=True)
+        if result.plan_code is None:
+            return None
         allowance = Allowance(metric.name, result.limit, result.used, period.end)
         if not result.charged:
-            self._refuse(metric, user_id, amount, allowance)
-        self._announce_consumption(user_id, metric.name, amount, allowance)
-        return Reservation(
-            user_id, metric.name, amount, period, allowance, result.event_id, charged_at=now
-        )
+            return _Charge(period, allowance, None)
+        return _Charge(period, allowance, result.event_id, charged_at=now)
 
     @property
     def _in_one_statement(self) -> bool:
@@ -290,8 +335,22 @@ class QuotaService:
             self._refuse(self._runtime.catalog.metric(metric_name), user_id, amount, allowance)
         return allowance
 
-    def capacity_lock(self, user_id: str, metric_name: str) -> Any:
-        return gauge_lock(self._runtime.engine, user_id, metric_name)
+    @contextmanager
+    def capacity_held(self, user_id: str, metric_name: str, amount: int = 1) -> Iterator[Allowance]:
+        """``require_capacity`` under the gauge's lock, held until the block (the view that
+        creates the counted thing) ends: concurrent creators of one user take turns, so they
+        cannot all pass the check. The plan is read on the lock's own connection."""
+        validate_amount(amount)
+        metric = self._runtime.metric(metric_name, MetricKind.GAUGE)
+        with gauge_lock(self._runtime.engine, user_id, metric.name) as connection:
+            subscription = select_current(connection, user_id)
+            if subscription is None or subscription.has_lapsed(self._runtime.now()):
+                subscription = self._subscriptions.current(user_id)
+            limit = self._runtime.catalog.plan(subscription.plan_code).limit_for(metric.name)
+            allowance = Allowance(metric.name, limit, self._count(user_id, metric))
+            if not allowance.allows(amount):
+                self._refuse(metric, user_id, amount, allowance)
+            yield allowance
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -303,13 +362,6 @@ class QuotaService:
                 f"@billing.capacity_loader({metric.name!r})"
             )
         return int(loader(user_id))
-
-    def _allowance_now(
-        self, user_id: str, metric: Metric, limit: int | None, period: Period
-    ) -> Allowance:
-        with read_connection(self._runtime.engine) as connection:
-            used = statements.used_in_period(connection, user_id, metric.name, period.start)
-        return Allowance(metric.name, limit, used, period.end)
 
     def _refuse(self, metric: Metric, user_id: str, amount: int, allowance: Allowance) -> NoReturn:
         signals.quota_exceeded.send(

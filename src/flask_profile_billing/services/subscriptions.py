@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, case, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, select, update
 
 from .. import signals
 from ..domain.catalog import Plan
@@ -51,7 +51,7 @@ class SubscriptionService:
 
     def find_current(self, user_id: str) -> Subscription | None:
         with read_connection(self._runtime.engine) as connection:
-            return self._select_current(connection, user_id)
+            return select_current(connection, user_id)
 
     def history(self, user_id: str) -> list[Subscription]:
         with read_connection(self._runtime.engine) as connection:
@@ -186,7 +186,7 @@ class SubscriptionService:
             )
             if result.rowcount != 1:
                 return None
-            return self._select_current(connection, previous.user_id)
+            return select_current(connection, previous.user_id)
 
     def _start_new(
         self,
@@ -222,7 +222,7 @@ class SubscriptionService:
                     period_anchor=now,
                 )
             )
-            return self._select_current(connection, previous.user_id)
+            return select_current(connection, previous.user_id)
 
     def _set_status(
         self, subscription: Subscription, status: SubscriptionStatus, **values: Any
@@ -235,7 +235,7 @@ class SubscriptionService:
             )
             if result.rowcount != 1:
                 raise SubscriptionConflictError("the subscription changed meanwhile; retry")
-            changed = self._select_current(connection, subscription.user_id)
+            changed = select_current(connection, subscription.user_id)
         assert changed is not None
         self._announce_change(subscription.user_id, subscription, changed)
         return changed
@@ -245,7 +245,7 @@ class SubscriptionService:
         default_code = self._runtime.catalog.default_plan.code
         with write_transaction(self._runtime.engine) as connection:
             created = self._insert_default(connection, user_id, now, default_code)
-            subscription = created or self._select_current(connection, user_id)
+            subscription = created or select_current(connection, user_id)
         assert subscription is not None
         if created is not None:
             self._announce_change(user_id, None, subscription)
@@ -259,7 +259,7 @@ class SubscriptionService:
                 self._insert_default(
                     connection, subscription.user_id, subscription.expires_at, default_code
                 )
-            current = self._select_current(connection, lapsed.user_id)
+            current = select_current(connection, lapsed.user_id)
         assert current is not None
         for subscription in ended:  # empty when a concurrent request rolled it over first
             self._announce_expiry(subscription, current)
@@ -351,12 +351,18 @@ class SubscriptionService:
         )
         return None if row is None else _to_subscription(row)
 
-    @staticmethod
-    def _select_current(connection: Connection, user_id: str) -> Subscription | None:
-        row = connection.execute(
-            select(subscriptions).where(subscriptions.c.user_id == user_id, _CURRENT)
-        ).one_or_none()
-        return None if row is None else _to_subscription(row)
+
+def select_current(connection: Connection, user_id: str) -> Subscription | None:
+    """The user's current subscription row as it stands, on ``connection`` (no creation and no
+    rollover: inside a caller's transaction)."""
+    row = connection.execute(_SELECT_CURRENT, {"user_id": user_id}).one_or_none()
+    return None if row is None else _to_subscription(row)
+
+
+# Built once: the guards read it on every request.
+_SELECT_CURRENT = select(subscriptions).where(
+    subscriptions.c.user_id == bindparam("user_id"), _CURRENT
+)
 
 
 def _end_statement(where: Any, ended_at: Any) -> Any:

@@ -13,7 +13,10 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from .transactions import read_connection
 
 # Advisory lock keys are two int4s: a constant naming this extension's locks, and the key's hash.
 _LOCK_CLASS = 0x4249  # "BI"
@@ -22,29 +25,35 @@ _registry_lock = threading.Lock()
 
 
 @contextmanager
-def gauge_lock(engine: Engine, user_id: str, metric: str) -> Iterator[None]:
-    """Hold a lock on (user, metric) for the block.
+def gauge_lock(engine: Engine, user_id: str, metric: str) -> Iterator[Connection]:
+    """Hold a lock on (user, metric) for the block, which gets an autocommit connection to read on.
 
-    PostgreSQL: a transaction-scoped advisory lock on a connection of its own, so it serialises
-    workers and machines and is released even if the process dies. SQLite (a single-host, usually
-    single-process store): a lock inside this process.
+    PostgreSQL: a session advisory lock on the block's own connection, taken and released by one
+    statement each, so it serialises workers and machines without holding a transaction open
+    across the view; a process that dies releases it with its connection. SQLite (a single-host,
+    usually single-process store): a lock inside this process.
     """
     key = f"{metric}\x00{user_id}"
-    if engine.dialect.name == "postgresql":
-        digest = zlib.crc32(key.encode()) - 2**31  # into int4's range
-        with engine.connect() as connection:
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:cls, :key)"),
-                {"cls": _LOCK_CLASS, "key": digest},
-            )
-            try:
-                yield
-            finally:
-                connection.rollback()
+    if engine.dialect.name != "postgresql":
+        with _process_lock(f"{engine.url}\x00{key}"), read_connection(engine) as connection:
+            yield connection
         return
-    lock = _process_lock(f"{engine.url}\x00{key}")
-    with lock:
-        yield
+    parameters = {"cls": _LOCK_CLASS, "key": zlib.crc32(key.encode()) - 2**31}  # int4's range
+    with read_connection(engine) as connection:
+        connection.execute(_LOCK, parameters)
+        try:
+            yield connection
+        finally:
+            try:
+                connection.execute(_UNLOCK, parameters)
+            except DBAPIError:
+                # Closing a session releases its locks: a connection that cannot unlock is
+                # discarded rather than returned to the pool still holding the lock.
+                connection.invalidate()
+
+
+_LOCK = text("SELECT pg_advisory_lock(:cls, :key)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:cls, :key)")
 
 
 def _process_lock(key: str) -> threading.Lock:

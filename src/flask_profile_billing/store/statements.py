@@ -2,15 +2,20 @@
 
 Only SQLite (3.35+) and PostgreSQL are supported: both have ``INSERT ... ON CONFLICT`` with a
 ``WHERE`` on the update and ``RETURNING``, which is what makes a consumption one statement.
+
+The statements of the hot path are built once per dialect, with bound parameters, and reused:
+SQLAlchemy memoises a construct's cache key, so a reused construct is neither rebuilt nor keyed
+again on every request (building and keying them cost more CPU than SQLite takes to run them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, delete, select, update
+from sqlalchemy import Column, Connection, Row, Table, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..domain.periods import Period
@@ -20,12 +25,21 @@ from .models import usage_counters, usage_daily, usage_events
 
 def dialect_insert(connection: Connection, table: Table) -> Any:
     """``INSERT`` with the ``ON CONFLICT`` clauses of the connection's dialect."""
-    name = connection.dialect.name
-    if name == "postgresql":
+    return _insert_for(connection.dialect.name, table)
+
+
+def _insert_for(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    raise BillingConfigError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
+    raise BillingConfigError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+
+
+def _param(column: Column[Any], name: str | None = None) -> Any:
+    """A bound parameter typed like ``column`` (so its type's conversions apply), named ``p_*``:
+    a name of the table's own columns is reserved by ``values()``."""
+    return bindparam(f"p_{name or column.name}", type_=column.type)
 
 
 def insert_ignoring_conflict(
@@ -64,21 +78,37 @@ def consume(
     concurrent consumers can never together exceed it. Returns the new total, or None when refused.
     The caller refuses ``amount > limit`` before calling, because the insert branch cannot check it.
     """
+    statement = _consume_statement(connection.dialect.name, limited=limit is not None)
+    parameters = {
+        "p_user_id": user_id,
+        "p_metric": metric,
+        "p_period_start": period.start,
+        "p_period_end": period.end,
+        "p_amount": amount,
+    }
+    if limit is not None:
+        parameters["p_limit"] = limit
+    used = connection.execute(statement, parameters).scalar_one_or_none()
+    return None if used is None else int(used)
+
+
+@cache
+def _consume_statement(dialect: str, *, limited: bool) -> Any:
     counter = usage_counters.c
-    statement = dialect_insert(connection, usage_counters).values(
-        user_id=user_id,
-        metric=metric,
-        period_start=period.start,
-        period_end=period.end,
+    amount = bindparam("p_amount", type_=counter.used.type)
+    statement = _insert_for(dialect, usage_counters).values(
+        user_id=_param(counter.user_id),
+        metric=_param(counter.metric),
+        period_start=_param(counter.period_start),
+        period_end=_param(counter.period_end),
         used=amount,
     )
-    statement = statement.on_conflict_do_update(
+    limit = bindparam("p_limit", type_=counter.used.type)
+    return statement.on_conflict_do_update(
         index_elements=[counter.user_id, counter.metric, counter.period_start],
         set_={"used": counter.used + amount},
-        where=None if limit is None else (counter.used + amount <= limit),
+        where=(counter.used + amount <= limit) if limited else None,
     ).returning(counter.used)
-    used = connection.execute(statement).scalar_one_or_none()
-    return None if used is None else int(used)
 
 
 def give_back(
@@ -104,26 +134,44 @@ def give_back(
 def used_in_period(
     connection: Connection, user_id: str, metric: str, period_start: datetime
 ) -> int:
-    counter = usage_counters.c
     used = connection.execute(
-        select(counter.used).where(
-            counter.user_id == user_id,
-            counter.metric == metric,
-            counter.period_start == period_start,
-        )
+        _USED_IN_PERIOD,
+        {"p_user_id": user_id, "p_metric": metric, "p_period_start": period_start},
     ).scalar_one_or_none()
     return int(used or 0)
 
 
+_USED_IN_PERIOD = select(usage_counters.c.used).where(
+    usage_counters.c.user_id == _param(usage_counters.c.user_id),
+    usage_counters.c.metric == _param(usage_counters.c.metric),
+    usage_counters.c.period_start == _param(usage_counters.c.period_start),
+)
+
+
 def insert_usage_event(connection: Connection, values: dict[str, Any]) -> int | None:
-    """Insert a usage event; None when its idempotency key was already used by this user."""
-    statement = dialect_insert(connection, usage_events).values(**values)
-    if values.get("idempotency_key") is not None:
+    """Insert a usage event; None when its idempotency key was already used by this user.
+
+    ``values`` has every column but ``id``.
+    """
+    statement = _insert_event_statement(
+        connection.dialect.name, keyed=values.get("idempotency_key") is not None
+    )
+    parameters = {f"p_{name}": value for name, value in values.items()}
+    event_id = connection.execute(statement, parameters).scalar_one_or_none()
+    return None if event_id is None else int(event_id)
+
+
+@cache
+def _insert_event_statement(dialect: str, *, keyed: bool) -> Any:
+    columns = [column for column in usage_events.c if column.name != "id"]
+    statement = _insert_for(dialect, usage_events).values(
+        {column.name: _param(column) for column in columns}
+    )
+    if keyed:
         statement = statement.on_conflict_do_nothing(
             index_elements=[usage_events.c.user_id, usage_events.c.idempotency_key]
         )
-    event_id = connection.execute(statement.returning(usage_events.c.id)).scalar_one_or_none()
-    return None if event_id is None else int(event_id)
+    return statement.returning(usage_events.c.id)
 
 
 def delete_usage_event(connection: Connection, event_id: int) -> None:
@@ -134,16 +182,29 @@ def add_to_daily(
     connection: Connection, *, user_id: str, metric: str, day: date, amount: int
 ) -> None:
     """Add a charge to the day's total (the rollup the statistics read)."""
+    connection.execute(
+        _add_to_daily_statement(connection.dialect.name),
+        {"p_user_id": user_id, "p_metric": metric, "p_day": day, "p_total": amount},
+    )
+
+
+@cache
+def _add_to_daily_statement(dialect: str) -> Any:
     daily = usage_daily.c
-    statement = (
-        dialect_insert(connection, usage_daily)
-        .values(user_id=user_id, metric=metric, day=day, total=amount)
+    total = _param(daily.total)
+    return (
+        _insert_for(dialect, usage_daily)
+        .values(
+            user_id=_param(daily.user_id),
+            metric=_param(daily.metric),
+            day=_param(daily.day),
+            total=total,
+        )
         .on_conflict_do_update(
             index_elements=[daily.user_id, daily.metric, daily.day],
-            set_={"total": daily.total + amount},
+            set_={"total": daily.total + total},
         )
     )
-    connection.execute(statement)
 
 
 def take_from_daily(
