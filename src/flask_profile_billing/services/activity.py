@@ -26,6 +26,7 @@ from .. import metrics, signals
 from ..domain.catalog import Catalog
 from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription, SubscriptionStatus
+from ..store.bulk import insert_rows
 from ..store.models import USER_ID, activity, usage_events
 from ..store.transactions import read_connection, write_transaction
 from ..store.types import UTCDateTime
@@ -256,7 +257,7 @@ class ActivityService:
     def _on_subscriptions_expired(
         self, sender: Flask, *, expired: list[tuple[Subscription, Subscription | None]], **_: Any
     ) -> None:
-        """A maintenance batch: one multi-row insert, not one write per user."""
+        """A maintenance batch: one bulk insert, not one write per user."""
         rows = []
         for subscription, current in expired:
             type_, title, metadata, occurred_at = self._expiry_entry(subscription, current)
@@ -273,7 +274,7 @@ class ActivityService:
             return
         try:
             with write_transaction(self._runtime.engine) as connection:
-                connection.execute(insert(activity), rows)
+                insert_rows(connection, activity, rows)
         except Exception:
             logger.exception("profile_activity_record_failed", extra={"count": len(rows)})
 

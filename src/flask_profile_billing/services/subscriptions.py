@@ -16,6 +16,7 @@ from ..domain.catalog import Plan
 from ..domain.periods import add_months
 from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
 from ..errors import BillingError
+from ..store.expiry import end_lapsed_batch
 from ..store.models import subscriptions
 from ..store.statements import dialect_insert, insert_ignoring_conflict
 from ..store.transactions import read_connection, write_transaction
@@ -118,16 +119,23 @@ class SubscriptionService:
         total = 0
         while True:
             with write_transaction(runtime.engine) as connection:
-                batch = (
-                    select(subs.id)
-                    .where(_CURRENT, subs.expires_at <= now)
-                    .limit(batch_size)
-                    .scalar_subquery()
-                )
-                ended = self._end_lapsed(connection, subs.id.in_(batch))
+                if connection.dialect.name == "postgresql":
+                    ended, followers = self._end_batch_in_one_statement(
+                        connection, now, batch_size, default_code
+                    )
+                else:
+                    batch = (
+                        select(subs.id)
+                        .where(_CURRENT, subs.expires_at <= now)
+                        .limit(batch_size)
+                        .scalar_subquery()
+                    )
+                    ended = self._end_lapsed(connection, subs.id.in_(batch))
+                    followers = (
+                        self._insert_defaults(connection, ended, default_code) if ended else {}
+                    )
                 if not ended:
                     return total
-                followers = self._insert_defaults(connection, ended, default_code)
             total += len(ended)
             runtime.cache.forget_users([lapsed.user_id for lapsed in ended])
             pairs = [(lapsed, followers.get(lapsed.user_id)) for lapsed in ended]
@@ -297,23 +305,28 @@ class SubscriptionService:
         )
 
     @staticmethod
+    def _end_batch_in_one_statement(
+        connection: Connection, now: datetime, batch_size: int, plan_code: str
+    ) -> tuple[list[Subscription], dict[str, Subscription]]:
+        """``_end_lapsed`` and ``_insert_defaults`` of one batch in one statement (PostgreSQL)."""
+        rows = end_lapsed_batch(connection, now=now, batch_size=batch_size, default_plan=plan_code)
+        ended = [_to_subscription(row) for row in rows]
+        current = {
+            lapsed.user_id: _follower(lapsed, plan_code, row.follower_id)
+            for lapsed, row in zip(ended, rows, strict=True)
+            if row.follower_id is not None
+        }
+        _add_others_current(connection, ended, current)
+        return ended, current
+
+    @staticmethod
     def _insert_defaults(
         connection: Connection, ended: list[Subscription], plan_code: str
     ) -> dict[str, Subscription]:
         """Free subscriptions for the users of ``ended``, from their expiry, in one multi-row
         insert; users who meanwhile got a current subscription keep it. Returns user id to the
         current subscription."""
-        rows = [
-            {
-                "user_id": lapsed.user_id,
-                "plan_code": plan_code,
-                "status": SubscriptionStatus.ACTIVE.value,
-                "started_at": lapsed.expires_at,
-                "expires_at": None,
-                "period_anchor": lapsed.expires_at,
-            }
-            for lapsed in ended
-        ]
+        rows = [_follower_values(lapsed, plan_code) for lapsed in ended]
         statement = (
             dialect_insert(connection, subscriptions)
             .on_conflict_do_nothing(index_elements=["user_id"], index_where=_CURRENT)
@@ -321,12 +334,7 @@ class SubscriptionService:
         )
         inserted = connection.execute(statement, rows).all()
         current = {row.user_id: _to_subscription(row) for row in inserted}
-        missing = [lapsed.user_id for lapsed in ended if lapsed.user_id not in current]
-        if missing:
-            others = connection.execute(
-                select(subscriptions).where(subscriptions.c.user_id.in_(missing), _CURRENT)
-            )
-            current.update({row.user_id: _to_subscription(row) for row in others})
+        _add_others_current(connection, ended, current)
         return current
 
     @staticmethod
@@ -363,6 +371,38 @@ def select_current(connection: Connection, user_id: str) -> Subscription | None:
 _SELECT_CURRENT = select(subscriptions).where(
     subscriptions.c.user_id == bindparam("user_id"), _CURRENT
 )
+
+
+def _follower_values(lapsed: Subscription, plan_code: str) -> dict[str, Any]:
+    """The columns of the free subscription that follows ``lapsed`` from its expiry."""
+    return {
+        "user_id": lapsed.user_id,
+        "plan_code": plan_code,
+        "status": SubscriptionStatus.ACTIVE.value,
+        "started_at": lapsed.expires_at,
+        "expires_at": None,
+        "period_anchor": lapsed.expires_at,
+    }
+
+
+def _follower(lapsed: Subscription, plan_code: str, follower_id: int) -> Subscription:
+    """The Subscription that ``_follower_values`` describes, once inserted as ``follower_id``."""
+    values = _follower_values(lapsed, plan_code)
+    values["status"] = SubscriptionStatus(values["status"])
+    return Subscription(id=follower_id, cancelled_at=None, **values)
+
+
+def _add_others_current(
+    connection: Connection, ended: list[Subscription], current: dict[str, Subscription]
+) -> None:
+    """Add to ``current`` the subscriptions that users of ``ended`` got meanwhile instead of a
+    free follower."""
+    missing = [lapsed.user_id for lapsed in ended if lapsed.user_id not in current]
+    if missing:
+        others = connection.execute(
+            select(subscriptions).where(subscriptions.c.user_id.in_(missing), _CURRENT)
+        )
+        current.update({row.user_id: _to_subscription(row) for row in others})
 
 
 def _end_statement(where: Any, ended_at: Any) -> Any:

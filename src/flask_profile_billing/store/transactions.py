@@ -21,6 +21,9 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     "database is locked" when it upgrades its lock.
     """
     with engine.connect() as connection:
+        # Begun explicitly, so that the commit below also covers work sent to the driver directly
+        # (COPY): SQLAlchemy would otherwise see no transaction of its own and commit nothing.
+        connection.begin()
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
