@@ -157,6 +157,25 @@ def compare(old: dict[str, Any], new: dict[str, Any], threshold: float) -> str:
         out.append(table(rows, ["measure", "", "old", "new", "change", ""], right={2, 3, 4}))
 
     rows = []
+    for scenario, run in new.get("maintenance", {}).items():
+        before = old.get("maintenance", {}).get(scenario)
+        if not isinstance(run, dict) or not isinstance(before, dict):
+            continue
+        for stat in ("seconds", "rss_peak_mib"):
+            rows.append(
+                [
+                    scenario,
+                    stat,
+                    _num(before.get(stat), ".1f"),
+                    _num(run.get(stat), ".1f"),
+                    *_change(before.get(stat), run.get(stat), False, threshold),
+                ]
+            )
+    if rows:
+        out.append("\nMaintenance (flask billing maintenance)")
+        out.append(table(rows, ["scenario", "", "old", "new", "change", ""], right={2, 3, 4}))
+
+    rows = []
     for config, routes in new.get("statements", {}).items():
         for route, values in routes.items() if isinstance(routes, dict) else ():
             before = old.get("statements", {}).get(config, {}).get(route)

@@ -3,8 +3,9 @@
 Starts PostgreSQL and Redis on loopback, then gunicorn (sync workers, 127.0.0.1) once per database
 configuration, and runs ``wrk`` against every route, the routes taking turns within each round, for
 several rounds; prints medians and ratios, then the in-process measurements (guard overhead per
-call, statements per request, usage statistics over millions of events, the profile read), and
-writes everything to ``bench/results/<timestamp>.json`` and ``bench/results/latest.json``.
+call, statements per request, usage statistics over millions of events, the profile read) and the
+maintenance run over a million subscriptions, and writes everything to
+``bench/results/<timestamp>.json`` and ``bench/results/latest.json``.
 
 Every server it starts is stopped when it ends, on errors and Ctrl-C (SIGINT, SIGTERM) too.
 See bench/README.md.
@@ -31,6 +32,7 @@ from typing import Any
 
 from . import inprocess, loadgen, machine, report, servers
 from .app import ENV_DATABASE_URL, ENV_REDIS_URL, HOT_USER, create_app, db, setup_database
+from .maintenance import maintenance
 
 BENCH_DIR = Path(__file__).resolve().parent
 busy_budget = {"left": 0.0}  # seconds left for re-measuring runs disturbed by other processes
@@ -74,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="gunicorn sync workers (BENCH_WORKERS, 2)")
     p.add_argument("--warmup", type=float, help="seconds of wrk warm-up per route and variant (2)")
     p.add_argument("--events", type=int, help="usage events to load (BENCH_EVENTS, 2,000,000)")
+    p.add_argument(
+        "--subscriptions",
+        type=int,
+        help="subscriptions for the maintenance runs, a tenth then all of them lapsed "
+        "(BENCH_SUBSCRIPTIONS, 1,000,000)",
+    )
     p.add_argument("--calls", type=int, help="calls per endpoint for p50/p95 in process (30)")
     p.add_argument("--iterations", type=int, help="calls per view for the overhead (500)")
     p.add_argument(
@@ -100,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default=os.environ.get("BENCH_SKIP", ""),
-        help="parts to leave out: http,statements,overhead,usage",
+        help="parts to leave out: http,statements,overhead,usage,maintenance",
     )
     p.add_argument(
         "--wait-idle",
@@ -144,6 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "workers": ("BENCH_WORKERS", 2, int),
         "warmup": ("BENCH_WARMUP", 1 if quick else 2, float),
         "events": ("BENCH_EVENTS", 200_000 if quick else 2_000_000, int),
+        "subscriptions": ("BENCH_SUBSCRIPTIONS", 100_000 if quick else 1_000_000, int),
         "calls": ("BENCH_CALLS", 10 if quick else 30, int),
         "iterations": ("BENCH_ITERATIONS", 200 if quick else 500, int),
     }
@@ -399,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             "gunicorn_worker_class": "sync",
             "warmup_s": args.warmup,
             "events": args.events,
+            "subscriptions": args.subscriptions,
             "calls": args.calls,
             "iterations": args.iterations,
             "variants": args.variants,
@@ -524,6 +534,27 @@ def main(argv: list[str] | None = None) -> int:
                 if usage:
                     results["usage_stats"] = usage
                     say(_usage_text(usage))
+
+            if "maintenance" not in args.skip:
+                runs_by_scenario: dict[str, Any] = {}
+                total = args.subscriptions
+                for scenario, lapsed in (("tenth_lapsed", total // 10), ("all_lapsed", total)):
+                    say(
+                        f"\n== flask billing maintenance: {total:,} subscriptions, {lapsed:,} "
+                        f"of them lapsed (PostgreSQL) =="
+                    )
+                    ran = _step(
+                        f"maintenance {scenario}",
+                        results,
+                        maintenance,
+                        pg.new_database(f"bench_maintenance_{scenario}"),
+                        total,
+                        lapsed,
+                    )
+                    if ran:
+                        runs_by_scenario[scenario] = ran
+                        say(_maintenance_text(ran))
+                results["maintenance"] = runs_by_scenario
     except KeyboardInterrupt:
         say("\ninterrupted: servers stopped, partial results written")
         exit_code = 130
@@ -566,6 +597,16 @@ def main(argv: list[str] | None = None) -> int:
         say(f"errors: {json.dumps(results['errors'], indent=1)}")
         exit_code = exit_code or 1
     return exit_code
+
+
+def _maintenance_text(run: dict[str, Any]) -> str:
+    return (
+        f"loaded in {run['load_seconds']} s; maintenance took {run['seconds']} s "
+        f"({run['lapsed_per_second']:,} lapsed subscriptions/s): {run['output']}\n"
+        f"RSS by tenths of the run (MiB): {run.get('rss_by_tenth_mib')}; peak "
+        f"{run.get('rss_peak_mib')} MiB, growth over the second half "
+        f"{run.get('rss_growth_second_half_mib')} MiB"
+    )
 
 
 def _usage_text(usage: dict[str, Any]) -> str:

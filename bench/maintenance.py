@@ -1,0 +1,163 @@
+"""Maintenance over many subscriptions: ``flask billing maintenance`` timed in a process of its own.
+
+The database gets ``count`` current subscriptions, bulk-loaded with ``INSERT ... SELECT
+generate_series``, of which ``lapsed`` are paid ones whose period is over and the rest free ones,
+which never lapse. Two scenarios: a tenth lapsed (more than a month of expiries when a tenth of
+the users pay monthly: a daily run sees far fewer), and all of them (the worst case: every one must
+be ended and replaced by a free one). The CLI command a deployment schedules runs in a child
+process, whose resident memory is sampled from ``/proc`` while it works: flat memory means the
+batches do not accumulate.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from .app import ENV_DATABASE_URL, billing, create_app, db
+
+# The seed's catalog (BILLING_PLANS unset): "free" is the default, "professional" lapses.
+PAID_PLAN = "professional"
+FREE_PLAN = "free"
+USER_PREFIX = "maint-"
+SAMPLE_SECONDS = 0.2
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_maintenance_app() -> Any:
+    """The app the CLI runs in: the bench host with the seed's plans (``--app`` target)."""
+    return create_app(config={"BILLING_PLANS": None})
+
+
+def load_subscriptions(url: str, count: int, lapsed: int) -> float:
+    """``count`` current subscriptions: ``lapsed`` paid ones that expired during the last day,
+    the others free; seconds taken."""
+    app = create_app(url, {"BILLING_PLANS": None})
+    with app.app_context():
+        db.create_all()
+        billing.create_all()
+        billing.seed_plans()
+        started = time.monotonic()
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO billing_subscriptions "
+                    "(user_id, plan_code, status, started_at, expires_at, period_anchor) "
+                    "SELECT :prefix || g, "
+                    "CASE WHEN g <= :lapsed THEN :paid ELSE :free END, 'active', "
+                    "now() - interval '31 days', "
+                    "CASE WHEN g <= :lapsed THEN now() - (g % 86400) * interval '1 second' END, "
+                    "now() - interval '31 days' "
+                    "FROM generate_series(1, :count) AS g"
+                ),
+                {
+                    "prefix": USER_PREFIX,
+                    "paid": PAID_PLAN,
+                    "free": FREE_PLAN,
+                    "lapsed": lapsed,
+                    "count": count,
+                },
+            )
+            connection.execute(text("ANALYZE billing_subscriptions"))
+        seconds = time.monotonic() - started
+        db.engine.dispose()
+    return round(seconds, 1)
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return None
+
+
+def run_cli(url: str) -> dict[str, Any]:
+    """``flask billing maintenance`` in a child process: wall time, output, RSS over time."""
+    env = {**os.environ, ENV_DATABASE_URL: url, "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "bench.maintenance:create_maintenance_app()",
+        "billing",
+        "maintenance",
+    ]
+    started = time.monotonic()
+    child = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    samples: list[tuple[float, int]] = []
+    while child.poll() is None:
+        rss = _rss_kib(child.pid)
+        if rss is not None:
+            samples.append((round(time.monotonic() - started, 2), rss))
+        time.sleep(SAMPLE_SECONDS)
+    seconds = time.monotonic() - started
+    stdout, stderr = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"maintenance exited {child.returncode}: {stderr[-2000:]}")
+    return {
+        "seconds": round(seconds, 1),
+        "output": stdout.strip(),
+        "rss_samples_kib": samples,
+    }
+
+
+def _rss_summary(samples: list[tuple[float, int]]) -> dict[str, Any]:
+    """RSS at the end of each tenth of the run, the peak, and the growth over the second half
+    (after imports and the first batches: what a leak per batch would show as)."""
+    if not samples:
+        return {}
+    values = [rss for _, rss in samples]
+    tenths = [values[min(len(values) - 1, len(values) * k // 10)] for k in range(1, 10)]
+    half = values[len(values) // 2 :]
+    return {
+        "rss_by_tenth_mib": [round(v / 1024, 1) for v in [*tenths, values[-1]]],
+        "rss_peak_mib": round(max(values) / 1024, 1),
+        "rss_growth_second_half_mib": round((max(half) - min(half)) / 1024, 1),
+    }
+
+
+def verify(url: str, count: int) -> dict[str, int]:
+    """What the run left: lapsed current subscriptions (0 expected) and free ones (``count``)."""
+    app = create_app(url, {"BILLING_PLANS": None})
+    with app.app_context(), db.engine.connect() as connection:
+        lapsed = connection.execute(
+            text(
+                "SELECT count(*) FROM billing_subscriptions "
+                "WHERE ended_at IS NULL AND expires_at <= now()"
+            )
+        ).scalar_one()
+        free = connection.execute(
+            text(
+                "SELECT count(*) FROM billing_subscriptions "
+                "WHERE ended_at IS NULL AND plan_code = :free AND user_id LIKE :prefix"
+            ),
+            {"free": FREE_PLAN, "prefix": f"{USER_PREFIX}%"},
+        ).scalar_one()
+        db.engine.dispose()
+    if lapsed or free != count:
+        raise RuntimeError(f"maintenance left {lapsed} lapsed and {free} of {count} free")
+    return {"lapsed_after": int(lapsed), "free_after": int(free)}
+
+
+def maintenance(url: str, count: int, lapsed: int) -> dict[str, Any]:
+    """One scenario on an empty database at ``url``."""
+    result: dict[str, Any] = {"subscriptions": count, "lapsed": lapsed}
+    result["load_seconds"] = load_subscriptions(url, count, lapsed)
+    run = run_cli(url)
+    result.update(run)
+    result.update(_rss_summary(run["rss_samples_kib"]))
+    result.update(verify(url, count))
+    result["lapsed_per_second"] = round(lapsed / run["seconds"]) if run["seconds"] else None
+    return result
