@@ -663,6 +663,29 @@ def test_expire_lapsed_works_through_batches(
     assert get_state().subscriptions.expire_lapsed(batch_size=2) == 0
 
 
+def test_overlapping_maintenance_runs_end_each_subscription_once(
+    app: Flask, billing: ProfileBilling, clock: Clock
+) -> None:
+    users = [f"lapsed-{n}" for n in range(30)]
+    for user in users:
+        billing.change_plan(user, "starter", 1)
+    clock.set(ONE_MONTH_LATER)
+
+    def maintenance() -> int:
+        with app.app_context():
+            return get_state().subscriptions.expire_lapsed(batch_size=4)
+
+    with recorded(signals.subscription_expired, app) as expiries:
+        counts = run_together(3, maintenance)
+
+    assert sum(counts) == len(users)
+    assert sorted(call["user_id"] for call in expiries) == sorted(users)
+    for user in users:
+        rows = stored_rows(app, user)
+        assert [row.plan_code for row in rows] == ["free", "starter", "free"]
+        assert current_row_count(app, user) == 1
+
+
 def test_expire_lapsed_leaves_a_subscription_alone_before_its_end(
     billing: ProfileBilling, clock: Clock
 ) -> None:
