@@ -2,11 +2,11 @@
 
 The database gets ``count`` current subscriptions, bulk-loaded with ``INSERT ... SELECT
 generate_series``, of which ``lapsed`` are paid ones whose period is over and the rest free ones,
-which never lapse. Two scenarios: a tenth lapsed (more than a month of expiries when a tenth of
-the users pay monthly: a daily run sees far fewer), and all of them (the worst case: every one must
-be ended and replaced by a free one). The CLI command a deployment schedules runs in a child
-process, whose resident memory is sampled from ``/proc`` while it works: flat memory means the
-batches do not accumulate.
+which never lapse. Three scenarios: a tenth lapsed (more than a month of expiries when a tenth of
+the users pay monthly: a daily run sees far fewer), all of them (the worst case: every one must be
+ended and replaced by a free one), and all of them with two runs at once. The CLI command a
+deployment schedules runs in child processes, whose resident memory is sampled from ``/proc``
+while they work: flat memory means the batches do not accumulate.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,10 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
-def run_cli(url: str) -> dict[str, Any]:
-    """``flask billing maintenance`` in a child process: wall time, output, RSS over time."""
+def run_cli(url: str, processes: int = 1) -> dict[str, Any]:
+    """``flask billing maintenance`` in ``processes`` child processes started together (they share
+    the work: each batch locks its rows with SKIP LOCKED): wall time until the last ends, their
+    outputs, and the RSS of the largest over time."""
     env = {**os.environ, ENV_DATABASE_URL: url, "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable,
@@ -93,22 +96,30 @@ def run_cli(url: str) -> dict[str, Any]:
         "maintenance",
     ]
     started = time.monotonic()
-    child = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    samples: list[tuple[float, int]] = []
-    while child.poll() is None:
-        rss = _rss_kib(child.pid)
-        if rss is not None:
-            samples.append((round(time.monotonic() - started, 2), rss))
-        time.sleep(SAMPLE_SECONDS)
-    seconds = time.monotonic() - started
-    stdout, stderr = child.communicate()
-    if child.returncode != 0:
-        raise RuntimeError(f"maintenance exited {child.returncode}: {stderr[-2000:]}")
+    with tempfile.TemporaryDirectory() as logs:
+        outputs = [Path(logs, f"{n}.out") for n in range(processes)]
+        children = []
+        for output in outputs:
+            with output.open("w") as sink:  # a file, not a pipe: nothing can block on a full pipe
+                children.append(
+                    subprocess.Popen(command, env=env, cwd=ROOT, stdout=sink, stderr=sink)
+                )
+        samples: list[tuple[float, int]] = []
+        while any(child.poll() is None for child in children):
+            sizes = [_rss_kib(child.pid) for child in children if child.poll() is None]
+            known = [size for size in sizes if size is not None]
+            if known:
+                samples.append((round(time.monotonic() - started, 2), max(known)))
+            time.sleep(SAMPLE_SECONDS)
+        seconds = time.monotonic() - started
+        texts = [output.read_text().strip() for output in outputs]
+    for child, text_ in zip(children, texts, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(f"maintenance exited {child.returncode}: {text_[-2000:]}")
     return {
+        "processes": processes,
         "seconds": round(seconds, 1),
-        "output": stdout.strip(),
+        "output": " / ".join(texts),
         "rss_samples_kib": samples,
     }
 
@@ -151,11 +162,11 @@ def verify(url: str, count: int) -> dict[str, int]:
     return {"lapsed_after": int(lapsed), "free_after": int(free)}
 
 
-def maintenance(url: str, count: int, lapsed: int) -> dict[str, Any]:
+def maintenance(url: str, count: int, lapsed: int, processes: int = 1) -> dict[str, Any]:
     """One scenario on an empty database at ``url``."""
     result: dict[str, Any] = {"subscriptions": count, "lapsed": lapsed}
     result["load_seconds"] = load_subscriptions(url, count, lapsed)
-    run = run_cli(url)
+    run = run_cli(url, processes)
     result.update(run)
     result.update(_rss_summary(run["rss_samples_kib"]))
     result.update(verify(url, count))

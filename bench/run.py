@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--subscriptions",
         type=int,
-        help="subscriptions for the maintenance runs, a tenth then all of them lapsed "
-        "(BENCH_SUBSCRIPTIONS, 1,000,000)",
+        help="subscriptions for the maintenance runs: a tenth, then all of them lapsed, "
+        "then all with two runs at once (BENCH_SUBSCRIPTIONS, 1,000,000)",
     )
     p.add_argument("--calls", type=int, help="calls per endpoint for p50/p95 in process (30)")
     p.add_argument("--iterations", type=int, help="calls per view for the overhead (500)")
@@ -538,10 +538,15 @@ def main(argv: list[str] | None = None) -> int:
             if "maintenance" not in args.skip:
                 runs_by_scenario: dict[str, Any] = {}
                 total = args.subscriptions
-                for scenario, lapsed in (("tenth_lapsed", total // 10), ("all_lapsed", total)):
+                scenarios = (
+                    ("tenth_lapsed", total // 10, 1),
+                    ("all_lapsed", total, 1),
+                    ("all_lapsed_two_processes", total, 2),
+                )
+                for scenario, lapsed, processes in scenarios:
                     say(
                         f"\n== flask billing maintenance: {total:,} subscriptions, {lapsed:,} "
-                        f"of them lapsed (PostgreSQL) =="
+                        f"of them lapsed, {processes} process(es) at once (PostgreSQL) =="
                     )
                     ran = _step(
                         f"maintenance {scenario}",
@@ -550,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                         pg.new_database(f"bench_maintenance_{scenario}"),
                         total,
                         lapsed,
+                        processes,
                     )
                     if ran:
                         runs_by_scenario[scenario] = ran
