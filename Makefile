@@ -34,7 +34,7 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 	touch $(BENCH_STAMP)
 
 # Load tests on loopback (needs wrk, redis-server, the PostgreSQL binaries): docs/performance.md.
-# About 15 minutes; `make bench BENCH_ARGS=--quick` for a trial.
+# About 20 minutes; `make bench BENCH_ARGS=--quick` for a trial.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
