@@ -80,7 +80,7 @@ def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
     """Answer 429 ``LIMIT_EXCEEDED`` unless ``amount`` more of a gauge fits under the plan's cap.
 
     The current level comes from the host's ``@billing.capacity_loader(metric)`` callback. Requests
-    of the same user take turns (a session advisory lock on PostgreSQL) from the check until the
+    of the same user take turns (a database advisory lock on PostgreSQL) from the check until the
     view returns, so the view must commit what it creates before returning.
     """
     validate_amount(amount)

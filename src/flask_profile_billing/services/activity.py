@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
-from sqlalchemy import JSON, and_, exists, insert, literal, select
+from sqlalchemy import and_, exists, insert, literal, select
 
 from .. import metrics, signals
 from ..domain.catalog import Catalog
@@ -331,7 +331,7 @@ class ActivityService:
             literal(user_id, USER_ID),
             literal(QUOTA_EXCEEDED, activity.c.type.type),
             literal(title, activity.c.title.type),
-            literal(metadata, JSON()),
+            literal(metadata, activity.c.metadata.type),
             literal(now, UTCDateTime()),
         ).where(~recent_same)
         with write_transaction(runtime.engine) as connection:

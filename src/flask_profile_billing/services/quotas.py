@@ -123,7 +123,11 @@ class QuotaService:
         resources: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Reservation:
-        """Charge ``amount`` of a periodic metric, or raise ``QuotaExceeded`` having charged nothing."""
+        """Charge ``amount`` of a periodic metric, or raise ``QuotaExceeded`` having charged nothing.
+
+        ``SubscriptionConflictError`` (nothing charged) when the user's subscription was replaced
+        twice while the charge ran: retrying the request is safe.
+        """
         runtime = self._runtime
         metric = runtime.metric(metric_name, MetricKind.PERIODIC)
         validate_amount(amount)
@@ -135,14 +139,13 @@ class QuotaService:
         charge_once = (
             self._charge_in_one_statement if self._in_one_statement else self._charge_in_transaction
         )
-        for _ in range(3):
-            charge = charge_once(user_id, metric, amount, idempotency_key, resources, metadata)
-            if charge is not None:
-                break
+        charge = charge_once(user_id, metric, amount, idempotency_key, resources, metadata)
+        if charge is None:
             # First access, or a paid period that is over: SubscriptionService creates the free
             # subscription or rolls over to it (writes of its own), then the charge is tried again.
             self._subscriptions.current(user_id)
-        else:
+            charge = charge_once(user_id, metric, amount, idempotency_key, resources, metadata)
+        if charge is None:  # ended again in between, by a concurrent plan change
             raise SubscriptionConflictError(f"the subscription of {user_id!r} kept changing")
         if charge.replayed:
             return Reservation(
@@ -325,7 +328,7 @@ class QuotaService:
         """A gauge metric now: the plan's cap and the host's current count."""
         metric = self._runtime.metric(metric_name, MetricKind.GAUGE)
         _, plan = self.effective_plan(user_id)
-        return Allowance(metric.name, plan.limit_for(metric.name), self._count(user_id, metric))
+        return self._gauge_allowance(user_id, metric, plan)
 
     def require_capacity(self, user_id: str, metric_name: str, amount: int = 1) -> Allowance:
         """Raise ``QuotaExceeded`` unless ``amount`` more fits under the gauge's cap."""
@@ -339,20 +342,26 @@ class QuotaService:
     def capacity_held(self, user_id: str, metric_name: str, amount: int = 1) -> Iterator[Allowance]:
         """``require_capacity`` under the gauge's lock, held until the block (the view that
         creates the counted thing) ends: concurrent creators of one user take turns, so they
-        cannot all pass the check. The plan is read on the lock's own connection."""
+        cannot all pass the check. On PostgreSQL the plan is read on the lock's connection."""
         validate_amount(amount)
         metric = self._runtime.metric(metric_name, MetricKind.GAUGE)
         with gauge_lock(self._runtime.engine, user_id, metric.name) as connection:
-            subscription = select_current(connection, user_id)
+            subscription = None if connection is None else select_current(connection, user_id)
             if subscription is None or subscription.has_lapsed(self._runtime.now()):
                 subscription = self._subscriptions.current(user_id)
-            limit = self._runtime.catalog.plan(subscription.plan_code).limit_for(metric.name)
-            allowance = Allowance(metric.name, limit, self._count(user_id, metric))
-            if not allowance.allows(amount):
-                self._refuse(metric, user_id, amount, allowance)
-            yield allowance
+            plan = self._runtime.catalog.plan(subscription.plan_code)
+            allowance = self._gauge_allowance(user_id, metric, plan)
+            if allowance.allows(amount):
+                yield allowance
+                return
+        # Refused after the lock is released: the signal's receivers may write (the activity
+        # feed does) and must not wait for the lock's connection.
+        self._refuse(metric, user_id, amount, allowance)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _gauge_allowance(self, user_id: str, metric: Metric, plan: Plan) -> Allowance:
+        return Allowance(metric.name, plan.limit_for(metric.name), self._count(user_id, metric))
 
     def _count(self, user_id: str, metric: Metric) -> int:
         loader = self._runtime.capacity_loaders.get(metric.name)

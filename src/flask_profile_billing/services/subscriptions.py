@@ -109,7 +109,9 @@ class SubscriptionService:
         """End every current subscription whose period is over and start a free one in its place.
 
         Set-based, in batches of ``batch_size`` (memory stays flat), idempotent: the catch-up that
-        ``current()`` also does lazily per user. Returns how many subscriptions it ended.
+        ``current()`` also does lazily per user. Returns how many subscriptions it ended. Runs may
+        overlap: on PostgreSQL a batch skips the rows another run has locked (``SKIP LOCKED``), so
+        they share the work, and on SQLite they take turns; each subscription is ended once.
         """
         runtime = self._runtime
         self._plans.ensure_seeded()
@@ -326,7 +328,7 @@ class SubscriptionService:
         """Free subscriptions for the users of ``ended``, from their expiry, in one multi-row
         insert; users who meanwhile got a current subscription keep it. Returns user id to the
         current subscription."""
-        rows = [_follower_values(lapsed, plan_code) for lapsed in ended]
+        rows = [_free_values(lapsed.user_id, lapsed.expires_at, plan_code) for lapsed in ended]
         statement = (
             dialect_insert(connection, subscriptions)
             .on_conflict_do_nothing(index_elements=["user_id"], index_where=_CURRENT)
@@ -346,14 +348,7 @@ class SubscriptionService:
         row = insert_ignoring_conflict(
             connection,
             subscriptions,
-            {
-                "user_id": user_id,
-                "plan_code": plan_code,
-                "status": SubscriptionStatus.ACTIVE.value,
-                "started_at": starts_at,
-                "expires_at": None,
-                "period_anchor": starts_at,
-            },
+            _free_values(user_id, starts_at, plan_code),
             ["user_id"],
             conflict_where=_CURRENT,
         )
@@ -373,22 +368,23 @@ _SELECT_CURRENT = select(subscriptions).where(
 )
 
 
-def _follower_values(lapsed: Subscription, plan_code: str) -> dict[str, Any]:
-    """The columns of the free subscription that follows ``lapsed`` from its expiry."""
+def _free_values(user_id: str, starts_at: datetime | None, plan_code: str) -> dict[str, Any]:
+    """The columns of a free subscription from ``starts_at`` (a first access, or the expiry of the
+    paid one it follows)."""
     return {
-        "user_id": lapsed.user_id,
+        "user_id": user_id,
         "plan_code": plan_code,
         "status": SubscriptionStatus.ACTIVE.value,
-        "started_at": lapsed.expires_at,
+        "started_at": starts_at,
         "expires_at": None,
-        "period_anchor": lapsed.expires_at,
+        "period_anchor": starts_at,
     }
 
 
 def _follower(lapsed: Subscription, plan_code: str, follower_id: int) -> Subscription:
-    """The Subscription that ``_follower_values`` describes, once inserted as ``follower_id``."""
-    values = _follower_values(lapsed, plan_code)
-    values["status"] = SubscriptionStatus(values["status"])
+    """The free subscription inserted as ``follower_id`` after ``lapsed``."""
+    values = _free_values(lapsed.user_id, lapsed.expires_at, plan_code)
+    values["status"] = SubscriptionStatus.ACTIVE
     return Subscription(id=follower_id, cancelled_at=None, **values)
 
 
@@ -410,7 +406,9 @@ def _end_statement(where: Any, ended_at: Any) -> Any:
 
 
 def _lapsed_status() -> Any:
-    """A cancelled subscription stays ``cancelled`` when it lapses; any other becomes ``expired``."""
+    """A cancelled subscription stays ``cancelled`` when it lapses; any other becomes ``expired``.
+
+    ``store.expiry`` says the same in its SQL."""
     cancelled = SubscriptionStatus.CANCELLED.value
     return case(
         (subscriptions.c.status == cancelled, cancelled),

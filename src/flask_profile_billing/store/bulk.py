@@ -1,9 +1,10 @@
 """Inserting many rows at once, as fast as each database allows.
 
-On PostgreSQL the rows go through ``COPY ... FROM STDIN``, the database's own bulk load: psycopg's
-``executemany`` sends one ``INSERT`` per row, and a multi-row ``VALUES`` with thousands of
-parameters costs psycopg more time to parse than the database takes to insert the rows. Elsewhere
-the driver's ``executemany`` serves (SQLite's loops in C).
+On PostgreSQL through psycopg 3 the rows go through ``COPY ... FROM STDIN``, the database's own bulk
+load: psycopg's ``executemany`` sends one ``INSERT`` per row, and a multi-row ``VALUES`` with
+thousands of parameters costs psycopg more time to parse than the database takes to insert the
+rows. Elsewhere (SQLite, whose ``executemany`` loops in C, and other PostgreSQL drivers) the
+driver's ``executemany`` serves.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
     connection's transaction. No ``RETURNING``, no ``ON CONFLICT``: for plain appends."""
     if not rows:
         return
-    if connection.dialect.name != "postgresql":
+    if (connection.dialect.name, connection.dialect.driver) != ("postgresql", "psycopg"):
         connection.execute(insert(table), list(rows))
         return
     names = list(rows[0])

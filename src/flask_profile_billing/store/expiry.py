@@ -15,14 +15,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, column, text
+from sqlalchemy import Connection, Row, bindparam, column, text
 
 from ..domain.subscriptions import EndReason, SubscriptionStatus
 from .models import subscriptions
-from .types import BigId
+from .types import BigId, UTCDateTime
 
+# Columns named, not ``*``: the result is matched to the model's columns by position, and a
+# table altered out of the model's order must not shift them.
 _SQL = text(
-    """
+    f"""
 WITH lapsed AS (
     SELECT id FROM billing_subscriptions
     WHERE ended_at IS NULL AND expires_at <= :now
@@ -33,9 +35,10 @@ ended AS (
     UPDATE billing_subscriptions s
     SET ended_at = s.expires_at,
         end_reason = :expired_reason,
+        -- as services.subscriptions._lapsed_status: a cancelled subscription stays cancelled
         status = CASE WHEN s.status = :cancelled THEN :cancelled ELSE :expired END
     WHERE s.id = ANY(ARRAY(SELECT id FROM lapsed)) AND s.ended_at IS NULL
-    RETURNING s.*
+    RETURNING {", ".join(f"s.{column.name}" for column in subscriptions.c)}
 ),
 followers AS (
     INSERT INTO billing_subscriptions
@@ -44,10 +47,13 @@ followers AS (
     ON CONFLICT (user_id) WHERE ended_at IS NULL DO NOTHING
     RETURNING id, user_id
 )
-SELECT ended.*, followers.id AS follower_id
+SELECT {", ".join(f"ended.{column.name}" for column in subscriptions.c)},
+       followers.id AS follower_id
 FROM ended LEFT JOIN followers ON followers.user_id = ended.user_id
 """
-).columns(*subscriptions.c, column("follower_id", BigId))  # typed: timestamps come back in UTC
+    # Typed like the model: ``now`` must be aware, and timestamps come back in UTC.
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_SQL_TYPED = _SQL.columns(*subscriptions.c, column("follower_id", BigId))
 
 
 def end_lapsed_batch(
@@ -64,4 +70,4 @@ def end_lapsed_batch(
         "expired": SubscriptionStatus.EXPIRED.value,
         "active": SubscriptionStatus.ACTIVE.value,
     }
-    return list(connection.execute(_SQL, parameters).all())
+    return list(connection.execute(_SQL_TYPED, parameters).all())

@@ -14,46 +14,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
-
-from .transactions import read_connection
 
 # Advisory lock keys are two int4s: a constant naming this extension's locks, and the key's hash.
 _LOCK_CLASS = 0x4249  # "BI"
+_LOCK = text("SELECT pg_advisory_xact_lock(:cls, :key)")
 _process_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
 
 
 @contextmanager
-def gauge_lock(engine: Engine, user_id: str, metric: str) -> Iterator[Connection]:
-    """Hold a lock on (user, metric) for the block, which gets an autocommit connection to read on.
+def gauge_lock(engine: Engine, user_id: str, metric: str) -> Iterator[Connection | None]:
+    """Hold a lock on (user, metric) for the block.
 
-    PostgreSQL: a session advisory lock on the block's own connection, taken and released by one
-    statement each, so it serialises workers and machines without holding a transaction open
-    across the view; a process that dies releases it with its connection. SQLite (a single-host,
-    usually single-process store): a lock inside this process.
+    PostgreSQL: a transaction-scoped advisory lock on a connection of its own, which the block gets
+    to read on: it serialises workers and machines, and it goes with the transaction, so a process
+    that dies releases it, and a pooler in transaction mode (PgBouncer) keeps the lock and its
+    release on one server connection (a session lock could be released on another and stay held).
+    SQLite (a single-host, usually single-process store): a lock inside this process, and no
+    connection (None): holding one across the view would share it with the view's own session
+    where the pool has a single connection (in-memory databases).
     """
     key = f"{metric}\x00{user_id}"
     if engine.dialect.name != "postgresql":
-        with _process_lock(f"{engine.url}\x00{key}"), read_connection(engine) as connection:
-            yield connection
+        with _process_lock(f"{engine.url}\x00{key}"):
+            yield None
         return
-    parameters = {"cls": _LOCK_CLASS, "key": zlib.crc32(key.encode()) - 2**31}  # int4's range
-    with read_connection(engine) as connection:
-        connection.execute(_LOCK, parameters)
+    digest = zlib.crc32(key.encode()) - 2**31  # into int4's range
+    with engine.connect() as connection:
+        connection.execute(_LOCK, {"cls": _LOCK_CLASS, "key": digest})
         try:
             yield connection
         finally:
-            try:
-                connection.execute(_UNLOCK, parameters)
-            except DBAPIError:
-                # Closing a session releases its locks: a connection that cannot unlock is
-                # discarded rather than returned to the pool still holding the lock.
-                connection.invalidate()
-
-
-_LOCK = text("SELECT pg_advisory_lock(:cls, :key)")
-_UNLOCK = text("SELECT pg_advisory_unlock(:cls, :key)")
+            connection.rollback()  # ends the transaction, and the lock with it
 
 
 def _process_lock(key: str) -> threading.Lock:

@@ -45,7 +45,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
-        dict[str, Any]: JSON(),
+        # None is SQL NULL, not JSON null: as the one-statement reservation writes it, and what
+        # IS NULL finds.
+        dict[str, Any]: JSON(none_as_null=True),
     }
 
 

@@ -95,7 +95,7 @@ def consume(
 @cache
 def _consume_statement(dialect: str, *, limited: bool) -> Any:
     counter = usage_counters.c
-    amount = bindparam("p_amount", type_=counter.used.type)
+    amount = _param(counter.used, "amount")
     statement = _insert_for(dialect, usage_counters).values(
         user_id=_param(counter.user_id),
         metric=_param(counter.metric),
@@ -103,7 +103,7 @@ def _consume_statement(dialect: str, *, limited: bool) -> Any:
         period_end=_param(counter.period_end),
         used=amount,
     )
-    limit = bindparam("p_limit", type_=counter.used.type)
+    limit = _param(counter.used, "limit")
     return statement.on_conflict_do_update(
         index_elements=[counter.user_id, counter.metric, counter.period_start],
         set_={"used": counter.used + amount},
