@@ -12,6 +12,7 @@ while they work: flat memory means the batches do not accumulate.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -170,5 +171,9 @@ def maintenance(url: str, count: int, lapsed: int, processes: int = 1) -> dict[s
     result.update(run)
     result.update(_rss_summary(run["rss_samples_kib"]))
     result.update(verify(url, count))
+    ended = sum(int(n) for n in re.findall(r"free plan: (\d+)", run["output"]))
+    if ended != lapsed:  # more would mean a subscription ended twice, fewer one left behind
+        raise RuntimeError(f"the runs report {ended} ended subscriptions, not {lapsed}")
+    result["ended_by_runs"] = ended
     result["lapsed_per_second"] = round(lapsed / run["seconds"]) if run["seconds"] else None
     return result
