@@ -50,6 +50,18 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class _ChargeRequest:
+    """What ``reserve`` was asked to charge, as each way of charging receives it."""
+
+    user_id: str
+    metric: Metric
+    amount: int
+    idempotency_key: str | None
+    resources: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Charge:
     """What one attempt at a charge found: charged when ``event_id`` is set."""
 
@@ -139,12 +151,13 @@ class QuotaService:
         charge_once = (
             self._charge_in_one_statement if self._in_one_statement else self._charge_in_transaction
         )
-        charge = charge_once(user_id, metric, amount, idempotency_key, resources, metadata)
+        request = _ChargeRequest(user_id, metric, amount, idempotency_key, resources, metadata)
+        charge = charge_once(request)
         if charge is None:
             # First access, or a paid period that is over: SubscriptionService creates the free
             # subscription or rolls over to it (writes of its own), then the charge is tried again.
             self._subscriptions.current(user_id)
-            charge = charge_once(user_id, metric, amount, idempotency_key, resources, metadata)
+            charge = charge_once(request)
         if charge is None:  # ended again in between, by a concurrent plan change
             raise SubscriptionConflictError(f"the subscription of {user_id!r} kept changing")
         if charge.replayed:
@@ -166,15 +179,7 @@ class QuotaService:
             charged_at=charge.charged_at,
         )
 
-    def _charge_in_transaction(
-        self,
-        user_id: str,
-        metric: Metric,
-        amount: int,
-        idempotency_key: str | None,
-        resources: Mapping[str, Any] | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> _Charge | None:
+    def _charge_in_transaction(self, request: _ChargeRequest) -> _Charge | None:
         """The general path (SQLite, and periods that depend on the subscription): one write
         transaction of four statements that reads the plan in force and charges against it.
 
@@ -183,29 +188,31 @@ class QuotaService:
         runtime = self._runtime
         now = runtime.now()
         with write_transaction(runtime.engine) as connection:
-            subscription = select_current(connection, user_id)
+            subscription = select_current(connection, request.user_id)
             if subscription is None or subscription.has_lapsed(now):
                 return None
-            limit = runtime.catalog.plan(subscription.plan_code).limit_for(metric.name)
+            limit = runtime.catalog.plan(subscription.plan_code).limit_for(request.metric.name)
             period = runtime.period(subscription, now)
 
             def as_it_stands(*, replayed: bool = False) -> _Charge:
-                used = statements.used_in_period(connection, user_id, metric.name, period.start)
-                allowance = Allowance(metric.name, limit, used, period.end)
+                used = statements.used_in_period(
+                    connection, request.user_id, request.metric.name, period.start
+                )
+                allowance = Allowance(request.metric.name, limit, used, period.end)
                 return _Charge(period, allowance, None, replayed=replayed)
 
-            if limit is not None and amount > limit:
+            if limit is not None and request.amount > limit:
                 return as_it_stands()  # the counter's insert branch could not refuse it
             event_id = statements.insert_usage_event(
                 connection,
                 {
-                    "user_id": user_id,
-                    "metric": metric.name,
-                    "amount": amount,
+                    "user_id": request.user_id,
+                    "metric": request.metric.name,
+                    "amount": request.amount,
                     "period_start": period.start,
-                    "resources": dict(resources) if resources else None,
-                    "metadata": dict(metadata) if metadata else None,
-                    "idempotency_key": idempotency_key,
+                    "resources": dict(request.resources) if request.resources else None,
+                    "metadata": dict(request.metadata) if request.metadata else None,
+                    "idempotency_key": request.idempotency_key,
                     "created_at": now,
                 },
             )
@@ -214,10 +221,10 @@ class QuotaService:
                 return as_it_stands(replayed=True)
             used_after = statements.consume(
                 connection,
-                user_id=user_id,
-                metric=metric.name,
+                user_id=request.user_id,
+                metric=request.metric.name,
                 period=period,
-                amount=amount,
+                amount=request.amount,
                 limit=limit,
             )
             if used_after is None:
@@ -225,26 +232,22 @@ class QuotaService:
                 connection.rollback()  # drops the event inserted above
                 return refused
             statements.add_to_daily(
-                connection, user_id=user_id, metric=metric.name, day=_utc_day(now), amount=amount
+                connection,
+                user_id=request.user_id,
+                metric=request.metric.name,
+                day=_utc_day(now),
+                amount=request.amount,
             )
-        allowance = Allowance(metric.name, limit, used_after, period.end)
+        allowance = Allowance(request.metric.name, limit, used_after, period.end)
         return _Charge(period, allowance, event_id, charged_at=now)
 
-    def _charge_in_one_statement(
-        self,
-        user_id: str,
-        metric: Metric,
-        amount: int,
-        idempotency_key: str | None,
-        resources: Mapping[str, Any] | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> _Charge | None:
+    def _charge_in_one_statement(self, request: _ChargeRequest) -> _Charge | None:
         """The hot path on PostgreSQL: one round trip (see ``store.reservation``).
 
         None when the user has no subscription yet.
         """
         runtime = self._runtime
-        statement = self._statement_for(metric.name)
+        statement = self._statement_for(request.metric.name)
         now = runtime.now()
         # Calendar months do not depend on the subscription, so the period is known up front.
         period = period_containing(
@@ -253,20 +256,22 @@ class QuotaService:
         with read_connection(runtime.engine) as connection:
             result = statement.run(
                 connection,
-                user_id=user_id,
-                metric=metric.name,
-                amount=amount,
+                user_id=request.user_id,
+                metric=request.metric.name,
+                amount=request.amount,
                 period=period,
                 now=now,
-                idempotency_key=idempotency_key,
-                resources=resources,
-                metadata=metadata,
+                idempotency_key=request.idempotency_key,
+                resources=request.resources,
+                metadata=request.metadata,
             )
         if result.replayed:
-            return _Charge(period, self.allowance(user_id, metric.name), None, replayed=True)
+            return _Charge(
+                period, self.allowance(request.user_id, request.metric.name), None, replayed=True
+            )
         if result.plan_code is None:
             return None
-        allowance = Allowance(metric.name, result.limit, result.used, period.end)
+        allowance = Allowance(request.metric.name, result.limit, result.used, period.end)
         if not result.charged:
             return _Charge(period, allowance, None)
         return _Charge(period, allowance, result.event_id, charged_at=now)
