@@ -311,6 +311,25 @@ def test_capacity_lock_is_released_when_the_view_fails(app: Flask) -> None:
     worker.join(timeout=10)
 
 
+def test_a_subscription_that_keeps_changing_answers_409_and_charges_nothing(
+    app: Flask, client: FlaskClient, billing: ProfileBilling, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_profile_billing.extension import get_state
+
+    with app.app_context():
+        quotas = get_state().quotas
+    # As if a concurrent plan change ended the subscription before every attempt to charge.
+    monkeypatch.setattr(quotas, "_charge_in_transaction", lambda request: None)
+    monkeypatch.setattr(quotas, "_charge_in_one_statement", lambda request: None)
+
+    response = analyze(client)
+
+    assert response.status_code == 409
+    assert response.get_json()["error"] == "SUBSCRIPTION_CONFLICT"
+    monkeypatch.undo()
+    assert billing.allowance("alice", "analysis").used == 0
+
+
 def test_error_handlers_of_the_host_can_replace_the_refusal(app: Flask) -> None:
     from flask_profile_billing import QuotaExceeded
 

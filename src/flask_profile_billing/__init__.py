@@ -23,6 +23,7 @@ from .errors import (
     InvalidRequest,
     NotInitialisedError,
     QuotaExceeded,
+    SubscriptionConflictError,
     UnknownUserError,
 )
 from .extension import ProfileBilling
@@ -77,6 +78,7 @@ __all__ = [
     "QuotaExceeded",
     "Reservation",
     "Subscription",
+    "SubscriptionConflictError",
     "SubscriptionRow",
     "SubscriptionStatus",
     "TestPaymentProvider",

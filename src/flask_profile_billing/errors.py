@@ -13,7 +13,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, TooManyRequests
+from werkzeug.exceptions import BadRequest, Conflict, Forbidden, HTTPException, TooManyRequests
 from werkzeug.wrappers import Response
 
 from .domain.limits import Allowance
@@ -150,3 +150,11 @@ __all__ = [
     "QuotaExceeded",
     "UnknownUserError",
 ]
+
+
+class SubscriptionConflictError(BillingError, BillingHTTPError, Conflict):
+    """The subscription changed under concurrent writes more often than retrying allows: nothing
+    was changed or charged, and retrying is safe (HTTP 409, ``SUBSCRIPTION_CONFLICT``, when it
+    reaches a request)."""
+
+    error_code = "SUBSCRIPTION_CONFLICT"

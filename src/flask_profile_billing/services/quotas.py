@@ -21,14 +21,19 @@ from ..domain.catalog import Metric, MetricKind, Plan
 from ..domain.limits import Allowance, crossed_threshold, validate_amount
 from ..domain.periods import Period, PeriodRule, period_containing
 from ..domain.subscriptions import Subscription
-from ..errors import BillingConfigError, FeatureNotAvailable, QuotaExceeded
+from ..errors import (
+    BillingConfigError,
+    FeatureNotAvailable,
+    QuotaExceeded,
+    SubscriptionConflictError,
+)
 from ..store import statements
 from ..store.locks import gauge_lock
 from ..store.models import usage_counters
 from ..store.reservation import OneStatementReservation
 from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
-from .subscriptions import SubscriptionConflictError, SubscriptionService, select_current
+from .subscriptions import SubscriptionService, select_current
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -159,7 +164,9 @@ class QuotaService:
             self._subscriptions.current(user_id)
             charge = charge_once(request)
         if charge is None:  # ended again in between, by a concurrent plan change
-            raise SubscriptionConflictError(f"the subscription of {user_id!r} kept changing")
+            raise SubscriptionConflictError(
+                "the subscription changed while the request ran; retry it"
+            )
         if charge.replayed:
             return Reservation(
                 user_id, metric.name, 0, charge.period, charge.allowance, None, replayed=True

@@ -15,7 +15,7 @@ from .. import signals
 from ..domain.catalog import Plan
 from ..domain.periods import add_months
 from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
-from ..errors import BillingError
+from ..errors import BillingError, SubscriptionConflictError
 from ..store.expiry import end_lapsed_batch
 from ..store.models import subscriptions
 from ..store.statements import dialect_insert, insert_ignoring_conflict
@@ -26,10 +26,6 @@ from .runtime import Runtime
 ALLOWED_DURATIONS = (1, 12)
 _CURRENT = subscriptions.c.ended_at.is_(None)
 _RETRIES = 3
-
-
-class SubscriptionConflictError(BillingError):
-    """The subscription changed under a concurrent write more often than retrying allows."""
 
 
 class SubscriptionService:
