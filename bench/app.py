@@ -137,6 +137,17 @@ class User(UserMixin):
         self.email = f"{user_id}@bench.invalid"
 
 
+def _consume_params(user_id: str, now: datetime) -> dict[str, Any]:
+    """What the hand-written routes bind to ``CONSUME_SQL``: one analysis in this month."""
+    return {
+        "user_id": user_id,
+        "metric": "analysis",
+        "period": now.strftime("%Y-%m"),
+        "amount": 1,
+        "limit": HUGE,
+    }
+
+
 def _user_from_request(req: Request) -> str | None:
     return req.headers.get("X-User") or req.args.get("user") or None
 
@@ -180,14 +191,7 @@ def create_app(database_url: str | None = None, config: dict[str, Any] | None = 
     @app.get("/sql/update")
     @login_required
     def sql_update() -> Any:
-        now = datetime.now(UTC)
-        params = {
-            "user_id": current_user.get_id(),
-            "metric": "analysis",
-            "period": now.strftime("%Y-%m"),
-            "amount": 1,
-            "limit": HUGE,
-        }
+        params = _consume_params(current_user.get_id(), datetime.now(UTC))
         with db.engine.begin() as connection:
             used = connection.execute(CONSUME_SQL, params).scalar_one_or_none()
         if used is None:
@@ -199,13 +203,7 @@ def create_app(database_url: str | None = None, config: dict[str, Any] | None = 
     def sql_update_insert() -> Any:
         now = datetime.now(UTC)
         user_id = current_user.get_id()
-        params = {
-            "user_id": user_id,
-            "metric": "analysis",
-            "period": now.strftime("%Y-%m"),
-            "amount": 1,
-            "limit": HUGE,
-        }
+        params = _consume_params(user_id, now)
         with db.engine.begin() as connection:
             used = connection.execute(CONSUME_SQL, params).scalar_one_or_none()
             if used is None:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail
+from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
 
 START_TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,30 +154,14 @@ def postgres(*, fsync: bool = True) -> Iterator[Postgres]:
             version = run_pg_tool(bindir, base, "postgres", "--version").stdout.strip()
             shown = {k: v.strip("'") for k, v in settings.items()}
             server = Postgres(HOST, port, shown, version, log, data)
-            _wait_for_postgres(server, log)
+            error = wait_for_postgres(server.host, server.port, server.user, START_TIMEOUT)
+            if error is not None:
+                raise ServerError(f"PostgreSQL does not accept connections: {error}\n{tail(log)}")
             yield server
         finally:
             run_pg_tool(bindir, base, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _wait_for_postgres(server: Postgres, log: Path) -> None:
-    import psycopg
-
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            with psycopg.connect(
-                host=server.host, port=server.port, user=server.user, connect_timeout=5
-            ):
-                return
-        except psycopg.OperationalError as exc:
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"PostgreSQL does not accept connections: {exc}\n{tail(log)}"
-                ) from exc
-        time.sleep(0.1)
 
 
 # -- Redis -----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -49,3 +50,19 @@ def run_pg_tool(bindir: Path, cwd: Path, tool: str, *args: str) -> subprocess.Co
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def wait_for_postgres(host: str, port: int, user: str, timeout: float) -> str | None:
+    """Wait until PostgreSQL accepts TCP connections (``pg_ctl -w`` only saw the postmaster up);
+    None once it does, else the last connection error when ``timeout`` seconds have passed."""
+    import psycopg  # the postgresql extra: only the callers that start PostgreSQL need it
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(host=host, port=port, user=user, connect_timeout=5):
+                return None
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                return str(exc)
+        time.sleep(0.1)

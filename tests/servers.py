@@ -23,7 +23,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail
+from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
 
 START_TIMEOUT = 60.0
 
@@ -100,23 +100,6 @@ def _missing(what: str, package: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _wait_for_postgres(server: PostgresServer, log: Path) -> None:
-    """pg_ctl -w saw the postmaster up; also make sure it accepts TCP connections."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            with psycopg.connect(
-                host=server.host, port=server.port, user=server.user, connect_timeout=5
-            ):
-                return
-        except psycopg.OperationalError as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            message = f"PostgreSQL does not accept connections: {error}\n{tail(log)}"
-            pytest.fail(message, pytrace=False)
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="session")
 def postgresql_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL cluster for the whole session."""
@@ -147,7 +130,10 @@ def postgresql_server() -> Iterator[PostgresServer]:
         if start.returncode != 0:
             pytest.fail(f"PostgreSQL failed to start: {start.stderr}\n{tail(log)}", pytrace=False)
         try:
-            _wait_for_postgres(server, log)
+            error = wait_for_postgres(server.host, server.port, server.user, START_TIMEOUT)
+            if error is not None:
+                message = f"PostgreSQL does not accept connections: {error}\n{tail(log)}"
+                pytest.fail(message, pytrace=False)
             yield server
         finally:
             run_pg_tool(bindir, base, "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")

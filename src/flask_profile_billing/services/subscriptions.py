@@ -113,25 +113,15 @@ class SubscriptionService:
         self._plans.ensure_seeded()
         now = runtime.now()
         default_code = runtime.catalog.default_plan.code
-        subs = subscriptions.c
         total = 0
         while True:
             with write_transaction(runtime.engine) as connection:
-                if connection.dialect.name == "postgresql":
-                    ended, followers = self._end_batch_in_one_statement(
-                        connection, now, batch_size, default_code
-                    )
-                else:
-                    batch = (
-                        select(subs.id)
-                        .where(_CURRENT, subs.expires_at <= now)
-                        .limit(batch_size)
-                        .scalar_subquery()
-                    )
-                    ended = self._end_lapsed(connection, subs.id.in_(batch))
-                    followers = (
-                        self._insert_defaults(connection, ended, default_code) if ended else {}
-                    )
+                end_batch = (
+                    self._end_batch_in_one_statement
+                    if connection.dialect.name == "postgresql"
+                    else self._end_batch_in_two_statements
+                )
+                ended, followers = end_batch(connection, now, batch_size, default_code)
                 if not ended:
                     return total
             total += len(ended)
@@ -302,11 +292,26 @@ class SubscriptionService:
             in_batch=in_batch,
         )
 
+    def _end_batch_in_two_statements(
+        self, connection: Connection, now: datetime, batch_size: int, plan_code: str
+    ) -> tuple[list[Subscription], dict[str, Subscription]]:
+        """One batch of ``expire_lapsed``: end up to ``batch_size`` lapsed subscriptions, then
+        insert their free followers (SQLite: no data-modifying CTEs)."""
+        subs = subscriptions.c
+        batch = (
+            select(subs.id)
+            .where(_CURRENT, subs.expires_at <= now)
+            .limit(batch_size)
+            .scalar_subquery()
+        )
+        ended = self._end_lapsed(connection, subs.id.in_(batch))
+        return ended, (self._insert_defaults(connection, ended, plan_code) if ended else {})
+
     @staticmethod
     def _end_batch_in_one_statement(
         connection: Connection, now: datetime, batch_size: int, plan_code: str
     ) -> tuple[list[Subscription], dict[str, Subscription]]:
-        """``_end_lapsed`` and ``_insert_defaults`` of one batch in one statement (PostgreSQL)."""
+        """``_end_batch_in_two_statements`` in one statement (PostgreSQL: ``store.expiry``)."""
         rows = end_lapsed_batch(connection, now=now, batch_size=batch_size, default_plan=plan_code)
         ended = [_to_subscription(row) for row in rows]
         current = {
