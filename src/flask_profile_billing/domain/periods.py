@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["Period", "PeriodRule", "add_months", "parse_rule", "period_containing"]
+__all__ = [
+    "Period",
+    "PeriodRule",
+    "add_months",
+    "extend_from_anchor",
+    "parse_rule",
+    "period_containing",
+]
 
 _ROLLING_LENGTH = timedelta(days=30)
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -87,6 +94,28 @@ def add_months(moment: datetime, months: int) -> datetime:
     month = month_index + 1
     day = min(moment.day, calendar.monthrange(year, month)[1])
     return moment.replace(year=year, month=month, day=day)
+
+
+def extend_from_anchor(anchor: datetime, expires_at: datetime, months: int) -> datetime:
+    """Where a paid period that started at ``anchor`` and ends at ``expires_at`` ends once
+    ``months`` more are added.
+
+    A period that ends a whole number of months ``k`` after its anchor (``add_months(anchor, k) ==
+    expires_at``) ends ``k + months`` months after the anchor: adding the months to the end instead
+    would let one clamp drag every later end down (30 Nov, 30 Dec, 30 Jan, 28 Feb, 28 Mar...), so
+    months of extensions would come out shorter than the same months bought at once.  A period
+    that ends off that grid (a trial, or a period that carries credited time) has no anchor day to
+    return to, so the months are added to its end.  Both moments must be aware; the grid is laid
+    out in the anchor's time zone.
+    """
+    _require_aware(anchor, "anchor")
+    _require_aware(expires_at, "expires_at")
+    end = expires_at.astimezone(anchor.tzinfo)
+    # Only one k can put add_months(anchor, k) in the end's month, so one comparison decides.
+    months_after_anchor = _month_index(end) - _month_index(anchor)
+    if add_months(anchor, months_after_anchor) == end:
+        return add_months(anchor, months_after_anchor + months)
+    return add_months(expires_at, months)
 
 
 def parse_rule(value: str) -> PeriodRule:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -43,6 +43,21 @@ class Subscription:
     def is_active_at(self, now: datetime) -> bool:
         """Access is kept while the paid period runs, also after a cancel (the seed's "until 13.11.2025")."""
         return not self.has_lapsed(now) and self.status is not SubscriptionStatus.EXPIRED
+
+    def unused_paid_time_at(self, now: datetime) -> timedelta:
+        """The paid time left at ``now``, which a change to another paid plan credits.
+
+        Zero for a subscription that never lapses (nothing was paid for a period), for a trial
+        (its time was given, not paid) and once the period is over. A cancelled subscription keeps
+        its paid time until its end, so it still has some.
+        """
+        if (
+            self.expires_at is None
+            or self.status is SubscriptionStatus.TRIAL
+            or not self.is_active_at(now)
+        ):
+            return timedelta(0)
+        return self.expires_at - now
 
     def days_remaining_at(self, now: datetime) -> int | None:
         if self.expires_at is None:

@@ -7,18 +7,21 @@ guards and pages are right even if no scheduled job ran. Writes here make the st
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, case, select, update
 
 from .. import signals
 from ..domain.catalog import Plan
-from ..domain.periods import add_months
+from ..domain.periods import add_months, extend_from_anchor
+from ..domain.proration import credited_time
 from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
 from ..errors import BillingError, SubscriptionConflictError
 from ..store.expiry import end_lapsed_batch
 from ..store.models import subscriptions
 from ..store.statements import dialect_insert, insert_ignoring_conflict
+from ..store.subscriptions import extend_current, lock_current, replace_current
 from ..store.transactions import read_connection, write_transaction
 from .plans import PlanStore
 from .runtime import Runtime
@@ -85,21 +88,33 @@ class SubscriptionService:
 
     def cancel(self, user_id: str) -> Subscription:
         """Cancel at the end of the paid period: access is kept until ``expires_at``, then free."""
-        subscription = self.current(user_id)
-        if subscription.expires_at is None:
-            raise BillingError("the current plan does not lapse, so there is nothing to cancel")
-        if subscription.status is SubscriptionStatus.CANCELLED:
-            return subscription
-        return self._set_status(
-            subscription, SubscriptionStatus.CANCELLED, cancelled_at=self._runtime.now()
+        for _ in range(_RETRIES):
+            subscription = self.current(user_id)
+            if subscription.expires_at is None:
+                raise BillingError("the current plan does not lapse, so there is nothing to cancel")
+            if subscription.status is SubscriptionStatus.CANCELLED:
+                return subscription
+            changed = self._set_status(
+                subscription, SubscriptionStatus.CANCELLED, cancelled_at=self._runtime.now()
+            )
+            if changed is not None:
+                return changed
+        raise SubscriptionConflictError(
+            f"the subscription of user {user_id!r} kept changing; retry"
         )
 
     def resume(self, user_id: str) -> Subscription:
         """Undo a cancel before the paid period ends."""
-        subscription = self.current(user_id)
-        if subscription.status is not SubscriptionStatus.CANCELLED:
-            raise BillingError("only a cancelled subscription can be resumed")
-        return self._set_status(subscription, SubscriptionStatus.ACTIVE, cancelled_at=None)
+        for _ in range(_RETRIES):
+            subscription = self.current(user_id)
+            if subscription.status is not SubscriptionStatus.CANCELLED:
+                raise BillingError("only a cancelled subscription can be resumed")
+            changed = self._set_status(subscription, SubscriptionStatus.ACTIVE, cancelled_at=None)
+            if changed is not None:
+                return changed
+        raise SubscriptionConflictError(
+            f"the subscription of user {user_id!r} kept changing; retry"
+        )
 
     def expire_lapsed(self, batch_size: int = 1000) -> int:
         """End every current subscription whose period is over and start a free one in its place.
@@ -142,21 +157,63 @@ class SubscriptionService:
         months: int | None = None,
         days: int | None = None,
     ) -> Subscription:
+        """Extend the current subscription or replace it, deciding from the row as it stands.
+
+        The read that decides and the write happen in one transaction with the row locked
+        (``store.subscriptions``), so concurrent changes of one user (payment webhooks, grants,
+        admins) each see the one before them: twelve one-month extensions add twelve months.
+        """
         for _ in range(_RETRIES):
-            previous = self.current(user_id)
-            now = self._runtime.now()
-            if self._extends(previous, plan, status, now):
-                assert previous.expires_at is not None
-                assert months is not None
-                changed = self._extend(previous, add_months(previous.expires_at, months))
-            else:
-                changed = self._start_new(previous, plan, status, now, months=months, days=days)
-            if changed is not None:
+            with write_transaction(self._runtime.engine) as connection:
+                locked = lock_current(connection, user_id)
+                previous = None if locked is None else _to_subscription(locked)
+                now = self._runtime.now()
+                changed = None
+                if previous is not None and not previous.has_lapsed(now):
+                    changed = self._change_locked(
+                        connection, previous, plan, status, now, months=months, days=days
+                    )
+            if previous is not None and changed is not None:
                 self._announce_change(user_id, previous, changed)
                 return changed
+            # No current subscription yet, one whose paid period is over, or (PostgreSQL) one that
+            # a concurrent change replaced while this waited for it. current() creates the free
+            # one or rolls the lapsed one over in transactions of its own (they write, and send
+            # their signals after committing), then the change is decided again.
+            self.current(user_id)
         raise SubscriptionConflictError(
             f"the subscription of user {user_id!r} kept changing; retry"
         )
+
+    def _change_locked(
+        self,
+        connection: Connection,
+        previous: Subscription,
+        plan: Plan,
+        status: SubscriptionStatus,
+        now: datetime,
+        *,
+        months: int | None,
+        days: int | None,
+    ) -> Subscription | None:
+        """Extend or replace ``previous``, the locked current subscription that has not lapsed at
+        ``now``; the subscription as it then stands, or None when ``previous`` was not current."""
+        if self._extends(previous, plan, status, now):
+            assert previous.expires_at is not None
+            assert months is not None
+            expires_at = extend_from_anchor(previous.period_anchor, previous.expires_at, months)
+            row = extend_current(connection, previous.id, expires_at)
+        else:
+            row = replace_current(
+                connection,
+                previous.id,
+                now=now,
+                user_id=previous.user_id,
+                plan_code=plan.code,
+                status=status,
+                expires_at=self._new_expiry(previous, plan, now, months=months, days=days),
+            )
+        return None if row is None else _to_subscription(row)
 
     def _extends(
         self, previous: Subscription, plan: Plan, status: SubscriptionStatus, now: datetime
@@ -169,60 +226,44 @@ class SubscriptionService:
             and previous.status is not SubscriptionStatus.TRIAL
         )
 
-    def _extend(self, previous: Subscription, expires_at: datetime) -> Subscription | None:
-        with write_transaction(self._runtime.engine) as connection:
-            result = connection.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == previous.id, _CURRENT)
-                .values(
-                    expires_at=expires_at,
-                    status=SubscriptionStatus.ACTIVE.value,
-                    cancelled_at=None,
-                )
-            )
-            if result.rowcount != 1:
-                return None
-            return select_current(connection, previous.user_id)
-
-    def _start_new(
+    def _new_expiry(
         self,
         previous: Subscription,
         plan: Plan,
-        status: SubscriptionStatus,
         now: datetime,
         *,
         months: int | None,
         days: int | None,
-    ) -> Subscription | None:
+    ) -> datetime | None:
+        """When the subscription that replaces ``previous`` at ``now`` ends.
+
+        A paid plan bought over another paid plan also gets the old plan's unused paid time,
+        converted at the ratio of their monthly prices (``domain.proration``), so the change does
+        not forfeit what was paid. The default plan never lapses, so moving to it ends the paid
+        period at once, and a trial is given time, so nothing is credited to or from one.
+        """
         if plan.is_default:
-            expires_at = None
-        elif days is not None:
-            expires_at = now + timedelta(days=days)
-        else:
-            expires_at = add_months(now, months or 1)
-        with write_transaction(self._runtime.engine) as connection:
-            ended = connection.execute(
-                _end_statement(subscriptions.c.id == previous.id, now).values(
-                    end_reason=EndReason.REPLACED.value
-                )
-            )
-            if ended.rowcount != 1:
-                return None
-            connection.execute(
-                subscriptions.insert().values(
-                    user_id=previous.user_id,
-                    plan_code=plan.code,
-                    status=status.value,
-                    started_at=now,
-                    expires_at=expires_at,
-                    period_anchor=now,
-                )
-            )
-            return select_current(connection, previous.user_id)
+            return None
+        if days is not None:
+            return now + timedelta(days=days)
+        credit = credited_time(
+            previous.unused_paid_time_at(now),
+            self._monthly_price_of(previous.plan_code),
+            plan.price_monthly,
+        )
+        return add_months(now, months or 1) + credit
+
+    def _monthly_price_of(self, plan_code: str) -> Decimal | None:
+        """The plan's monthly price; None (no ratio) for a plan since removed from the catalog."""
+        plan = self._runtime.catalog.plans.get(plan_code)
+        return None if plan is None else plan.price_monthly
 
     def _set_status(
         self, subscription: Subscription, status: SubscriptionStatus, **values: Any
-    ) -> Subscription:
+    ) -> Subscription | None:
+        """Set the status of ``subscription`` if it is still the current one; None when a
+        concurrent change replaced it (the caller decides again from the new one). Only status and
+        ``cancelled_at`` change, so a concurrent extension of the same row composes with it."""
         with write_transaction(self._runtime.engine) as connection:
             result = connection.execute(
                 update(subscriptions)
@@ -230,7 +271,7 @@ class SubscriptionService:
                 .values(status=status.value, **values)
             )
             if result.rowcount != 1:
-                raise SubscriptionConflictError("the subscription changed meanwhile; retry")
+                return None
             changed = select_current(connection, subscription.user_id)
         assert changed is not None
         self._announce_change(subscription.user_id, subscription, changed)
