@@ -22,6 +22,7 @@ from typing import Any
 from flask import Flask
 
 from . import auth, demo, views
+from .boot import boot_lock
 from .config import default_config
 from .extensions import CSRFError, billing, csrf, db, login_manager
 from .responses import csrf_error
@@ -45,7 +46,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(views.bp)
     app.register_error_handler(CSRFError, csrf_error)
 
-    with app.app_context():
+    # Under gunicorn every worker runs this at the same moment: they take turns (boot.py).
+    with app.app_context(), boot_lock(db.engine):
         db.create_all()  # the host's tables (a real app would use Flask-Migrate)
         billing.upgrade_database()  # the extension's billing_* tables, by its own migrations
         if app.config["EXAMPLE_DEMO_USERS"]:

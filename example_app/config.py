@@ -1,4 +1,12 @@
-"""Configuration defaults, read from the environment; ``create_app(config)`` overrides them."""
+"""Configuration defaults, read from the environment; ``create_app(config)`` overrides them.
+
+Environment variables (so that ``gunicorn 'example_app:create_app()'`` needs no code):
+
+- ``DATABASE_URL``: the SQLAlchemy URL of the database, for example
+  ``postgresql+psycopg://user@127.0.0.1:5432/billing``; default a SQLite file in the instance
+  folder. Every worker of a server may start on it at once (see boot.py).
+- ``SECRET_KEY``: signs the session cookies; required anywhere but your own machine.
+"""
 
 from __future__ import annotations
 

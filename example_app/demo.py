@@ -26,7 +26,11 @@ DEMO_USERS = (
 
 
 def ensure_demo_users() -> None:
-    """Idempotent: a restart neither duplicates users nor extends bob's subscription."""
+    """Idempotent: a restart neither duplicates users nor extends bob's subscription.
+
+    Call it under ``boot.boot_lock``: two processes starting together would otherwise both find
+    bob on the free plan and both grant him a year (granting a plan he has extends it).
+    """
     for demo in DEMO_USERS:
         user = _get_or_create(demo)
         if demo.plan is not None and billing.subscription(str(user.id)).plan_code != demo.plan:

@@ -2,12 +2,18 @@
 
 from alembic import context
 
-from flask_profile_billing.migrate import VERSION_TABLE, only_billing_tables
+from flask_profile_billing.migrate import VERSION_TABLE, hold_migration_lock, only_billing_tables
 from flask_profile_billing.store.models import Base
 
 engine = context.config.attributes["engine"]
 
-with engine.connect() as connection:
+# One transaction of ours around every revision, begun before Alembic sees the connection (so
+# Alembic leaves it to us), and the migration lock taken first in it: processes migrating at the
+# same moment take turns, and each reads the current revision only once it holds the lock, so
+# the ones that waited find the database at head and do nothing. Committed when the block ends,
+# rolled back (with the lock released) if a revision fails.
+with engine.connect() as connection, connection.begin():
+    hold_migration_lock(connection)
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
@@ -18,4 +24,3 @@ with engine.connect() as connection:
     )
     with context.begin_transaction():
         context.run_migrations()
-    connection.commit()

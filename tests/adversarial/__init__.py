@@ -1,0 +1,1 @@
+"""Adversarial scenarios: real gunicorn servers, real databases, clients that misbehave."""
