@@ -560,7 +560,7 @@ def test_other_events_are_refused_and_send_nothing(
     assert received == []
 
 
-def test_an_event_body_that_is_not_json_is_a_400(client: FlaskClient) -> None:
+def test_an_event_body_that_is_not_json_is_a_415(client: FlaskClient) -> None:
     response = client.post(
         "/api/profile/events",
         data=b"profile:view",
@@ -568,8 +568,8 @@ def test_an_event_body_that_is_not_json_is_a_400(client: FlaskClient) -> None:
         headers=as_user("alice"),
     )
 
-    assert response.status_code == 400
-    assert response.get_json()["error"] == "INVALID_JSON"
+    assert response.status_code == 415
+    assert response.get_json()["error"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
 def test_cookie_sessions_need_the_csrf_token_to_send_events(make_app: AppFactory) -> None:

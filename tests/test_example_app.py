@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
+
+from flask_profile_billing.payments import (
+    PAYMENT_SUCCEEDED,
+    SIGNATURE_HEADER,
+    TestPaymentProvider,
+    sign,
+)
 
 JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -204,3 +213,65 @@ def test_a_restart_keeps_the_demo_users_and_bobs_subscription(make_app: MakeApp)
     assert before.plan_code == after.plan_code == "professional"
     assert after.id == before.id
     assert after.expires_at == before.expires_at
+
+
+def test_a_signed_payment_webhook_passes_the_global_csrf_protection(tmp_path: Path) -> None:
+    # CSRFProtect is initialised before billing.init_app here, and guards every POST.
+    provider = TestPaymentProvider()
+    secret = "example-webhook-secret"
+    example = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/example.sqlite3",
+            "WTF_CSRF_ENABLED": True,
+            "BILLING_PAYMENT_PROVIDER": provider,
+            "BILLING_WEBHOOK_SECRET": secret,
+        }
+    )
+    alice = example.test_client()
+    field = CSRF_FIELD.search(alice.get("/login").get_data(as_text=True))
+    assert field is not None
+    assert login(alice, "alice@example.com", "alice", csrf_token=field[1]).status_code == 303
+    started = alice.post(
+        "/api/subscription/upgrade",
+        json={"plan_type": "starter", "duration_months": 1},
+        headers={**JSON, "X-CSRFToken": field[1]},
+    )
+    assert started.status_code == 202, started.get_data(as_text=True)
+    payment = body(started)["data"]["payment"]
+    raw = json.dumps(
+        provider.event(PAYMENT_SUCCEEDED, payment["id"], payment["amount"], payment["currency"])
+    ).encode()
+
+    delivered = example.test_client().post(
+        "/api/billing/webhooks/test",
+        data=raw,
+        headers={
+            **JSON,
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, raw, int(time.time())),
+        },
+    )
+
+    assert delivered.status_code == 200, delivered.get_data(as_text=True)
+    assert body(delivered)["data"]["outcome"] == "processed"
+    with example.app_context():
+        assert billing.plan(user_id(example, "alice@example.com")).code == "starter"
+    other_write = example.test_client().post("/api/subscription/cancel", headers=JSON)
+    assert other_write.status_code == 400  # nothing else became exempt
+    assert body(other_write)["error"] == "CSRF_FAILED"
+
+
+def test_a_form_encoded_profile_edit_is_refused_not_silently_ignored(make_app: MakeApp) -> None:
+    # CSRFProtect reads the form for its token, so the body reaches the API already parsed.
+    client = make_app(csrf=True).test_client()
+    field = CSRF_FIELD.search(client.get("/login").get_data(as_text=True))
+    assert field is not None
+    assert login(client, "alice@example.com", "alice", csrf_token=field[1]).status_code == 303
+    token = {**JSON, "X-CSRFToken": field[1]}
+
+    refused = client.patch("/api/profile/me", data={"company": "Acme"}, headers=token)
+
+    assert refused.status_code == 415
+    assert body(refused)["error"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert body(client.get("/api/profile/me", headers=JSON))["data"]["company"] is None

@@ -69,6 +69,8 @@ DEFAULTS: Mapping[str, Any] = {
     # Shared secret of the webhook signatures, and how old a signed timestamp may be (seconds).
     "BILLING_WEBHOOK_SECRET": None,
     "BILLING_WEBHOOK_TOLERANCE_SECONDS": 300,
+    # How many payments a user may have pending at once; one more answers 429.
+    "BILLING_MAX_PENDING_PAYMENTS": 5,
     # The profile seed's settings, under the seed's names.
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
@@ -105,6 +107,7 @@ class BillingSettings:
     payment_provider: Any
     webhook_secret: str | None
     webhook_tolerance_seconds: int
+    max_pending_payments: int
     default_quota: int | None
     activity_window_days: int
     payments_cta_email: str | None
@@ -147,6 +150,9 @@ class BillingSettings:
             payment_provider=get("BILLING_PAYMENT_PROVIDER"),
             webhook_secret=get("BILLING_WEBHOOK_SECRET"),
             webhook_tolerance_seconds=int(get("BILLING_WEBHOOK_TOLERANCE_SECONDS")),
+            max_pending_payments=_positive_int(
+                get("BILLING_MAX_PENDING_PAYMENTS"), "BILLING_MAX_PENDING_PAYMENTS"
+            ),
             default_quota=_optional_int(get("PROFILE_DEFAULT_QUOTA"), "PROFILE_DEFAULT_QUOTA"),
             activity_window_days=_positive_int(
                 get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"

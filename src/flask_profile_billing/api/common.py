@@ -15,7 +15,7 @@ from wtforms.validators import ValidationError as CSRFValidationError
 
 from ..errors import ApiError, BillingHTTPError
 from ..extension import get_state
-from ..responses import error_body
+from ..responses import error_body, with_security_headers
 
 View = TypeVar("View", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -29,8 +29,9 @@ def ok(data: Any, status: int = 200) -> Response:
     return response
 
 
-def json_errors(blueprint: Blueprint) -> Blueprint:
-    """Answer every error raised in the blueprint's views in the error shape, as JSON."""
+def json_answers(blueprint: Blueprint) -> Blueprint:
+    """Answer every error raised in the blueprint's views in the error shape, as JSON, and give
+    every answer of the blueprint, success or error, the security headers."""
 
     def handle(error: HTTPException) -> Response:
         if not isinstance(error, BillingHTTPError):
@@ -43,6 +44,8 @@ def json_errors(blueprint: Blueprint) -> Blueprint:
         return response
 
     blueprint.register_error_handler(HTTPException, handle)
+    # After the error handler too: Flask runs a blueprint's after_request on handled errors.
+    blueprint.after_request(with_security_headers)
     return blueprint
 
 
@@ -67,8 +70,17 @@ def authenticated(view: View) -> View:
 
 
 def load_json(schema: Schema) -> dict[str, Any]:
-    """The request's JSON object validated by ``schema``; 400 for a body that is not a JSON
-    object, 422 with every field's errors for invalid or unknown fields."""
+    """The request's JSON object validated by ``schema``; 415 for a body sent as another media
+    type, 400 for a body that is not a JSON object, 422 with every field's errors for invalid or
+    unknown fields. An empty body is ``{}``, whatever its ``Content-Type``."""
+    if not request.is_json and _has_body():
+        # Refused rather than read as {}: a form would otherwise be answered 200 with nothing
+        # changed, and the client would believe its edit was saved.
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "The request body must be JSON: send it with Content-Type: application/json",
+        )
     if not request.get_data(cache=True):
         body: Any = {}
     else:
@@ -85,6 +97,14 @@ def load_json(schema: Schema) -> dict[str, Any]:
 def load_query(schema: Schema) -> dict[str, Any]:
     """The query string validated by ``schema`` (422 with field errors)."""
     return _load(schema, request.args.to_dict(flat=True))
+
+
+def _has_body() -> bool:
+    # A form that something read before the view (Flask-WTF's CSRFProtect looks for its token
+    # there) is no longer in get_data(): it is in form and files.
+    return bool(
+        request.content_length or request.get_data(cache=True) or request.form or request.files
+    )
 
 
 def _load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:

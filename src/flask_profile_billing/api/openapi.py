@@ -19,8 +19,11 @@ from .schemas import UpgradeSchema, UsageQuerySchema
 _ERRORS = {
     "400": "Malformed request (not a JSON object, missing CSRF token)",
     "401": "Not logged in",
-    "422": "Invalid fields: details.fields names each one",
+    "415": "The body is not JSON: send it with Content-Type: application/json",
+    "422": "Invalid or unknown fields, in the body or the query string: details.fields names each one",
 }
+# Endpoints without parameters refuse any query parameter (422) all the same.
+_NO_QUERY = ("422",)
 
 
 def build_document(app: Flask) -> dict[str, Any]:
@@ -96,7 +99,7 @@ def _subscription_paths(spec: APISpec, prefix: str) -> None:
             "get": operation(
                 "The plan catalog",
                 out.envelope("PlansAnswer", out.PlansDataSchema),
-                errors=(),
+                errors=_NO_QUERY,
                 public=True,
             )
         },
@@ -104,7 +107,11 @@ def _subscription_paths(spec: APISpec, prefix: str) -> None:
     subscription = out.envelope("SubscriptionAnswer", out.SubscriptionDataSchema)
     spec.path(
         path=f"{prefix}/current",
-        operations={"get": operation("The current subscription and its usage", subscription)},
+        operations={
+            "get": operation(
+                "The current subscription and its usage", subscription, errors=("401", *_NO_QUERY)
+            )
+        },
     )
     spec.path(
         path=f"{prefix}/upgrade",
@@ -112,10 +119,11 @@ def _subscription_paths(spec: APISpec, prefix: str) -> None:
             "post": operation(
                 "Change plan: paid plans go through payment, Free takes effect at the period end",
                 out.envelope("ChangeAnswer", out.ChangeDataSchema),
-                errors=("400", "401", "422"),
+                errors=("400", "401", "415", "422"),
                 body=UpgradeSchema,
                 extra={
                     "402": "Payment required (payments coming soon, or a plan on request)",
+                    "429": "Too many pending payments: finish one, or wait until it is settled",
                     "502": "The payment provider failed to start the payment",
                 },
                 also={"202": "A payment was started: follow data.payment.confirmation_url"},
@@ -139,6 +147,7 @@ def _subscription_paths(spec: APISpec, prefix: str) -> None:
             "get": operation(
                 "Which limited operations are possible now",
                 out.envelope("LimitsCheckAnswer", out.LimitsCheckSchema),
+                errors=("401", *_NO_QUERY),
             )
         },
     )
@@ -163,11 +172,15 @@ def _profile_paths(spec: APISpec, prefix: str) -> None:
     spec.path(
         path=f"{prefix}/me",
         operations={
-            "get": operation("The current user's profile with the quota snapshot", profile),
+            "get": operation(
+                "The current user's profile with the quota snapshot",
+                profile,
+                errors=("401", *_NO_QUERY),
+            ),
             "patch": operation(
                 "Edit first_name, company, country, timezone, avatar_url, phone",
                 profile,
-                errors=("400", "401", "422"),
+                errors=("400", "401", "415", "422"),
                 body=ProfileUpdateSchema,
             ),
         },
@@ -190,7 +203,7 @@ def _profile_paths(spec: APISpec, prefix: str) -> None:
                 "Record an analytics event of the profile page",
                 out.envelope("EventAnswer", out.AcceptedEventSchema),
                 status="202",
-                errors=("400", "401", "422"),
+                errors=("400", "401", "415", "422"),
                 body=TrackEventSchema,
             )
         },
@@ -201,6 +214,7 @@ def _profile_paths(spec: APISpec, prefix: str) -> None:
             "get": operation(
                 "The CSRF token for writes authenticated by the session cookie",
                 out.envelope("CsrfTokenAnswer", out.CsrfTokenSchema),
+                errors=("401", *_NO_QUERY),
             )
         },
     )
@@ -216,7 +230,7 @@ def _billing_paths(spec: APISpec, prefix: str) -> None:
                     "QuotaPreviewAnswer",
                     fields.List(fields.Nested(out.QuotaPackageSchema), required=True),
                 ),
-                errors=("422",),
+                errors=_NO_QUERY,
                 public=True,
             )
         },
@@ -226,7 +240,7 @@ def _billing_paths(spec: APISpec, prefix: str) -> None:
         operations={
             "post": {
                 **operation(
-                    "A payment provider's event, signed with X-Billing-Signature (no login)",
+                    "A payment provider's event, signed with X-Billing-Signature (no login, no CSRF)",
                     out.envelope("WebhookAnswer", out.WebhookOutcomeSchema),
                     errors=("400", "401", "422"),
                     public=True,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from .common import load_query
 from .openapi import build_document
+from .schemas import NoQuerySchema
 
 _DOCUMENT_KEY = "profile_billing_openapi"
 
@@ -14,6 +16,7 @@ def register(blueprint: Blueprint) -> None:
 
 
 def openapi_document() -> Response:
+    load_query(NoQuerySchema())
     cache = current_app.extensions
     if _DOCUMENT_KEY not in cache:  # configuration is fixed once the app serves requests
         cache[_DOCUMENT_KEY] = build_document(current_app)

@@ -20,7 +20,7 @@ from flask import Blueprint, Response
 from ..domain.catalog import Plan, amount_as_number
 from ..extension import get_state
 from .common import load_query, ok
-from .schemas import StrictSchema
+from .schemas import NoQuerySchema
 
 COMING_SOON = "coming_soon"
 AVAILABLE = "available"
@@ -30,10 +30,6 @@ ON_REQUEST = "on_request"
 def register(blueprint: Blueprint) -> None:
     """Add this module's routes to ``blueprint``."""
     blueprint.add_url_rule("/quotas/preview", view_func=quota_packages, methods=["GET"])
-
-
-class NoQuerySchema(StrictSchema):
-    """No parameters: an unknown one is a client bug worth a 422, as everywhere in the API."""
 
 
 def quota_packages() -> Response:

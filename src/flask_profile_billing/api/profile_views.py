@@ -10,8 +10,9 @@ from flask import Blueprint, Response
 
 from .. import signals
 from ..extension import get_state
-from .common import authenticated, current_user_id, load_json, ok
+from .common import authenticated, current_user_id, load_json, load_query, ok
 from .profile_schemas import ProfileUpdateSchema, profile_dict
+from .schemas import NoQuerySchema
 
 
 def register(blueprint: Blueprint) -> None:
@@ -22,6 +23,7 @@ def register(blueprint: Blueprint) -> None:
 
 @authenticated
 def me() -> Response:
+    load_query(NoQuerySchema())
     state = get_state()
     user_id = current_user_id()
     snapshot = state.profiles.read(user_id, state.quotas)

@@ -14,6 +14,12 @@ class StrictSchema(Schema):
         unknown = RAISE  # unknown fields are refused: no mass assignment
 
 
+class NoQuerySchema(StrictSchema):
+    """The query string of an endpoint that takes no parameters: any parameter is unknown, and
+    refused (422) like an unknown field anywhere in the API, so a client's typo or a parameter of
+    another version never goes unnoticed."""
+
+
 class UpgradeSchema(StrictSchema):
     plan_type = fields.String(required=True)
     duration_months = fields.Integer(

@@ -10,9 +10,9 @@ from ..domain.catalog import MetricKind
 from ..errors import ApiError, BillingError
 from ..extension import BillingState, get_state
 from ..services.payments import format_day
-from .common import authenticated, current_user_id, json_errors, load_json, load_query, ok
+from .common import authenticated, current_user_id, json_answers, load_json, load_query, ok
 from .presenters import plan_dict, subscription_dict
-from .schemas import UpgradeSchema, UsageQuerySchema
+from .schemas import NoQuerySchema, UpgradeSchema, UsageQuerySchema
 
 
 def build_blueprint(name: str) -> Blueprint:
@@ -23,16 +23,18 @@ def build_blueprint(name: str) -> Blueprint:
     blueprint.add_url_rule("/usage", view_func=usage, methods=["GET"])
     blueprint.add_url_rule("/limits/check", view_func=limits_check, methods=["GET"])
     blueprint.add_url_rule("/cancel", view_func=cancel, methods=["POST"])
-    return json_errors(blueprint)
+    return json_answers(blueprint)
 
 
 def plans() -> Response:
+    load_query(NoQuerySchema())
     catalog = get_state().runtime.catalog
     return ok({"plans": [plan_dict(plan, catalog) for plan in catalog.plans.values()]})
 
 
 @authenticated
 def current() -> Response:
+    load_query(NoQuerySchema())
     state = get_state()
     return ok({"subscription": _subscription(state, current_user_id())})
 
@@ -71,6 +73,7 @@ def usage() -> Response:
 
 @authenticated
 def limits_check() -> Response:
+    load_query(NoQuerySchema())
     state = get_state()
     user_id = current_user_id()
     catalog = state.runtime.catalog

@@ -4,7 +4,9 @@ to a grant; a provider's signed webhook confirms the payment and only then is th
 Without a provider (``BILLING_PAYMENT_PROVIDER`` is None) payments are "coming soon": a paid plan
 answers 402 ``PAYMENT_REQUIRED`` with the notice and the contact address. Plans priced "on request"
 (the seed's Enterprise) answer the same way with a provider too. Moving to the default (free) plan
-needs no payment and takes effect at the end of the paid period.
+needs no payment and takes effect at the end of the paid period. A user has at most
+``BILLING_MAX_PENDING_PAYMENTS`` payments pending; one more answers 429
+``TOO_MANY_PENDING_PAYMENTS``.
 
 A payment moves ``pending`` -> ``paid`` -> ``succeeded``, or ``pending`` -> ``failed`` / ``cancelled``.
 Every move is a conditional UPDATE from the state it expects, so a late, repeated or out-of-order
@@ -20,7 +22,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -44,12 +46,18 @@ from ..payments.providers import (
     ProviderPayment,
 )
 from ..store.models import payments, webhook_deliveries
+from ..store.payments import count_payments, insert_payment, lock_payments_of
 from ..store.statements import insert_ignoring_conflict
 from ..store.transactions import write_transaction
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
 
 logger = logging.getLogger(__name__)
+
+ABANDONED_AFTER = timedelta(hours=24)
+"""A payment still pending after this long is abandoned (providers' checkouts expire sooner): it
+no longer counts against ``BILLING_MAX_PENDING_PAYMENTS``, so abandoned checkouts never lock a
+user out of paying."""
 
 PAYMENTS_NOTICE = "Payment will be available later; contact us for a manual extension."
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -117,6 +125,17 @@ class _Decision:
 class PaymentRequired(ApiError):
     def __init__(self, message: str, details: dict[str, Any]) -> None:
         super().__init__(402, "PAYMENT_REQUIRED", message, details)
+
+
+class TooManyPendingPayments(ApiError):
+    def __init__(self, pending: int, cap: int) -> None:
+        super().__init__(
+            429,
+            "TOO_MANY_PENDING_PAYMENTS",
+            f"You have {pending} payments in progress: finish one of them, or wait until the "
+            "payment provider settles or cancels them, then try again",
+            {"pending_payments": pending, "max_pending_payments": cap},
+        )
 
 
 class PaymentService:
@@ -190,24 +209,33 @@ class PaymentService:
             currency=plan.currency,
         )
         engine = self._runtime.engine
+        cap = self._runtime.settings.max_pending_payments
         # The row exists before the provider hears of the payment, so no webhook can ever name a
         # payment we do not know; the provider is called outside any transaction, because a network
         # call must not hold database locks (on SQLite, the one write lock).
         with write_transaction(engine) as connection:
-            connection.execute(
-                payments.insert().values(
-                    id=intent.id,
-                    user_id=user_id,
-                    provider=provider.name,
-                    provider_payment_id=None,
-                    plan_code=plan.code,
-                    months=months,
-                    amount=price,
-                    currency=plan.currency,
-                    status=PaymentStatus.PENDING.value,
-                    created_at=self._runtime.now(),
-                    settled_at=None,
-                )
+            # Count and insert under the user's lock: concurrent starts take turns, so each counts
+            # the payments the others inserted and together they never pass the cap.
+            lock_payments_of(connection, user_id)
+            since = self._runtime.now() - ABANDONED_AFTER
+            pending = count_payments(connection, user_id, PaymentStatus.PENDING.value, since)
+            if pending >= cap:
+                raise TooManyPendingPayments(pending, cap)
+            insert_payment(
+                connection,
+                {
+                    "id": intent.id,
+                    "user_id": user_id,
+                    "provider": provider.name,
+                    "provider_payment_id": None,
+                    "plan_code": plan.code,
+                    "months": months,
+                    "amount": price,
+                    "currency": plan.currency,
+                    "status": PaymentStatus.PENDING.value,
+                    "created_at": self._runtime.now(),
+                    "settled_at": None,
+                },
             )
         try:
             started = _checked_start(provider.start(intent))

@@ -1,0 +1,64 @@
+"""Statements on ``billing_payments`` that must decide together under concurrency.
+
+A user's pending payments are capped, so starting one is count-then-insert. Two concurrent starts
+that both count before either inserts would both pass the cap. So the writer first takes a lock
+for that user's payments, in the same write transaction as the count and the insert.
+
+Why a lock of its own rather than ``SELECT ... FOR UPDATE`` on the user's pending rows: a user
+with no pending payment has no rows to lock, and concurrent first payments would all pass. Why
+not one ``INSERT ... SELECT ... WHERE (SELECT count(*) ...) < :cap`` alone: under READ COMMITTED
+each concurrent statement counts without seeing the others' uncommitted rows, and all of them
+insert.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from .models import payments
+
+# Advisory lock keys are two int4s: a constant naming the lock's kind, and the user id's hash.
+# Apart from the gauge locks' class (store.locks), so the two kinds never wait for each other.
+_PAYMENTS_LOCK_CLASS = 0x4250  # "BP"
+_LOCK = text("SELECT pg_advisory_xact_lock(:cls, :key)")
+
+
+def lock_payments_of(connection: Connection, user_id: str) -> None:
+    """Make the rest of the current write transaction the only one on ``user_id``'s payments.
+
+    PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback (also when the
+    process dies), and kept on one server connection by a transaction-mode pooler. Other users'
+    payments do not wait (a hash collision only makes two users take turns). SQLite: nothing to
+    take, since ``write_transaction`` began with ``BEGIN IMMEDIATE``, which holds the database's
+    only write lock until the end of the transaction.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    key = zlib.crc32(user_id.encode()) - 2**31  # into int4's range
+    connection.execute(_LOCK, {"cls": _PAYMENTS_LOCK_CLASS, "key": key})
+
+
+def count_payments(
+    connection: Connection, user_id: str, status: str, created_since: datetime
+) -> int:
+    """How many of ``user_id``'s payments created after ``created_since`` are in ``status``
+    (served by the user_id index)."""
+    query = (
+        select(func.count())
+        .select_from(payments)
+        .where(
+            payments.c.user_id == user_id,
+            payments.c.status == status,
+            payments.c.created_at > created_since,
+        )
+    )
+    return int(connection.execute(query).scalar_one())
+
+
+def insert_payment(connection: Connection, values: Mapping[str, Any]) -> None:
+    connection.execute(payments.insert().values(**values))
