@@ -240,7 +240,10 @@ def test_maintenance_ends_lapsed_subscriptions(
     clock.advance(days=31)
 
     output = succeeded(run(app, "maintenance"))
-    assert output.strip() == "Expired subscriptions moved to the free plan: 2."
+    assert output.splitlines() == [
+        "Expired subscriptions moved to the free plan: 2.",
+        "Expired idempotency keys deleted: 0.",
+    ]
 
     ended = {row.user_id: row for row in _ended_subscriptions()}
     assert sorted(ended) == ["u1", "u2"]

@@ -28,7 +28,7 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
-HEAD = "0003"
+HEAD = "0004"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",
@@ -36,6 +36,7 @@ BILLING_TABLES = {
     "billing_payments",
     "billing_webhook_deliveries",
     "billing_usage_daily",
+    "billing_idempotency_keys",
     "billing_subscriptions",
     "billing_usage_counters",
     "billing_usage_events",

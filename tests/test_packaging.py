@@ -105,5 +105,10 @@ def test_wheel_metadata(wheel: zipfile.ZipFile) -> None:
 def test_migrations_in_the_wheel_are_usable(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
     wheel.extractall(tmp_path)
     scripts = ScriptDirectory(str(tmp_path / PACKAGE / "migrations"))
-    assert scripts.get_current_head() == "0003"
-    assert [revision.revision for revision in scripts.walk_revisions()] == ["0003", "0002", "0001"]
+    assert scripts.get_current_head() == "0004"
+    assert [revision.revision for revision in scripts.walk_revisions()] == [
+        "0004",
+        "0003",
+        "0002",
+        "0001",
+    ]

@@ -83,9 +83,13 @@ def resume(user_id: str) -> None:
 
 @click.command()
 def maintenance() -> None:
-    """Run the housekeeping now: end lapsed subscriptions and start free ones."""
-    expired = get_state().subscriptions.expire_lapsed()
+    """Run the housekeeping now: end lapsed subscriptions and start free ones, and delete the
+    stored responses of expired idempotency keys."""
+    state = get_state()
+    expired = state.subscriptions.expire_lapsed()
     click.echo(f"Expired subscriptions moved to the free plan: {expired}.")
+    pruned = state.idempotency.prune_expired()
+    click.echo(f"Expired idempotency keys deleted: {pruned}.")
 
 
 @click.group()

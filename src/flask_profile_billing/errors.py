@@ -13,7 +13,15 @@ import math
 from datetime import datetime
 from typing import Any
 
-from werkzeug.exceptions import BadRequest, Conflict, Forbidden, HTTPException, TooManyRequests
+from werkzeug.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HTTPException,
+    ServiceUnavailable,
+    TooManyRequests,
+    UnprocessableEntity,
+)
 from werkzeug.wrappers import Response
 
 from .domain.limits import Allowance
@@ -139,15 +147,58 @@ class FeatureNotAvailable(BillingHTTPError, Forbidden):
         return {"feature": self.feature, "plan": self.plan_code}
 
 
+class IdempotencyConflict(BillingHTTPError, Conflict):
+    """A repeat of an ``Idempotency-Key`` that cannot be answered with a stored response (HTTP 409):
+    the first request with the key still runs (``IDEMPOTENCY_KEY_IN_USE``, with ``Retry-After``), or
+    its response was not kept (``IDEMPOTENT_RESPONSE_NOT_STORED``). The view did not run again."""
+
+    def __init__(
+        self, error_code: str, message: str, *, retry_after_seconds: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.retry_after_seconds = retry_after_seconds
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_seconds is None:
+            return {}
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class IdempotencyKeyReused(BillingHTTPError, UnprocessableEntity):
+    """An ``Idempotency-Key`` repeated with another method, path or body (HTTP 422,
+    ``IDEMPOTENCY_KEY_REUSED``): a key names one request. Nothing ran and nothing was charged."""
+
+    error_code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class BillingUnavailable(BillingHTTPError, ServiceUnavailable):
+    """The database (or another service the answer needs) is unavailable right now (HTTP 503,
+    ``SERVICE_UNAVAILABLE``, with ``Retry-After``). Nothing was charged; retrying later is safe."""
+
+    error_code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
 __all__ = [
     "ApiError",
     "BillingConfigError",
     "BillingError",
     "BillingHTTPError",
+    "BillingUnavailable",
     "FeatureNotAvailable",
+    "IdempotencyConflict",
+    "IdempotencyKeyReused",
     "InvalidRequest",
     "NotInitialisedError",
     "QuotaExceeded",
+    "SubscriptionConflictError",
     "UnknownUserError",
 ]
 

@@ -21,10 +21,12 @@ from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, NotInitialisedError, UnknownUserError
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
+from .services.idempotency import IdempotencyService
 from .services.payments import PaymentService
 from .services.plans import PlanStore, SeedResult
 from .services.profiles import ProfileService
 from .services.quotas import QuotaService, Reservation
+from .services.refunds import RefundService
 from .services.reports import ReportService
 from .services.runtime import CapacityLoader, Runtime
 from .services.subscriptions import SubscriptionService
@@ -46,6 +48,8 @@ class BillingState:
     plans: PlanStore
     subscriptions: SubscriptionService
     quotas: QuotaService
+    refunds: RefundService
+    idempotency: IdempotencyService
     reports: ReportService
     usage: UsageStatsService
     payments: PaymentService
@@ -57,11 +61,14 @@ class BillingState:
         plans = PlanStore(runtime)
         subscriptions = SubscriptionService(runtime, plans)
         profiles = ProfileService(runtime)
+        refunds = RefundService(runtime)
         return cls(
             runtime=runtime,
             plans=plans,
             subscriptions=subscriptions,
-            quotas=QuotaService(runtime, subscriptions),
+            quotas=QuotaService(runtime, subscriptions, refunds),
+            refunds=refunds,
+            idempotency=IdempotencyService(runtime, refunds),
             reports=ReportService(runtime),
             usage=UsageStatsService(runtime),
             payments=PaymentService(runtime, subscriptions, profiles.timezone_of),
@@ -118,7 +125,9 @@ class ProfileBilling:
             catalog = catalog.with_limit(
                 catalog.default_plan.code, settings.primary_metric, settings.default_quota
             )
-        runtime = Runtime(app, settings, catalog, db, BillingCache(app), self._capacity_loaders)
+        runtime = Runtime(
+            app, settings, catalog, db, BillingCache(app, settings), self._capacity_loaders
+        )
         state = BillingState.build(runtime)
         app.extensions[EXTENSION_KEY] = state
         # The activity feed records this app's plan changes, expiry and refusals from its signals.

@@ -7,7 +7,11 @@ like ``@login_required``. ``OPTIONS`` requests pass untouched (CORS preflights c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -16,13 +20,22 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from .domain.limits import Allowance, validate_amount
-from .errors import InvalidRequest
+from .errors import BillingUnavailable, InvalidRequest
 from .extension import BillingState, get_state
 from .responses import quota_headers
+from .services.idempotency import IdempotentRequest, StoredResponse
 from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH, Reservation
+from .services.refunds import PendingRefund
+from .store.transactions import UNAVAILABLE_ERRORS
 
 View = TypeVar("View", bound=Callable[..., Any])
 EXEMPT_METHODS = frozenset({"OPTIONS"})
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Not part of a stored response: they belong to the connection or the session, not the answer.
+_UNSTORED_HEADERS = frozenset(
+    {"set-cookie", "date", "content-length", "transfer-encoding", "connection", "keep-alive"}
+)
+log = logging.getLogger(__name__)
 # A guard's own part: given the app's state, the user and the view to run, answer the request.
 Check = Callable[["BillingState", str, Callable[[], Response]], Response]
 
@@ -31,46 +44,86 @@ def requires_quota(metric: str, amount: int = 1) -> Callable[[View], View]:
     """Charge ``amount`` of a periodic ``metric`` for each successful request.
 
     The charge is reserved before the view and given back when the view raises or answers with an
-    error status (unless ``BILLING_CHARGE_FAILED_REQUESTS``). A retried request that repeats the
-    ``Idempotency-Key`` header is not charged again. The URL's view arguments are logged as the
-    usage event's resources.
+    error status (unless ``BILLING_CHARGE_FAILED_REQUESTS``). A request that carries an
+    ``Idempotency-Key`` header is answered once: its charged response is stored, and a repeat of
+    the key gets it back without the view running (see ``services.idempotency``). The URL's view
+    arguments are logged as the usage event's resources.
     """
     validate_amount(amount)
 
     def charge(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
-        reservation = state.quotas.reserve(
-            user_id,
-            metric,
-            amount,
-            idempotency_key=_idempotency_key(state),
-            resources=request.view_args or None,
+        key = _idempotency_key(state)
+        if key is None:
+            return _charge_and_run(state, user_id, metric, amount, run, uuid.uuid4().hex)[0]
+        idempotent = IdempotentRequest(
+            user_id, request.endpoint or request.path, key, _fingerprint()
         )
-        keep_failures = state.runtime.settings.charge_failed_requests
+        with _unavailable_as_503(state):
+            outcome = state.idempotency.begin(idempotent)
+        if isinstance(outcome, StoredResponse):
+            return _replay(outcome)
         try:
-            response = run()
+            # The claim's token keys the charge, so a takeover of a dead holder finds it.
+            response, charged = _charge_and_run(state, user_id, metric, amount, run, outcome.token)
         except BaseException:
-            if not keep_failures:
-                _release_after_failure(state, reservation)
+            state.idempotency.release(outcome)
             raise
-        allowance = reservation.allowance
-        if response.status_code >= 400 and not keep_failures:
-            _release_after_failure(state, reservation)
-            allowance = Allowance(
-                allowance.metric,
-                allowance.limit,
-                allowance.used - reservation.amount,
-                allowance.resets_at,
-            )
-        return _with_headers(state, response, allowance)
+        if charged:
+            state.idempotency.complete(outcome, _to_stored(response))
+        else:
+            state.idempotency.release(outcome)
+        return response
 
     return _guard(charge)
+
+
+def _charge_and_run(
+    state: BillingState,
+    user_id: str,
+    metric: str,
+    amount: int,
+    run: Callable[[], Response],
+    token: str,
+) -> tuple[Response, bool]:
+    """Reserve, run the view, keep or give back the charge; the response and whether it was kept.
+
+    Every charge carries a token of its own as its usage event's idempotency key, so a charge
+    whose outcome is unknown (the database failed while answering) can still be given back: giving
+    back a charge that was never made changes nothing.
+    """
+    try:
+        reservation = state.quotas.reserve(
+            user_id, metric, amount, idempotency_key=token, resources=request.view_args or None
+        )
+    except UNAVAILABLE_ERRORS as error:
+        state.refunds.refund_later(PendingRefund(user_id, idempotency_key=token))
+        raise _unavailable(state) from error
+    keep_failures = state.runtime.settings.charge_failed_requests
+    try:
+        response = run()
+    except BaseException:
+        if not keep_failures:
+            _release_after_failure(state, reservation)
+        raise
+    allowance = reservation.allowance
+    if response.status_code >= 400 and not keep_failures:
+        _release_after_failure(state, reservation)
+        allowance = Allowance(
+            allowance.metric,
+            allowance.limit,
+            allowance.used - reservation.amount,
+            allowance.resets_at,
+        )
+        return _with_headers(state, response, allowance), False
+    return _with_headers(state, response, allowance), True
 
 
 def requires_feature(feature: str) -> Callable[[View], View]:
     """Answer 403 ``FEATURE_NOT_AVAILABLE`` unless the user's plan includes ``feature``."""
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
-        state.quotas.require_feature(user_id, feature)
+        with _unavailable_as_503(state):
+            state.quotas.require_feature(user_id, feature)
         return run()
 
     return _guard(check)
@@ -86,7 +139,9 @@ def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
     validate_amount(amount)
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
-        with state.quotas.capacity_held(user_id, metric, amount) as before:
+        with ExitStack() as held:
+            with _unavailable_as_503(state):
+                before = held.enter_context(state.quotas.capacity_held(user_id, metric, amount))
             response = run()
         used = before.used + (amount if response.status_code < 400 else 0)
         return _with_headers(state, response, Allowance(metric, before.limit, used))
@@ -126,6 +181,62 @@ def _release_after_failure(state: BillingState, reservation: Reservation) -> Non
     if state.runtime.engine.dialect.name == "sqlite":
         db.session.rollback()
     state.quotas.release(reservation)
+
+
+@contextmanager
+def _unavailable_as_503(state: BillingState) -> Iterator[None]:
+    """The database failing inside the extension's own work is a 503 with ``Retry-After``."""
+    try:
+        yield
+    except UNAVAILABLE_ERRORS as error:
+        raise _unavailable(state) from error
+
+
+def _unavailable(state: BillingState) -> BillingUnavailable:
+    log.error("the billing database is unavailable", exc_info=True)
+    return BillingUnavailable(
+        "The service is temporarily unavailable; retry later",
+        state.runtime.settings.unavailable_retry_after,
+    )
+
+
+def _fingerprint() -> str:
+    """What makes two requests "the same request": method, path, query string and body.
+
+    The body is the raw bytes, or the parsed form fields where the host parsed the form before the
+    guard ran (Flask-WTF's CSRFProtect does), when the raw bytes are no longer there.
+    """
+    digest = hashlib.sha256()
+    for part in (request.method, request.path, request.query_string.decode("latin-1")):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    body = request.get_data(cache=True)
+    if not body and "form" in request.__dict__:
+        fields = sorted(request.form.items(multi=True))
+        files = sorted(
+            (name, upload.filename or "", upload.content_type or "")
+            for name, upload in request.files.items(multi=True)
+        )
+        body = repr((fields, files)).encode("utf-8", "surrogateescape")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def _to_stored(response: Response) -> StoredResponse:
+    """What a repeat of the key will get: the status, the headers that describe the answer (not
+    cookies or framing) and the body; no body for a streamed response."""
+    headers = [
+        (name, value)
+        for name, value in response.headers.items()
+        if name.lower() not in _UNSTORED_HEADERS
+    ]
+    body = None if response.is_streamed else response.get_data()
+    return StoredResponse(response.status_code, headers, body)
+
+
+def _replay(stored: StoredResponse) -> Response:
+    response = Response(stored.body, status=stored.status, headers=stored.headers)
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
 
 
 def _run(view: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:

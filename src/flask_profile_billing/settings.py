@@ -31,6 +31,13 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_CHARGE_FAILED_REQUESTS": False,
     # The request header that makes a retried request cost once.
     "BILLING_IDEMPOTENCY_HEADER": "Idempotency-Key",
+    # How long the first response of an idempotency key is kept and replayed (seconds).
+    "BILLING_IDEMPOTENCY_TTL_SECONDS": 86400,
+    # How long a running first request holds its key; after that a repeat takes it over, taking
+    # the charge of a worker that died mid-request back first (seconds; above your slowest view).
+    "BILLING_IDEMPOTENCY_LOCK_SECONDS": 300,
+    # Responses larger than this are not stored: a repeat then gets 409 and nothing runs again.
+    "BILLING_IDEMPOTENCY_MAX_RESPONSE_BYTES": 65536,
     # Send X-Quota-Limit / X-Quota-Remaining / X-Quota-Reset on guarded responses.
     "BILLING_HEADERS_ENABLED": True,
     # The share of a limit at which the quota_low signal is sent once per period.
@@ -58,6 +65,12 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_CACHE_TYPE": "SimpleCache",
     "BILLING_CACHE_REDIS_URL": None,
     "BILLING_CACHE_KEY_PREFIX": "billing:",
+    # Socket timeouts of the Redis cache (seconds): a cache that hangs costs a request this much.
+    "BILLING_CACHE_SOCKET_TIMEOUT": 0.25,
+    # After a cache failure the cache is bypassed this long (seconds) before it is tried again.
+    "BILLING_CACHE_RETRY_SECONDS": 5,
+    # Retry-After (seconds) of the 503 answered while the database is unavailable.
+    "BILLING_UNAVAILABLE_RETRY_AFTER": 5,
     # Seconds a cached profile read lives if nothing invalidates it first.
     "BILLING_PROFILE_CACHE_SECONDS": 300,
     # The metric whose quota the profile shows as `quota` (the others are under `quotas`).
@@ -95,6 +108,9 @@ class BillingSettings:
     auto_seed_plans: bool
     charge_failed_requests: bool
     idempotency_header: str
+    idempotency_ttl_seconds: int
+    idempotency_lock_seconds: int
+    idempotency_max_response_bytes: int
     headers_enabled: bool
     quota_low_threshold: float
     cli_group: str
@@ -102,6 +118,9 @@ class BillingSettings:
     user_loader: Callable[[str], Any] | None
     csrf_enabled: bool
     profile_cache_seconds: int
+    cache_socket_timeout: float
+    cache_retry_seconds: float
+    unavailable_retry_after: int
     primary_metric: str
     user_info: Callable[[Any], Mapping[str, Any]] | None
     payment_provider: Any
@@ -138,6 +157,17 @@ class BillingSettings:
             auto_seed_plans=bool(get("BILLING_AUTO_SEED_PLANS")),
             charge_failed_requests=bool(get("BILLING_CHARGE_FAILED_REQUESTS")),
             idempotency_header=str(get("BILLING_IDEMPOTENCY_HEADER")),
+            idempotency_ttl_seconds=_positive_int(
+                get("BILLING_IDEMPOTENCY_TTL_SECONDS"), "BILLING_IDEMPOTENCY_TTL_SECONDS"
+            ),
+            idempotency_lock_seconds=_positive_int(
+                get("BILLING_IDEMPOTENCY_LOCK_SECONDS"), "BILLING_IDEMPOTENCY_LOCK_SECONDS"
+            ),
+            idempotency_max_response_bytes=_positive_int(
+                get("BILLING_IDEMPOTENCY_MAX_RESPONSE_BYTES"),
+                "BILLING_IDEMPOTENCY_MAX_RESPONSE_BYTES",
+                minimum=0,
+            ),
             headers_enabled=bool(get("BILLING_HEADERS_ENABLED")),
             quota_low_threshold=threshold,
             cli_group=str(get("BILLING_CLI_GROUP")),
@@ -145,6 +175,15 @@ class BillingSettings:
             user_loader=get("BILLING_USER_LOADER"),
             csrf_enabled=bool(get("BILLING_CSRF_ENABLED")),
             profile_cache_seconds=int(get("BILLING_PROFILE_CACHE_SECONDS")),
+            cache_socket_timeout=_positive_seconds(
+                get("BILLING_CACHE_SOCKET_TIMEOUT"), "BILLING_CACHE_SOCKET_TIMEOUT"
+            ),
+            cache_retry_seconds=_positive_seconds(
+                get("BILLING_CACHE_RETRY_SECONDS"), "BILLING_CACHE_RETRY_SECONDS"
+            ),
+            unavailable_retry_after=_positive_int(
+                get("BILLING_UNAVAILABLE_RETRY_AFTER"), "BILLING_UNAVAILABLE_RETRY_AFTER"
+            ),
             primary_metric=str(get("BILLING_PRIMARY_METRIC")),
             user_info=get("BILLING_USER_INFO"),
             payment_provider=get("BILLING_PAYMENT_PROVIDER"),
@@ -174,3 +213,13 @@ def _positive_int(value: Any, key: str, minimum: int = 1) -> int:
     if number < minimum:
         raise BillingConfigError(f"{key} must be at least {minimum}")
     return number
+
+
+def _positive_seconds(value: Any, key: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BillingConfigError(f"{key} must be a number of seconds, not {value!r}") from None
+    if not seconds > 0:
+        raise BillingConfigError(f"{key} must be more than 0 seconds")
+    return seconds

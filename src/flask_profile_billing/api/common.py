@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -13,9 +14,10 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 from wtforms.validators import ValidationError as CSRFValidationError
 
-from ..errors import ApiError, BillingHTTPError
+from ..errors import ApiError, BillingHTTPError, BillingUnavailable
 from ..extension import get_state
 from ..responses import error_body, with_security_headers
+from ..store.transactions import UNAVAILABLE_ERRORS
 
 View = TypeVar("View", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -43,7 +45,17 @@ def json_answers(blueprint: Blueprint) -> Blueprint:
         response.headers.update(error.headers())
         return response
 
+    def unavailable(error: Exception) -> Response:
+        # The database is down, restarting or out of connections: a fault to retry, not a 500.
+        logging.getLogger(__name__).error("the billing database is unavailable", exc_info=error)
+        retry_after = get_state().runtime.settings.unavailable_retry_after
+        return handle(
+            BillingUnavailable("The service is temporarily unavailable; retry later", retry_after)
+        )
+
     blueprint.register_error_handler(HTTPException, handle)
+    for fault in UNAVAILABLE_ERRORS:
+        blueprint.register_error_handler(fault, unavailable)
     # After the error handler too: Flask runs a blueprint's after_request on handled errors.
     blueprint.after_request(with_security_headers)
     return blueprint

@@ -3,18 +3,34 @@
 Every write that changes what those reads show (a charge, a refund, a plan change, a profile edit,
 a new activity entry) forgets the user's entries, so a read never shows stale quota. With
 ``RedisCache`` the forgetting reaches every process at once; ``SimpleCache`` is per process.
+
+The cache is an accelerator, never a dependency: a cache that fails or hangs must not fail a
+request, and above all must not fail one that was already charged. Every call is bounded by short
+socket timeouts and any error degrades to the database: a read becomes a miss, a write is skipped.
+After a failure the cache is bypassed for ``BILLING_CACHE_RETRY_SECONDS``, so a dead Redis costs
+one timeout per interval rather than one per request. Entries that could not be forgotten are
+remembered and forgotten as soon as the cache answers again, so a cache that comes back with its
+old contents (a frozen server resumed) serves nothing stale after that.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 from flask_caching import Cache
 
+from ..settings import BillingSettings
+
+log = logging.getLogger(__name__)
+
 
 class BillingCache:
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, settings: BillingSettings) -> None:
         config = app.config
         cache_config: dict[str, Any] = {
             "CACHE_TYPE": config["BILLING_CACHE_TYPE"],
@@ -23,8 +39,17 @@ class BillingCache:
         }
         if config["BILLING_CACHE_REDIS_URL"]:
             cache_config["CACHE_REDIS_URL"] = config["BILLING_CACHE_REDIS_URL"]
+            timeout = settings.cache_socket_timeout
+            cache_config["CACHE_OPTIONS"] = {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            }
         # A Cache object of its own, so the host's Flask-Caching settings stay the host's.
         self._cache = Cache(app, config=cache_config)
+        self._retry_seconds = settings.cache_retry_seconds
+        self._bypass_until = 0.0
+        self._unforgotten: set[str] = set()
+        self._lock = threading.Lock()
 
     @staticmethod
     def profile_key(user_id: str) -> str:
@@ -34,11 +59,17 @@ class BillingCache:
     def activity_key(user_id: str) -> str:
         return f"activity:{user_id}"
 
+    @property
+    def available(self) -> bool:
+        """False while the cache is bypassed after a failure."""
+        return time.monotonic() >= self._bypass_until
+
     def get(self, key: str) -> Any:
-        return self._cache.get(key)
+        """The cached value, or None (a miss) when absent or when the cache fails."""
+        return self._call(lambda: self._cache.get(key))[1]
 
     def set(self, key: str, value: Any, timeout: int | None = None) -> None:
-        self._cache.set(key, value, timeout=timeout)
+        self._call(lambda: self._cache.set(key, value, timeout=timeout))
 
     def forget_user(self, user_id: str) -> None:
         """Drop every cached read of the user: called after each write that concerns them."""
@@ -49,5 +80,35 @@ class BillingCache:
         keys = [
             key for user in user_ids for key in (self.profile_key(user), self.activity_key(user))
         ]
-        if keys:
+        if keys and not self._call(lambda: self._cache.delete_many(*keys))[0]:
+            with self._lock:
+                self._unforgotten.update(keys)
+
+    def _call(self, operation: Callable[[], Any]) -> tuple[bool, Any]:
+        """Run one cache operation: (True, its result), or (False, None) when the cache is
+        bypassed or fails. Never raises; a failure is logged and starts a bypass."""
+        if not self.available:
+            return False, None
+        try:
+            if self._unforgotten:
+                self._forget_remembered()
+            return True, operation()
+        except Exception as error:  # any backend, any failure: the database answers instead
+            self._bypass_until = time.monotonic() + self._retry_seconds
+            log.warning(
+                "cache unavailable, bypassed for %ss: %s: %s",
+                self._retry_seconds,
+                type(error).__name__,
+                error,
+            )
+            return False, None
+
+    def _forget_remembered(self) -> None:
+        with self._lock:
+            keys, self._unforgotten = self._unforgotten, set()
+        try:
             self._cache.delete_many(*keys)
+        except Exception:
+            with self._lock:
+                self._unforgotten.update(keys)
+            raise

@@ -32,6 +32,7 @@ from ..store.locks import gauge_lock
 from ..store.models import usage_counters
 from ..store.reservation import OneStatementReservation
 from ..store.transactions import read_connection, write_transaction
+from .refunds import PendingRefund, RefundService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService, select_current
 
@@ -78,9 +79,12 @@ class _Charge:
 
 
 class QuotaService:
-    def __init__(self, runtime: Runtime, subscriptions: SubscriptionService) -> None:
+    def __init__(
+        self, runtime: Runtime, subscriptions: SubscriptionService, refunds: RefundService
+    ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
+        self._refunds = refunds
         self._statements: dict[str, OneStatementReservation] = {}
 
     def effective_plan(self, user_id: str) -> tuple[Subscription, Plan]:
@@ -175,8 +179,7 @@ class QuotaService:
             # Refused outside the transaction: the signal's receivers may write (the activity
             # feed does) and must not wait for the connection or lock the charge held.
             self._refuse(metric, user_id, amount, charge.allowance)
-        self._announce_consumption(user_id, metric.name, amount, charge.allowance)
-        return Reservation(
+        reservation = Reservation(
             user_id,
             metric.name,
             amount,
@@ -185,6 +188,14 @@ class QuotaService:
             charge.event_id,
             charged_at=charge.charged_at,
         )
+        try:
+            self._announce_consumption(user_id, metric.name, amount, charge.allowance)
+        except BaseException:
+            # A signal receiver failed after the charge committed: the caller never gets the
+            # reservation to give back, so it is given back here.
+            self.release(reservation)
+            raise
+        return reservation
 
     def _charge_in_transaction(self, request: _ChargeRequest) -> _Charge | None:
         """The general path (SQLite, and periods that depend on the subscription): one write
@@ -301,27 +312,12 @@ class QuotaService:
         return statement
 
     def release(self, reservation: Reservation) -> None:
-        """Give a reservation back (the work failed): the counter and the usage log forget it."""
+        """Give a reservation back (the work failed): the counter and the usage log forget it.
+
+        When the database cannot take the refund now, it is retried in the background."""
         if reservation.replayed or reservation.event_id is None:
             return
-        with write_transaction(self._runtime.engine) as connection:
-            statements.give_back(
-                connection,
-                user_id=reservation.user_id,
-                metric=reservation.metric,
-                period_start=reservation.period.start,
-                amount=reservation.amount,
-            )
-            statements.delete_usage_event(connection, reservation.event_id)
-            if reservation.charged_at is not None:
-                statements.take_from_daily(
-                    connection,
-                    user_id=reservation.user_id,
-                    metric=reservation.metric,
-                    day=_utc_day(reservation.charged_at),
-                    amount=reservation.amount,
-                )
-        self._runtime.cache.forget_user(reservation.user_id)
+        self._refunds.refund(PendingRefund(reservation.user_id, event_id=reservation.event_id))
 
     # -- features and gauges -------------------------------------------------------------------
 

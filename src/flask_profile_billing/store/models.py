@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -241,6 +242,37 @@ class WebhookDeliveryRow(Base):
     )
 
 
+class IdempotencyKeyRow(Base):
+    """The first response of a guarded request sent with an ``Idempotency-Key``.
+
+    A key belongs to one user and one guarded endpoint. While the first request runs the row is
+    ``running`` and locked until ``locked_until`` (a worker that died stops holding it then); once
+    the request is charged and answered, the row is ``completed`` with the response to replay,
+    until ``expires_at``.
+    """
+
+    __tablename__ = "billing_idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the method, path, query string and body: a repeat must be the same request."""
+    state: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(String(32))
+    """Who holds a running key: only that request may complete or release it."""
+    charge_event_id: Mapped[int | None] = mapped_column(BigId)
+    """The usage event charged for the running request, given back if its worker died."""
+    locked_until: Mapped[datetime | None]
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_headers: Mapped[dict[str, Any] | None]
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_billing_idempotency_keys_expires_at", "expires_at"),)
+
+
 # The tables, for the services' Core statements.
 plans = cast(Table, PlanRow.__table__)
 subscriptions = cast(Table, SubscriptionRow.__table__)
@@ -251,3 +283,4 @@ profiles = cast(Table, ProfileRow.__table__)
 activity = cast(Table, ActivityRow.__table__)
 payments = cast(Table, PaymentRow.__table__)
 webhook_deliveries = cast(Table, WebhookDeliveryRow.__table__)
+idempotency_keys = cast(Table, IdempotencyKeyRow.__table__)

@@ -4,8 +4,10 @@ The statement finds the plan in force (a paid period that is over counts as the 
 everywhere), takes the metric's limit for that plan from a VALUES list of the in-memory catalog,
 adds the amount to the period's counter only if it stays within the limit, and logs the usage
 event and adds to the day's total only if the counter moved. A retry with an idempotency key
-already charged violates the events' unique key, which aborts the whole statement: nothing is
-charged twice.
+already charged is recognised before the limit is consulted (so the retry of the request that
+used the last unit is a replay, not a refusal) and charges nothing; two concurrent first uses of
+one key both pass that check, and the second then violates the events' unique key, which aborts
+its whole statement: nothing is charged twice.
 
 Only for rules whose periods do not depend on the subscription (calendar months); the general
 path in ``services.quotas`` serves the others and SQLite.
@@ -25,7 +27,11 @@ from sqlalchemy.exc import IntegrityError
 from ..domain.periods import Period
 
 _SQL = """
-WITH plan_in_force AS (
+WITH prior AS (
+    SELECT id FROM billing_usage_events
+    WHERE user_id = :user_id AND idempotency_key = :idempotency_key
+),
+plan_in_force AS (
     SELECT CASE WHEN s.expires_at IS NOT NULL AND s.expires_at <= :now
                 THEN :default_plan ELSE s.plan_code END AS code
     FROM billing_subscriptions s
@@ -37,7 +43,8 @@ plan_limit AS (
 counter AS (
     INSERT INTO billing_usage_counters (user_id, metric, period_start, period_end, used)
     SELECT :user_id, :metric, :period_start, :period_end, :amount
-    FROM plan_limit WHERE plan_limit.lim IS NULL OR :amount <= plan_limit.lim
+    FROM plan_limit
+    WHERE NOT EXISTS (SELECT 1 FROM prior) AND (plan_limit.lim IS NULL OR :amount <= plan_limit.lim)
     ON CONFLICT (user_id, metric, period_start) DO UPDATE
         SET used = billing_usage_counters.used + EXCLUDED.used
         WHERE (SELECT lim FROM plan_limit) IS NULL
@@ -58,7 +65,8 @@ daily AS (
     ON CONFLICT (user_id, metric, day) DO UPDATE
         SET total = billing_usage_daily.total + EXCLUDED.total
 )
-SELECT (SELECT code FROM plan_in_force) AS plan_code,
+SELECT (SELECT id FROM prior) AS prior_id,
+       (SELECT code FROM plan_in_force) AS plan_code,
        (SELECT lim FROM plan_limit) AS lim,
        (SELECT used FROM counter) AS used_after,
        (SELECT id FROM event) AS event_id,
@@ -124,6 +132,8 @@ class OneStatementReservation:
         except IntegrityError as error:
             if idempotency_key is None or "idempotency_key" not in str(error.orig):
                 raise
+            return OneStatementResult(None, None, 0, None, charged=False, replayed=True)
+        if row.prior_id is not None:
             return OneStatementResult(None, None, 0, None, charged=False, replayed=True)
         charged = row.used_after is not None
         used = row.used_after if charged else (row.used_before or 0)

@@ -11,7 +11,7 @@ again on every request (building and keying them cost more CPU than SQLite takes
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
@@ -174,8 +174,46 @@ def _insert_event_statement(dialect: str, *, keyed: bool) -> Any:
     return statement.returning(usage_events.c.id)
 
 
-def delete_usage_event(connection: Connection, event_id: int) -> None:
-    connection.execute(delete(usage_events).where(usage_events.c.id == event_id))
+def refund_event(
+    connection: Connection,
+    *,
+    user_id: str,
+    event_id: int | None = None,
+    idempotency_key: str | None = None,
+) -> bool:
+    """Undo one charge: delete its usage event and take its amount off the period's counter and
+    the day's total. The event is found by id or by the user's idempotency key.
+
+    Idempotent: a refund that already happened finds no event and changes nothing, so a refund
+    whose outcome is unknown (the connection dropped at commit) can be retried safely. False when
+    there was nothing to refund.
+    """
+    events = usage_events.c
+    found = (
+        events.id == event_id if event_id is not None else events.idempotency_key == idempotency_key
+    )
+    row = connection.execute(
+        delete(usage_events)
+        .where(events.user_id == user_id, found)
+        .returning(events.metric, events.amount, events.period_start, events.created_at)
+    ).one_or_none()
+    if row is None:
+        return False
+    give_back(
+        connection,
+        user_id=user_id,
+        metric=row.metric,
+        period_start=row.period_start,
+        amount=row.amount,
+    )
+    take_from_daily(
+        connection,
+        user_id=user_id,
+        metric=row.metric,
+        day=row.created_at.astimezone(UTC).date(),
+        amount=row.amount,
+    )
+    return True
 
 
 def add_to_daily(

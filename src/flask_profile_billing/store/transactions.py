@@ -10,6 +10,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+)
+"""What the database raises when it cannot serve a request now (down, restarting, unreachable,
+locked past the busy timeout, no pooled connection free): a fault to answer with 503 and retry,
+not a bug."""
 
 
 @contextmanager
