@@ -1,4 +1,5 @@
-# Two commands matter: `make run` starts the example app on SQLite, `make test` runs every check.
+# Two commands matter: `make run` starts the example app on SQLite, `make test` runs every check
+# (ruff, the import contracts of pyproject.toml, mypy, pytest).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,6 +21,7 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check src tests example_app bench
 	$(BIN)/ruff format --check src tests example_app bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from .app import ENV_DATABASE_URL, billing, create_app, db
 
-# The seed's catalog (BILLING_PLANS unset): "free" is the default, "professional" lapses.
+# The default catalog (BILLING_PLANS unset): "free" is the default, "professional" lapses.
 PAID_PLAN = "professional"
 FREE_PLAN = "free"
 USER_PREFIX = "maint-"
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_maintenance_app() -> Any:
-    """The app the CLI runs in: the bench host with the seed's plans (``--app`` target)."""
+    """The app the CLI runs in: the bench host with the default plans (``--app`` target)."""
     return create_app(config={"BILLING_PLANS": None})
 
 

@@ -1,6 +1,6 @@
 """Throwaway servers on loopback for one benchmark run: PostgreSQL, Redis and gunicorn.
 
-The same approach as the test suite's ``tests/servers.py`` (initdb into a temporary directory, the
+The same approach as the test suite's ``tests/support/servers.py`` (initdb into a temporary directory, the
 PostgreSQL tools run as the ``postgres`` user when we are root, Redis without persistence), as
 context managers: every server is stopped and its directory removed when the block ends, errors
 and Ctrl-C included. Everything listens on 127.0.0.1 only.

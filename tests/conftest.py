@@ -1,21 +1,26 @@
-"""Fixtures: every database test runs on SQLite and on a real PostgreSQL server."""
+"""Fixtures: every database test runs on SQLite and on a real PostgreSQL server.
+
+The helpers these fixtures use, and that tests import, are in tests/support/.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, event
 
 from flask_profile_billing import ProfileBilling
-from tests.host_app import Clock, create_host_app
-from tests.servers import PostgresServer, postgresql_server, redis_server  # noqa: F401
+from flask_profile_billing.payments import TestPaymentProvider
+from tests.support.host_app import AppFactory, Clock, create_host_app
+from tests.support.payments import CONTACT, SECRET
+from tests.support.servers import PostgresServer, postgresql_server, redis_server  # noqa: F401
 
 BACKENDS = ["sqlite", "postgresql"]
-AppFactory = Callable[..., Flask]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -61,6 +66,46 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def as_user(user_id: str, **headers: str) -> dict[str, str]:
-    """Request headers that log ``user_id`` in through the host app's request_loader."""
-    return {"X-User": user_id, "Accept": "application/json", **headers}
+@pytest.fixture
+def statements(app: Flask) -> Iterator[list[str]]:
+    """The SQL statements the app's engine runs while the test runs."""
+    engine: Engine = app.extensions["profile_billing"].runtime.engine
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    yield seen
+    event.remove(engine, "before_cursor_execute", count)
+
+
+# -- a host app that takes payments through the test provider --------------------------------------
+
+
+@pytest.fixture
+def provider() -> TestPaymentProvider:
+    return TestPaymentProvider()
+
+
+@pytest.fixture
+def shop(make_app: AppFactory, provider: TestPaymentProvider) -> Iterator[Flask]:
+    """A host app that takes payments through the test provider."""
+    app = make_app(
+        BILLING_PAYMENT_PROVIDER=provider,
+        BILLING_WEBHOOK_SECRET=SECRET,
+        PROFILE_PAYMENTS_CTA_EMAIL=CONTACT,
+    )
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def shop_client(shop: Flask) -> FlaskClient:
+    return shop.test_client()
+
+
+@pytest.fixture
+def shop_billing(shop: Flask) -> ProfileBilling:
+    extension: ProfileBilling = shop.extensions["test_billing"]
+    return extension

@@ -27,8 +27,7 @@ from flask_profile_billing.payments import (
 )
 from flask_profile_billing.settings import DEFAULTS
 from flask_profile_billing.store.models import payments
-from tests.conftest import AppFactory, as_user
-from tests.host_app import Clock
+from tests.support.host_app import AppFactory, Clock, as_user
 
 SECRET = "edge-secret"
 NOW = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)  # the test clock's start
@@ -47,11 +46,6 @@ GET_ENDPOINTS = {
     "/api/billing/quotas/preview",
     "/api/billing/openapi.json",
 }
-
-
-@pytest.fixture
-def provider() -> TestPaymentProvider:
-    return TestPaymentProvider()
 
 
 def shop(make_app: AppFactory, provider: TestPaymentProvider, **config: Any) -> Flask:

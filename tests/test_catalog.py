@@ -1,4 +1,5 @@
-"""The plan catalog (SPEC S1, S12): the seed's default plans, and a host's own catalog from config."""
+"""The plan catalog: the four default plans with their prices, limits and features, seeding them
+into the plans table, and a host's own catalog from config."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from flask import Flask
 from sqlalchemy import select
 
 from flask_profile_billing import (
@@ -22,11 +22,9 @@ from flask_profile_billing import (
     QuotaExceeded,
 )
 from flask_profile_billing.domain.catalog import MetricKind, UnknownPlanError, default_catalog
-from tests.host_app import db
+from tests.support.host_app import AppFactory, db
 
-AppFactory = Callable[..., Flask]
-
-# --- the seed's default catalog -------------------------------------------------------------
+# --- the default catalog --------------------------------------------------------------------------
 
 FREE_FEATURES = {"basic_analysis", "email_support", "excel_export"}
 STARTER_FEATURES = FREE_FEATURES | {"advanced_filters"}
@@ -47,18 +45,18 @@ ENTERPRISE_FEATURES = PROFESSIONAL_FEATURES | {
 ALL_FEATURES = ENTERPRISE_FEATURES
 
 
-def seed_limits(vacancies: int | None, analyses: int | None, exports: int | None) -> dict:
+def plan_limits(vacancies: int | None, analyses: int | None, exports: int | None) -> dict:
     return {"active_vacancies": vacancies, "analysis": analyses, "export": exports}
 
 
 # code: (name, monthly, yearly, limits, yearly discount %, enabled features)
-SEED: dict[str, tuple[str, Decimal | None, Decimal | None, dict, int, set[str]]] = {
-    "free": ("Free", Decimal(0), Decimal(0), seed_limits(1, 20, 5), 0, FREE_FEATURES),
+DEFAULT_PLANS: dict[str, tuple[str, Decimal | None, Decimal | None, dict, int, set[str]]] = {
+    "free": ("Free", Decimal(0), Decimal(0), plan_limits(1, 20, 5), 0, FREE_FEATURES),
     "starter": (
         "Starter",
         Decimal(2990),
         Decimal(29900),
-        seed_limits(5, 200, 50),
+        plan_limits(5, 200, 50),
         16,
         STARTER_FEATURES,
     ),
@@ -66,7 +64,7 @@ SEED: dict[str, tuple[str, Decimal | None, Decimal | None, dict, int, set[str]]]
         "Professional",
         Decimal(5990),
         Decimal(59900),
-        seed_limits(20, 1000, 200),
+        plan_limits(20, 1000, 200),
         16,
         PROFESSIONAL_FEATURES,
     ),
@@ -74,14 +72,14 @@ SEED: dict[str, tuple[str, Decimal | None, Decimal | None, dict, int, set[str]]]
         "Enterprise",
         None,
         None,
-        seed_limits(None, None, None),
+        plan_limits(None, None, None),
         0,
         ENTERPRISE_FEATURES,
     ),
 }
 
 
-def test_default_catalog_has_the_seed_plans_in_order(billing: ProfileBilling) -> None:
+def test_default_catalog_has_the_default_plans_in_order(billing: ProfileBilling) -> None:
     catalog = billing.catalog
     assert list(catalog.plans) == ["free", "starter", "professional", "enterprise"]
     assert [plan.sort_order for plan in catalog.plans.values()] == [0, 1, 2, 3]
@@ -96,9 +94,11 @@ def test_default_catalog_has_the_seed_plans_in_order(billing: ProfileBilling) ->
     assert catalog.metric("export").limit_key == "exports_per_month"
 
 
-@pytest.mark.parametrize("code", list(SEED))
-def test_default_plan_matches_the_seed(billing: ProfileBilling, code: str) -> None:
-    name, monthly, yearly, limits, discount, enabled = SEED[code]
+@pytest.mark.parametrize("code", list(DEFAULT_PLANS))
+def test_default_plan_has_its_documented_prices_limits_and_features(
+    billing: ProfileBilling, code: str
+) -> None:
+    name, monthly, yearly, limits, discount, enabled = DEFAULT_PLANS[code]
     plan = billing.catalog.plan(code)
 
     assert isinstance(plan, Plan)
@@ -176,12 +176,12 @@ def stored_plans() -> dict[str, PlanRow]:
 
 def test_seed_plans_writes_the_catalog(billing: ProfileBilling) -> None:
     result = billing.seed_plans()
-    assert result.created == list(SEED)
+    assert result.created == list(DEFAULT_PLANS)
     assert (result.updated, result.unchanged) == ([], [])
 
     rows = stored_plans()
-    assert sorted(rows) == sorted(SEED)
-    for code, (name, monthly, yearly, limits, _, enabled) in SEED.items():
+    assert sorted(rows) == sorted(DEFAULT_PLANS)
+    for code, (name, monthly, yearly, limits, _, enabled) in DEFAULT_PLANS.items():
         row = rows[code]
         assert (row.name, row.currency, row.is_default) == (name, "RUB", code == "free")
         assert row.price_monthly == monthly
@@ -191,10 +191,10 @@ def test_seed_plans_writes_the_catalog(billing: ProfileBilling) -> None:
             assert isinstance(row.price_yearly, Decimal)
         assert row.limits == limits
         assert row.features == {feature: feature in enabled for feature in ALL_FEATURES}
-        assert row.sort_order == list(SEED).index(code)
+        assert row.sort_order == list(DEFAULT_PLANS).index(code)
 
 
-# --- a host's own catalog ---------------------------------------------------------------------
+# --- a host's own catalog -------------------------------------------------------------------------
 
 HOST_PLANS: dict[str, Any] = {
     "metrics": {

@@ -1,9 +1,9 @@
-"""``flask billing ...`` (SPEC X6): seeding plans, manual plan changes, maintenance and reports."""
+"""``flask billing ...``: seeding the plan catalog, manual plan grants, cancel and resume,
+maintenance and reports."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,10 +22,8 @@ from flask_profile_billing import (
     SubscriptionStatus,
 )
 from flask_profile_billing.domain.catalog import default_catalog
-from tests.conftest import as_user
-from tests.host_app import Clock, db
+from tests.support.host_app import AppFactory, Clock, as_user, db
 
-AppFactory = Callable[..., Flask]
 ALL_PLANS = "free, starter, professional, enterprise"
 START = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)  # the Clock fixture's starting time
 

@@ -1,4 +1,5 @@
-"""SPEC Q1: N concurrent requests against a quota of L allow exactly min(N, L).
+"""N concurrent requests against a quota of L allow exactly min(N, L), and concurrent creations
+never exceed a gauge's limit.
 
 On SQLite with threads; on PostgreSQL with threads and with several processes, each its own app
 server with its own connection pool, as under gunicorn.
@@ -17,9 +18,8 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from flask_profile_billing import UsageCounterRow, UsageEventRow
-from tests.concurrency import fire_at_once, worker_process
-from tests.conftest import AppFactory
-from tests.host_app import Clock, Vacancy
+from tests.support.concurrency import fire_at_once, worker_process
+from tests.support.host_app import AppFactory, Clock, Vacancy
 
 LIMIT = 50
 REQUESTS = 200

@@ -20,10 +20,9 @@ from flask_profile_billing import (
     requires_quota,
 )
 from flask_profile_billing.domain.catalog import UnknownMetricError
-from flask_profile_billing.extension import get_state
 from flask_profile_billing.settings import DEFAULTS
-from tests.conftest import AppFactory, as_user
-from tests.host_app import create_host_app
+from flask_profile_billing.state import get_state
+from tests.support.host_app import AppFactory, as_user, create_host_app
 
 
 def bare_app(tmp_path: Path, name: str = "bare") -> Flask:
@@ -116,6 +115,10 @@ def test_init_app_twice_on_one_app_is_refused(tmp_path: Path) -> None:
         ("BILLING_PERIOD_RULE", "fortnightly", "BILLING_PERIOD_RULE"),
         ("BILLING_PERIOD_TIMEZONE", "Mars/Olympus_Mons", "time zone"),
         ("BILLING_QUOTA_LOW_THRESHOLD", 1.5, "THRESHOLD"),
+        ("BILLING_PROFILE_API_PREFIX", "api/profile", "BILLING_PROFILE_API_PREFIX"),
+        ("BILLING_API_NAME", "billing.api", "BILLING_API_NAME"),
+        ("BILLING_CACHE_SOCKET_TIMEOUT", 0, "BILLING_CACHE_SOCKET_TIMEOUT"),
+        ("BILLING_IDEMPOTENCY_TTL_SECONDS", "a day", "BILLING_IDEMPOTENCY_TTL_SECONDS"),
     ],
 )
 def test_invalid_settings_fail_at_init_app(
@@ -126,6 +129,20 @@ def test_invalid_settings_fail_at_init_app(
     SQLAlchemy(app)
     with pytest.raises(BillingConfigError, match=message):
         ProfileBilling(app)
+
+
+def test_a_deprecated_key_still_works_and_says_which_name_replaces_it(
+    tmp_path: Path,
+) -> None:
+    app = bare_app(tmp_path)
+    app.config["BILLING_BILLING_API_PREFIX"] = "/billing-v1"
+    SQLAlchemy(app)
+
+    with pytest.warns(DeprecationWarning, match="BILLING_API_PREFIX"):
+        ProfileBilling(app)
+
+    assert app.config["BILLING_API_PREFIX"] == "/billing-v1"
+    assert app.test_client().get("/billing-v1/quotas/preview").status_code == 200
 
 
 def test_plain_functions_charge_and_refund_like_the_guard(

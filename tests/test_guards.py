@@ -12,8 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from flask_profile_billing import ProfileBilling, signals
-from tests.conftest import AppFactory, as_user
-from tests.host_app import Clock
+from tests.support.host_app import AppFactory, Clock, as_user
 
 FREE_ANALYSES = 20
 NOVEMBER_FIRST = datetime(2025, 11, 1, tzinfo=UTC)
@@ -280,7 +279,7 @@ def test_capacity_guard_caps_the_hosts_count(client: FlaskClient, billing: Profi
 
 def test_capacity_lock_is_released_when_the_view_fails(app: Flask) -> None:
     from flask_profile_billing import requires_capacity
-    from flask_profile_billing.extension import get_state
+    from flask_profile_billing.state import get_state
 
     @app.post("/failing-vacancy")
     @requires_capacity("active_vacancies")
@@ -314,7 +313,7 @@ def test_capacity_lock_is_released_when_the_view_fails(app: Flask) -> None:
 def test_a_subscription_that_keeps_changing_answers_409_and_charges_nothing(
     app: Flask, client: FlaskClient, billing: ProfileBilling, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flask_profile_billing.extension import get_state
+    from flask_profile_billing.state import get_state
 
     with app.app_context():
         quotas = get_state().quotas

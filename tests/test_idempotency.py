@@ -17,9 +17,8 @@ from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
 
 from flask_profile_billing import ProfileBilling, requires_quota
-from flask_profile_billing.extension import get_state
-from tests.conftest import AppFactory, as_user
-from tests.host_app import Clock
+from flask_profile_billing.state import get_state
+from tests.support.host_app import AppFactory, Clock, as_user
 
 FREE_ANALYSES = 20
 

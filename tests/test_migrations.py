@@ -1,4 +1,5 @@
-"""The extension's own Alembic migrations (SPEC X7), on an empty SQLite and PostgreSQL database."""
+"""The extension's own Alembic migrations, on an empty SQLite and PostgreSQL database: upgrade and
+downgrade, through the extension and its CLI, and beside a host's own tables."""
 
 from __future__ import annotations
 

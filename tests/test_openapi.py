@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from flask_profile_billing import TestPaymentProvider
-from tests.conftest import AppFactory
+from tests.support.host_app import AppFactory
 
 OPENAPI_PATH = "/api/billing/openapi.json"
 # Left out: positive_data_acceptance expects every valid request to succeed, but a documented 402

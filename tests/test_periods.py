@@ -15,6 +15,7 @@ from flask_profile_billing.domain.periods import (
     add_months,
     parse_rule,
     period_containing,
+    seconds_until,
 )
 
 US = timedelta(microseconds=1)
@@ -228,7 +229,7 @@ def test_period_refuses_naive_moments() -> None:
     with pytest.raises(ValueError, match="naive"):
         period.contains(datetime(2024, 1, 15))
     with pytest.raises(ValueError, match="naive"):
-        period.seconds_until_end(datetime(2024, 1, 15))
+        seconds_until(period.end, datetime(2024, 1, 15))
 
 
 @pytest.mark.parametrize("bad", ["monthly", "", "calendar-month"])
@@ -254,7 +255,7 @@ def test_parse_rule(value: str, expected: PeriodRule) -> None:
     assert parse_rule(value) is expected
 
 
-# --- seconds_until_end ---------------------------------------------------------------
+# --- seconds_until ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -269,9 +270,8 @@ def test_parse_rule(value: str, expected: PeriodRule) -> None:
         (datetime(2024, 1, 1, 3, 0, 5, tzinfo=ZoneInfo("Europe/Moscow")), 5),
     ],
 )
-def test_seconds_until_end(moment: datetime, seconds: int) -> None:
-    period = Period(utc(2024, 1, 1), utc(2024, 1, 1, 0, 0, 10))
-    assert period.seconds_until_end(moment) == seconds
+def test_seconds_until(moment: datetime, seconds: int) -> None:
+    assert seconds_until(utc(2024, 1, 1, 0, 0, 10), moment) == seconds
 
 
 def test_period_must_not_be_empty() -> None:

@@ -27,7 +27,7 @@ from flask_profile_billing import (
 )
 from flask_profile_billing.domain.periods import add_months, extend_from_anchor
 from flask_profile_billing.domain.proration import credited_time
-from tests.host_app import Clock
+from tests.support.host_app import Clock
 
 NOW = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)
 CONCURRENT_EXTENSIONS = 12

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from werkzeug.wrappers import Response
 
 from flask_profile_billing import responses
-from tests.conftest import as_user
+from tests.support.host_app import as_user
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 PAGE_HEADERS = {

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from flask import Flask
 from sqlalchemy import select
 
-from flask_profile_billing.extension import get_state
+from flask_profile_billing.state import get_state
 from flask_profile_billing.store.bulk import insert_rows
 from flask_profile_billing.store.models import activity
 from flask_profile_billing.store.transactions import read_connection, write_transaction

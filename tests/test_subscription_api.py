@@ -1,4 +1,6 @@
-"""The subscription API against the subscription seed's contracts (SPEC S9-S11, S7)."""
+"""The subscription API, ``/api/subscription/...``: plans, the current subscription, usage and the
+limits check against their documented examples; cancel and upgrade; validation, login and CSRF;
+where the API is mounted; and the daily usage rollup the statistics read."""
 
 from __future__ import annotations
 
@@ -9,12 +11,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from flask_profile_billing import ProfileBilling
-from tests.conftest import AppFactory, as_user
-from tests.contracts import OpenMap, assert_same_shape
-from tests.host_app import Clock
+from tests.support.contracts import OpenMap, assert_same_shape
+from tests.support.host_app import AppFactory, Clock, as_user
 
-# The seed's examples, with its "..." filled by values of the same type.
-SEED_PLAN = {
+# The documented examples, with their "..." filled by values of the same type.
+DOCUMENTED_PLAN = {
     "id": "...",
     "plan_type": "free",
     "name": "Free",
@@ -23,10 +24,10 @@ SEED_PLAN = {
     "limits": {"active_vacancies": 1, "analyses_per_month": 20, "exports_per_month": 5},
     "features": OpenMap(True),  # {"basic_analysis": true, "api_access": false, ...}
 }
-SEED_SUBSCRIPTION = {
+DOCUMENTED_SUBSCRIPTION = {
     "id": "...",
     "user_id": "...",
-    "plan": SEED_PLAN,
+    "plan": DOCUMENTED_PLAN,
     "status": "active",
     "is_active": True,
     "period": {
@@ -39,7 +40,7 @@ SEED_SUBSCRIPTION = {
         "exports": {"used": 2, "limit": 5, "percentage": 40.0},
     },
 }
-SEED_LIMITS = {
+DOCUMENTED_LIMITS = {
     "can_analyze": True,
     "can_export": False,
     "can_add_vacancy": True,
@@ -61,10 +62,10 @@ def post(client: FlaskClient, path: str, body: Any = None, user: str = "alice") 
     return client.post(f"/api/subscription{path}", json=body, headers=as_user(user))
 
 
-def test_plans_match_the_seed_contract_and_numbers(client: FlaskClient) -> None:
+def test_plans_match_the_documented_example_and_numbers(client: FlaskClient) -> None:
     body = client.get("/api/subscription/plans").get_json()  # public: no login needed
 
-    assert_same_shape(body, envelope({"plans": [SEED_PLAN]}))
+    assert_same_shape(body, envelope({"plans": [DOCUMENTED_PLAN]}))
     plans = {plan["plan_type"]: plan for plan in body["data"]["plans"]}
     assert list(plans) == ["free", "starter", "professional", "enterprise"]
     assert plans["starter"]["pricing"] == {
@@ -84,7 +85,9 @@ def test_plans_match_the_seed_contract_and_numbers(client: FlaskClient) -> None:
     assert plans["professional"]["features"]["api_access"] is True
 
 
-def test_current_matches_the_seed_contract(client: FlaskClient, billing: ProfileBilling) -> None:
+def test_current_matches_the_documented_example(
+    client: FlaskClient, billing: ProfileBilling
+) -> None:
     billing.change_plan("alice", "professional")
     for _ in range(5):
         client.post("/analyze", headers=as_user("alice"))
@@ -92,7 +95,7 @@ def test_current_matches_the_seed_contract(client: FlaskClient, billing: Profile
 
     body = get(client, "/current")
 
-    assert_same_shape(body, envelope({"subscription": SEED_SUBSCRIPTION}))
+    assert_same_shape(body, envelope({"subscription": DOCUMENTED_SUBSCRIPTION}))
     subscription = body["data"]["subscription"]
     assert subscription["user_id"] == "alice"
     assert subscription["plan"]["plan_type"] == "professional"
@@ -126,7 +129,7 @@ def test_usage_statistics_total_and_by_day(client: FlaskClient, clock: Clock) ->
         envelope(
             {
                 "period_days": 30,
-                "subscription": SEED_SUBSCRIPTION
+                "subscription": DOCUMENTED_SUBSCRIPTION
                 | {"period": body["data"]["subscription"]["period"]},
                 "total_usage": {"analysis": 3, "export": 2},
                 "daily_usage": {
@@ -160,18 +163,20 @@ def test_usage_refuses_days_out_of_range(client: FlaskClient, days: str) -> None
     assert response.get_json()["details"]["fields"]["days"]
 
 
-def test_limits_check_matches_the_seed(client: FlaskClient, billing: ProfileBilling) -> None:
+def test_limits_check_matches_the_documented_example(
+    client: FlaskClient, billing: ProfileBilling
+) -> None:
     billing.consume("alice", "export", 5)
 
     body = get(client, "/limits/check")
 
-    assert_same_shape(body, envelope(SEED_LIMITS))
+    assert_same_shape(body, envelope(DOCUMENTED_LIMITS))
     assert body["data"]["can_analyze"] is True
     assert body["data"]["can_add_vacancy"] is True
     assert body["data"]["messages"]["analyze"] is None
 
 
-def test_limits_check_reports_an_exhausted_quota_with_the_seeds_message(
+def test_limits_check_reports_an_exhausted_quota_with_the_documented_message(
     client: FlaskClient, billing: ProfileBilling
 ) -> None:
     billing.consume("alice", "export", 5)

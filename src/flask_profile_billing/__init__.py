@@ -11,6 +11,7 @@ Quick use::
 """
 
 from . import signals
+from ._version import __version__
 from .domain.catalog import Catalog, Metric, MetricKind, Plan
 from .domain.limits import Allowance
 from .domain.periods import Period, PeriodRule
@@ -24,10 +25,18 @@ from .errors import (
     IdempotencyConflict,
     IdempotencyKeyReused,
     InvalidRequest,
+    NotCancellable,
     NotInitialisedError,
+    NotResumable,
+    PaymentProviderError,
+    PaymentRequired,
     QuotaExceeded,
     SubscriptionConflictError,
+    TooManyPendingPayments,
+    UnknownMetricError,
+    UnknownPlanError,
     UnknownUserError,
+    WebhookRefused,
 )
 from .extension import ProfileBilling
 from .guards import requires_capacity, requires_feature, requires_quota
@@ -53,7 +62,6 @@ from .store.models import (
 
 metadata = Base.metadata
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ActivityEvent",
@@ -70,9 +78,13 @@ __all__ = [
     "InvalidRequest",
     "Metric",
     "MetricKind",
+    "NotCancellable",
     "NotInitialisedError",
+    "NotResumable",
     "PaymentIntent",
     "PaymentProvider",
+    "PaymentProviderError",
+    "PaymentRequired",
     "Period",
     "PeriodRule",
     "Plan",
@@ -88,9 +100,13 @@ __all__ = [
     "SubscriptionRow",
     "SubscriptionStatus",
     "TestPaymentProvider",
+    "TooManyPendingPayments",
+    "UnknownMetricError",
+    "UnknownPlanError",
     "UnknownUserError",
     "UsageCounterRow",
     "UsageEventRow",
+    "WebhookRefused",
     "__version__",
     "exclude_billing_tables",
     "metadata",

@@ -75,7 +75,7 @@ class _CatalogSchema(Schema):
 
 
 def load_catalog(source: Mapping[str, Any] | str | Path | None) -> Catalog:
-    """The catalog described by ``BILLING_PLANS``; the seed's default catalog for None."""
+    """The catalog described by ``BILLING_PLANS``; the default catalog for None."""
     if source is None:
         return default_catalog()
     raw = _read_file(Path(source)) if isinstance(source, str | Path) else source

@@ -12,11 +12,12 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from .domain.catalog import UnknownMetricError, UnknownPlanError
+from .domain.errors import UnknownMetricError, UnknownPlanError
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, BillingError, UnknownUserError
-from .extension import get_state, load_user
 from .services.subscriptions import ALLOWED_DURATIONS
+from .services.users import load_host_user
+from .state import get_state
 
 
 def build_cli_group(name: str) -> click.Group:
@@ -56,7 +57,7 @@ def grant(user_id: str, plan: str, months: str) -> None:
     state = get_state()
     with _clear_errors():
         state.runtime.catalog.plan(plan)
-        load_user(user_id)
+        load_host_user(state.runtime, user_id)
         subscription = state.subscriptions.change_plan(user_id, plan, int(months))
     click.echo(f"User {user_id} is on {_describe(subscription)}.")
 
@@ -66,8 +67,9 @@ def grant(user_id: str, plan: str, months: str) -> None:
 def cancel(user_id: str) -> None:
     """Cancel USER_ID's subscription at the end of its paid period."""
     with _clear_errors():
-        load_user(user_id)
-        subscription = get_state().subscriptions.cancel(user_id)
+        state = get_state()
+        load_host_user(state.runtime, user_id)
+        subscription = state.subscriptions.cancel(user_id)
     click.echo(f"Cancelled: user {user_id} keeps {_describe(subscription)}, then moves to free.")
 
 
@@ -76,8 +78,9 @@ def cancel(user_id: str) -> None:
 def resume(user_id: str) -> None:
     """Undo the cancel of USER_ID's subscription before its period ends."""
     with _clear_errors():
-        load_user(user_id)
-        subscription = get_state().subscriptions.resume(user_id)
+        state = get_state()
+        load_host_user(state.runtime, user_id)
+        subscription = state.subscriptions.resume(user_id)
     click.echo(f"Resumed: user {user_id} is on {_describe(subscription)}.")
 
 
@@ -94,13 +97,15 @@ def maintenance() -> None:
 
 @click.group()
 def report() -> None:
-    """Usage reports (the analytics queries of the subscription seed)."""
+    """Usage reports: top users by a metric, and users and average use per plan."""
 
 
 _FORMAT = click.option(
     "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-_METRIC = click.option("--metric", default="analysis", show_default=True)
+_METRIC = click.option(
+    "--metric", default=None, help="A periodic metric of the catalog [default: the primary metric]"
+)
 
 
 @report.command("top-users")
@@ -108,9 +113,10 @@ _METRIC = click.option("--metric", default="analysis", show_default=True)
 @click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
 @_METRIC
 @_FORMAT
-def top_users(days: int, limit: int, metric: str, output: str) -> None:
+def top_users(days: int, limit: int, metric: str | None, output: str) -> None:
     """Users with the most use of a metric over the last DAYS days."""
     state = get_state()
+    metric = metric or state.runtime.settings.primary_metric
     with _clear_errors():
         state.runtime.catalog.metric(metric)
     rows = state.reports.top_users(metric, days, limit)
@@ -120,9 +126,10 @@ def top_users(days: int, limit: int, metric: str, output: str) -> None:
 @report.command("plans")
 @_METRIC
 @_FORMAT
-def plans_report(metric: str, output: str) -> None:
+def plans_report(metric: str | None, output: str) -> None:
     """Users per plan and their mean use of a metric in the current period."""
     state = get_state()
+    metric = metric or state.runtime.settings.primary_metric
     with _clear_errors():
         state.runtime.catalog.metric(metric)
     rows = state.reports.plan_usage(metric)

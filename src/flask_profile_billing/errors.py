@@ -1,114 +1,80 @@
-"""Exceptions a host app or route author may catch.
+"""Exceptions a host app or route author may catch, each with a stable ``error_code``.
 
-Refusals are werkzeug HTTP exceptions, so a host can customise them with ``@app.errorhandler(429)``
-or ``@app.errorhandler(QuotaExceeded)``, as with Flask-Limiter's ``RateLimitExceeded``. Unhandled,
-they answer in the extension's error shape::
+Every one is a ``BillingError``. Which HTTP status a code is answered with is decided in one place,
+the table of ``flask_profile_billing.responses``; every answer has the extension's error shape::
 
     {"success": false, "error": "LIMIT_EXCEEDED", "message": "...", "details": {...}}
+
+The two refusals of the guards are also werkzeug HTTP exceptions, so a host can customise them with
+``@app.errorhandler(429)`` or ``@app.errorhandler(QuotaExceeded)``, as with Flask-Limiter's
+``RateLimitExceeded``.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
-from werkzeug.exceptions import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    HTTPException,
-    ServiceUnavailable,
-    TooManyRequests,
-    UnprocessableEntity,
+from werkzeug.exceptions import Forbidden, TooManyRequests
+
+from .domain.errors import (
+    BillingConfigError,
+    BillingError,
+    NotCancellable,
+    NotResumable,
+    SubscriptionConflictError,
+    UnknownMetricError,
+    UnknownPlanError,
 )
-from werkzeug.wrappers import Response
-
 from .domain.limits import Allowance
-
-
-class BillingError(Exception):
-    """Base class of the extension's own errors that are not HTTP refusals."""
-
-
-class BillingConfigError(BillingError):
-    """The extension is configured wrongly (an unknown period rule, a catalog without a default plan...)."""
+from .domain.periods import seconds_until
 
 
 class NotInitialisedError(BillingError, RuntimeError):
-    """``ProfileBilling.init_app`` was not called for the current app."""
+    """``ProfileBilling.init_app`` was not called for the current app, or there is no app context."""
+
+    error_code = "NOT_INITIALISED"
 
 
 class UnknownUserError(BillingError, LookupError):
     """The host app does not know this user id."""
 
-
-class BillingHTTPError(HTTPException):
-    """An HTTP answer in the extension's error shape: a code, a human message and details."""
-
-    error_code = "ERROR"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(description=message)
-        self.message = message
-
-    def details(self) -> dict[str, Any]:
-        return {}
-
-    def headers(self) -> dict[str, str]:
-        return {}
-
-    def get_response(
-        self,
-        environ: Any = None,
-        scope: dict[str, Any] | None = None,
-    ) -> Response:
-        from .responses import error_response  # the face layer renders; errors only describe
-
-        return error_response(self)
+    error_code = "UNKNOWN_USER"
 
 
-class ApiError(BillingHTTPError):
-    """Any other answer of the JSON API in the error shape (401, 402, 404, 409, 422 ...)."""
+class ApiError(BillingError):
+    """An answer of the JSON API in the error shape that no more specific class names
+    (``UNAUTHORIZED``, ``VALIDATION_ERROR``, ``UNSUPPORTED_MEDIA_TYPE``...)."""
 
     def __init__(
-        self, status: int, error_code: str, message: str, details: dict[str, Any] | None = None
+        self, error_code: str, message: str, details: dict[str, Any] | None = None
     ) -> None:
-        super().__init__(message)
-        self.code = status
-        self.error_code = error_code
-        self._details = details or {}
-
-    def details(self) -> dict[str, Any]:
-        return self._details
+        super().__init__(message, details, error_code=error_code)
 
 
-class InvalidRequest(BillingHTTPError, BadRequest):
+class InvalidRequest(BillingError):
     """Malformed input to a guarded route (an over-long ``Idempotency-Key``...)."""
 
     error_code = "INVALID_REQUEST"
 
     def __init__(self, message: str, fields: dict[str, list[str]]) -> None:
-        super().__init__(message)
+        super().__init__(message, {"fields": fields})
         self.fields = fields
 
-    def details(self) -> dict[str, Any]:
-        return {"fields": self.fields}
 
-
-class QuotaExceeded(BillingHTTPError, TooManyRequests):
-    """The user's plan does not allow this much more of a metric (HTTP 429, ``LIMIT_EXCEEDED``)."""
+class QuotaExceeded(BillingError, TooManyRequests):
+    """The user's plan does not allow this much more of a metric (``LIMIT_EXCEEDED``)."""
 
     error_code = "LIMIT_EXCEEDED"
 
     def __init__(self, message: str, allowance: Allowance, now: datetime | None = None) -> None:
-        super().__init__(message)
-        self.allowance = allowance
         # Seconds until the period resets, sent as Retry-After; gauges never reset by themselves.
-        self.retry_after_seconds: int | None = None
+        retry_after: int | None = None
         if allowance.resets_at is not None and now is not None:
-            seconds = math.ceil((allowance.resets_at - now).total_seconds())
-            self.retry_after_seconds = max(seconds, 0)
+            retry_after = seconds_until(allowance.resets_at, now)
+        # BillingError's initialiser passes the message on to werkzeug's as the description.
+        super().__init__(message, retry_after_seconds=retry_after)
+        self.allowance = allowance
 
     @property
     def metric(self) -> str:
@@ -124,88 +90,83 @@ class QuotaExceeded(BillingHTTPError, TooManyRequests):
             "resets_at": allowance.resets_at.isoformat() if allowance.resets_at else None,
         }
 
-    def headers(self) -> dict[str, str]:
-        from .responses import quota_headers
 
-        headers = quota_headers(self.allowance)
-        if self.retry_after_seconds is not None:
-            headers["Retry-After"] = str(self.retry_after_seconds)
-        return headers
-
-
-class FeatureNotAvailable(BillingHTTPError, Forbidden):
-    """The user's plan does not include a feature (HTTP 403, ``FEATURE_NOT_AVAILABLE``)."""
+class FeatureNotAvailable(BillingError, Forbidden):
+    """The user's plan does not include a feature (``FEATURE_NOT_AVAILABLE``)."""
 
     error_code = "FEATURE_NOT_AVAILABLE"
 
     def __init__(self, message: str, feature: str, plan_code: str) -> None:
-        super().__init__(message)
+        super().__init__(message, {"feature": feature, "plan": plan_code})
         self.feature = feature
         self.plan_code = plan_code
 
-    def details(self) -> dict[str, Any]:
-        return {"feature": self.feature, "plan": self.plan_code}
+
+class IdempotencyConflict(BillingError):
+    """A repeat of an ``Idempotency-Key`` that cannot be answered with a stored response: the first
+    request with the key still runs (``IDEMPOTENCY_KEY_IN_USE``, with ``Retry-After``), or its
+    response was not kept (``IDEMPOTENT_RESPONSE_NOT_STORED``). The view did not run again."""
+
+    error_code = "IDEMPOTENCY_KEY_IN_USE"
 
 
-class IdempotencyConflict(BillingHTTPError, Conflict):
-    """A repeat of an ``Idempotency-Key`` that cannot be answered with a stored response (HTTP 409):
-    the first request with the key still runs (``IDEMPOTENCY_KEY_IN_USE``, with ``Retry-After``), or
-    its response was not kept (``IDEMPOTENT_RESPONSE_NOT_STORED``). The view did not run again."""
-
-    def __init__(
-        self, error_code: str, message: str, *, retry_after_seconds: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.retry_after_seconds = retry_after_seconds
-
-    def headers(self) -> dict[str, str]:
-        if self.retry_after_seconds is None:
-            return {}
-        return {"Retry-After": str(self.retry_after_seconds)}
-
-
-class IdempotencyKeyReused(BillingHTTPError, UnprocessableEntity):
-    """An ``Idempotency-Key`` repeated with another method, path or body (HTTP 422,
-    ``IDEMPOTENCY_KEY_REUSED``): a key names one request. Nothing ran and nothing was charged."""
+class IdempotencyKeyReused(BillingError):
+    """An ``Idempotency-Key`` repeated with another method, path or body
+    (``IDEMPOTENCY_KEY_REUSED``): a key names one request. Nothing ran and nothing was charged."""
 
     error_code = "IDEMPOTENCY_KEY_REUSED"
 
 
-class BillingUnavailable(BillingHTTPError, ServiceUnavailable):
-    """The database (or another service the answer needs) is unavailable right now (HTTP 503,
-    ``SERVICE_UNAVAILABLE``, with ``Retry-After``). Nothing was charged; retrying later is safe."""
+class BillingUnavailable(BillingError):
+    """The database is unavailable right now (``SERVICE_UNAVAILABLE``, with ``Retry-After``).
+    Nothing was charged; retrying later is safe."""
 
     error_code = "SERVICE_UNAVAILABLE"
 
-    def __init__(self, message: str, retry_after_seconds: int) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
+class PaymentRequired(BillingError):
+    """A paid plan was asked for: it takes a payment (``PAYMENT_REQUIRED``)."""
+
+    error_code = "PAYMENT_REQUIRED"
+
+
+class TooManyPendingPayments(BillingError):
+    """The user already has the most payments pending that one may (``TOO_MANY_PENDING_PAYMENTS``)."""
+
+    error_code = "TOO_MANY_PENDING_PAYMENTS"
+
+
+class PaymentProviderError(BillingError):
+    """The payment provider failed to start a payment (``PAYMENT_PROVIDER_ERROR``)."""
+
+    error_code = "PAYMENT_PROVIDER_ERROR"
+
+
+class WebhookRefused(BillingError):
+    """A webhook delivery that is not processed: webhooks are off (``WEBHOOKS_DISABLED``), the
+    provider is unknown (``UNKNOWN_PROVIDER``), the signature is wrong (``INVALID_SIGNATURE``) or
+    the signed body is not an event (``INVALID_JSON``, ``INVALID_EVENT``)."""
 
 
 __all__ = [
     "ApiError",
     "BillingConfigError",
     "BillingError",
-    "BillingHTTPError",
     "BillingUnavailable",
     "FeatureNotAvailable",
     "IdempotencyConflict",
     "IdempotencyKeyReused",
     "InvalidRequest",
+    "NotCancellable",
     "NotInitialisedError",
+    "NotResumable",
+    "PaymentProviderError",
+    "PaymentRequired",
     "QuotaExceeded",
     "SubscriptionConflictError",
+    "TooManyPendingPayments",
+    "UnknownMetricError",
+    "UnknownPlanError",
     "UnknownUserError",
+    "WebhookRefused",
 ]
-
-
-class SubscriptionConflictError(BillingError, BillingHTTPError, Conflict):
-    """The subscription changed under concurrent writes more often than retrying allows: nothing
-    was changed or charged, and retrying is safe (HTTP 409, ``SUBSCRIPTION_CONFLICT``, when it
-    reaches a request)."""
-
-    error_code = "SUBSCRIPTION_CONFLICT"

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Blueprint, Flask, current_app, has_app_context
+from flask import Blueprint, Flask
 
+from .api.blueprints import register_api
 from .catalog_config import load_catalog
+from .cli import build_cli_group
 from .domain.catalog import Catalog, Plan
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
-from .errors import BillingConfigError, NotInitialisedError, UnknownUserError
+from .errors import BillingConfigError, BillingError
+from .responses import error_response
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
+from .services.catalog_sync import CatalogSync, SeedResult
 from .services.idempotency import IdempotencyService
 from .services.payments import PaymentService
-from .services.plans import PlanStore, SeedResult
+from .services.plan_changes import PlanChangeService
 from .services.profiles import ProfileService
 from .services.quotas import QuotaService, Reservation
 from .services.refunds import RefundService
@@ -31,68 +34,38 @@ from .services.reports import ReportService
 from .services.runtime import CapacityLoader, Runtime
 from .services.subscriptions import SubscriptionService
 from .services.usage import UsageStatsService
-from .settings import DEFAULTS, BillingSettings
+from .services.webhooks import WebhookService
+from .settings import DEFAULTS, BillingSettings, apply_deprecated_keys
+from .state import EXTENSION_KEY, BillingState, get_state
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
-EXTENSION_KEY = "profile_billing"
 Loader = TypeVar("Loader", bound=CapacityLoader)
 
 
-@dataclass(frozen=True)
-class BillingState:
-    """Everything the extension keeps for one app."""
-
-    runtime: Runtime
-    plans: PlanStore
-    subscriptions: SubscriptionService
-    quotas: QuotaService
-    refunds: RefundService
-    idempotency: IdempotencyService
-    reports: ReportService
-    usage: UsageStatsService
-    payments: PaymentService
-    profiles: ProfileService
-    activity: ActivityService
-
-    @classmethod
-    def build(cls, runtime: Runtime) -> BillingState:
-        plans = PlanStore(runtime)
-        subscriptions = SubscriptionService(runtime, plans)
-        profiles = ProfileService(runtime)
-        refunds = RefundService(runtime)
-        return cls(
-            runtime=runtime,
-            plans=plans,
-            subscriptions=subscriptions,
-            quotas=QuotaService(runtime, subscriptions, refunds),
-            refunds=refunds,
-            idempotency=IdempotencyService(runtime, refunds),
-            reports=ReportService(runtime),
-            usage=UsageStatsService(runtime),
-            payments=PaymentService(runtime, subscriptions, profiles.timezone_of),
-            profiles=profiles,
-            activity=ActivityService(runtime),
-        )
-
-
-def get_state(app: Flask | None = None) -> BillingState:
-    """The extension's state for ``app`` (the current app by default), or a clear error."""
-    if app is None:
-        if not has_app_context():
-            raise NotInitialisedError(
-                "flask-profile-billing needs an application context: use `with app.app_context():`"
-            )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
-        state: BillingState = app.extensions[EXTENSION_KEY]
-    except KeyError:
-        raise NotInitialisedError(
-            f"flask-profile-billing is not initialised for the app {app.name!r}: "
-            "call ProfileBilling.init_app(app) first"
-        ) from None
-    return state
+def build_state(runtime: Runtime) -> BillingState:
+    """The services of one app, wired together."""
+    plans = CatalogSync(runtime)
+    subscriptions = SubscriptionService(runtime, plans)
+    profiles = ProfileService(runtime)
+    refunds = RefundService(runtime)
+    payments = PaymentService(runtime)
+    return BillingState(
+        runtime=runtime,
+        plans=plans,
+        subscriptions=subscriptions,
+        quotas=QuotaService(runtime, subscriptions, refunds),
+        refunds=refunds,
+        idempotency=IdempotencyService(runtime, refunds),
+        reports=ReportService(runtime),
+        usage=UsageStatsService(runtime),
+        payments=payments,
+        plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles.timezone_of),
+        webhooks=WebhookService(runtime, subscriptions, payments),
+        profiles=profiles,
+        activity=ActivityService(runtime),
+    )
 
 
 class ProfileBilling:
@@ -111,6 +84,7 @@ class ProfileBilling:
     def init_app(self, app: Flask) -> None:
         if EXTENSION_KEY in app.extensions:
             raise BillingConfigError(f"ProfileBilling is already initialised for {app.name!r}")
+        apply_deprecated_keys(app.config)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = BillingSettings.from_config(app.config)
@@ -128,16 +102,16 @@ class ProfileBilling:
         runtime = Runtime(
             app, settings, catalog, db, BillingCache(app, settings), self._capacity_loaders
         )
-        state = BillingState.build(runtime)
+        state = build_state(runtime)
         app.extensions[EXTENSION_KEY] = state
         # The activity feed records this app's plan changes, expiry and refusals from its signals.
         state.activity.connect_receivers()
         # Templates: a host overrides one with a file of the same name in its own
         # templates/profile_billing/ folder, which Flask searches first.
         app.register_blueprint(Blueprint(EXTENSION_KEY, __name__, template_folder="templates"))
-
-        from .api.blueprints import register_api  # the faces import this module
-        from .cli import build_cli_group
+        # Any of the extension's errors that reaches Flask is answered in the error shape, with
+        # the status of its code; a host's own handler (for 429, or QuotaExceeded) still wins.
+        app.register_error_handler(BillingError, error_response)
 
         register_api(app)
         app.cli.add_command(build_cli_group(settings.cli_group))
@@ -296,19 +270,3 @@ class ProfileBilling:
         from .migrate import upgrade
 
         upgrade(get_state().runtime.engine, revision)
-
-
-def load_user(user_id: str) -> Any:
-    """The host's user object for ``user_id`` (``BILLING_USER_LOADER``, else Flask-Login's loader)."""
-    loader = get_state().runtime.settings.user_loader
-    if loader is None:
-        login_manager = getattr(current_app, "login_manager", None)
-        loader = getattr(login_manager, "_user_callback", None)
-    if loader is None:
-        raise BillingConfigError(
-            "cannot look users up: set BILLING_USER_LOADER or register a Flask-Login user_loader"
-        )
-    user = loader(str(user_id))
-    if user is None:
-        raise UnknownUserError(f"no user with id {user_id!r}")
-    return user

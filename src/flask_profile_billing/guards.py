@@ -21,12 +21,12 @@ from werkzeug.wrappers import Response
 
 from .domain.limits import Allowance, validate_amount
 from .errors import BillingUnavailable, InvalidRequest
-from .extension import BillingState, get_state
 from .responses import quota_headers
+from .services.faults import DATABASE_UNAVAILABLE
 from .services.idempotency import IdempotentRequest, StoredResponse
-from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH, Reservation
+from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
 from .services.refunds import PendingRefund
-from .store.transactions import UNAVAILABLE_ERRORS
+from .state import BillingState, get_state
 
 View = TypeVar("View", bound=Callable[..., Any])
 EXEMPT_METHODS = frozenset({"OPTIONS"})
@@ -95,7 +95,7 @@ def _charge_and_run(
         reservation = state.quotas.reserve(
             user_id, metric, amount, idempotency_key=token, resources=request.view_args or None
         )
-    except UNAVAILABLE_ERRORS as error:
+    except DATABASE_UNAVAILABLE as error:
         state.refunds.refund_later(PendingRefund(user_id, idempotency_key=token))
         raise _unavailable(state) from error
     keep_failures = state.runtime.settings.charge_failed_requests
@@ -103,19 +103,12 @@ def _charge_and_run(
         response = run()
     except BaseException:
         if not keep_failures:
-            _release_after_failure(state, reservation)
+            state.quotas.release_failed(reservation)
         raise
-    allowance = reservation.allowance
     if response.status_code >= 400 and not keep_failures:
-        _release_after_failure(state, reservation)
-        allowance = Allowance(
-            allowance.metric,
-            allowance.limit,
-            allowance.used - reservation.amount,
-            allowance.resets_at,
-        )
+        allowance = state.quotas.release_failed(reservation)
         return _with_headers(state, response, allowance), False
-    return _with_headers(state, response, allowance), True
+    return _with_headers(state, response, reservation.allowance), True
 
 
 def requires_feature(feature: str) -> Callable[[View], View]:
@@ -169,26 +162,12 @@ def _guard(check: Check) -> Callable[[View], View]:
     return decorator
 
 
-def _release_after_failure(state: BillingState, reservation: Reservation) -> None:
-    """Give the charge of a failed view back.
-
-    On SQLite, a view that flushed writes it did not commit still holds the database's only write
-    lock through the host's session, and the refund's own connection would wait for it until the
-    busy timeout. Those writes are discarded when Flask-SQLAlchemy ends the session after the
-    request anyway, so they are rolled back now, before the refund.
-    """
-    db = state.runtime.db
-    if state.runtime.engine.dialect.name == "sqlite":
-        db.session.rollback()
-    state.quotas.release(reservation)
-
-
 @contextmanager
 def _unavailable_as_503(state: BillingState) -> Iterator[None]:
     """The database failing inside the extension's own work is a 503 with ``Retry-After``."""
     try:
         yield
-    except UNAVAILABLE_ERRORS as error:
+    except DATABASE_UNAVAILABLE as error:
         raise _unavailable(state) from error
 
 
@@ -196,7 +175,7 @@ def _unavailable(state: BillingState) -> BillingUnavailable:
     log.error("the billing database is unavailable", exc_info=True)
     return BillingUnavailable(
         "The service is temporarily unavailable; retry later",
-        state.runtime.settings.unavailable_retry_after,
+        retry_after_seconds=state.runtime.settings.unavailable_retry_after,
     )
 
 

@@ -6,6 +6,7 @@ Keys live in one place so that ``init_app`` can ``setdefault`` them and the conf
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from .errors import BillingConfigError
 Clock = Callable[[], datetime]
 
 DEFAULTS: Mapping[str, Any] = {
-    # The plan catalog: None for the seed's default plans, a dict, or a path to a JSON/YAML file.
+    # The plan catalog: None for the default plans, a dict, or a path to a JSON/YAML file.
     "BILLING_PLANS": None,
     # How billing periods are cut: calendar_month, rolling_30_days or anniversary_month.
     "BILLING_PERIOD_RULE": "calendar_month",
@@ -55,9 +56,9 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_PROFILE_API_ENABLED": True,
     "BILLING_PROFILE_API_PREFIX": "/api/profile",
     "BILLING_PROFILE_API_NAME": "billing_profile_api",
-    "BILLING_BILLING_API_ENABLED": True,
-    "BILLING_BILLING_API_PREFIX": "/api/billing",
-    "BILLING_BILLING_API_NAME": "billing_api",
+    "BILLING_API_ENABLED": True,
+    "BILLING_API_PREFIX": "/api/billing",
+    "BILLING_API_NAME": "billing_api",
     # Require a CSRF token (X-CSRFToken header) on writes authenticated by the session cookie.
     "BILLING_CSRF_ENABLED": True,
     # Flask-Caching backend of the profile and activity caches: SimpleCache for one process,
@@ -84,7 +85,7 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_WEBHOOK_TOLERANCE_SECONDS": 300,
     # How many payments a user may have pending at once; one more answers 429.
     "BILLING_MAX_PENDING_PAYMENTS": 5,
-    # The profile seed's settings, under the seed's names.
+    # The profile page's settings, under the names hosts already use (no BILLING_ prefix).
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
     # How many days back the activity feed reaches.
@@ -96,8 +97,79 @@ DEFAULTS: Mapping[str, Any] = {
 }
 
 
+DEPRECATED_KEYS: Mapping[str, str] = {
+    "BILLING_BILLING_API_ENABLED": "BILLING_API_ENABLED",
+    "BILLING_BILLING_API_PREFIX": "BILLING_API_PREFIX",
+    "BILLING_BILLING_API_NAME": "BILLING_API_NAME",
+}
+"""Old names still accepted, and the names that replace them."""
+
+
+def apply_deprecated_keys(config: dict[str, Any]) -> None:
+    """Carry a value set under an old name over to its new name (unless the new one is set too),
+    with a ``DeprecationWarning`` that names the replacement."""
+    for old, new in DEPRECATED_KEYS.items():
+        if old in config:
+            warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
+            config.setdefault(new, config[old])
+
+
 def system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class BlueprintSettings:
+    """One blueprint of the JSON API: whether it is registered, where, and under which name."""
+
+    enabled: bool
+    prefix: str
+    name: str
+
+    @classmethod
+    def read(
+        cls, get: Callable[[str], Any], *, enabled: str, prefix: str, name: str
+    ) -> BlueprintSettings:
+        """From the keys named ``enabled``, ``prefix`` and ``name``."""
+        url_prefix = str(get(prefix))
+        if not url_prefix.startswith("/"):
+            raise BillingConfigError(f"{prefix} must start with '/', not {url_prefix!r}")
+        blueprint_name = str(get(name))
+        if not blueprint_name or "." in blueprint_name:
+            raise BillingConfigError(f"{name} must be a blueprint name without dots")
+        return cls(bool(get(enabled)), url_prefix.rstrip("/") or "/", blueprint_name)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The three blueprints of the JSON API."""
+
+    subscription: BlueprintSettings
+    profile: BlueprintSettings
+    billing: BlueprintSettings
+    """Quota packages, payment webhooks and the OpenAPI document (``/api/billing``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The extension's own Flask-Caching cache (profile reads and activity feeds)."""
+
+    type: str
+    redis_url: str | None
+    key_prefix: str
+    socket_timeout: float
+    retry_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSettings:
+    """The payment provider and its webhooks."""
+
+    provider: Any
+    """A ``PaymentProvider``, or None: payments are "coming soon"."""
+    webhook_secret: str | None
+    webhook_tolerance_seconds: int
+    max_pending: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +189,13 @@ class BillingSettings:
     clock: Clock
     user_loader: Callable[[str], Any] | None
     csrf_enabled: bool
+    api: ApiSettings
+    cache: CacheSettings
     profile_cache_seconds: int
-    cache_socket_timeout: float
-    cache_retry_seconds: float
     unavailable_retry_after: int
     primary_metric: str
     user_info: Callable[[Any], Mapping[str, Any]] | None
-    payment_provider: Any
-    webhook_secret: str | None
-    webhook_tolerance_seconds: int
-    max_pending_payments: int
+    payments: PaymentSettings
     default_quota: int | None
     activity_window_days: int
     payments_cta_email: str | None
@@ -175,22 +244,51 @@ class BillingSettings:
             user_loader=get("BILLING_USER_LOADER"),
             csrf_enabled=bool(get("BILLING_CSRF_ENABLED")),
             profile_cache_seconds=int(get("BILLING_PROFILE_CACHE_SECONDS")),
-            cache_socket_timeout=_positive_seconds(
-                get("BILLING_CACHE_SOCKET_TIMEOUT"), "BILLING_CACHE_SOCKET_TIMEOUT"
+            api=ApiSettings(
+                subscription=BlueprintSettings.read(
+                    get,
+                    enabled="BILLING_SUBSCRIPTION_API_ENABLED",
+                    prefix="BILLING_SUBSCRIPTION_API_PREFIX",
+                    name="BILLING_SUBSCRIPTION_API_NAME",
+                ),
+                profile=BlueprintSettings.read(
+                    get,
+                    enabled="BILLING_PROFILE_API_ENABLED",
+                    prefix="BILLING_PROFILE_API_PREFIX",
+                    name="BILLING_PROFILE_API_NAME",
+                ),
+                billing=BlueprintSettings.read(
+                    get,
+                    enabled="BILLING_API_ENABLED",
+                    prefix="BILLING_API_PREFIX",
+                    name="BILLING_API_NAME",
+                ),
             ),
-            cache_retry_seconds=_positive_seconds(
-                get("BILLING_CACHE_RETRY_SECONDS"), "BILLING_CACHE_RETRY_SECONDS"
+            cache=CacheSettings(
+                type=str(get("BILLING_CACHE_TYPE")),
+                redis_url=get("BILLING_CACHE_REDIS_URL") or None,
+                key_prefix=str(get("BILLING_CACHE_KEY_PREFIX")),
+                socket_timeout=_positive_seconds(
+                    get("BILLING_CACHE_SOCKET_TIMEOUT"), "BILLING_CACHE_SOCKET_TIMEOUT"
+                ),
+                retry_seconds=_positive_seconds(
+                    get("BILLING_CACHE_RETRY_SECONDS"), "BILLING_CACHE_RETRY_SECONDS"
+                ),
             ),
             unavailable_retry_after=_positive_int(
                 get("BILLING_UNAVAILABLE_RETRY_AFTER"), "BILLING_UNAVAILABLE_RETRY_AFTER"
             ),
             primary_metric=str(get("BILLING_PRIMARY_METRIC")),
             user_info=get("BILLING_USER_INFO"),
-            payment_provider=get("BILLING_PAYMENT_PROVIDER"),
-            webhook_secret=get("BILLING_WEBHOOK_SECRET"),
-            webhook_tolerance_seconds=int(get("BILLING_WEBHOOK_TOLERANCE_SECONDS")),
-            max_pending_payments=_positive_int(
-                get("BILLING_MAX_PENDING_PAYMENTS"), "BILLING_MAX_PENDING_PAYMENTS"
+            payments=PaymentSettings(
+                provider=get("BILLING_PAYMENT_PROVIDER"),
+                webhook_secret=get("BILLING_WEBHOOK_SECRET") or None,
+                webhook_tolerance_seconds=_positive_int(
+                    get("BILLING_WEBHOOK_TOLERANCE_SECONDS"), "BILLING_WEBHOOK_TOLERANCE_SECONDS"
+                ),
+                max_pending=_positive_int(
+                    get("BILLING_MAX_PENDING_PAYMENTS"), "BILLING_MAX_PENDING_PAYMENTS"
+                ),
             ),
             default_quota=_optional_int(get("PROFILE_DEFAULT_QUOTA"), "PROFILE_DEFAULT_QUOTA"),
             activity_window_days=_positive_int(

@@ -1,6 +1,6 @@
 """Fixtures of the adversarial scenarios.
 
-PostgreSQL and Redis come from the session fixtures of tests/servers.py (imported by
+PostgreSQL and Redis come from the session fixtures of tests/support/servers.py (imported by
 tests/conftest.py, which pytest loads for this package too): a missing binary skips a scenario on a
 developer's machine and fails it under CI=true. The servers a fault scenario breaks are its own,
 started by the harness after those fixtures have vouched for the binaries.
@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import create_engine
 
 from tests.adversarial.harness import (
     DedicatedPostgres,
     DedicatedRedis,
-    GunicornServer,
     ServerSpec,
     Traffic,
     dedicated_postgres,
@@ -32,23 +30,14 @@ from tests.adversarial.host import (
     WEBHOOK_SECRET_ENV,
 )
 from tests.adversarial.report import Figures, record
-from tests.servers import PostgresServer, RedisServer
-
-HOST_APP = "tests.adversarial.host:create_app()"
-EXAMPLE_APP = "example_app:create_app()"
-WEBHOOK_SECRET = "adversarial-webhook-secret"
-EXAMPLE_SECRET_KEY = "adversarial-example-secret"
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """A running app and a direct connection to its database, for checking what requests did."""
-
-    server: GunicornServer
-    engine: Engine
-
-    def url(self, path: str) -> str:
-        return self.server.url(path)
+from tests.adversarial.scenarios import (
+    EXAMPLE_APP,
+    EXAMPLE_SECRET_KEY,
+    HOST_APP,
+    WEBHOOK_SECRET,
+    Deployment,
+)
+from tests.support.servers import PostgresServer, RedisServer
 
 
 @pytest.hookimpl(wrapper=True)
@@ -157,5 +146,5 @@ def example_app(
 
 
 def _module_name(request: pytest.FixtureRequest) -> str:
-    """``test_access`` for tests/adversarial/test_access.py: one database per module."""
+    """``test_api_access`` for tests/adversarial/test_api_access.py: one database per module."""
     return str(request.module.__name__).rpartition(".")[2]

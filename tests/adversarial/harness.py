@@ -39,8 +39,8 @@ from flask_profile_billing.store.models import (
     usage_events,
 )
 from tests.adversarial.gunicorn_hooks import READY_MARKER
-from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
-from tests.servers import INITDB_ARGS, PG_SETTINGS, PostgresServer
+from tests.support.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
+from tests.support.servers import INITDB_ARGS, PG_SETTINGS, PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALE_ENV = "ADVERSARIAL_SCALE"
@@ -513,7 +513,7 @@ def row_counts(engine: Engine, tables: Sequence[Table]) -> dict[str, int]:
 @dataclass
 class DedicatedPostgres:
     """A PostgreSQL cluster for one test alone, which it may stop and start again (an outage):
-    the session's server (tests/servers.py) is shared by every test and must stay up."""
+    the session's server (tests/support/servers.py) is shared by every test and must stay up."""
 
     bindir: Path
     base: Path

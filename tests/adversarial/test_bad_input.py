@@ -40,10 +40,10 @@ from flask_profile_billing.store.models import (
     usage_events,
     webhook_deliveries,
 )
-from tests.adversarial.conftest import WEBHOOK_SECRET, Deployment
 from tests.adversarial.harness import Traffic, row_counts, scaled, usage_records, user_rows
 from tests.adversarial.host import DEFAULT_SECRET_KEY, PROVIDER_NAME, token_for
 from tests.adversarial.report import Figures
+from tests.adversarial.scenarios import WEBHOOK_SECRET, Deployment
 
 EXAMPLES = scaled(40)
 FUZZ = settings(

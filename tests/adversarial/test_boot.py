@@ -31,7 +31,7 @@ from tests.adversarial.harness import (
     wait_until_ready,
 )
 from tests.adversarial.report import Figures
-from tests.servers import PostgresServer
+from tests.support.servers import PostgresServer
 
 BOOTS_ON_POSTGRESQL = scaled(5)
 MIGRATION_ROUNDS = scaled(2)

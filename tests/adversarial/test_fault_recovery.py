@@ -22,12 +22,11 @@ from flask import Flask, jsonify
 from sqlalchemy import func, select
 
 from flask_profile_billing import ProfileBilling, requires_quota, signals
-from flask_profile_billing.extension import get_state
+from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import usage_counters, usage_daily, usage_events
 from tests.adversarial.harness import DedicatedPostgres, DedicatedRedis
 from tests.adversarial.report import Figures
-from tests.conftest import AppFactory, as_user
-from tests.host_app import Clock, create_host_app
+from tests.support.host_app import AppFactory, Clock, as_user, create_host_app
 
 FREE_ANALYSES = 20
 BOUND_SECONDS = 60.0

@@ -10,10 +10,10 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.adversarial.conftest import Deployment
 from tests.adversarial.harness import Traffic, usage_records
 from tests.adversarial.host import DEFAULT_SECRET_KEY, token_for
 from tests.adversarial.report import Figures
+from tests.adversarial.scenarios import Deployment
 
 REPEATS = 40
 

@@ -12,8 +12,6 @@ recorded.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import create_engine
@@ -38,36 +36,12 @@ from tests.adversarial.host import (
     token_for,
 )
 from tests.adversarial.report import Figures
-from tests.servers import PostgresServer, RedisServer
+from tests.adversarial.scenarios import CLIENTS, HOST_APP, METRIC, planned_requests, time_limit
+from tests.support.servers import PostgresServer, RedisServer
 
-HOST_APP = "tests.adversarial.host:create_app()"
-METRIC = "analysis"
 FREE_LIMIT = default_catalog().plan("free").limit_for(METRIC)
-# Requests per user, repeated over the users until a run's total is reached: half of the users
-# stay under or at the limit (20), half go past it, some far past.
-SENT_PATTERN = (8, 19, 20, 21, 40, 90)
-CLIENTS = 16
 REQUESTS_ON_POSTGRESQL = scaled(2000)
 REQUESTS_ON_SQLITE = scaled(1000)
-
-
-def planned_requests(total: int, prefix: str) -> dict[str, int]:
-    """``total`` requests spread over users by SENT_PATTERN (the last user takes the rest)."""
-    plan: dict[str, int] = {}
-    left = total
-    counts: Iterator[int] = itertools.cycle(SENT_PATTERN)
-    for number in itertools.count(1):
-        if left <= 0:
-            break
-        count = min(next(counts), left)
-        plan[f"{prefix}-{number}"] = count
-        left -= count
-    return plan
-
-
-def time_limit(requests: int) -> float:
-    """Seconds the run may take: generous (20 requests a second on two busy cores), but finite."""
-    return 60 + requests / 20
 
 
 def charge_everyone(

@@ -50,8 +50,8 @@ from tests.adversarial.host import (
     token_for,
 )
 from tests.adversarial.report import Figures
-from tests.adversarial.test_load import CLIENTS, HOST_APP, METRIC, planned_requests, time_limit
-from tests.servers import PostgresServer
+from tests.adversarial.scenarios import CLIENTS, HOST_APP, METRIC, planned_requests, time_limit
+from tests.support.servers import PostgresServer
 
 FREE_LIMIT = default_catalog().plan("free").limit_for(METRIC) or 0
 SETTLE_SECONDS = 60.0

@@ -27,7 +27,6 @@ from flask_profile_billing.domain.periods import add_months
 from flask_profile_billing.payments import PAYMENT_SUCCEEDED, SIGNATURE_HEADER, sign
 from flask_profile_billing.payments.providers import TestPaymentProvider
 from flask_profile_billing.store.models import subscriptions
-from tests.adversarial.conftest import WEBHOOK_SECRET, Deployment
 from tests.adversarial.harness import Traffic, usage_records
 from tests.adversarial.host import (
     DATABASE_URL_ENV,
@@ -37,6 +36,7 @@ from tests.adversarial.host import (
     token_for,
 )
 from tests.adversarial.report import Figures
+from tests.adversarial.scenarios import WEBHOOK_SECRET, Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 PAID_MONTHS = 5  # the default cap of pending payments per user

@@ -1,1 +1,1 @@
-"""The JSON API: thin views over the services, in the seeds' envelope and error shape."""
+"""The JSON API: thin views over the services, in one envelope and one error shape."""

@@ -1,4 +1,4 @@
-"""The profile API's activity feed and the client's analytics events (SPEC P4, P9).
+"""The profile API's activity feed and the client's analytics events.
 
 ``GET /api/profile/activity?limit=10`` answers ``{"success": true, "data": {"events": [...]}}``,
 each event ``{"id", "type", "title", "occurred_at", "metadata"}``, newest first.
@@ -18,14 +18,14 @@ from flask import Blueprint, Flask, Response
 from marshmallow import ValidationError, fields, validate, validates
 
 from .. import signals
-from ..extension import get_state
 from ..services.activity import MAX_FEED_LIMIT, ActivityService
+from ..state import get_state
 from .common import authenticated, current_user_id, load_json, load_query, ok
 from .schemas import StrictSchema
 
 MAX_PROPERTIES = 20
 MAX_PROPERTIES_BYTES = 2048
-# The client's event names (the seed's) and how each reaches the host: the signal and its arguments.
+# The page's event names and how each reaches the host: the signal and its arguments.
 EVENTS: dict[str, tuple[NamedSignal, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "profile:view": (signals.profile_viewed, lambda properties: {}),
     "profile:update": (signals.profile_updated, lambda properties: {"fields": []}),
@@ -34,8 +34,6 @@ EVENTS: dict[str, tuple[NamedSignal, Callable[[dict[str, Any]], dict[str, Any]]]
         lambda properties: {"properties": properties},
     ),
 }
-# Until BillingState has an ``activity`` field, the service lives here, one per app.
-_SERVICE_KEY = "profile_billing.activity"
 
 
 def register(blueprint: Blueprint) -> None:

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from flask import Blueprint, Flask
 
 from ..errors import BillingConfigError
+from ..settings import BlueprintSettings
+from ..state import get_state
 from . import billing, profile, subscription
-
-# (config key prefix, blueprint factory)
-BLUEPRINTS: list[tuple[str, Callable[[str], Blueprint]]] = [
-    ("BILLING_SUBSCRIPTION_API", subscription.build_blueprint),
-    ("BILLING_PROFILE_API", profile.build_blueprint),
-    ("BILLING_BILLING_API", billing.build_blueprint),
-]
 
 
 def register_api(app: Flask) -> None:
-    for key, build in BLUEPRINTS:
-        if not app.config[f"{key}_ENABLED"]:
-            continue
-        name = app.config[f"{key}_NAME"]
-        if name in app.blueprints:
-            raise BillingConfigError(
-                f"a blueprint named {name!r} is already registered: set {key}_NAME to another name"
-            )
-        app.register_blueprint(build(name), url_prefix=app.config[f"{key}_PREFIX"])
+    api = get_state(app).runtime.settings.api
+    for settings, build, key in (
+        (api.subscription, subscription.build_blueprint, "BILLING_SUBSCRIPTION_API_NAME"),
+        (api.profile, profile.build_blueprint, "BILLING_PROFILE_API_NAME"),
+        (api.billing, billing.build_blueprint, "BILLING_API_NAME"),
+    ):
+        _register(app, settings, build(settings.name), key)
+
+
+def _register(app: Flask, settings: BlueprintSettings, blueprint: Blueprint, name_key: str) -> None:
+    if not settings.enabled:
+        return
+    if settings.name in app.blueprints:
+        raise BillingConfigError(
+            f"a blueprint named {settings.name!r} is already registered: "
+            f"set {name_key} to another name"
+        )
+    app.register_blueprint(blueprint, url_prefix=settings.prefix)

@@ -12,12 +12,13 @@ from flask_login import current_user
 from flask_wtf.csrf import validate_csrf
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as AnyResponse
 from wtforms.validators import ValidationError as CSRFValidationError
 
-from ..errors import ApiError, BillingHTTPError, BillingUnavailable
-from ..extension import get_state
-from ..responses import error_body, with_security_headers
-from ..store.transactions import UNAVAILABLE_ERRORS
+from ..errors import ApiError, BillingError, BillingUnavailable
+from ..responses import error_response, from_http_exception, with_security_headers
+from ..services.faults import DATABASE_UNAVAILABLE
+from ..state import get_state
 
 View = TypeVar("View", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -25,7 +26,7 @@ CSRF_HEADERS = ("X-CSRFToken", "X-CSRF-Token")
 
 
 def ok(data: Any, status: int = 200) -> Response:
-    """The seeds' success envelope: ``{"success": true, "data": ...}``."""
+    """The success envelope: ``{"success": true, "data": ...}``."""
     response = jsonify({"success": True, "data": data})
     response.status_code = status
     return response
@@ -35,26 +36,26 @@ def json_answers(blueprint: Blueprint) -> Blueprint:
     """Answer every error raised in the blueprint's views in the error shape, as JSON, and give
     every answer of the blueprint, success or error, the security headers."""
 
-    def handle(error: HTTPException) -> Response:
-        if not isinstance(error, BillingHTTPError):
-            code = error.code or 500
-            name = (error.name or "error").upper().replace(" ", "_").replace("'", "")
-            error = ApiError(code, name, error.description or error.name)
-        response = jsonify(error_body(error))
-        response.status_code = error.code or 500
-        response.headers.update(error.headers())
-        return response
+    def billing_error(error: BillingError) -> AnyResponse:
+        return error_response(error, page=False)
 
-    def unavailable(error: Exception) -> Response:
+    def http_error(error: HTTPException) -> AnyResponse:
+        return error_response(from_http_exception(error), error.code or 500, page=False)
+
+    def unavailable(error: Exception) -> AnyResponse:
         # The database is down, restarting or out of connections: a fault to retry, not a 500.
         logging.getLogger(__name__).error("the billing database is unavailable", exc_info=error)
         retry_after = get_state().runtime.settings.unavailable_retry_after
-        return handle(
-            BillingUnavailable("The service is temporarily unavailable; retry later", retry_after)
+        return billing_error(
+            BillingUnavailable(
+                "The service is temporarily unavailable; retry later",
+                retry_after_seconds=retry_after,
+            )
         )
 
-    blueprint.register_error_handler(HTTPException, handle)
-    for fault in UNAVAILABLE_ERRORS:
+    blueprint.register_error_handler(BillingError, billing_error)
+    blueprint.register_error_handler(HTTPException, http_error)
+    for fault in DATABASE_UNAVAILABLE:
         blueprint.register_error_handler(fault, unavailable)
     # After the error handler too: Flask runs a blueprint's after_request on handled errors.
     blueprint.after_request(with_security_headers)
@@ -64,7 +65,7 @@ def json_answers(blueprint: Blueprint) -> Blueprint:
 def current_user_id() -> str:
     """The logged-in user's id, or 401 in the error shape (never a redirect for an API client)."""
     if not getattr(current_user, "is_authenticated", False):
-        raise ApiError(401, "UNAUTHORIZED", "Log in to use this endpoint")
+        raise ApiError("UNAUTHORIZED", "Log in to use this endpoint")
     return str(current_user.get_id())
 
 
@@ -89,7 +90,6 @@ def load_json(schema: Schema) -> dict[str, Any]:
         # Refused rather than read as {}: a form would otherwise be answered 200 with nothing
         # changed, and the client would believe its edit was saved.
         raise ApiError(
-            415,
             "UNSUPPORTED_MEDIA_TYPE",
             "The request body must be JSON: send it with Content-Type: application/json",
         )
@@ -102,7 +102,7 @@ def load_json(schema: Schema) -> dict[str, Any]:
             # json.loads recurses once per nesting level; Flask's silent mode catches only ValueError.
             body = None
     if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_JSON", "The request body must be a JSON object")
+        raise ApiError("INVALID_JSON", "The request body must be a JSON object")
     return _load(schema, body)
 
 
@@ -125,7 +125,7 @@ def _load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     except ValidationError as error:
         messages = error.messages if isinstance(error.messages, dict) else {"_": error.messages}
         raise ApiError(
-            422, "VALIDATION_ERROR", "Some fields are invalid", {"fields": messages}
+            "VALIDATION_ERROR", "Some fields are invalid", {"fields": messages}
         ) from None
     return loaded
 
@@ -144,5 +144,5 @@ def _check_csrf() -> None:
         validate_csrf(token)
     except CSRFValidationError as error:
         raise ApiError(
-            400, "CSRF_FAILED", "Missing or invalid CSRF token: send it in the X-CSRFToken header"
+            "CSRF_FAILED", "Missing or invalid CSRF token: send it in the X-CSRFToken header"
         ) from error

@@ -12,7 +12,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields
 
-from ..extension import get_state
+from .._version import __version__
+from ..state import get_state
 from . import response_schemas as out
 from .schemas import UpgradeSchema, UsageQuerySchema
 
@@ -27,8 +28,6 @@ _NO_QUERY = ("422",)
 
 
 def build_document(app: Flask) -> dict[str, Any]:
-    from .. import __version__
-
     spec = APISpec(
         title="flask-profile-billing",
         version=__version__,
@@ -45,13 +44,13 @@ def build_document(app: Flask) -> dict[str, Any]:
             "name": app.config.get("SESSION_COOKIE_NAME", "session"),
         },
     )
-    config = app.config
-    if config["BILLING_SUBSCRIPTION_API_ENABLED"]:
-        _subscription_paths(spec, config["BILLING_SUBSCRIPTION_API_PREFIX"])
-    if config["BILLING_PROFILE_API_ENABLED"]:
-        _profile_paths(spec, config["BILLING_PROFILE_API_PREFIX"])
-    if config["BILLING_BILLING_API_ENABLED"]:
-        _billing_paths(spec, config["BILLING_BILLING_API_PREFIX"])
+    api = get_state(app).runtime.settings.api
+    if api.subscription.enabled:
+        _subscription_paths(spec, api.subscription.prefix)
+    if api.profile.enabled:
+        _profile_paths(spec, api.profile.prefix)
+    if api.billing.enabled:
+        _billing_paths(spec, api.billing.prefix)
     document = spec.to_dict()
     # The plan codes are this app's catalog, which a schema class cannot know.
     plan_codes = list(get_state(app).runtime.catalog.plans)

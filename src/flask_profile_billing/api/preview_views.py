@@ -1,7 +1,7 @@
-"""``GET /api/billing/quotas/preview``: the quota packages a user could buy (SPEC P3).
+"""``GET /api/billing/quotas/preview``: the quota packages a user could buy.
 
 Public (no login): it shows the catalog's prices, which ``GET /api/subscription/plans`` shows too.
-``data`` is the seed's bare array, one package per paid plan::
+``data`` is a bare array, one package per paid plan::
 
     [{"id": "starter", "name": "Starter", "tokens": 200, "price": 2990, "currency": "RUB",
       "status": "coming_soon"}, ...]
@@ -13,18 +13,12 @@ payment provider is configured; with one, ``available``, or ``on_request`` for a
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, Response
 
-from ..domain.catalog import Plan, amount_as_number
-from ..extension import get_state
+from ..presenters import package_dict
+from ..state import get_state
 from .common import load_query, ok
 from .schemas import NoQuerySchema
-
-COMING_SOON = "coming_soon"
-AVAILABLE = "available"
-ON_REQUEST = "on_request"
 
 
 def register(blueprint: Blueprint) -> None:
@@ -36,28 +30,11 @@ def quota_packages() -> Response:
     load_query(NoQuerySchema())
     runtime = get_state().runtime
     metric = runtime.settings.primary_metric
-    payments_on = runtime.settings.payment_provider is not None
+    payments_on = runtime.settings.payments.provider is not None
     return ok(
         [
-            _package(plan, metric, payments_on)
+            package_dict(plan, metric, payments_on)
             for plan in runtime.catalog.plans.values()
             if not plan.is_free
         ]
     )
-
-
-def _package(plan: Plan, metric: str, payments_on: bool) -> dict[str, Any]:
-    if not payments_on:
-        status = COMING_SOON
-    elif plan.price_monthly is None:
-        status = ON_REQUEST
-    else:
-        status = AVAILABLE
-    return {
-        "id": plan.code,
-        "name": plan.name,
-        "tokens": plan.limit_for(metric),
-        "price": amount_as_number(plan.price_monthly),
-        "currency": plan.currency,
-        "status": status,
-    }

@@ -1,4 +1,4 @@
-"""The profile API of the profile seed (``/api/profile/...``)."""
+"""The profile API (``/api/profile/...``): the profile, its activity feed, the page's events."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ import pycountry
 from marshmallow import ValidationError, fields
 
 from ..domain.limits import Allowance
+from ..presenters import moment
 from ..services.profiles import EDITABLE_FIELDS, ProfileSnapshot
-from .presenters import moment
 from .schemas import StrictSchema
 
 MAX_URL_LENGTH = 2048
@@ -170,7 +170,7 @@ class ProfileUpdateSchema(StrictSchema):
 
 
 def quota_dict(allowance: Allowance) -> dict[str, Any]:
-    """The seed's quota shape; ``limit`` and ``available`` are null when unlimited."""
+    """The quota shape; ``limit`` and ``available`` are null when unlimited."""
     return {
         "limit": allowance.limit,
         "used": allowance.used,
@@ -180,13 +180,13 @@ def quota_dict(allowance: Allowance) -> dict[str, Any]:
 
 
 def profile_dict(snapshot: ProfileSnapshot) -> dict[str, Any]:
-    """The seed's ``GET /api/profile/me`` (its fields first, in its order), then the others."""
+    """``GET /api/profile/me``: the documented fields first, in their order, then the others."""
     profile = snapshot.profile
     quota = snapshot.quota
     return {
         "id": profile.user_id,
         "email": snapshot.host.email,
-        # The seed shows "" for a user without a name: a string, never null.
+        # A user without a name has "": a string, never null, as clients expect.
         "first_name": snapshot.first_name or "",
         "company": profile.company,
         "timezone": profile.timezone,

@@ -1,7 +1,7 @@
 """Views of the profile part of the API: ``GET`` and ``PATCH /api/profile/me``.
 
 There is no user id in these URLs: a user reads and edits only their own profile, the one of the
-logged-in user (SPEC Q5).
+logged-in user.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from .. import signals
-from ..extension import get_state
+from ..state import get_state
 from .common import authenticated, current_user_id, load_json, load_query, ok
 from .profile_schemas import ProfileUpdateSchema, profile_dict
 from .schemas import NoQuerySchema

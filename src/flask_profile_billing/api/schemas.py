@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate, validates
 
-from ..extension import get_state
+from ..state import get_state
 
 
 class StrictSchema(Schema):

@@ -1,4 +1,4 @@
-"""The subscription API of the subscription seed (``/api/subscription/...``)."""
+"""The subscription API (``/api/subscription/...``): plans, the current subscription, changes, usage."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from ..domain.catalog import MetricKind
-from ..errors import ApiError, BillingError
-from ..extension import BillingState, get_state
-from ..services.payments import format_day
+from ..domain.dates import format_day
+from ..presenters import plan_dict, subscription_dict
+from ..state import BillingState, get_state
 from .common import authenticated, current_user_id, json_answers, load_json, load_query, ok
-from .presenters import plan_dict, subscription_dict
 from .schemas import NoQuerySchema, UpgradeSchema, UsageQuerySchema
 
 
@@ -44,7 +42,7 @@ def upgrade() -> Response:
     body = load_json(UpgradeSchema())
     state = get_state()
     user_id = current_user_id()
-    outcome = state.payments.request_change(user_id, body["plan_type"], body["duration_months"])
+    outcome = state.plan_changes.request_change(user_id, body["plan_type"], body["duration_months"])
     data: dict[str, Any] = {
         "subscription": _subscription(state, user_id),
         "message": outcome.message,
@@ -74,22 +72,9 @@ def usage() -> Response:
 @authenticated
 def limits_check() -> Response:
     load_query(NoQuerySchema())
-    state = get_state()
-    user_id = current_user_id()
-    catalog = state.runtime.catalog
-    allowances = state.quotas.allowances(user_id)
-    for metric in catalog.metrics.values():
-        if metric.kind is MetricKind.GAUGE and metric.name in state.runtime.capacity_loaders:
-            allowances[metric.name] = state.quotas.capacity(user_id, metric.name)
-    data: dict[str, Any] = {}
-    messages: dict[str, str | None] = {}
-    for name, allowance in allowances.items():
-        metric = catalog.metric(name)
-        data[metric.check_key] = allowance.allows(1)
-        messages[metric.message_key] = (
-            None if allowance.allows(1) else metric.limit_message(allowance.limit)
-        )
-    data["messages"] = messages
+    checks = get_state().quotas.limits_check(current_user_id())
+    data: dict[str, Any] = {check.metric.check_key: check.allowed for check in checks}
+    data["messages"] = {check.metric.message_key: check.refusal for check in checks}
     return ok(data)
 
 
@@ -97,10 +82,9 @@ def limits_check() -> Response:
 def cancel() -> Response:
     state = get_state()
     user_id = current_user_id()
-    try:
-        subscription = state.subscriptions.cancel(user_id)
-    except BillingError as error:
-        raise ApiError(409, "NOT_CANCELLABLE", str(error)) from None
+    subscription = state.subscriptions.cancel(
+        user_id
+    )  # NOT_CANCELLABLE for a plan that never lapses
     assert subscription.expires_at is not None  # cancel refuses subscriptions that never lapse
     until = format_day(subscription.expires_at.astimezone(state.profiles.timezone_of(user_id)))
     return ok(

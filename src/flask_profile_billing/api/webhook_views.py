@@ -1,7 +1,7 @@
-"""The payment providers' webhook: ``POST <billing prefix>/webhooks/<provider>`` (SPEC S14).
+"""The payment providers' webhook: ``POST <billing prefix>/webhooks/<provider>``.
 
 Server to server: no login and no CSRF token, since the provider has neither. The signature over the
-raw body (``X-Billing-Signature``) is what authenticates a delivery; the payments service checks it
+raw body (``X-Billing-Signature``) is what authenticates a delivery; the webhook service checks it
 before it reads anything else.
 
 A host that protects every POST with Flask-WTF's ``CSRFProtect`` would refuse every delivery (no
@@ -18,8 +18,8 @@ from flask import Blueprint, Response, current_app, request
 from flask.sansio.app import App
 from flask.sansio.blueprints import BlueprintSetupState
 
-from ..extension import get_state
 from ..payments.signatures import SIGNATURE_HEADER
+from ..state import get_state
 from .common import ok
 
 
@@ -55,7 +55,7 @@ def exempt_from_csrf_protect(app: App) -> None:
 
 def webhook(provider: str) -> Response:
     # get_data(): the bytes as sent, which is what was signed; never the parsed and re-dumped JSON.
-    result = get_state().payments.handle_webhook(
+    result = get_state().webhooks.handle(
         provider, request.get_data(cache=True), request.headers.get(SIGNATURE_HEADER)
     )
     data: dict[str, Any] = {"outcome": result.outcome.value, "event_id": result.event_id}

@@ -1,6 +1,6 @@
 """The plan catalog: plans, the metrics they limit and the features they switch on.
 
-Plain values only. The default catalog is the subscription seed's table, to the number; a host app can
+Plain values only. The default catalog is the product's published price list, to the number; a host app can
 replace it from configuration (see ``catalog_config``).
 """
 
@@ -11,21 +11,15 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 
+from .errors import UnknownMetricError, UnknownPlanError
+
 
 def amount_as_number(amount: Decimal | None) -> int | float | None:
-    """A price for JSON: whole amounts as integers (2990, as in the seed), others as decimals;
+    """A price for JSON: whole amounts as integers (2990), others as decimals;
     None ("on request") stays None."""
     if amount is None:
         return None
     return int(amount) if amount == amount.to_integral_value() else float(amount)
-
-
-class UnknownPlanError(LookupError):
-    """A plan code that the catalog does not define."""
-
-
-class UnknownMetricError(LookupError):
-    """A metric name that the catalog does not define."""
 
 
 class MetricKind(StrEnum):
@@ -40,15 +34,15 @@ class Metric:
     name: str
     kind: MetricKind
     limit_key: str
-    """The key under which plans publish this limit (``analyses_per_month`` in the seed's API)."""
+    """The key under which plans publish this limit (``analyses_per_month`` in the plans API)."""
     message: str
     """Shown when the limit refuses an action; ``{limit}`` is replaced by the plan's limit."""
     usage_key: str = ""
-    """The key of this metric in usage reports (the seed's ``analyses``); the name when empty."""
+    """The key of this metric in usage reports (``analyses``); the name when empty."""
     check_key: str = ""
-    """Its flag in the limits check (the seed's ``can_analyze``); ``can_use_<name>`` when empty."""
+    """Its flag in the limits check (``can_analyze``); ``can_use_<name>`` when empty."""
     message_key: str = ""
-    """Its key in the limits check's ``messages`` (the seed's ``analyze``); the name when empty."""
+    """Its key in the limits check's ``messages`` (``analyze``); the name when empty."""
 
     def __post_init__(self) -> None:
         # Frozen: fill the defaults through object.__setattr__, once, at construction.
@@ -71,7 +65,7 @@ class Plan:
     name: str
     description: str = ""
     price_monthly: Decimal | None = Decimal(0)
-    """``None`` means "on request" (the seed's Enterprise)."""
+    """``None`` means "on request" (Enterprise)."""
     price_yearly: Decimal | None = Decimal(0)
     currency: str = "RUB"
     limits: Mapping[str, int | None] = field(default_factory=dict)
@@ -92,7 +86,7 @@ class Plan:
 
     @property
     def yearly_discount(self) -> int:
-        """Whole percent saved by paying yearly (the seed's "~16%" for 29900 against 12 x 2990)."""
+        """Whole percent saved by paying yearly ("~16%" for 29900 against 12 x 2990)."""
         if not self.price_monthly or self.price_yearly is None:
             return 0
         saved = 1 - self.price_yearly / (self.price_monthly * 12)
@@ -199,7 +193,7 @@ _ALL_FEATURES = list(_FEATURE_LABELS)
 
 
 def default_catalog() -> Catalog:
-    """The seed's four plans: Free, Starter, Professional and Enterprise."""
+    """The four default plans: Free, Starter, Professional and Enterprise."""
     metrics = {
         "analysis": Metric(
             "analysis",

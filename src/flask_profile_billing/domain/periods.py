@@ -69,17 +69,18 @@ class Period:
         _require_aware(moment, "moment")
         return self.start <= moment < self.end
 
-    def seconds_until_end(self, moment: datetime) -> int:
-        """Whole seconds until counters reset, e.g. for a ``Retry-After`` header.
 
-        Rounded up so a client that waits this long is never early; zero once the period
-        is over.
-        """
-        _require_aware(moment, "moment")
-        remaining_us = (self.end - moment) // _ONE_MICROSECOND
-        if remaining_us <= 0:
-            return 0
-        return -(-remaining_us // 1_000_000)
+def seconds_until(end: datetime, moment: datetime) -> int:
+    """Whole seconds from ``moment`` until ``end``, e.g. for a ``Retry-After`` header.
+
+    Rounded up so a client that waits this long is never early; zero once ``end`` has passed.
+    """
+    _require_aware(end, "end")
+    _require_aware(moment, "moment")
+    remaining_us = (end - moment) // _ONE_MICROSECOND
+    if remaining_us <= 0:
+        return 0
+    return -(-remaining_us // 1_000_000)
 
 
 def add_months(moment: datetime, months: int) -> datetime:

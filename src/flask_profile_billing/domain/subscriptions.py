@@ -41,7 +41,7 @@ class Subscription:
         return SubscriptionStatus.EXPIRED if self.has_lapsed(now) else self.status
 
     def is_active_at(self, now: datetime) -> bool:
-        """Access is kept while the paid period runs, also after a cancel (the seed's "until 13.11.2025")."""
+        """Access is kept while the paid period runs, also after a cancel ("access kept until 13.11.2025")."""
         return not self.has_lapsed(now) and self.status is not SubscriptionStatus.EXPIRED
 
     def unused_paid_time_at(self, now: datetime) -> timedelta:

@@ -2,7 +2,8 @@
 
 from alembic import context
 
-from flask_profile_billing.migrate import VERSION_TABLE, hold_migration_lock, only_billing_tables
+from flask_profile_billing.migrate import VERSION_TABLE, only_billing_tables
+from flask_profile_billing.store.locks import hold_migration_lock
 from flask_profile_billing.store.models import Base
 
 engine = context.config.attributes["engine"]

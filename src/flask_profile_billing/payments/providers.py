@@ -1,4 +1,4 @@
-"""The payment provider seam (SPEC S14): what the extension asks of YooKassa, CloudPayments,
+"""The payment provider seam: what the extension asks of YooKassa, CloudPayments,
 Robokassa, Stripe or any other provider, and a deterministic provider for tests.
 
 A provider does two things: it creates a payment and tells us where to send the user to pay, and it

@@ -31,22 +31,21 @@ log = logging.getLogger(__name__)
 
 class BillingCache:
     def __init__(self, app: Flask, settings: BillingSettings) -> None:
-        config = app.config
+        cache = settings.cache
         cache_config: dict[str, Any] = {
-            "CACHE_TYPE": config["BILLING_CACHE_TYPE"],
-            "CACHE_KEY_PREFIX": config["BILLING_CACHE_KEY_PREFIX"],
-            "CACHE_DEFAULT_TIMEOUT": config["BILLING_PROFILE_CACHE_SECONDS"],
+            "CACHE_TYPE": cache.type,
+            "CACHE_KEY_PREFIX": cache.key_prefix,
+            "CACHE_DEFAULT_TIMEOUT": settings.profile_cache_seconds,
         }
-        if config["BILLING_CACHE_REDIS_URL"]:
-            cache_config["CACHE_REDIS_URL"] = config["BILLING_CACHE_REDIS_URL"]
-            timeout = settings.cache_socket_timeout
+        if cache.redis_url:
+            cache_config["CACHE_REDIS_URL"] = cache.redis_url
             cache_config["CACHE_OPTIONS"] = {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
+                "socket_timeout": cache.socket_timeout,
+                "socket_connect_timeout": cache.socket_timeout,
             }
         # A Cache object of its own, so the host's Flask-Caching settings stay the host's.
         self._cache = Cache(app, config=cache_config)
-        self._retry_seconds = settings.cache_retry_seconds
+        self._retry_seconds = cache.retry_seconds
         self._bypass_until = 0.0
         self._unforgotten: set[str] = set()
         self._lock = threading.Lock()

@@ -177,9 +177,9 @@ class IdempotencyService:
 def _stored(record: keys.KeyRecord) -> StoredResponse:
     if record.response_body is None:
         raise IdempotencyConflict(
-            "IDEMPOTENT_RESPONSE_NOT_STORED",
             "This request was already processed and charged; its response was too large to "
             "keep, so it cannot be repeated",
+            error_code="IDEMPOTENT_RESPONSE_NOT_STORED",
         )
     headers = [
         (name, value)
@@ -192,7 +192,6 @@ def _stored(record: keys.KeyRecord) -> StoredResponse:
 
 def _in_progress() -> IdempotencyConflict:
     return IdempotencyConflict(
-        "IDEMPOTENCY_KEY_IN_USE",
         "A request with this Idempotency-Key is still being processed; retry shortly",
         retry_after_seconds=1,
     )

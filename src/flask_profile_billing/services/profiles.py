@@ -1,8 +1,8 @@
 """Profiles: the editable fields a user keeps with the extension, and the profile read.
 
 The read (``ProfileService.read``) joins three sources: the profile row (the fields a user edits
-here), the host's user (email, role, sign-up time: the host owns those, X2) and the quota service
-(the same allowances the guards enforce, P12). It is cached per user; every write that changes what
+here), the host's user (email, role, sign-up time: the host owns those) and the quota service
+(the same allowances the guards enforce). It is cached per user; every write that changes what
 it shows forgets the entry (``BillingCache.forget_user``): profile edits here, charges, refunds and
 plan changes in their services.
 """
@@ -18,15 +18,16 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Row
 
 from .. import signals
 from ..domain.limits import Allowance
 from ..errors import UnknownUserError
-from ..store.models import activity, profiles
-from ..store.statements import insert_ignoring_conflict
+from ..store import activity as entries
+from ..store import profiles as stored
 from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
+from .users import load_host_user
 
 if TYPE_CHECKING:
     from .quotas import QuotaService
@@ -114,9 +115,7 @@ class ProfileService:
     def timezone_of(self, user_id: str) -> ZoneInfo:
         """The user's time zone for dates shown to them; UTC when unset."""
         with read_connection(self._runtime.engine) as connection:
-            name = connection.execute(
-                select(profiles.c.timezone).where(profiles.c.user_id == user_id)
-            ).scalar_one_or_none()
+            name = stored.timezone_name(connection, user_id)
         try:
             return ZoneInfo(name) if name else UTC
         except (ZoneInfoNotFoundError, ValueError):
@@ -127,11 +126,11 @@ class ProfileService:
     def profile(self, user_id: str) -> Profile:
         """The user's profile row, created empty on first access."""
         with read_connection(self._runtime.engine) as connection:
-            row = _select(connection, user_id)
+            row = stored.find(connection, user_id)
         if row is None:
             with write_transaction(self._runtime.engine) as connection:
-                self._insert_if_missing(connection, user_id)
-                row = _select(connection, user_id)
+                stored.insert_if_missing(connection, user_id, self._runtime.now())
+                row = stored.find(connection, user_id)
         assert row is not None  # inserted above, and profiles are never deleted
         return _to_profile(row)
 
@@ -175,32 +174,26 @@ class ProfileService:
         runtime = self._runtime
         now = runtime.now()
         with write_transaction(runtime.engine) as connection:
-            self._insert_if_missing(connection, user_id)
-            # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers): a
-            # concurrent edit waits, so each reports exactly the fields it changed.
-            row = connection.execute(
-                select(profiles).where(profiles.c.user_id == user_id).with_for_update()
-            ).one()
+            stored.insert_if_missing(connection, user_id, now)
+            # Locked: a concurrent edit waits, so each reports exactly the fields it changed.
+            row = stored.lock(connection, user_id)
             changed = [
                 name
                 for name in EDITABLE_FIELDS
                 if name in changes and changes[name] != getattr(row, name)
             ]
             if changed:
-                connection.execute(
-                    update(profiles)
-                    .where(profiles.c.user_id == user_id)
-                    .values({**{name: changes[name] for name in changed}, "updated_at": now})
+                stored.update_fields(
+                    connection, user_id, {name: changes[name] for name in changed}, now
                 )
                 # Only the names: the values (a phone number...) stay out of the feed.
-                connection.execute(
-                    activity.insert().values(
-                        user_id=user_id,
-                        type=PROFILE_UPDATED,
-                        title="Profile updated",
-                        metadata={"fields": changed},
-                        occurred_at=now,
-                    )
+                entries.insert_entry(
+                    connection,
+                    user_id=user_id,
+                    type=PROFILE_UPDATED,
+                    title="Profile updated",
+                    metadata={"fields": changed},
+                    occurred_at=now,
                 )
         if changed:
             runtime.cache.forget_user(user_id)
@@ -210,16 +203,6 @@ class ProfileService:
         return changed
 
     # -- internals -----------------------------------------------------------------------------
-
-    def _insert_if_missing(self, connection: Connection, user_id: str) -> None:
-        now = self._runtime.now()
-        # Concurrent first requests race on the primary key: one inserts, the others do nothing.
-        insert_ignoring_conflict(
-            connection,
-            profiles,
-            {"user_id": user_id, "created_at": now, "updated_at": now},
-            ["user_id"],
-        )
 
     def _snapshot(self, user_id: str, quotas: QuotaService) -> ProfileSnapshot:
         runtime = self._runtime
@@ -247,10 +230,8 @@ class ProfileService:
         return seconds
 
     def _host_user(self, user_id: str) -> HostUser:
-        from ..extension import load_user  # the extension module imports this one
-
         try:
-            user = load_user(user_id)
+            user = load_host_user(self._runtime, user_id)
             user_info = self._runtime.settings.user_info
             info: Mapping[str, Any] | None = user_info(user) if user_info is not None else None
             return _host_user_from(user, info)
@@ -261,10 +242,6 @@ class ProfileService:
             # user still gets what the extension stores, and the host gets the traceback.
             log.exception("could not load the host's user %r for the profile", user_id)
             return HostUser()
-
-
-def _select(connection: Connection, user_id: str) -> Row[Any] | None:
-    return connection.execute(select(profiles).where(profiles.c.user_id == user_id)).first()
 
 
 def _to_profile(row: Row[Any]) -> Profile:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import select
-
 from .. import signals
 from ..domain.catalog import Metric, MetricKind, Plan
 from ..domain.limits import Allowance, crossed_threshold, validate_amount
@@ -27,14 +25,14 @@ from ..errors import (
     QuotaExceeded,
     SubscriptionConflictError,
 )
-from ..store import statements
+from ..store import usage
 from ..store.locks import gauge_lock
-from ..store.models import usage_counters
 from ..store.reservation import OneStatementReservation
+from ..store.subscriptions import select_current
 from ..store.transactions import read_connection, write_transaction
 from .refunds import PendingRefund, RefundService
 from .runtime import Runtime
-from .subscriptions import SubscriptionService, select_current
+from .subscriptions import SubscriptionService
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -53,6 +51,23 @@ class Reservation:
     replayed: bool = False
     """True when the idempotency key was already charged: nothing was taken this time."""
     charged_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """One metric of the limits check: may the user use one more now, and if not, why not."""
+
+    metric: Metric
+    allowance: Allowance
+
+    @property
+    def allowed(self) -> bool:
+        return self.allowance.allows(1)
+
+    @property
+    def refusal(self) -> str | None:
+        """The message a request would be refused with; None while one more is allowed."""
+        return None if self.allowed else self.metric.limit_message(self.allowance.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +131,8 @@ class QuotaService:
         subscription, plan = self.effective_plan(user_id)
         now = runtime.now()
         period = runtime.period(subscription, now)
-        counter = usage_counters.c
         with read_connection(runtime.engine) as connection:
-            rows = connection.execute(
-                select(counter.metric, counter.used).where(
-                    counter.user_id == user_id,
-                    counter.metric.in_(names),
-                    counter.period_start == period.start,
-                )
-            )
-            used = {row.metric: int(row.used) for row in rows}
+            used = usage.used_by_metric(connection, user_id, names, period.start)
         allowances = {
             metric.name: Allowance(
                 metric.name, plan.limit_for(metric.name), used.get(metric.name, 0), period.end
@@ -213,7 +220,7 @@ class QuotaService:
             period = runtime.period(subscription, now)
 
             def as_it_stands(*, replayed: bool = False) -> _Charge:
-                used = statements.used_in_period(
+                used = usage.used_in_period(
                     connection, request.user_id, request.metric.name, period.start
                 )
                 allowance = Allowance(request.metric.name, limit, used, period.end)
@@ -221,7 +228,7 @@ class QuotaService:
 
             if limit is not None and request.amount > limit:
                 return as_it_stands()  # the counter's insert branch could not refuse it
-            event_id = statements.insert_usage_event(
+            event_id = usage.insert_usage_event(
                 connection,
                 {
                     "user_id": request.user_id,
@@ -237,7 +244,7 @@ class QuotaService:
             if event_id is None:
                 # The key was charged before: report the metric as it stands, take nothing.
                 return as_it_stands(replayed=True)
-            used_after = statements.consume(
+            used_after = usage.consume(
                 connection,
                 user_id=request.user_id,
                 metric=request.metric.name,
@@ -249,7 +256,7 @@ class QuotaService:
                 refused = as_it_stands()
                 connection.rollback()  # drops the event inserted above
                 return refused
-            statements.add_to_daily(
+            usage.add_to_daily(
                 connection,
                 user_id=request.user_id,
                 metric=request.metric.name,
@@ -318,6 +325,37 @@ class QuotaService:
         if reservation.replayed or reservation.event_id is None:
             return
         self._refunds.refund(PendingRefund(reservation.user_id, event_id=reservation.event_id))
+
+    def release_failed(self, reservation: Reservation) -> Allowance:
+        """Give back the charge of a request whose view failed, within that request; the metric
+        as it stands after the refund.
+
+        On SQLite, a view that flushed writes it did not commit still holds the database's only
+        write lock through the host's session, and the refund's own connection would wait for it
+        until the busy timeout. Those writes are discarded when Flask-SQLAlchemy ends the session
+        after the request anyway, so they are rolled back now, before the refund.
+        """
+        runtime = self._runtime
+        if runtime.engine.dialect.name == "sqlite":
+            runtime.db.session.rollback()
+        self.release(reservation)
+        charged = reservation.allowance
+        return Allowance(
+            charged.metric, charged.limit, charged.used - reservation.amount, charged.resets_at
+        )
+
+    def limits_check(self, user_id: str) -> list[LimitCheck]:
+        """Whether the user may use one more of each metric now: every periodic metric, then
+        every gauge the host counts (a gauge with no capacity loader is left out)."""
+        runtime = self._runtime
+        allowances = self.allowances(user_id)
+        for metric in runtime.catalog.metrics.values():
+            if metric.kind is MetricKind.GAUGE and metric.name in runtime.capacity_loaders:
+                allowances[metric.name] = self.capacity(user_id, metric.name)
+        return [
+            LimitCheck(runtime.catalog.metric(name), allowance)
+            for name, allowance in allowances.items()
+        ]
 
     # -- features and gauges -------------------------------------------------------------------
 

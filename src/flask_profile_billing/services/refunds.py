@@ -14,8 +14,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from ..store import statements
 from ..store.transactions import UNAVAILABLE_ERRORS, write_transaction
+from ..store.usage import refund_event
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class RefundService:
 
     def _apply(self, refund: PendingRefund) -> None:
         with write_transaction(self._runtime.engine) as connection:
-            refunded = statements.refund_event(
+            refunded = refund_event(
                 connection,
                 user_id=refund.user_id,
                 event_id=refund.event_id,

@@ -8,31 +8,27 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, select, update
+from sqlalchemy import Connection
 
 from .. import signals
 from ..domain.catalog import Plan
 from ..domain.periods import add_months, extend_from_anchor
 from ..domain.proration import credited_time
-from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
-from ..errors import BillingError, SubscriptionConflictError
+from ..domain.subscriptions import Subscription, SubscriptionStatus
+from ..errors import NotCancellable, NotResumable, SubscriptionConflictError
+from ..store import subscriptions as stored
 from ..store.expiry import end_lapsed_batch
-from ..store.models import subscriptions
-from ..store.statements import dialect_insert, insert_ignoring_conflict
-from ..store.subscriptions import extend_current, lock_current, replace_current
 from ..store.transactions import read_connection, write_transaction
-from .plans import PlanStore
+from .catalog_sync import CatalogSync
 from .runtime import Runtime
 
 ALLOWED_DURATIONS = (1, 12)
-_CURRENT = subscriptions.c.ended_at.is_(None)
 _RETRIES = 3
 
 
 class SubscriptionService:
-    def __init__(self, runtime: Runtime, plan_store: PlanStore) -> None:
+    def __init__(self, runtime: Runtime, plan_store: CatalogSync) -> None:
         self._runtime = runtime
         self._plans = plan_store
 
@@ -51,26 +47,18 @@ class SubscriptionService:
 
     def find_current(self, user_id: str) -> Subscription | None:
         with read_connection(self._runtime.engine) as connection:
-            return select_current(connection, user_id)
+            return stored.select_current(connection, user_id)
 
     def history(self, user_id: str) -> list[Subscription]:
         with read_connection(self._runtime.engine) as connection:
-            rows = connection.execute(
-                select(subscriptions)
-                .where(subscriptions.c.user_id == user_id)
-                .order_by(subscriptions.c.started_at, subscriptions.c.id)
-            )
-            return [_to_subscription(row) for row in rows]
-
-    def plan_of(self, subscription: Subscription) -> Plan:
-        return self._runtime.catalog.plan(subscription.plan_code)
+            return stored.history(connection, user_id)
 
     # -- changing ------------------------------------------------------------------------------
 
     def change_plan(self, user_id: str, plan_code: str, months: int = 1) -> Subscription:
         """Put the user on ``plan_code`` for ``months`` (1 or 12) from now.
 
-        Granting the plan the user already has extends its paid period instead (the seed's manual
+        Granting the plan the user already has extends its paid period instead (a manual
         extension). The default plan never lapses, so ``months`` does not apply to it. This does not
         take payment: it is for the CLI, admins and confirmed payments, never a user's own request.
         """
@@ -91,7 +79,9 @@ class SubscriptionService:
         for _ in range(_RETRIES):
             subscription = self.current(user_id)
             if subscription.expires_at is None:
-                raise BillingError("the current plan does not lapse, so there is nothing to cancel")
+                raise NotCancellable(
+                    "the current plan does not lapse, so there is nothing to cancel"
+                )
             if subscription.status is SubscriptionStatus.CANCELLED:
                 return subscription
             changed = self._set_status(
@@ -108,7 +98,7 @@ class SubscriptionService:
         for _ in range(_RETRIES):
             subscription = self.current(user_id)
             if subscription.status is not SubscriptionStatus.CANCELLED:
-                raise BillingError("only a cancelled subscription can be resumed")
+                raise NotResumable("only a cancelled subscription can be resumed")
             changed = self._set_status(subscription, SubscriptionStatus.ACTIVE, cancelled_at=None)
             if changed is not None:
                 return changed
@@ -131,17 +121,13 @@ class SubscriptionService:
         total = 0
         while True:
             with write_transaction(runtime.engine) as connection:
-                end_batch = (
-                    self._end_batch_in_one_statement
-                    if connection.dialect.name == "postgresql"
-                    else self._end_batch_in_two_statements
+                pairs = end_lapsed_batch(
+                    connection, now=now, batch_size=batch_size, default_plan=default_code
                 )
-                ended, followers = end_batch(connection, now, batch_size, default_code)
-                if not ended:
-                    return total
-            total += len(ended)
-            runtime.cache.forget_users([lapsed.user_id for lapsed in ended])
-            pairs = [(lapsed, followers.get(lapsed.user_id)) for lapsed in ended]
+            if not pairs:
+                return total
+            total += len(pairs)
+            runtime.cache.forget_users([lapsed.user_id for lapsed, _ in pairs])
             for lapsed, current in pairs:
                 self._announce_expiry(lapsed, current, in_batch=True)
             signals.subscriptions_expired.send(runtime.app, expired=pairs)
@@ -165,8 +151,7 @@ class SubscriptionService:
         """
         for _ in range(_RETRIES):
             with write_transaction(self._runtime.engine) as connection:
-                locked = lock_current(connection, user_id)
-                previous = None if locked is None else _to_subscription(locked)
+                previous = stored.lock_current(connection, user_id)
                 now = self._runtime.now()
                 changed = None
                 if previous is not None and not previous.has_lapsed(now):
@@ -202,18 +187,16 @@ class SubscriptionService:
             assert previous.expires_at is not None
             assert months is not None
             expires_at = extend_from_anchor(previous.period_anchor, previous.expires_at, months)
-            row = extend_current(connection, previous.id, expires_at)
-        else:
-            row = replace_current(
-                connection,
-                previous.id,
-                now=now,
-                user_id=previous.user_id,
-                plan_code=plan.code,
-                status=status,
-                expires_at=self._new_expiry(previous, plan, now, months=months, days=days),
-            )
-        return None if row is None else _to_subscription(row)
+            return stored.extend_current(connection, previous.id, expires_at)
+        return stored.replace_current(
+            connection,
+            previous.id,
+            now=now,
+            user_id=previous.user_id,
+            plan_code=plan.code,
+            status=status,
+            expires_at=self._new_expiry(previous, plan, now, months=months, days=days),
+        )
 
     def _extends(
         self, previous: Subscription, plan: Plan, status: SubscriptionStatus, now: datetime
@@ -259,20 +242,21 @@ class SubscriptionService:
         return None if plan is None else plan.price_monthly
 
     def _set_status(
-        self, subscription: Subscription, status: SubscriptionStatus, **values: Any
+        self,
+        subscription: Subscription,
+        status: SubscriptionStatus,
+        *,
+        cancelled_at: datetime | None,
     ) -> Subscription | None:
         """Set the status of ``subscription`` if it is still the current one; None when a
         concurrent change replaced it (the caller decides again from the new one). Only status and
         ``cancelled_at`` change, so a concurrent extension of the same row composes with it."""
         with write_transaction(self._runtime.engine) as connection:
-            result = connection.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == subscription.id, _CURRENT)
-                .values(status=status.value, **values)
-            )
-            if result.rowcount != 1:
+            if not stored.set_status(
+                connection, subscription.id, status, cancelled_at=cancelled_at
+            ):
                 return None
-            changed = select_current(connection, subscription.user_id)
+            changed = stored.select_current(connection, subscription.user_id)
         assert changed is not None
         self._announce_change(subscription.user_id, subscription, changed)
         return changed
@@ -281,8 +265,8 @@ class SubscriptionService:
         self._plans.ensure_seeded()
         default_code = self._runtime.catalog.default_plan.code
         with write_transaction(self._runtime.engine) as connection:
-            created = self._insert_default(connection, user_id, now, default_code)
-            subscription = created or select_current(connection, user_id)
+            created = stored.insert_default(connection, user_id, now, default_code)
+            subscription = created or stored.select_current(connection, user_id)
         assert subscription is not None
         if created is not None:
             self._announce_change(user_id, None, subscription)
@@ -291,26 +275,16 @@ class SubscriptionService:
     def _roll_over(self, lapsed: Subscription) -> Subscription:
         default_code = self._runtime.catalog.default_plan.code
         with write_transaction(self._runtime.engine) as connection:
-            ended = self._end_lapsed(connection, subscriptions.c.id == lapsed.id)
+            ended = stored.end_lapsed(connection, lapsed.id)
             for subscription in ended:
-                self._insert_default(
+                stored.insert_default(
                     connection, subscription.user_id, subscription.expires_at, default_code
                 )
-            current = select_current(connection, lapsed.user_id)
+            current = stored.select_current(connection, lapsed.user_id)
         assert current is not None
         for subscription in ended:  # empty when a concurrent request rolled it over first
             self._announce_expiry(subscription, current)
         return current
-
-    @staticmethod
-    def _end_lapsed(connection: Connection, where: Any) -> list[Subscription]:
-        """End lapsed current subscriptions at their expiry; the ended rows, as stored now."""
-        rows = connection.execute(
-            _end_statement(where, subscriptions.c.expires_at)
-            .values(end_reason=EndReason.EXPIRED.value, status=_lapsed_status())
-            .returning(*subscriptions.c)
-        )
-        return [_to_subscription(row) for row in rows]
 
     def _announce_change(
         self, user_id: str, previous: Subscription | None, current: Subscription
@@ -332,140 +306,3 @@ class SubscriptionService:
             current=current,
             in_batch=in_batch,
         )
-
-    def _end_batch_in_two_statements(
-        self, connection: Connection, now: datetime, batch_size: int, plan_code: str
-    ) -> tuple[list[Subscription], dict[str, Subscription]]:
-        """One batch of ``expire_lapsed``: end up to ``batch_size`` lapsed subscriptions, then
-        insert their free followers (SQLite: no data-modifying CTEs)."""
-        subs = subscriptions.c
-        batch = (
-            select(subs.id)
-            .where(_CURRENT, subs.expires_at <= now)
-            .limit(batch_size)
-            .scalar_subquery()
-        )
-        ended = self._end_lapsed(connection, subs.id.in_(batch))
-        return ended, (self._insert_defaults(connection, ended, plan_code) if ended else {})
-
-    @staticmethod
-    def _end_batch_in_one_statement(
-        connection: Connection, now: datetime, batch_size: int, plan_code: str
-    ) -> tuple[list[Subscription], dict[str, Subscription]]:
-        """``_end_batch_in_two_statements`` in one statement (PostgreSQL: ``store.expiry``)."""
-        rows = end_lapsed_batch(connection, now=now, batch_size=batch_size, default_plan=plan_code)
-        ended = [_to_subscription(row) for row in rows]
-        current = {
-            lapsed.user_id: _follower(lapsed, plan_code, row.follower_id)
-            for lapsed, row in zip(ended, rows, strict=True)
-            if row.follower_id is not None
-        }
-        _add_others_current(connection, ended, current)
-        return ended, current
-
-    @staticmethod
-    def _insert_defaults(
-        connection: Connection, ended: list[Subscription], plan_code: str
-    ) -> dict[str, Subscription]:
-        """Free subscriptions for the users of ``ended``, from their expiry, in one multi-row
-        insert; users who meanwhile got a current subscription keep it. Returns user id to the
-        current subscription."""
-        rows = [_free_values(lapsed.user_id, lapsed.expires_at, plan_code) for lapsed in ended]
-        statement = (
-            dialect_insert(connection, subscriptions)
-            .on_conflict_do_nothing(index_elements=["user_id"], index_where=_CURRENT)
-            .returning(*subscriptions.c)
-        )
-        inserted = connection.execute(statement, rows).all()
-        current = {row.user_id: _to_subscription(row) for row in inserted}
-        _add_others_current(connection, ended, current)
-        return current
-
-    @staticmethod
-    def _insert_default(
-        connection: Connection, user_id: str, starts_at: datetime | None, plan_code: str
-    ) -> Subscription | None:
-        """Insert a free subscription unless the user already has a current one (the unique index
-        decides between concurrent first requests); the inserted subscription, or None."""
-        row = insert_ignoring_conflict(
-            connection,
-            subscriptions,
-            _free_values(user_id, starts_at, plan_code),
-            ["user_id"],
-            conflict_where=_CURRENT,
-        )
-        return None if row is None else _to_subscription(row)
-
-
-def select_current(connection: Connection, user_id: str) -> Subscription | None:
-    """The user's current subscription row as it stands, on ``connection`` (no creation and no
-    rollover: inside a caller's transaction)."""
-    row = connection.execute(_SELECT_CURRENT, {"user_id": user_id}).one_or_none()
-    return None if row is None else _to_subscription(row)
-
-
-# Built once: the guards read it on every request.
-_SELECT_CURRENT = select(subscriptions).where(
-    subscriptions.c.user_id == bindparam("user_id"), _CURRENT
-)
-
-
-def _free_values(user_id: str, starts_at: datetime | None, plan_code: str) -> dict[str, Any]:
-    """The columns of a free subscription from ``starts_at`` (a first access, or the expiry of the
-    paid one it follows)."""
-    return {
-        "user_id": user_id,
-        "plan_code": plan_code,
-        "status": SubscriptionStatus.ACTIVE.value,
-        "started_at": starts_at,
-        "expires_at": None,
-        "period_anchor": starts_at,
-    }
-
-
-def _follower(lapsed: Subscription, plan_code: str, follower_id: int) -> Subscription:
-    """The free subscription inserted as ``follower_id`` after ``lapsed``."""
-    values = _free_values(lapsed.user_id, lapsed.expires_at, plan_code)
-    values["status"] = SubscriptionStatus.ACTIVE
-    return Subscription(id=follower_id, cancelled_at=None, **values)
-
-
-def _add_others_current(
-    connection: Connection, ended: list[Subscription], current: dict[str, Subscription]
-) -> None:
-    """Add to ``current`` the subscriptions that users of ``ended`` got meanwhile instead of a
-    free follower."""
-    missing = [lapsed.user_id for lapsed in ended if lapsed.user_id not in current]
-    if missing:
-        others = connection.execute(
-            select(subscriptions).where(subscriptions.c.user_id.in_(missing), _CURRENT)
-        )
-        current.update({row.user_id: _to_subscription(row) for row in others})
-
-
-def _end_statement(where: Any, ended_at: Any) -> Any:
-    return update(subscriptions).where(and_(where, _CURRENT)).values(ended_at=ended_at)
-
-
-def _lapsed_status() -> Any:
-    """A cancelled subscription stays ``cancelled`` when it lapses; any other becomes ``expired``.
-
-    ``store.expiry`` says the same in its SQL."""
-    cancelled = SubscriptionStatus.CANCELLED.value
-    return case(
-        (subscriptions.c.status == cancelled, cancelled),
-        else_=SubscriptionStatus.EXPIRED.value,
-    )
-
-
-def _to_subscription(row: Row[Any]) -> Subscription:
-    return Subscription(
-        id=row.id,
-        user_id=row.user_id,
-        plan_code=row.plan_code,
-        status=SubscriptionStatus(row.status),
-        started_at=row.started_at,
-        expires_at=row.expires_at,
-        period_anchor=row.period_anchor,
-        cancelled_at=row.cancelled_at,
-    )

@@ -10,10 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 
-from sqlalchemy import select
-
-from ..store.models import usage_daily
 from ..store.transactions import read_connection
+from ..store.usage import daily_totals
 from .runtime import Runtime
 
 
@@ -22,7 +20,7 @@ class UsageStats:
     days: int
     totals: dict[str, int]
     daily: dict[date, dict[str, int]]
-    """Days with no use are left out, as in the seed's example."""
+    """Days with no use are left out."""
 
 
 class UsageStatsService:
@@ -33,16 +31,10 @@ class UsageStatsService:
         """What the user was charged over the last ``days`` days, per metric, in whole UTC days:
         from the day ``days`` days ago up to today."""
         since = (self._runtime.now() - timedelta(days=days)).astimezone(UTC).date()
-        rows = usage_daily.c
-        query = (
-            select(rows.day, rows.metric, rows.total)
-            .where(rows.user_id == user_id, rows.day >= since, rows.total > 0)
-            .order_by(rows.day, rows.metric)
-        )
         totals: dict[str, int] = defaultdict(int)
         daily: dict[date, dict[str, int]] = defaultdict(dict)
         with read_connection(self._runtime.engine) as connection:
-            for row in connection.execute(query):
+            for row in daily_totals(connection, user_id, since):
                 daily[row.day][row.metric] = int(row.total)
                 totals[row.metric] += int(row.total)
         return UsageStats(days, dict(totals), dict(daily))

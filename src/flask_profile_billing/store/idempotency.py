@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, select, update
 
+from .dialect import insert_ignoring_conflict
 from .models import idempotency_keys
-from .statements import insert_ignoring_conflict
 
 RUNNING = "running"
 COMPLETED = "completed"

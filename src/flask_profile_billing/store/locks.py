@@ -7,6 +7,7 @@ metric across the view makes concurrent creators take turns, so they cannot all 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import weakref
 import zlib
@@ -55,3 +56,43 @@ def _process_lock(key: str) -> threading.Lock:
             lock = threading.Lock()
             _process_locks[key] = lock
         return lock
+
+
+# PostgreSQL advisory locks take one bigint key or two int4 keys, and the two key spaces never
+# overlap: the migrations take a bigint, derived from a name so that no other user of advisory
+# locks picks it by chance; the gauge locks (store/locks.py) take pairs of int4s.
+MIGRATION_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"flask_profile_billing.migrations").digest()[:8], "big", signed=True
+)
+# How long a migration waits on SQLite for another process's migration to end. Longer than a
+# connection's usual busy timeout (which is sized for one short write), since a whole migration
+# may run first.
+SQLITE_LOCK_WAIT_MS = 120_000
+_PG_MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def hold_migration_lock(connection: Connection) -> None:
+    """Take the lock that serialises migrations of this database, until the connection's current
+    transaction ends; call it first in that transaction, before the current revision is read.
+
+    PostgreSQL: a transaction-level advisory lock. It goes with the transaction (commit, rollback,
+    or a process that dies and drops its connection), and it is taken in the same transaction as
+    the DDL, which PostgreSQL runs transactionally: whoever waited for it reads the version table
+    after the first migration committed.
+
+    SQLite: ``BEGIN IMMEDIATE``, the database's own write lock, which works across processes; the
+    whole migration then runs in that one transaction (SQLite's DDL is transactional too). The
+    wait is SQLITE_LOCK_WAIT_MS, restored to the connection's own busy timeout once the lock is held.
+
+    Other databases are not supported by the extension and get no lock.
+    """
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(_PG_MIGRATION_LOCK, {"key": MIGRATION_LOCK_KEY})
+    elif dialect == "sqlite":
+        usual_wait = connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_LOCK_WAIT_MS}")
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(usual_wait)}")

@@ -124,7 +124,7 @@ class UsageCounterRow(Base):
 
 
 class UsageEventRow(Base):
-    """One charged action: the usage log of the seed, and the record that makes retries free."""
+    """One charged action: the usage log, and the record that makes retries free."""
 
     __tablename__ = "billing_usage_events"
 

@@ -1,4 +1,7 @@
-"""Statements on ``billing_payments`` that must decide together under concurrency.
+"""The statements on ``billing_payments``: starting a payment, finding it, moving its status.
+
+Every status move is conditional on the status it leaves (``move``), so of racing writers exactly
+one moves a payment.
 
 A user's pending payments are capped, so starting one is count-then-insert. Two concurrent starts
 that both count before either inserts would both pass the cap. So the writer first takes a lock
@@ -18,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, Row, func, select, text, update
 
 from .models import payments
 
@@ -62,3 +65,52 @@ def count_payments(
 
 def insert_payment(connection: Connection, values: Mapping[str, Any]) -> None:
     connection.execute(payments.insert().values(**values))
+
+
+def set_provider_payment_id(
+    connection: Connection, payment_id: str, provider_payment_id: str
+) -> None:
+    """Keep the provider's id of payment ``payment_id``, once the provider started it."""
+    connection.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .values(provider_payment_id=provider_payment_id)
+    )
+
+
+def find_payment(
+    connection: Connection,
+    provider: str,
+    *,
+    payment_id: str | None,
+    provider_payment_id: str | None,
+) -> Row[Any] | None:
+    """The payment of ``provider`` with our id ``payment_id`` when given, else with the
+    provider's id ``provider_payment_id``; None when there is none."""
+    query = select(payments).where(payments.c.provider == provider)
+    if payment_id is not None:
+        query = query.where(payments.c.id == payment_id)
+    else:
+        query = query.where(payments.c.provider_payment_id == provider_payment_id)
+    return connection.execute(query).one_or_none()
+
+
+def move(
+    connection: Connection,
+    payment_id: str,
+    source: str,
+    target: str,
+    settled_at: datetime | None,
+) -> bool:
+    """Move a payment from status ``source`` to ``target`` (and set ``settled_at`` when given);
+    False (and no change) when it was not in ``source``. The row count decides, so of racing
+    writers exactly one moves it."""
+    values: dict[str, Any] = {"status": target}
+    if settled_at is not None:
+        values["settled_at"] = settled_at
+    result = connection.execute(
+        update(payments)
+        .where(payments.c.id == payment_id, payments.c.status == source)
+        .values(**values)
+    )
+    return result.rowcount == 1

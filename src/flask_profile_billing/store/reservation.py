@@ -1,13 +1,13 @@
 """A whole quota reservation in ONE PostgreSQL statement, sent in autocommit mode: one round trip.
 
-The statement finds the plan in force (a paid period that is over counts as the default plan, as
-everywhere), takes the metric's limit for that plan from a VALUES list of the in-memory catalog,
-adds the amount to the period's counter only if it stays within the limit, and logs the usage
-event and adds to the day's total only if the counter moved. A retry with an idempotency key
-already charged is recognised before the limit is consulted (so the retry of the request that
-used the last unit is a replay, not a refusal) and charges nothing; two concurrent first uses of
-one key both pass that check, and the second then violates the events' unique key, which aborts
-its whole statement: nothing is charged twice.
+The statement finds the plan in force (a paid period that is over counts as the default plan: the
+rule of ``store.subscriptions.LAPSED_SQL``), takes the metric's limit for that plan from a VALUES
+list of the in-memory catalog, adds the amount to the period's counter only if it stays within the
+limit, and logs the usage event and adds to the day's total only if the counter moved. A retry with
+an idempotency key already charged is recognised before the limit is consulted (so the retry of the
+request that used the last unit is a replay, not a refusal) and charges nothing; two concurrent
+first uses of one key both pass that check, and the second then violates the events' unique key,
+which aborts its whole statement: nothing is charged twice.
 
 Only for rules whose periods do not depend on the subscription (calendar months); the general
 path in ``services.quotas`` serves the others and SQLite.
@@ -25,6 +25,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.periods import Period
+from .subscriptions import LAPSED_SQL
 
 _SQL = """
 WITH prior AS (
@@ -32,8 +33,7 @@ WITH prior AS (
     WHERE user_id = :user_id AND idempotency_key = :idempotency_key
 ),
 plan_in_force AS (
-    SELECT CASE WHEN s.expires_at IS NOT NULL AND s.expires_at <= :now
-                THEN :default_plan ELSE s.plan_code END AS code
+    SELECT CASE WHEN {lapsed} THEN :default_plan ELSE s.plan_code END AS code
     FROM billing_subscriptions s
     WHERE s.user_id = :user_id AND s.ended_at IS NULL
 ),
@@ -95,7 +95,7 @@ class OneStatementReservation:
             f"(:plan_{index}, CAST(:limit_{index} AS BIGINT))"
             for index in range(len(limits_by_plan))
         )
-        self._statement = text(_SQL.format(limits=values))
+        self._statement = text(_SQL.format(limits=values, lapsed=LAPSED_SQL.format(table="s")))
         self._constants: dict[str, Any] = {"default_plan": default_plan}
         for index, (code, limit) in enumerate(limits_by_plan.items()):
             self._constants[f"plan_{index}"] = code

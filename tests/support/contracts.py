@@ -1,4 +1,4 @@
-"""Comparing real JSON with the seeds' examples: the same names, types and nesting."""
+"""Comparing real JSON with the documented examples: the same names, types and nesting."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class OpenMap:
-    """An object whose keys are data (dates, feature names: the seed's "..."), each value shaped
+    """An object whose keys are data (dates, feature names: an example's "..."), each value shaped
     like ``value``."""
 
     value: Any
@@ -32,7 +32,7 @@ def shape(value: Any) -> Any:
 
 
 def assert_same_shape(actual: Any, example: Any, path: str = "$") -> None:
-    """Fail with the JSON path of the first difference between ``actual`` and the seed's example."""
+    """Fail with the JSON path of the first difference between ``actual`` and the example."""
     if isinstance(example, OpenMap):
         assert isinstance(actual, dict), f"{path}: expected an object, got {shape(actual)}"
         assert actual, f"{path}: expected at least one entry"

@@ -23,7 +23,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
+from tests.support.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
 
 START_TIMEOUT = 60.0
 

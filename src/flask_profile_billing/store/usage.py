@@ -1,7 +1,7 @@
-"""The atomic statements behind quotas: each decides in the database, never in Python.
+"""The usage tables: the period counters, the usage log of charges and the daily totals.
 
-Only SQLite (3.35+) and PostgreSQL are supported: both have ``INSERT ... ON CONFLICT`` with a
-``WHERE`` on the update and ``RETURNING``, which is what makes a consumption one statement.
+A charge decides in the database, never in Python: ``consume`` adds to the period's counter in one
+conditional upsert whose returned row says whether it fitted under the limit.
 
 The statements of the hot path are built once per dialect, with bound parameters, and reused:
 SQLAlchemy memoises a construct's cache key, so a reused construct is neither rebuilt nor keyed
@@ -10,57 +10,15 @@ again on every request (building and keying them cost more CPU than SQLite takes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, Connection, Row, Table, and_, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Row, and_, delete, select, update
 
 from ..domain.periods import Period
-from ..errors import BillingConfigError
+from .dialect import insert_for, param
 from .models import usage_counters, usage_daily, usage_events
-
-
-def dialect_insert(connection: Connection, table: Table) -> Any:
-    """``INSERT`` with the ``ON CONFLICT`` clauses of the connection's dialect."""
-    return _insert_for(connection.dialect.name, table)
-
-
-def _insert_for(dialect: str, table: Table) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise BillingConfigError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
-
-
-def _param(column: Column[Any], name: str | None = None) -> Any:
-    """A bound parameter typed like ``column`` (so its type's conversions apply), named ``p_*``:
-    a name of the table's own columns is reserved by ``values()``."""
-    return bindparam(f"p_{name or column.name}", type_=column.type)
-
-
-def insert_ignoring_conflict(
-    connection: Connection,
-    table: Table,
-    values: dict[str, Any],
-    conflict_columns: Sequence[str],
-    conflict_where: Any = None,
-) -> Row[Any] | None:
-    """Insert a row unless one with the same key exists; the inserted row, or None.
-
-    The answer comes from ``RETURNING``: a row count is not reliable here (PostgreSQL drivers
-    report -1 for an insert that returns its generated key).
-    """
-    statement = (
-        dialect_insert(connection, table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=list(conflict_columns), index_where=conflict_where)
-        .returning(*table.c)
-    )
-    return connection.execute(statement).first()
 
 
 def consume(
@@ -95,15 +53,15 @@ def consume(
 @cache
 def _consume_statement(dialect: str, *, limited: bool) -> Any:
     counter = usage_counters.c
-    amount = _param(counter.used, "amount")
-    statement = _insert_for(dialect, usage_counters).values(
-        user_id=_param(counter.user_id),
-        metric=_param(counter.metric),
-        period_start=_param(counter.period_start),
-        period_end=_param(counter.period_end),
+    amount = param(counter.used, "amount")
+    statement = insert_for(dialect, usage_counters).values(
+        user_id=param(counter.user_id),
+        metric=param(counter.metric),
+        period_start=param(counter.period_start),
+        period_end=param(counter.period_end),
         used=amount,
     )
-    limit = _param(counter.used, "limit")
+    limit = param(counter.used, "limit")
     return statement.on_conflict_do_update(
         index_elements=[counter.user_id, counter.metric, counter.period_start],
         set_={"used": counter.used + amount},
@@ -142,10 +100,26 @@ def used_in_period(
 
 
 _USED_IN_PERIOD = select(usage_counters.c.used).where(
-    usage_counters.c.user_id == _param(usage_counters.c.user_id),
-    usage_counters.c.metric == _param(usage_counters.c.metric),
-    usage_counters.c.period_start == _param(usage_counters.c.period_start),
+    usage_counters.c.user_id == param(usage_counters.c.user_id),
+    usage_counters.c.metric == param(usage_counters.c.metric),
+    usage_counters.c.period_start == param(usage_counters.c.period_start),
 )
+
+
+def used_by_metric(
+    connection: Connection, user_id: str, metrics: list[str], period_start: datetime
+) -> dict[str, int]:
+    """What ``user_id`` used of each of ``metrics`` in the period starting at ``period_start``;
+    a metric with no counter yet is left out (nothing used)."""
+    counter = usage_counters.c
+    rows = connection.execute(
+        select(counter.metric, counter.used).where(
+            counter.user_id == user_id,
+            counter.metric.in_(metrics),
+            counter.period_start == period_start,
+        )
+    )
+    return {row.metric: int(row.used) for row in rows}
 
 
 def insert_usage_event(connection: Connection, values: dict[str, Any]) -> int | None:
@@ -164,8 +138,8 @@ def insert_usage_event(connection: Connection, values: dict[str, Any]) -> int | 
 @cache
 def _insert_event_statement(dialect: str, *, keyed: bool) -> Any:
     columns = [column for column in usage_events.c if column.name != "id"]
-    statement = _insert_for(dialect, usage_events).values(
-        {column.name: _param(column) for column in columns}
+    statement = insert_for(dialect, usage_events).values(
+        {column.name: param(column) for column in columns}
     )
     if keyed:
         statement = statement.on_conflict_do_nothing(
@@ -229,13 +203,13 @@ def add_to_daily(
 @cache
 def _add_to_daily_statement(dialect: str) -> Any:
     daily = usage_daily.c
-    total = _param(daily.total)
+    total = param(daily.total)
     return (
-        _insert_for(dialect, usage_daily)
+        insert_for(dialect, usage_daily)
         .values(
-            user_id=_param(daily.user_id),
-            metric=_param(daily.metric),
-            day=_param(daily.day),
+            user_id=param(daily.user_id),
+            metric=param(daily.metric),
+            day=param(daily.day),
             total=total,
         )
         .on_conflict_do_update(
@@ -260,3 +234,32 @@ def take_from_daily(
         )
         .values(total=daily.total - amount)
     )
+
+
+def daily_totals(connection: Connection, user_id: str, since: date) -> list[Row[Any]]:
+    """The user's non-zero day totals (``day``, ``metric``, ``total``) from ``since`` on, by day
+    and metric."""
+    daily = usage_daily.c
+    query = (
+        select(daily.day, daily.metric, daily.total)
+        .where(daily.user_id == user_id, daily.day >= since, daily.total > 0)
+        .order_by(daily.day, daily.metric)
+    )
+    return list(connection.execute(query))
+
+
+def latest_charges(
+    connection: Connection, user_id: str, since: datetime, limit: int
+) -> list[Row[Any]]:
+    """The user's ``limit`` latest usage events since ``since`` (``id``, ``metric``, ``amount``,
+    ``resources``, ``created_at``), newest first.
+
+    Walks the (user_id, created_at) index backwards and stops after ``limit`` rows."""
+    events = usage_events.c
+    query = (
+        select(events.id, events.metric, events.amount, events.resources, events.created_at)
+        .where(events.user_id == user_id, events.created_at >= since)
+        .order_by(events.created_at.desc(), events.id.desc())
+        .limit(limit)
+    )
+    return list(connection.execute(query))

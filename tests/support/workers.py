@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tests.host_app import create_host_app
+from tests.support.host_app import create_host_app
 
 TIMEOUT = 60.0
 

@@ -1,9 +1,12 @@
-"""The activity feed, the quota packages preview and the client's analytics events (SPEC P3, P4, P9)."""
+"""The activity feed, ``GET /api/profile/activity``: charges, refusals, plan changes and the host's
+own events newest first in one shape, the limit and the window, each user's own events only, the
+30-second cache and what makes it forget, the log line and Prometheus counters of every fetch,
+receivers that never break the flow that sent the signal, and ``record`` for the host's events.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,28 +14,16 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy import Engine, func, insert, select
 
-from flask_profile_billing import ProfileBilling, signals
+from flask_profile_billing import ProfileBilling
 from flask_profile_billing.api.activity_views import activity_service
-from flask_profile_billing.payments import TestPaymentProvider
 from flask_profile_billing.services.activity import ActivityService
 from flask_profile_billing.store.models import activity
-from tests.conftest import AppFactory, as_user
-from tests.contracts import assert_same_shape
-from tests.host_app import Clock
+from tests.support.host_app import AppFactory, Clock, as_user
 
 START = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)
 EVENT_KEYS = {"id", "type", "title", "occurred_at", "metadata"}
-# The seed's example package, with the fields this API adds (name, currency).
-SEED_PACKAGE = {
-    "id": "starter",
-    "name": "Starter",
-    "tokens": 10,
-    "price": 0,
-    "currency": "RUB",
-    "status": "coming_soon",
-}
 
 
 @pytest.fixture
@@ -55,21 +46,7 @@ def titles(events: list[dict[str, Any]]) -> list[str]:
     return [item["title"] for item in events]
 
 
-@pytest.fixture
-def statements(app: Flask) -> Iterator[list[str]]:
-    """The SQL statements the app's engine runs while the test runs."""
-    engine: Engine = app.extensions["profile_billing"].runtime.engine
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    yield seen
-    event.remove(engine, "before_cursor_execute", count)
-
-
-# -- the feed ------------------------------------------------------------------------------------
+# -- the feed --------------------------------------------------------------------------------------
 
 
 def test_charges_host_events_plan_changes_and_refusals_come_newest_first_in_one_shape(
@@ -392,7 +369,7 @@ def test_a_failing_feed_write_does_not_change_a_refusal_or_a_plan_change(
     assert [r.getMessage() for r in caplog.records].count("profile_activity_record_failed") == 2
 
 
-# -- recording ---------------------------------------------------------------------------------------
+# -- recording -------------------------------------------------------------------------------------
 
 
 def test_record_returns_the_event_in_the_feeds_shape(feed_service: ActivityService) -> None:
@@ -422,184 +399,3 @@ def test_record_refuses_bad_input_and_writes_nothing(
     engine: Engine = app.extensions["profile_billing"].runtime.engine
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(activity)).scalar() == 0
-
-
-# -- the quota packages preview --------------------------------------------------------------------
-
-
-def test_the_preview_lists_the_paid_plans_as_coming_soon_without_a_login(
-    client: FlaskClient,
-) -> None:
-    response = client.get("/api/billing/quotas/preview")
-
-    assert response.status_code == 200
-    body = response.get_json()
-    assert body["success"] is True
-    assert_same_shape(body["data"][:1], [SEED_PACKAGE])
-    assert body["data"] == [
-        {
-            "id": "starter",
-            "name": "Starter",
-            "tokens": 200,
-            "price": 2990,
-            "currency": "RUB",
-            "status": "coming_soon",
-        },
-        {
-            "id": "professional",
-            "name": "Professional",
-            "tokens": 1000,
-            "price": 5990,
-            "currency": "RUB",
-            "status": "coming_soon",
-        },
-        {
-            "id": "enterprise",
-            "name": "Enterprise",
-            "tokens": None,
-            "price": None,
-            "currency": "RUB",
-            "status": "coming_soon",
-        },
-    ]
-
-
-def test_the_preview_follows_the_primary_metric_and_the_payment_provider(
-    make_app: AppFactory,
-) -> None:
-    app = make_app(BILLING_PRIMARY_METRIC="export", BILLING_PAYMENT_PROVIDER=TestPaymentProvider())
-
-    packages = app.test_client().get("/api/billing/quotas/preview").get_json()["data"]
-
-    assert [(p["id"], p["tokens"], p["status"]) for p in packages] == [
-        ("starter", 50, "available"),
-        ("professional", 200, "available"),
-        ("enterprise", None, "on_request"),
-    ]
-
-
-def test_the_preview_refuses_query_parameters(client: FlaskClient) -> None:
-    response = client.get("/api/billing/quotas/preview?page=2")
-
-    assert response.status_code == 422
-    assert set(response.get_json()["details"]["fields"]) == {"page"}
-
-
-# -- analytics events --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "signal", "arguments"),
-    [
-        ("profile:view", signals.profile_viewed, {"user_id": "alice", "source": "client"}),
-        (
-            "profile:update",
-            signals.profile_updated,
-            {"user_id": "alice", "fields": [], "source": "client"},
-        ),
-        (
-            "profile:cta_buy_quota",
-            signals.buy_cta_clicked,
-            {"user_id": "alice", "properties": {"plan": "starter"}, "source": "client"},
-        ),
-    ],
-)
-def test_each_analytics_event_sends_its_signal_once_and_writes_nothing(
-    client: FlaskClient,
-    app: Flask,
-    statements: list[str],
-    name: str,
-    signal: Any,
-    arguments: dict[str, Any],
-) -> None:
-    received: list[tuple[Any, dict[str, Any]]] = []
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        received.append((sender, kwargs))
-
-    with signal.connected_to(receiver, sender=app):
-        response = client.post(
-            "/api/profile/events",
-            json={"event": name, "properties": {"plan": "starter"}},
-            headers=as_user("alice"),
-        )
-
-    assert response.status_code == 202
-    assert response.get_json() == {"success": True, "data": {"accepted": name}}
-    assert received == [(app, arguments)]
-    assert statements == []
-
-
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"event": "profile:delete"}, "event"),
-        ({"event": "profile_view"}, "event"),
-        ({}, "event"),
-        ({"event": 1}, "event"),
-        ({"event": "profile:view", "properties": []}, "properties"),
-        ({"event": "profile:view", "properties": None}, "properties"),
-        ({"event": "profile:view", "properties": {str(n): n for n in range(21)}}, "properties"),
-        ({"event": "profile:view", "properties": {"note": "x" * 3000}}, "properties"),
-        ({"event": "profile:view", "user_id": "bob"}, "user_id"),
-    ],
-)
-def test_other_events_are_refused_and_send_nothing(
-    client: FlaskClient, app: Flask, body: dict[str, Any], field: str
-) -> None:
-    received: list[Any] = []
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        received.append(kwargs)
-
-    with signals.profile_viewed.connected_to(receiver, sender=app):
-        response = client.post("/api/profile/events", json=body, headers=as_user("alice"))
-
-    assert response.status_code == 422
-    assert set(response.get_json()["details"]["fields"]) == {field}
-    assert received == []
-
-
-def test_an_event_body_that_is_not_json_is_a_415(client: FlaskClient) -> None:
-    response = client.post(
-        "/api/profile/events",
-        data=b"profile:view",
-        content_type="text/plain",
-        headers=as_user("alice"),
-    )
-
-    assert response.status_code == 415
-    assert response.get_json()["error"] == "UNSUPPORTED_MEDIA_TYPE"
-
-
-def test_cookie_sessions_need_the_csrf_token_to_send_events(make_app: AppFactory) -> None:
-    app = make_app()
-    client = app.test_client()
-    token = client.post("/session-login/alice").get_json()["csrf_token"]
-
-    refused = client.post("/api/profile/events", json={"event": "profile:view"})
-    accepted = client.post(
-        "/api/profile/events", json={"event": "profile:view"}, headers={"X-CSRFToken": token}
-    )
-
-    assert refused.status_code == 400
-    assert refused.get_json()["error"] == "CSRF_FAILED"
-    assert accepted.status_code == 202
-
-
-# -- login ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("method", "path"), [("GET", "/api/profile/activity"), ("POST", "/api/profile/events")]
-)
-def test_anonymous_requests_get_a_401_in_json(client: FlaskClient, method: str, path: str) -> None:
-    response = client.open(path, method=method, json={"event": "profile:view"})
-
-    assert response.status_code == 401
-    assert response.get_json() == {
-        "success": False,
-        "error": "UNAUTHORIZED",
-        "message": "Log in to use this endpoint",
-        "details": {},
-    }

@@ -1,4 +1,9 @@
-"""Turning domain values into the seeds' JSON shapes."""
+"""View models: domain values in the shapes the faces show.
+
+The JSON API and any page of the extension present plans, subscriptions, quotas and quota packages
+through these functions, so a page can never show another number than an answer of the API, nor
+either of them disagree with what a guard enforces (both read the quota service).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ..domain.catalog import Catalog, Plan, amount_as_number
-from ..domain.limits import Allowance
-from ..domain.subscriptions import Subscription
+from .domain.catalog import Catalog, Plan, amount_as_number
+from .domain.limits import Allowance
+from .domain.subscriptions import Subscription
+
+COMING_SOON = "coming_soon"
+AVAILABLE = "available"
+ON_REQUEST = "on_request"
 
 
 def moment(value: datetime | None) -> str | None:
@@ -60,4 +69,23 @@ def subscription_dict(
             catalog.metric(name).usage_key: usage_dict(allowance)
             for name, allowance in allowances.items()
         },
+    }
+
+
+def package_dict(plan: Plan, metric: str, payments_on: bool) -> dict[str, Any]:
+    """A paid plan as a quota package one could buy: "coming soon" until a payment provider is
+    configured, "on request" without a price."""
+    if not payments_on:
+        status = COMING_SOON
+    elif plan.price_monthly is None:
+        status = ON_REQUEST
+    else:
+        status = AVAILABLE
+    return {
+        "id": plan.code,
+        "name": plan.name,
+        "tokens": plan.limit_for(metric),
+        "price": amount_as_number(plan.price_monthly),
+        "currency": plan.currency,
+        "status": status,
     }

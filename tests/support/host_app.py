@@ -1,12 +1,13 @@
 """A minimal host app for the tests: Flask-SQLAlchemy, Flask-Login and the extension.
 
-Users are whoever the ``X-User`` header names (Flask-Login's request_loader), so concurrent tests
-need no login round trip. Importable by worker processes of the multi-process tests.
+Users are whoever the ``X-User`` header names (Flask-Login's request_loader; ``as_user`` builds the
+headers), so concurrent tests need no login round trip. Importable by worker processes of the
+multi-process tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,14 @@ from flask_profile_billing import (
     requires_feature,
     requires_quota,
 )
+
+AppFactory = Callable[..., Flask]
+"""The ``make_app`` fixture: builds a host app on the test's database; keywords override config."""
+
+
+def as_user(user_id: str, **headers: str) -> dict[str, str]:
+    """Request headers that log ``user_id`` in through the host app's request_loader."""
+    return {"X-User": user_id, "Accept": "application/json", **headers}
 
 
 class Model(DeclarativeBase):

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from tests.host_app import create_host_app
+from tests.support.host_app import create_host_app
 
 
 def fire_at_once(

@@ -1,8 +1,10 @@
-"""Access: clients that are not who they claim, or ask for more than they may, over real HTTP to
-gunicorn. Every refusal is checked in the database too: a refused request changes nothing.
+"""Access to the JSON API: clients that are not who they claim, or ask for more than they may,
+over real HTTP to gunicorn, and payment webhooks that are forged or replayed. Every refusal is
+checked in the database too: a refused request changes nothing.
 
-The README-style host app (tests/adversarial/host.py) answers the JSON API; the example app as it
-ships answers the browser scenarios (login cookie, ``next=``, CSRF on forms, HTML escaping).
+The README-style host app (tests/adversarial/host.py) answers; clients log in with a bearer token
+or with the session cookie ``POST /login`` sets. The example app's browser pages are
+test_browser_access.py's.
 
 "Lost" in the figures: refused requests that changed the database anyway.
 """
@@ -11,43 +13,41 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 import requests
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
 from flask_profile_billing.payments import PAYMENT_SUCCEEDED, SIGNATURE_HEADER, sign
 from flask_profile_billing.payments.providers import TestPaymentProvider
 from flask_profile_billing.store.models import (
-    activity,
     payments,
     profiles,
     subscriptions,
-    usage_counters,
-    usage_events,
     webhook_deliveries,
 )
-from tests.adversarial.conftest import WEBHOOK_SECRET, Deployment
 from tests.adversarial.harness import Traffic, row_counts, user_rows
 from tests.adversarial.host import DEFAULT_SECRET_KEY, PROVIDER_NAME, token_for
 from tests.adversarial.report import Figures
+from tests.adversarial.scenarios import (
+    HTML,
+    IMG,
+    JSON,
+    SCRIPT,
+    SESSION_COOKIE,
+    USER_TABLES,
+    WEBHOOK_SECRET,
+    Deployment,
+    assert_unchanged,
+)
 
-USER_TABLES = (profiles, subscriptions, usage_counters, usage_events, payments, activity)
 ALL_TABLES = (*USER_TABLES, webhook_deliveries)
-JSON = {"Accept": "application/json"}
-HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-SESSION_COOKIE = "session"
-CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
-SCRIPT = "<script>alert(1)</script>"
-IMG = '"><img src=x onerror=alert(1)>'
 SVG = "<svg onload=alert(1)>"  # no slash: it goes into a URL path segment
 
 # Every endpoint that acts for the logged-in user: (method, path, JSON body).
@@ -139,21 +139,10 @@ def snapshot(engine: Engine, *users: str) -> dict[str, Any]:
     return {user: user_rows(engine, user, USER_TABLES) for user in users}
 
 
-def assert_unchanged(figures: Figures, before: Any, after: Any, what: str) -> None:
-    if before != after:
-        figures.lost += 1
-    assert before == after, f"{what} changed the database"
-
-
 def profile_of(engine: Engine, user: str) -> dict[str, Any] | None:
     with engine.connect() as connection:
         row = connection.execute(select(profiles).where(profiles.c.user_id == user)).first()
     return None if row is None else dict(row._mapping)
-
-
-def set_cookie_headers(response: requests.Response) -> list[str]:
-    headers: list[str] = response.raw.headers.getlist("Set-Cookie")
-    return headers
 
 
 def forged_session_cookie(secret_key: str, data: Mapping[str, Any]) -> str:
@@ -163,15 +152,6 @@ def forged_session_cookie(secret_key: str, data: Mapping[str, Any]) -> str:
     serializer = SecureCookieSessionInterface().get_signing_serializer(forger)
     assert serializer is not None
     return str(serializer.dumps(dict(data)))
-
-
-def is_same_origin(location: str, deployment: Deployment) -> bool:
-    """A redirect target on the app itself: a path, or an absolute URL of its own origin."""
-    parts = urlsplit(location)
-    if not parts.scheme and not parts.netloc:
-        return location.startswith("/") and not location.startswith(("//", "/\\"))
-    own = urlsplit(deployment.server.base_url)
-    return (parts.scheme, parts.netloc) == (own.scheme, own.netloc)
 
 
 # -- the JSON API of the host app ----------------------------------------------------------------
@@ -508,139 +488,3 @@ def test_a_replayed_webhook_grants_the_plan_once(
             )
         ).all()
     assert [plan for (plan,) in current] == ["professional"]
-
-
-# -- the example app in a browser ----------------------------------------------------------------
-
-
-def example_login(
-    traffic: Traffic, example: Deployment, email: str, password: str, next_url: str | None = None
-) -> tuple[requests.Session, requests.Response]:
-    session = traffic.session()
-    form = session.get(example.url("/login"))
-    match = CSRF_FIELD.search(form.text)
-    assert match is not None, form.text
-    path = "/login" if next_url is None else f"/login?next={quote(next_url, safe='')}"
-    response = session.post(
-        example.url(path),
-        data={"email": email, "password": password, "csrf_token": match[1]},
-        allow_redirects=False,
-    )
-    return session, response
-
-
-def test_the_session_cookie_is_http_only_and_same_site(
-    example_app: Deployment, traffic: Traffic
-) -> None:
-    session, response = example_login(traffic, example_app, "alice@example.com", "alice")
-
-    assert response.status_code == 303
-    cookies = [c for c in set_cookie_headers(response) if c.startswith(f"{SESSION_COOKIE}=")]
-    assert cookies, "logging in sets the session cookie"
-    for cookie in cookies:
-        flags = {part.strip().lower() for part in cookie.split(";")[1:]}
-        assert "httponly" in flags, cookie
-        assert "samesite=lax" in flags, cookie
-        assert "path=/" in flags, cookie
-    page = session.get(example_app.url("/login"))  # the form page sets it too (CSRF token)
-    for cookie in set_cookie_headers(page):
-        assert "httponly" in cookie.lower(), cookie
-
-
-@pytest.mark.parametrize(
-    "next_url",
-    [
-        "https://evil.example/",
-        "//evil.example/",
-        "/\\evil.example/",
-        "\\\\evil.example",
-        "https:evil.example",
-        "javascript:alert(1)",
-        "http://127.0.0.1.evil.example/",
-    ],
-)
-def test_login_never_redirects_off_site(
-    example_app: Deployment, traffic: Traffic, next_url: str
-) -> None:
-    session, response = example_login(
-        traffic, example_app, "alice@example.com", "alice", next_url=next_url
-    )
-
-    assert response.status_code == 303
-    assert is_same_origin(response.headers["Location"], example_app), response.headers["Location"]
-    # Already logged in, the login page sends the user on: also only to the site itself.
-    again = session.get(
-        example_app.url(f"/login?next={quote(next_url, safe='')}"), allow_redirects=False
-    )
-    assert again.status_code in (302, 303)
-    assert is_same_origin(again.headers["Location"], example_app), again.headers["Location"]
-
-
-def example_usage(engine: Engine, email: str) -> dict[str, Any]:
-    """The example app user's billing rows and vacancy titles."""
-    with engine.connect() as connection:
-        user_id = connection.execute(
-            text("SELECT id FROM users WHERE email = :email"), {"email": email}
-        ).scalar_one()
-        vacancies = (
-            connection.execute(
-                text("SELECT title FROM vacancies WHERE user_id = :id ORDER BY id"), {"id": user_id}
-            )
-            .scalars()
-            .all()
-        )
-    return {"rows": user_rows(engine, str(user_id), USER_TABLES), "vacancies": vacancies}
-
-
-def test_example_app_form_posts_without_the_csrf_token_are_refused(
-    example_app: Deployment, traffic: Traffic, figures: Figures
-) -> None:
-    session, response = example_login(traffic, example_app, "bob@example.com", "bob")
-    assert response.status_code == 303
-    home = session.get(example_app.url("/"))
-    token = CSRF_META.search(home.text)
-    assert token is not None
-    before = example_usage(example_app.engine, "bob@example.com")
-
-    for path, data in (("/analyze", {}), ("/export", {}), ("/vacancies", {"title": "Forged"})):
-        for headers in ({}, JSON, {"X-CSRFToken": "forged"}):
-            refused = session.post(
-                example_app.url(path), data=data, headers=headers, allow_redirects=False
-            )
-            assert refused.status_code == 400, (path, headers, refused.text)
-    logout = session.post(example_app.url("/logout"), allow_redirects=False)
-    assert logout.status_code == 400
-
-    assert_unchanged(
-        figures, before, example_usage(example_app.engine, "bob@example.com"), "forms without CSRF"
-    )
-    accepted = session.post(
-        example_app.url("/analyze"), json={}, headers={**JSON, "X-CSRFToken": token[1]}
-    )
-    assert accepted.status_code == 200, accepted.text
-
-
-def test_example_app_escapes_stored_markup_in_its_pages(
-    example_app: Deployment, traffic: Traffic
-) -> None:
-    session, response = example_login(traffic, example_app, "alice@example.com", "alice")
-    assert response.status_code == 303
-    home = session.get(example_app.url("/"))
-    token = CSRF_FIELD.search(home.text)
-    assert token is not None
-
-    added = session.post(
-        example_app.url("/vacancies"),
-        data={"title": SCRIPT, "csrf_token": token[1]},
-        headers=HTML,
-    )  # follows the redirect home, where the title and the flashed message are shown
-    refused = session.post(
-        example_app.url("/vacancies"), data={"title": IMG, "csrf_token": token[1]}, headers=HTML
-    )  # the Free plan has one active vacancy: the extension's HTML refusal page
-
-    assert added.status_code == 200
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in added.text
-    assert refused.status_code == 429
-    for page in (added, refused, session.get(example_app.url("/"))):
-        assert SCRIPT not in page.text
-        assert "<img src=x" not in page.text

@@ -6,11 +6,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
-
 from ..domain.catalog import Plan
-from ..store.models import plans
-from ..store.statements import insert_ignoring_conflict
+from ..store import plans as stored
 from ..store.transactions import write_transaction
 from .runtime import Runtime
 
@@ -22,7 +19,10 @@ class SeedResult:
     unchanged: list[str]
 
 
-class PlanStore:
+class CatalogSync:
+    """Writes the configured catalog to ``billing_plans`` (``flask billing seed-plans``), and on first
+    use inserts the plans the table lacks, so subscriptions always have a plan row to refer to."""
+
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._seeded = False
@@ -35,18 +35,16 @@ class PlanStore:
         updated: list[str] = []
         unchanged: list[str] = []
         with write_transaction(runtime.engine) as connection:
-            stored = {row.code: row for row in connection.execute(select(plans))}
+            rows = stored.stored_plans(connection)
             for plan in runtime.catalog.plans.values():
                 values = self._row_values(plan)
-                row = stored.get(plan.code)
+                row = rows.get(plan.code)
                 if row is None:
-                    connection.execute(plans.insert().values(**values, updated_at=runtime.now()))
+                    stored.insert_plan(connection, {**values, "updated_at": runtime.now()})
                     created.append(plan.code)
                 elif any(getattr(row, key) != value for key, value in values.items()):
-                    connection.execute(
-                        update(plans)
-                        .where(plans.c.code == plan.code)
-                        .values(**values, updated_at=runtime.now())
+                    stored.update_plan(
+                        connection, plan.code, {**values, "updated_at": runtime.now()}
                     )
                     updated.append(plan.code)
                 else:
@@ -64,7 +62,7 @@ class PlanStore:
             with write_transaction(self._runtime.engine) as connection:
                 for plan in self._runtime.catalog.plans.values():
                     values = self._row_values(plan) | {"updated_at": self._runtime.now()}
-                    insert_ignoring_conflict(connection, plans, values, ["code"])
+                    stored.insert_plan_if_missing(connection, values)
             self._seeded = True
 
     @staticmethod

@@ -1,0 +1,130 @@
+"""The activity feed's receivers of the extension's own signals: plan changes, expiry, refusals.
+
+Connected for one app as sender, so several apps in one process never record each other's events.
+Blinker keeps weak references to the bound methods: they go away with these receivers, which the
+app's activity service holds. Receivers run inside the sender's flow (a plan change, a scheduler
+batch, a guard's refusal): a feed entry that cannot be written is logged and dropped, never raised,
+so the feed can never change what the sender does or answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from .. import signals
+from ..domain.activity import describe_change, describe_expiry
+from ..domain.limits import Allowance
+from ..domain.subscriptions import Subscription
+from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .activity import ActivityService
+
+log = logging.getLogger(__name__)
+
+
+class ActivityReceivers:
+    def __init__(self, runtime: Runtime, activity: ActivityService) -> None:
+        self._runtime = runtime
+        self._activity = activity
+
+    def connect(self) -> None:
+        """Connect to the signals of this runtime's app (blinker deduplicates a second connect)."""
+        app = self._runtime.app
+        signals.subscription_changed.connect(self._on_subscription_changed, sender=app)
+        signals.subscription_expired.connect(self._on_subscription_expired, sender=app)
+        signals.subscriptions_expired.connect(self._on_subscriptions_expired, sender=app)
+        signals.quota_exceeded.connect(self._on_quota_exceeded, sender=app)
+
+    def _on_subscription_changed(
+        self,
+        sender: Flask,
+        *,
+        user_id: str,
+        previous: Subscription | None,
+        current: Subscription,
+        **_: Any,
+    ) -> None:
+        if previous is None:
+            # The free subscription every user gets on first access is not a change they made; it
+            # also happens on a user's first guarded request, which should stay as cheap as possible.
+            return
+        described = describe_change(previous, current, self._runtime.catalog)
+        if described is not None:
+            self._record_safely(user_id, *described)
+
+    def _on_subscription_expired(
+        self,
+        sender: Flask,
+        *,
+        user_id: str,
+        subscription: Subscription,
+        current: Subscription | None,
+        in_batch: bool = False,
+        **_: Any,
+    ) -> None:
+        if in_batch:
+            return  # recorded with its whole batch by _on_subscriptions_expired
+        type_, title, metadata, occurred_at = describe_expiry(
+            subscription, current, self._runtime.catalog
+        )
+        self._record_safely(user_id, type_, title, metadata, occurred_at=occurred_at)
+
+    def _on_subscriptions_expired(
+        self, sender: Flask, *, expired: list[tuple[Subscription, Subscription | None]], **_: Any
+    ) -> None:
+        """A maintenance batch: one bulk insert, not one write per user."""
+        rows = []
+        for subscription, current in expired:
+            type_, title, metadata, occurred_at = describe_expiry(
+                subscription, current, self._runtime.catalog
+            )
+            rows.append(
+                {
+                    "user_id": subscription.user_id,
+                    "type": type_,
+                    "title": title,
+                    "metadata": metadata,
+                    "occurred_at": occurred_at,
+                }
+            )
+        if not rows:
+            return
+        try:
+            self._activity.record_batch(rows)
+        except Exception:
+            log.exception("profile_activity_record_failed", extra={"count": len(rows)})
+
+    def _on_quota_exceeded(
+        self,
+        sender: Flask,
+        *,
+        user_id: str,
+        metric: str,
+        amount: int,
+        allowance: Allowance,
+        **_: Any,
+    ) -> None:
+        # Runs on the refusal path of a guard, before the 429 is answered.
+        try:
+            self._activity.record_refusal(user_id, metric, amount, allowance)
+        except Exception:
+            log.exception("profile_activity_record_failed", extra={"user_id": user_id})
+
+    def _record_safely(
+        self,
+        user_id: str,
+        type: str,
+        title: str,
+        metadata: dict[str, Any],
+        *,
+        occurred_at: datetime | None = None,
+    ) -> None:
+        try:
+            self._activity.record(user_id, type, title, metadata, occurred_at=occurred_at)
+        except Exception:
+            log.exception("profile_activity_record_failed", extra={"user_id": user_id})
