@@ -3,9 +3,10 @@
 Log in as ``alice@example.com`` / ``alice`` (Free plan) or ``bob@example.com`` / ``bob``
 (Professional) and use up the quotas from the home page.
 
-CSRF: Flask-WTF's ``CSRFProtect`` guards every POST, the HTML forms and the JSON API alike. The
-one exemption is the extension's signed payment webhook, which the extension makes itself: a
-provider has no session and no token, and the signature over the body is what authenticates it.
+CSRF: Flask-WTF's ``CSRFProtect`` guards every POST of the app's own views. The extension's
+endpoints are exempt from it and check the same token themselves, after deciding who the user is
+(so a client without a session learns it must log in: 401), and the signed payment webhook needs
+none: a provider has no session, and the signature over the body is what authenticates it.
 Forms carry the token in a hidden ``csrf_token`` field. JSON clients, which authenticate
 with the session cookie, send the same token in the ``X-CSRFToken`` header; the pages publish it
 in ``<meta name="csrf-token">`` (a script reads it from there). A client without the token gets

@@ -107,27 +107,37 @@ def test_a_signed_webhook_passes_csrf_protect_initialised_after_the_extension(
         assert billing.plan("alice").code == "starter"
 
 
-def test_only_the_webhook_is_exempt_from_the_hosts_csrf_protect(
+def test_the_hosts_csrf_protect_leaves_the_api_to_its_own_check(
     make_app: AppFactory, provider: TestPaymentProvider
 ) -> None:
+    """The extension's endpoints decide authentication first (401), then CSRF for cookie
+    sessions (400 CSRF_FAILED); the host's own views stay under its CSRFProtect."""
     app = shop(make_app, provider)
     CSRFProtect(app)
-    client = app.test_client()
-    client.get("/api/profile/csrf-token", headers=as_user("alice"))  # a session, but no token sent
+    cookie = app.test_client()
+    with cookie.session_transaction() as session:
+        session["_user_id"] = "alice"
+        session["_fresh"] = True
 
     writes = {
-        path: client.post(path, json=body, headers=as_user("alice")).status_code
+        path: cookie.post(path, json=body, headers={"Accept": "application/json"})
         for path, body in [
             ("/api/subscription/upgrade", STARTER),
             ("/api/subscription/cancel", {}),
             ("/api/profile/events", {"event": "profile:view"}),
-            ("/analyze", {}),
         ]
     }
-    unsigned = client.post("/api/billing/webhooks/test", json={"event_id": "e"})
+    host_view = cookie.post("/analyze", json={}, headers={"Accept": "application/json"})
+    anonymous = app.test_client().post("/api/subscription/cancel", headers=as_user(""))
+    unsigned = app.test_client().post("/api/billing/webhooks/test", json={"event_id": "e"})
 
-    assert writes == dict.fromkeys(writes, 400)
+    assert {path: answer.status_code for path, answer in writes.items()} == dict.fromkeys(
+        writes, 400
+    )
+    assert {answer.get_json()["error"] for answer in writes.values()} == {"CSRF_FAILED"}
     assert pending_payments(app, "alice") == 0
+    assert host_view.status_code == 400  # the host's own view: CSRFProtect's refusal
+    assert anonymous.status_code == 401
     assert unsigned.status_code == 401  # past CSRF, the signature is what authenticates it
     assert unsigned.get_json()["error"] == "INVALID_SIGNATURE"
 

@@ -22,6 +22,7 @@ DATA_FILES = [
     f"{PACKAGE}/migrations/env.py",
     f"{PACKAGE}/migrations/script.py.mako",
     f"{PACKAGE}/templates/profile_billing/error.html",
+    f"{PACKAGE}/templates/profile_billing/base.html",
 ]
 
 

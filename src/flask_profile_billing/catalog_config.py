@@ -16,6 +16,10 @@ The shape (documented in docs/configuration.md)::
         features: {api_access: false}
       - {code: pro, name: Pro, price_monthly: 990, price_yearly: 9900, limits: {analysis: null}}
     feature_labels: {api_access: API access}
+
+Plan names and descriptions, feature labels and limit messages may be lazy translations (given in a
+dict: Flask-Babel's ``lazy_gettext("Pro")``); they stay lazy, and are shown in the locale of the
+request that shows them.
 """
 
 from __future__ import annotations
@@ -23,17 +27,51 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from decimal import Decimal
+from numbers import Number
 from pathlib import Path
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .domain.catalog import Catalog, Metric, MetricKind, Plan, default_catalog
+from .domain.catalog import Catalog, LazyText, Metric, MetricKind, Plan, default_catalog
 from .errors import BillingConfigError
 
 _CODE = validate.Regexp(
     r"^[a-z0-9][a-z0-9_\-]{0,63}$", error="use lower-case letters, digits, _ and -"
 )
+
+_CURRENCY = validate.Regexp(r"^[A-Za-z]{3}$", error="use a three-letter currency code (EUR)")
+
+
+class _Text(fields.String):
+    """A text shown to users: what ``fields.String`` takes, or a lazy translation, kept lazy as a
+    ``LazyText``.
+
+    A lazy translation is any object that renders itself as text: one with ``__html__`` (Flask-
+    Babel's and speaklater's lazy strings) or a ``__str__`` of its own. Numbers and containers are
+    mistakes here, and refused as before.
+    """
+
+    # marshmallow merges this attribute of every class of the field's hierarchy; never mutated.
+    default_error_messages = {  # noqa: RUF012
+        "unrenderable": "Cannot render {value!r} as text: {error}",
+    }
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        if not _is_lazy_text(value):
+            return super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return LazyText(value)
+        except Exception as exc:  # the host's translation machinery, not set up yet
+            raise self.make_error("unrenderable", value=type(value).__name__, error=exc) from None
+
+
+def _is_lazy_text(value: object) -> bool:
+    if isinstance(value, str | bytes | bytearray | Number):
+        return False
+    return callable(getattr(value, "__html__", None)) or type(value).__str__ is not object.__str__
 
 
 class _MetricSchema(Schema):
@@ -41,7 +79,7 @@ class _MetricSchema(Schema):
         load_default="periodic", validate=validate.OneOf([k.value for k in MetricKind])
     )
     limit_key = fields.String(load_default=None)
-    message = fields.String(load_default=None)
+    message = _Text(load_default=None)
     usage_key = fields.String(load_default="")
     check_key = fields.String(load_default="")
     message_key = fields.String(load_default="")
@@ -49,8 +87,8 @@ class _MetricSchema(Schema):
 
 class _PlanSchema(Schema):
     code = fields.String(required=True, validate=_CODE)
-    name = fields.String(required=True, validate=validate.Length(min=1, max=120))
-    description = fields.String(load_default="")
+    name = _Text(required=True, validate=validate.Length(min=1, max=120))
+    description = _Text(load_default="")
     # Decimal(0), not 0: a missing price must be the same type as a given one.
     price_monthly = fields.Decimal(
         load_default=Decimal(0), allow_none=True, validate=validate.Range(min=0)
@@ -58,7 +96,8 @@ class _PlanSchema(Schema):
     price_yearly = fields.Decimal(
         load_default=Decimal(0), allow_none=True, validate=validate.Range(min=0)
     )
-    currency = fields.String(load_default="RUB", validate=validate.Length(equal=3))
+    # None: the catalog's currency (BILLING_CURRENCY), filled in by load_catalog.
+    currency = fields.String(load_default=None, validate=_CURRENCY)
     limits = fields.Dict(
         keys=fields.String(),
         values=fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0)),
@@ -71,13 +110,15 @@ class _PlanSchema(Schema):
 class _CatalogSchema(Schema):
     metrics = fields.Dict(keys=fields.String(validate=_CODE), values=fields.Nested(_MetricSchema))
     plans = fields.List(fields.Nested(_PlanSchema), required=True, validate=validate.Length(min=1))
-    feature_labels = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    feature_labels = fields.Dict(keys=fields.String(), values=_Text(), load_default=dict)
 
 
-def load_catalog(source: Mapping[str, Any] | str | Path | None) -> Catalog:
-    """The catalog described by ``BILLING_PLANS``; the default catalog for None."""
+def load_catalog(source: Mapping[str, Any] | str | Path | None, currency: str) -> Catalog:
+    """The catalog described by ``BILLING_PLANS``; the default catalog for None. ``currency``
+    (``BILLING_CURRENCY``, already validated) prices the default catalog and every plan that names
+    no currency of its own."""
     if source is None:
-        return default_catalog()
+        return default_catalog(currency)
     raw = _read_file(Path(source)) if isinstance(source, str | Path) else source
     try:
         data = _CatalogSchema().load(raw)
@@ -102,7 +143,7 @@ def load_catalog(source: Mapping[str, Any] | str | Path | None) -> Catalog:
             description=spec["description"],
             price_monthly=spec["price_monthly"],
             price_yearly=spec["price_yearly"],
-            currency=spec["currency"].upper(),
+            currency=(spec["currency"] or currency).upper(),
             limits=spec["limits"],
             features=spec["features"],
             sort_order=index,

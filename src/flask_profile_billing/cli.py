@@ -12,27 +12,29 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
+from .domain.catalog import render
 from .domain.errors import UnknownMetricError, UnknownPlanError
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, BillingError, UnknownUserError
 from .services.subscriptions import ALLOWED_DURATIONS
-from .services.users import load_host_user
+from .services.users import find_host_user_id
 from .state import get_state
+
+# Every command and subgroup is made by an AppGroup, which runs each command in the app context
+# (Flask's with_appcontext): `flask` pushes one itself, but Flask's test runner
+# (app.test_cli_runner()) and a host invoking the group from its own click code do not.
+_commands = AppGroup("billing")
 
 
 def build_cli_group(name: str) -> click.Group:
-    group = AppGroup(name, help="Plans, subscriptions and usage of flask-profile-billing.")
-    group.add_command(seed_plans)
-    group.add_command(grant)
-    group.add_command(cancel)
-    group.add_command(resume)
-    group.add_command(maintenance)
-    group.add_command(report)
-    group.add_command(database)
-    return group
+    return AppGroup(
+        name,
+        commands=dict(_commands.commands),
+        help="Plans, subscriptions and usage of flask-profile-billing.",
+    )
 
 
-@click.command("seed-plans")
+@_commands.command("seed-plans")
 def seed_plans() -> None:
     """Write the configured plan catalog to the database (idempotent)."""
     result = get_state().plans.seed()
@@ -42,8 +44,8 @@ def seed_plans() -> None:
     )
 
 
-@click.command()
-@click.argument("user_id")
+@_commands.command()
+@click.argument("user")
 @click.argument("plan")
 @click.option(
     "--months",
@@ -52,39 +54,45 @@ def seed_plans() -> None:
     show_default=True,
     help="Length of the paid period; granting the user's current plan extends it.",
 )
-def grant(user_id: str, plan: str, months: str) -> None:
-    """Put USER_ID on PLAN by hand, without payment (a manual extension)."""
+def grant(user: str, plan: str, months: str) -> None:
+    """Put USER on PLAN by hand, without payment (a manual extension). USER is a user id, or
+    anything BILLING_USER_LOOKUP finds a user by (an email)."""
     state = get_state()
     with _clear_errors():
         state.runtime.catalog.plan(plan)
-        load_host_user(state.runtime, user_id)
+        user_id = find_host_user_id(state.runtime, user)
         subscription = state.subscriptions.change_plan(user_id, plan, int(months))
-    click.echo(f"User {user_id} is on {_describe(subscription)}.")
+    click.echo(f"User {_who(user, user_id)} is on {_describe(subscription)}.")
 
 
-@click.command()
-@click.argument("user_id")
-def cancel(user_id: str) -> None:
-    """Cancel USER_ID's subscription at the end of its paid period."""
+@_commands.command()
+@click.argument("user")
+def cancel(user: str) -> None:
+    """Cancel USER's subscription at the end of its paid period (USER: an id, or an email with
+    BILLING_USER_LOOKUP)."""
     with _clear_errors():
         state = get_state()
-        load_host_user(state.runtime, user_id)
+        user_id = find_host_user_id(state.runtime, user)
         subscription = state.subscriptions.cancel(user_id)
-    click.echo(f"Cancelled: user {user_id} keeps {_describe(subscription)}, then moves to free.")
+    click.echo(
+        f"Cancelled: user {_who(user, user_id)} keeps {_describe(subscription)}, "
+        "then moves to free."
+    )
 
 
-@click.command()
-@click.argument("user_id")
-def resume(user_id: str) -> None:
-    """Undo the cancel of USER_ID's subscription before its period ends."""
+@_commands.command()
+@click.argument("user")
+def resume(user: str) -> None:
+    """Undo the cancel of USER's subscription before its period ends (USER: an id, or an email
+    with BILLING_USER_LOOKUP)."""
     with _clear_errors():
         state = get_state()
-        load_host_user(state.runtime, user_id)
+        user_id = find_host_user_id(state.runtime, user)
         subscription = state.subscriptions.resume(user_id)
-    click.echo(f"Resumed: user {user_id} is on {_describe(subscription)}.")
+    click.echo(f"Resumed: user {_who(user, user_id)} is on {_describe(subscription)}.")
 
 
-@click.command()
+@_commands.command()
 def maintenance() -> None:
     """Run the housekeeping now: end lapsed subscriptions and start free ones, and delete the
     stored responses of expired idempotency keys."""
@@ -95,7 +103,7 @@ def maintenance() -> None:
     click.echo(f"Expired idempotency keys deleted: {pruned}.")
 
 
-@click.group()
+@_commands.group()
 def report() -> None:
     """Usage reports: top users by a metric, and users and average use per plan."""
 
@@ -115,11 +123,7 @@ _METRIC = click.option(
 @_FORMAT
 def top_users(days: int, limit: int, metric: str | None, output: str) -> None:
     """Users with the most use of a metric over the last DAYS days."""
-    state = get_state()
-    metric = metric or state.runtime.settings.primary_metric
-    with _clear_errors():
-        state.runtime.catalog.metric(metric)
-    rows = state.reports.top_users(metric, days, limit)
+    rows = get_state().reports.top_users(_report_metric(metric), days, limit)
     _print(output, [asdict(row) for row in rows], ["user_id", "total"])
 
 
@@ -128,17 +132,13 @@ def top_users(days: int, limit: int, metric: str | None, output: str) -> None:
 @_FORMAT
 def plans_report(metric: str | None, output: str) -> None:
     """Users per plan and their mean use of a metric in the current period."""
-    state = get_state()
-    metric = metric or state.runtime.settings.primary_metric
-    with _clear_errors():
-        state.runtime.catalog.metric(metric)
-    rows = state.reports.plan_usage(metric)
+    rows = get_state().reports.plan_usage(_report_metric(metric))
     _print(
         output, [asdict(row) for row in rows], ["plan_code", "plan_name", "users", "average_used"]
     )
 
 
-@click.group("db")
+@_commands.group("db")
 def database() -> None:
     """The extension's own migrations (its tables only; version table billing_alembic_version)."""
 
@@ -173,6 +173,17 @@ def current() -> None:
     click.echo(_revision())
 
 
+def _report_metric(metric: str | None) -> str:
+    """The metric a report is about: ``--metric``, else the primary metric; checked."""
+    runtime = get_state().runtime
+    chosen = metric or runtime.settings.primary_metric
+    if not chosen:
+        raise click.ClickException("the catalog has no periodic metric: name one with --metric")
+    with _clear_errors():
+        runtime.catalog.metric(chosen)
+    return chosen
+
+
 def _revision() -> str:
     from . import migrate
 
@@ -199,7 +210,12 @@ def _describe(subscription: Subscription) -> str:
         if subscription.expires_at
         else "with no end"
     )
-    return f"{plan.name} ({subscription.status.value}) {until}"
+    return f"{render(plan.name)} ({subscription.status.value}) {until}"
+
+
+def _who(reference: str, user_id: str) -> str:
+    """The user as the command line named them, with their id when that was an email."""
+    return user_id if reference == user_id else f"{user_id} ({reference})"
 
 
 def _format_time(moment: datetime) -> str:
@@ -211,6 +227,11 @@ def _names(codes: list[str]) -> str:
 
 
 def _print(output: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    # Rendered first: json.dumps would write a translated plan name as its untranslated source.
+    rows = [
+        {key: render(value) if isinstance(value, str) else value for key, value in row.items()}
+        for row in rows
+    ]
     if output == "json":
         click.echo(json.dumps(rows, ensure_ascii=False))
         return

@@ -35,7 +35,7 @@ from .services.runtime import CapacityLoader, Runtime
 from .services.subscriptions import SubscriptionService
 from .services.usage import UsageStatsService
 from .services.webhooks import WebhookService
-from .settings import DEFAULTS, BillingSettings, apply_deprecated_keys
+from .settings import DEFAULTS, BillingSettings, apply_deprecated_keys, catalog_currency
 from .state import EXTENSION_KEY, BillingState, get_state
 
 if TYPE_CHECKING:
@@ -87,14 +87,16 @@ class ProfileBilling:
         apply_deprecated_keys(app.config)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        settings = BillingSettings.from_config(app.config)
+        # The catalog first: the settings are checked against it (the primary metric is one of
+        # its periodic metrics).
+        catalog = load_catalog(app.config["BILLING_PLANS"], catalog_currency(app.config))
+        settings = BillingSettings.from_config(app.config, catalog)
         db = self._db or app.extensions.get("sqlalchemy")
         if db is None:
             raise BillingConfigError(
                 "flask-profile-billing needs Flask-SQLAlchemy: pass ProfileBilling(db=db) or call "
                 "db.init_app(app) before billing.init_app(app)"
             )
-        catalog = load_catalog(settings.plans)
         if settings.default_quota is not None:
             catalog = catalog.with_limit(
                 catalog.default_plan.code, settings.primary_metric, settings.default_quota

@@ -2,7 +2,8 @@
 
 Each resolves the user through Flask-Login, checks or reserves before the view runs (so concurrent
 requests cannot all pass), and delegates anonymous users to the login manager's ``unauthorized()``,
-like ``@login_required``. ``OPTIONS`` requests pass untouched (CORS preflights carry no cookies).
+like ``@login_required``. ``OPTIONS`` requests pass untouched (CORS preflights carry no cookies), and
+so do the methods a guard's ``methods=`` leaves out (the form page a view shows for ``GET``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -22,7 +23,7 @@ from werkzeug.wrappers import Response
 from .domain.limits import Allowance, validate_amount
 from .errors import BillingUnavailable, InvalidRequest
 from .responses import quota_headers
-from .services.faults import DATABASE_UNAVAILABLE
+from .services.faults import DATABASE_FAULTS, is_database_fault
 from .services.idempotency import IdempotentRequest, StoredResponse
 from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
 from .services.refunds import PendingRefund
@@ -38,23 +39,36 @@ _UNSTORED_HEADERS = frozenset(
 log = logging.getLogger(__name__)
 # A guard's own part: given the app's state, the user and the view to run, answer the request.
 Check = Callable[["BillingState", str, Callable[[], Response]], Response]
+# Whether the charge of a request that answered ``response`` is kept (else it is given back).
+ChargeRule = Callable[[Response], bool]
 
 
-def requires_quota(metric: str, amount: int = 1) -> Callable[[View], View]:
+def requires_quota(
+    metric: str,
+    amount: int = 1,
+    *,
+    methods: Iterable[str] | None = None,
+    charge_when: ChargeRule | None = None,
+) -> Callable[[View], View]:
     """Charge ``amount`` of a periodic ``metric`` for each successful request.
 
     The charge is reserved before the view and given back when the view raises or answers with an
-    error status (unless ``BILLING_CHARGE_FAILED_REQUESTS``). A request that carries an
-    ``Idempotency-Key`` header is answered once: its charged response is stored, and a repeat of
-    the key gets it back without the view running (see ``services.idempotency``). The URL's view
-    arguments are logged as the usage event's resources.
+    error status (unless ``BILLING_CHARGE_FAILED_REQUESTS``). ``methods`` limits the charge to the
+    listed HTTP methods; the others run the view untouched. ``charge_when(response)`` replaces the
+    status rule for a view that answered: the charge is kept when it returns true, else given back
+    like a failed request's (a form page re-rendered with its errors answers 200 but did nothing).
+    A request that carries an ``Idempotency-Key`` header is answered once: its charged response is
+    stored, and a repeat of the key gets it back without the view running (see
+    ``services.idempotency``); an uncharged one releases its key. The URL's view arguments are
+    logged as the usage event's resources.
     """
     validate_amount(amount)
 
     def charge(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
         key = _idempotency_key(state)
         if key is None:
-            return _charge_and_run(state, user_id, metric, amount, run, uuid.uuid4().hex)[0]
+            token = uuid.uuid4().hex
+            return _charge_and_run(state, user_id, metric, amount, run, token, charge_when)[0]
         idempotent = IdempotentRequest(
             user_id, request.endpoint or request.path, key, _fingerprint()
         )
@@ -64,7 +78,9 @@ def requires_quota(metric: str, amount: int = 1) -> Callable[[View], View]:
             return _replay(outcome)
         try:
             # The claim's token keys the charge, so a takeover of a dead holder finds it.
-            response, charged = _charge_and_run(state, user_id, metric, amount, run, outcome.token)
+            response, charged = _charge_and_run(
+                state, user_id, metric, amount, run, outcome.token, charge_when
+            )
         except BaseException:
             state.idempotency.release(outcome)
             raise
@@ -74,7 +90,7 @@ def requires_quota(metric: str, amount: int = 1) -> Callable[[View], View]:
             state.idempotency.release(outcome)
         return response
 
-    return _guard(charge)
+    return _guard(charge, methods)
 
 
 def _charge_and_run(
@@ -84,50 +100,64 @@ def _charge_and_run(
     amount: int,
     run: Callable[[], Response],
     token: str,
+    charge_when: ChargeRule | None,
 ) -> tuple[Response, bool]:
     """Reserve, run the view, keep or give back the charge; the response and whether it was kept.
 
     Every charge carries a token of its own as its usage event's idempotency key, so a charge
     whose outcome is unknown (the database failed while answering) can still be given back: giving
-    back a charge that was never made changes nothing.
+    back a charge that was never made changes nothing. A ``charge_when`` that raises fails the
+    request like a view that raises.
     """
     try:
         reservation = state.quotas.reserve(
             user_id, metric, amount, idempotency_key=token, resources=request.view_args or None
         )
-    except DATABASE_UNAVAILABLE as error:
+    except DATABASE_FAULTS as error:
+        if not is_database_fault(error):
+            raise
         state.refunds.refund_later(PendingRefund(user_id, idempotency_key=token))
         raise _unavailable(state) from error
     keep_failures = state.runtime.settings.charge_failed_requests
     try:
         response = run()
+        if charge_when is not None:
+            kept = bool(charge_when(response))
+        else:
+            kept = response.status_code < 400 or keep_failures
     except BaseException:
         if not keep_failures:
             state.quotas.release_failed(reservation)
         raise
-    if response.status_code >= 400 and not keep_failures:
+    if not kept:
         allowance = state.quotas.release_failed(reservation)
         return _with_headers(state, response, allowance), False
     return _with_headers(state, response, reservation.allowance), True
 
 
-def requires_feature(feature: str) -> Callable[[View], View]:
-    """Answer 403 ``FEATURE_NOT_AVAILABLE`` unless the user's plan includes ``feature``."""
+def requires_feature(
+    feature: str, *, methods: Iterable[str] | None = None
+) -> Callable[[View], View]:
+    """Answer 403 ``FEATURE_NOT_AVAILABLE`` unless the user's plan includes ``feature``; only for
+    the listed ``methods`` when given."""
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
         with _unavailable_as_503(state):
             state.quotas.require_feature(user_id, feature)
         return run()
 
-    return _guard(check)
+    return _guard(check, methods)
 
 
-def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
+def requires_capacity(
+    metric: str, amount: int = 1, *, methods: Iterable[str] | None = None
+) -> Callable[[View], View]:
     """Answer 429 ``LIMIT_EXCEEDED`` unless ``amount`` more of a gauge fits under the plan's cap.
 
     The current level comes from the host's ``@billing.capacity_loader(metric)`` callback. Requests
     of the same user take turns (a database advisory lock on PostgreSQL) from the check until the
-    view returns, so the view must commit what it creates before returning.
+    view returns, so the view must commit what it creates before returning. When ``methods`` is
+    given, only those methods are checked.
     """
     validate_amount(amount)
 
@@ -139,17 +169,21 @@ def requires_capacity(metric: str, amount: int = 1) -> Callable[[View], View]:
         used = before.used + (amount if response.status_code < 400 else 0)
         return _with_headers(state, response, Allowance(metric, before.limit, used))
 
-    return _guard(check)
+    return _guard(check, methods)
 
 
-def _guard(check: Check) -> Callable[[View], View]:
-    """What every guard shares: ``OPTIONS`` passes untouched, an anonymous user goes to
-    Flask-Login's ``unauthorized()``, and ``check`` runs around the view."""
+def _guard(check: Check, methods: Iterable[str] | None = None) -> Callable[[View], View]:
+    """What every guard shares: ``OPTIONS`` and the methods outside ``methods`` (when given) pass
+    untouched, an anonymous user goes to Flask-Login's ``unauthorized()``, and ``check`` runs
+    around the view."""
+    guarded_methods = _guarded_methods(methods)
 
     def decorator(view: View) -> View:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if request.method in EXEMPT_METHODS:
+            if request.method in EXEMPT_METHODS or (
+                guarded_methods is not None and request.method not in guarded_methods
+            ):
                 return current_app.ensure_sync(view)(*args, **kwargs)
             state = get_state()  # first: an app without init_app fails loudly, even for anonymous
             user_id = _current_user_id()
@@ -162,12 +196,30 @@ def _guard(check: Check) -> Callable[[View], View]:
     return decorator
 
 
+def _guarded_methods(methods: Iterable[str] | None) -> frozenset[str] | None:
+    """The methods a guard checks, upper-cased; ``None`` for all of them.
+
+    Refused when the decorator is applied, not at request time: a bare string (``"POST"`` would be
+    read as the methods P, O, S and T) and an empty list (a guard that never checks anything).
+    """
+    if methods is None:
+        return None
+    if isinstance(methods, str):
+        raise ValueError(f"methods must be a list of HTTP methods, such as [{methods!r}]")
+    listed = list(methods)
+    if not listed or not all(isinstance(method, str) and method for method in listed):
+        raise ValueError(f"methods must name at least one HTTP method, got {listed!r}")
+    return frozenset(method.upper() for method in listed)
+
+
 @contextmanager
 def _unavailable_as_503(state: BillingState) -> Iterator[None]:
     """The database failing inside the extension's own work is a 503 with ``Retry-After``."""
     try:
         yield
-    except DATABASE_UNAVAILABLE as error:
+    except DATABASE_FAULTS as error:
+        if not is_database_fault(error):
+            raise
         raise _unavailable(state) from error
 
 

@@ -22,6 +22,9 @@ from sqlalchemy import Engine
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 VERSION_TABLE = "billing_alembic_version"
 TABLE_PREFIX = "billing_"
+DROP_VERSION_TABLE_AT_BASE = "drop_version_table_at_base"
+"""The config attribute that tells ``migrations/env.py`` to drop the version table once a
+downgrade has left no revision applied."""
 
 
 def exclude_billing_tables(
@@ -61,8 +64,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Undo revisions down to ``revision``, under the same lock as ``upgrade``."""
-    command.downgrade(alembic_config(engine), revision)
+    """Undo revisions down to ``revision``, under the same lock as ``upgrade``.
+
+    A downgrade that reaches ``base`` also drops ``billing_alembic_version`` (Alembic itself only
+    empties it), so that nothing of the extension is left in the database. It is dropped in the
+    downgrade's own transaction, under its lock: a process upgrading at the same moment finds
+    either every table and the version table, or none.
+    """
+    config = alembic_config(engine)
+    config.attributes[DROP_VERSION_TABLE_AT_BASE] = True
+    command.downgrade(config, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

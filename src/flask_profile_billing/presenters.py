@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from .domain.catalog import Catalog, Plan, amount_as_number
+from .domain.catalog import Catalog, Plan, amount_as_number, render
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 
@@ -28,8 +28,9 @@ def plan_dict(plan: Plan, catalog: Catalog) -> dict[str, Any]:
     return {
         "id": plan.code,
         "plan_type": plan.code,
-        "name": plan.name,
-        "description": plan.description,
+        # Rendered now, in the request's locale: a host may give translated (lazy) texts.
+        "name": render(plan.name),
+        "description": render(plan.description),
         "pricing": {
             "monthly": amount_as_number(plan.price_monthly),
             "yearly": amount_as_number(plan.price_yearly),
@@ -83,7 +84,7 @@ def package_dict(plan: Plan, metric: str, payments_on: bool) -> dict[str, Any]:
         status = AVAILABLE
     return {
         "id": plan.code,
-        "name": plan.name,
+        "name": render(plan.name),
         "tokens": plan.limit_for(metric),
         "price": amount_as_number(plan.price_monthly),
         "currency": plan.currency,

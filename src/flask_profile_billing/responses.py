@@ -3,11 +3,17 @@ security headers of everything the extension answers."""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
+from datetime import datetime, tzinfo
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from flask import current_app, has_request_context, jsonify, render_template, request
+from flask_login import current_user
 from jinja2 import TemplateNotFound
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
@@ -16,7 +22,10 @@ from werkzeug.wrappers import Response
 
 from .domain.errors import BillingError
 from .domain.limits import Allowance
-from .errors import QuotaExceeded
+from .errors import BillingUnavailable, QuotaExceeded
+from .services.faults import DATABASE_FAULTS, migrations_pending, missing_table_behind
+from .settings import DEFAULTS, RefusalPageSettings
+from .state import BillingState, get_state
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ STATUS_BY_ERROR_CODE: Mapping[str, int] = {
     "TOO_MANY_PENDING_PAYMENTS": 429,
     "PAYMENT_PROVIDER_ERROR": 502,
     "SERVICE_UNAVAILABLE": 503,
+    "MIGRATIONS_PENDING": 503,
     "WEBHOOKS_DISABLED": 503,
 }
 """Codes not listed (configuration errors, an unknown metric: bugs of the host) answer 500."""
@@ -132,6 +142,7 @@ def error_response(
     """The one renderer of errors: the error shape as JSON, or (``page``, for a client that
     prefers ``text/html``) the HTML error page, with the error's own headers and the security
     headers. ``status`` defaults to the code's, from ``STATUS_BY_ERROR_CODE``."""
+    error = _naming_missing_tables(error)
     status = status_of(error) if status is None else status
     if page and wants_html():
         response = current_app.make_response(_error_page(error, status))
@@ -145,15 +156,154 @@ def error_response(
     return with_security_headers(response)
 
 
+def _naming_missing_tables(error: BillingError) -> BillingError:
+    """A 503 that a face answered for a database fault, as ``MIGRATIONS_PENDING`` (logged with
+    the command to run) when the fault was a missing table of the extension.
+
+    The faces answer every fault with a ``BillingUnavailable`` of their own: raised ``from`` the
+    database's error (the guards), or built in the error handler Flask runs while it handles the
+    database's error (the JSON API). Either way the database's error is at hand here.
+    """
+    if not isinstance(error, BillingUnavailable) or error.error_code != "SERVICE_UNAVAILABLE":
+        return error
+    table = missing_table_behind(error) or missing_table_behind(sys.exception())
+    if table is None:
+        return error
+    state = _state()
+    cli_group = state.runtime.settings.cli_group if state else str(DEFAULTS["BILLING_CLI_GROUP"])
+    return migrations_pending(
+        table, retry_after_seconds=error.retry_after_seconds, cli_group=cli_group
+    )
+
+
+# -- the HTML page -------------------------------------------------------------------------------
+
+ERROR_TEMPLATE = "profile_billing/error.html"
+# Month names of the page's own English format, whatever the process's C locale says.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_UTC = ZoneInfo("UTC")
+
+
 def _error_page(error: BillingError, status: int) -> str:
-    status_name = HTTP_STATUS_CODES.get(status, "Error")
+    context = error_page_context(error, status)
     try:
-        return render_template(
-            "profile_billing/error.html",
-            error=error,
-            body=error_body(error),
-            status=status,
-            status_name=status_name,
-        )
-    except TemplateNotFound:  # the host disabled the extension's templates
-        return f"<!doctype html><title>{escape(status_name)}</title><p>{escape(error.message)}</p>"
+        return render_template(ERROR_TEMPLATE, **context)
+    except TemplateNotFound as missing:
+        if missing.name != ERROR_TEMPLATE:
+            # BILLING_BASE_TEMPLATE names a template the app does not have: a configuration
+            # mistake to fix, answered meanwhile with the bare page below.
+            log.error("the refusal page cannot extend %r: no such template", missing.name)
+        # Or the host disabled the extension's templates.
+        status_name = escape(context["status_name"])
+        return f"<!doctype html><title>{status_name}</title><p>{escape(error.message)}</p>"
+
+
+def error_page_context(error: BillingError, status: int) -> dict[str, Any]:
+    """What ``profile_billing/error.html`` (and a host's override of it) is rendered with; the
+    guide lists each name."""
+    page = _refusal_page_settings()
+    resets_at = _resets_at(error)
+    if resets_at is not None:
+        resets_at = resets_at.astimezone(_viewer_zone())
+    return {
+        "error": error,
+        "body": error_body(error),
+        "status": status,
+        "status_name": HTTP_STATUS_CODES.get(status, "Error"),
+        "message": error.message,
+        "base_template": page.base_template,
+        "back_url": _back_url(page.back_url),
+        # The profile page, once the extension has one; a host's template may link its own.
+        "profile_url": None,
+        "resets_at": resets_at,
+        "resets_at_text": None if resets_at is None else format_moment(resets_at),
+    }
+
+
+def format_moment(moment: datetime) -> str:
+    """``moment`` for people, in its own time zone: with Flask-Babel's ``format_datetime`` in the
+    request's locale when the app initialised Flask-Babel, else "1 Nov 2025, 00:00 (UTC)"."""
+    zone_name = getattr(moment.tzinfo, "key", None) or moment.tzname() or "UTC"
+    babel_format = _babel_format_datetime()
+    if babel_format is not None:
+        # rebase=False: the moment is already in the user's zone (Flask-Babel would convert it
+        # to its own, the app's default, otherwise).
+        return f"{babel_format(moment, rebase=False)} ({zone_name})"
+    month = _MONTHS[moment.month - 1]
+    return f"{moment.day} {month} {moment.year}, {moment:%H:%M} ({zone_name})"
+
+
+def _babel_format_datetime() -> Callable[..., str] | None:
+    if "babel" not in current_app.extensions:
+        return None
+    try:  # an optional dependency, imported by name: the package does not require it
+        flask_babel = importlib.import_module("flask_babel")
+    except ImportError:
+        return None
+    formatter: Callable[..., str] = flask_babel.format_datetime
+    return formatter
+
+
+def _resets_at(error: BillingError) -> datetime | None:
+    """When the refused quota resets: a ``QuotaExceeded``'s allowance, or an aware ``resets_at``
+    in the details of another error (a datetime or ISO 8601 text)."""
+    if isinstance(error, QuotaExceeded):
+        return error.allowance.resets_at
+    value = error.details().get("resets_at")
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    return None
+
+
+def _viewer_zone() -> tzinfo:
+    """The logged-in user's time zone from their profile; UTC for anyone else, or when it cannot
+    be read (the page must not fail for a date)."""
+    state = _state()
+    if state is None or getattr(current_app, "login_manager", None) is None:
+        return _UTC
+    if not getattr(current_user, "is_authenticated", False):
+        return _UTC
+    user_id = current_user.get_id()
+    if user_id is None:
+        return _UTC
+    try:
+        return state.profiles.timezone_of(str(user_id))
+    except DATABASE_FAULTS:
+        log.warning("the refusal page shows UTC: the user's time zone is unreadable", exc_info=True)
+        return _UTC
+
+
+def _back_url(fallback: str) -> str:
+    """The page the user came from when it is one of the app's own (same scheme and host), else
+    ``fallback`` (``BILLING_REFUSAL_BACK_URL``): a link back never leads to another site."""
+    referrer = request.referrer
+    if not referrer:
+        return fallback
+    parts = urlsplit(referrer)
+    own = urlsplit(request.host_url)
+    same_origin = (
+        parts.scheme in ("http", "https")
+        and parts.scheme == own.scheme
+        and parts.netloc.lower() == own.netloc.lower()
+    )
+    return referrer if same_origin else fallback
+
+
+def _refusal_page_settings() -> RefusalPageSettings:
+    state = _state()
+    if state is not None:
+        return state.runtime.settings.refusal_page
+    # An app without the extension initialised (a host calling error_response itself).
+    return RefusalPageSettings.read(lambda key: current_app.config.get(key, DEFAULTS[key]))
+
+
+def _state() -> BillingState | None:
+    try:
+        return get_state()
+    except BillingError:  # not initialised for this app
+        return None

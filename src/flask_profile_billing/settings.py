@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .domain.catalog import Catalog, MetricKind
 from .domain.periods import PeriodRule, parse_rule
 from .errors import BillingConfigError
 
@@ -22,6 +23,8 @@ Clock = Callable[[], datetime]
 DEFAULTS: Mapping[str, Any] = {
     # The plan catalog: None for the default plans, a dict, or a path to a JSON/YAML file.
     "BILLING_PLANS": None,
+    # The currency (ISO 4217 code) of the default catalog, and of configured plans naming none.
+    "BILLING_CURRENCY": "RUB",
     # How billing periods are cut: calendar_month, rolling_30_days or anniversary_month.
     "BILLING_PERIOD_RULE": "calendar_month",
     # The time zone in which calendar months begin (IANA name).
@@ -49,6 +52,9 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_CLOCK": None,
     # A callable user_id -> user or None; None uses Flask-Login's registered user_loader.
     "BILLING_USER_LOADER": None,
+    # A callable str -> user or None finding a user by email (or any identifier the host likes),
+    # for the CLI's grant, cancel and resume when their argument is not a known user id.
+    "BILLING_USER_LOOKUP": None,
     # The JSON API: each blueprint can be switched off, renamed and moved.
     "BILLING_SUBSCRIPTION_API_ENABLED": True,
     "BILLING_SUBSCRIPTION_API_PREFIX": "/api/subscription",
@@ -74,8 +80,9 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_UNAVAILABLE_RETRY_AFTER": 5,
     # Seconds a cached profile read lives if nothing invalidates it first.
     "BILLING_PROFILE_CACHE_SECONDS": 300,
-    # The metric whose quota the profile shows as `quota` (the others are under `quotas`).
-    "BILLING_PRIMARY_METRIC": "analysis",
+    # The periodic metric whose quota the profile shows as `quota` (the others are under `quotas`);
+    # None for the catalog's first periodic metric.
+    "BILLING_PRIMARY_METRIC": None,
     # A callable user -> dict with email, first_name, role, created_at; None reads attributes.
     "BILLING_USER_INFO": None,
     # The payment provider (a PaymentProvider instance); None: payments are "coming soon".
@@ -85,6 +92,11 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_WEBHOOK_TOLERANCE_SECONDS": 300,
     # How many payments a user may have pending at once; one more answers 429.
     "BILLING_MAX_PENDING_PAYMENTS": 5,
+    # The HTML refusal page: a template of the host's that it extends (filling its `title` and
+    # `content` blocks); None for the extension's own standalone page.
+    "BILLING_BASE_TEMPLATE": None,
+    # Where the page's "Go back" link leads when the referrer is not of the app's own origin.
+    "BILLING_REFUSAL_BACK_URL": "/",
     # The profile page's settings, under the names hosts already use (no BILLING_ prefix).
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
@@ -173,8 +185,36 @@ class PaymentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusalPageSettings:
+    """The HTML page a browser gets when the extension refuses it (``profile_billing/error.html``)."""
+
+    base_template: str | None
+    """The host's template the page extends, or None for the extension's standalone page."""
+    back_url: str
+    """The "Go back" link when the request has no referrer of the app's own origin."""
+
+    @classmethod
+    def read(cls, get: Callable[[str], Any]) -> RefusalPageSettings:
+        base_template = get("BILLING_BASE_TEMPLATE")
+        if base_template is not None and not (isinstance(base_template, str) and base_template):
+            raise BillingConfigError(
+                f"BILLING_BASE_TEMPLATE must be a template name or None, not {base_template!r}"
+            )
+        back_url = get("BILLING_REFUSAL_BACK_URL")
+        # A path of the app or a web address: never a javascript: or data: link on the page.
+        if not isinstance(back_url, str) or not back_url.startswith(("/", "https://", "http://")):
+            raise BillingConfigError(
+                "BILLING_REFUSAL_BACK_URL must be a path starting with '/' or an http(s) URL, "
+                f"not {back_url!r}"
+            )
+        return cls(base_template, back_url)
+
+
+@dataclass(frozen=True, slots=True)
 class BillingSettings:
     plans: Mapping[str, Any] | str | Path | None
+    currency: str
+    """Prices the default catalog and the configured plans that name no currency."""
     period_rule: PeriodRule
     period_timezone: ZoneInfo
     auto_seed_plans: bool
@@ -188,21 +228,30 @@ class BillingSettings:
     cli_group: str
     clock: Clock
     user_loader: Callable[[str], Any] | None
+    user_lookup: Callable[[str], Any] | None
+    """Finds a user by email (or another identifier) for the CLI; None: user ids only."""
     csrf_enabled: bool
     api: ApiSettings
     cache: CacheSettings
     profile_cache_seconds: int
     unavailable_retry_after: int
     primary_metric: str
+    """The periodic metric the profile shows as its ``quota``: BILLING_PRIMARY_METRIC, else the
+    catalog's first periodic metric; "" when the catalog has none (the profile has no quota)."""
     user_info: Callable[[Any], Mapping[str, Any]] | None
     payments: PaymentSettings
+    refusal_page: RefusalPageSettings
     default_quota: int | None
     activity_window_days: int
     payments_cta_email: str | None
     payments_ui_enabled: bool
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> BillingSettings:
+    def from_config(cls, config: Mapping[str, Any], catalog: Catalog) -> BillingSettings:
+        """The settings of ``config``, checked against ``catalog``: the plans of BILLING_PLANS,
+        loaded first in ``catalog_currency(config)`` (the primary metric must be one of its
+        periodic metrics)."""
+
         def get(key: str) -> Any:
             return config.get(key, DEFAULTS[key])
 
@@ -219,8 +268,16 @@ class BillingSettings:
         threshold = float(get("BILLING_QUOTA_LOW_THRESHOLD"))
         if not 0 < threshold <= 1:
             raise BillingConfigError("BILLING_QUOTA_LOW_THRESHOLD must be in (0, 1]")
+        primary_metric = _primary_metric(get("BILLING_PRIMARY_METRIC"), catalog)
+        default_quota = _optional_int(get("PROFILE_DEFAULT_QUOTA"), "PROFILE_DEFAULT_QUOTA")
+        if default_quota is not None and not primary_metric:
+            raise BillingConfigError(
+                "PROFILE_DEFAULT_QUOTA sets the limit of the primary metric, and the catalog has "
+                "no periodic metric"
+            )
         return cls(
             plans=get("BILLING_PLANS"),
+            currency=catalog_currency(config),
             period_rule=rule,
             period_timezone=zone,
             auto_seed_plans=bool(get("BILLING_AUTO_SEED_PLANS")),
@@ -242,6 +299,7 @@ class BillingSettings:
             cli_group=str(get("BILLING_CLI_GROUP")),
             clock=get("BILLING_CLOCK") or system_clock,
             user_loader=get("BILLING_USER_LOADER"),
+            user_lookup=_optional_callable(get("BILLING_USER_LOOKUP"), "BILLING_USER_LOOKUP"),
             csrf_enabled=bool(get("BILLING_CSRF_ENABLED")),
             profile_cache_seconds=int(get("BILLING_PROFILE_CACHE_SECONDS")),
             api=ApiSettings(
@@ -278,7 +336,7 @@ class BillingSettings:
             unavailable_retry_after=_positive_int(
                 get("BILLING_UNAVAILABLE_RETRY_AFTER"), "BILLING_UNAVAILABLE_RETRY_AFTER"
             ),
-            primary_metric=str(get("BILLING_PRIMARY_METRIC")),
+            primary_metric=primary_metric,
             user_info=get("BILLING_USER_INFO"),
             payments=PaymentSettings(
                 provider=get("BILLING_PAYMENT_PROVIDER"),
@@ -290,13 +348,52 @@ class BillingSettings:
                     get("BILLING_MAX_PENDING_PAYMENTS"), "BILLING_MAX_PENDING_PAYMENTS"
                 ),
             ),
-            default_quota=_optional_int(get("PROFILE_DEFAULT_QUOTA"), "PROFILE_DEFAULT_QUOTA"),
+            refusal_page=RefusalPageSettings.read(get),
+            default_quota=default_quota,
             activity_window_days=_positive_int(
                 get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"
             ),
             payments_cta_email=get("PROFILE_PAYMENTS_CTA_EMAIL"),
             payments_ui_enabled=bool(get("ENABLE_PROFILE_PAYMENTS_UI")),
         )
+
+
+def catalog_currency(config: Mapping[str, Any]) -> str:
+    """BILLING_CURRENCY, checked and upper-cased. Read before the other settings: the catalog is
+    priced in it, and the other settings are checked against the catalog."""
+    value = config.get("BILLING_CURRENCY", DEFAULTS["BILLING_CURRENCY"])
+    if not (isinstance(value, str) and len(value) == 3 and value.isascii() and value.isalpha()):
+        raise BillingConfigError(
+            f"BILLING_CURRENCY must be a three-letter currency code such as 'EUR', not {value!r}"
+        )
+    return value.upper()
+
+
+def _primary_metric(value: Any, catalog: Catalog) -> str:
+    periodic = catalog.periodic_metric_names
+    if value is None:
+        # Hosts with their own catalog rarely have the default catalog's "analysis".
+        return periodic[0] if periodic else ""
+    known = ", ".join(periodic) or "none"
+    metric = catalog.metrics.get(value) if isinstance(value, str) else None
+    if metric is None:
+        raise BillingConfigError(
+            f"BILLING_PRIMARY_METRIC: unknown metric {value!r}; known periodic metrics: {known}"
+        )
+    if metric.kind is not MetricKind.PERIODIC:
+        raise BillingConfigError(
+            f"BILLING_PRIMARY_METRIC: {value!r} is a {metric.kind.value} metric, not a periodic "
+            f"one; known periodic metrics: {known}"
+        )
+    return metric.name
+
+
+def _optional_callable(value: Any, key: str) -> Callable[..., Any] | None:
+    if value is None:
+        return None
+    if not callable(value):
+        raise BillingConfigError(f"{key} must be a callable or None, not {value!r}")
+    return cast(Callable[..., Any], value)
 
 
 def _optional_int(value: Any, key: str) -> int | None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, Response, jsonify, request, session
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, session
 from flask_login import current_user
-from flask_wtf.csrf import validate_csrf
+from flask_wtf.csrf import same_origin, validate_csrf
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as AnyResponse
@@ -17,7 +17,7 @@ from wtforms.validators import ValidationError as CSRFValidationError
 
 from ..errors import ApiError, BillingError, BillingUnavailable
 from ..responses import error_response, from_http_exception, with_security_headers
-from ..services.faults import DATABASE_UNAVAILABLE
+from ..services.faults import DATABASE_FAULTS, is_database_fault
 from ..state import get_state
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -43,6 +43,8 @@ def json_answers(blueprint: Blueprint) -> Blueprint:
         return error_response(from_http_exception(error), error.code or 500, page=False)
 
     def unavailable(error: Exception) -> AnyResponse:
+        if not is_database_fault(error):
+            raise error
         # The database is down, restarting or out of connections: a fault to retry, not a 500.
         logging.getLogger(__name__).error("the billing database is unavailable", exc_info=error)
         retry_after = get_state().runtime.settings.unavailable_retry_after
@@ -55,11 +57,40 @@ def json_answers(blueprint: Blueprint) -> Blueprint:
 
     blueprint.register_error_handler(BillingError, billing_error)
     blueprint.register_error_handler(HTTPException, http_error)
-    for fault in DATABASE_UNAVAILABLE:
+    for fault in DATABASE_FAULTS:
         blueprint.register_error_handler(fault, unavailable)
     # After the error handler too: Flask runs a blueprint's after_request on handled errors.
     blueprint.after_request(with_security_headers)
     return blueprint
+
+
+def exempt_from_host_csrf_protect(app: Flask, blueprints: Collection[Blueprint]) -> None:
+    """Leave the CSRF defence of ``blueprints`` to their views, also under the host's Flask-WTF
+    ``CSRFProtect``.
+
+    ``CSRFProtect`` checks every write in a ``before_request``, before any view: an anonymous write
+    would get 400 ``CSRF_FAILED`` where it must get 401 ``UNAUTHORIZED``, a client whose token a
+    ``request_loader`` reads would need a CSRF token it has no use for, and a provider's signed
+    webhook would be refused for want of a token it cannot have. The views decide instead, in
+    order: login (``authenticated``), then the CSRF token for writes authenticated by the session
+    cookie; the webhook by its signature.
+
+    ``CSRFProtect`` initialised before ``init_app`` exists now. Initialised after, its check is a
+    ``before_request`` added after the one added here, which therefore exempts in time. ``exempt``
+    is a set insertion, idempotent, so repeating it on every request costs next to nothing.
+    """
+    exempt_blueprints = tuple(blueprints)
+    if not exempt_blueprints:
+        return
+
+    def exempt() -> None:
+        csrf = app.extensions.get("csrf")
+        if csrf is not None:
+            for blueprint in exempt_blueprints:
+                csrf.exempt(blueprint)
+
+    exempt()
+    app.before_request(exempt)
 
 
 def current_user_id() -> str:
@@ -70,7 +101,8 @@ def current_user_id() -> str:
 
 
 def authenticated(view: View) -> View:
-    """Login required; writes authenticated by the session cookie also need the CSRF token."""
+    """Login required (401 first, so an anonymous write is never told about CSRF); writes
+    authenticated by the session cookie also need the CSRF token."""
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -146,3 +178,11 @@ def _check_csrf() -> None:
         raise ApiError(
             "CSRF_FAILED", "Missing or invalid CSRF token: send it in the X-CSRFToken header"
         ) from error
+    # Over HTTPS, the same strict Referer check Flask-WTF's CSRFProtect makes (the API is exempt
+    # from the host's CSRFProtect so that authentication is decided first, not to skip this).
+    if request.is_secure and current_app.config.get("WTF_CSRF_SSL_STRICT", True):
+        referrer = request.referrer
+        if not referrer or not same_origin(referrer, f"https://{request.host}/"):
+            raise ApiError(
+                "CSRF_FAILED", "A write over HTTPS must come from a page of this site (Referer)"
+            )

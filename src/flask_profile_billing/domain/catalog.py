@@ -1,7 +1,8 @@
 """The plan catalog: plans, the metrics they limit and the features they switch on.
 
 Plain values only. The default catalog is the product's published price list, to the number; a host app can
-replace it from configuration (see ``catalog_config``).
+replace it from configuration (see ``catalog_config``). Texts shown to users (plan names and
+descriptions, feature labels, limit messages) may be translated by the host: see ``LazyText``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,60 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
+from typing import Any
 
 from .errors import UnknownMetricError, UnknownPlanError
+
+DEFAULT_CURRENCY = "RUB"
+"""The currency of the default catalog's prices unless the host configures another."""
+
+
+class LazyText(str):
+    """A text the host translates when it is shown (Flask-Babel's ``lazy_gettext``), usable
+    wherever the catalog holds a ``str``.
+
+    As a ``str`` its value is the source text, rendered once when the catalog is loaded (outside a
+    request: untranslated), so what is stored, compared, sorted and logged does not depend on who
+    asked. ``str()``, ``format()``, f-strings and ``__html__`` (Jinja, markupsafe) render it anew,
+    in the locale of the moment. ``json.dumps`` writes any ``str`` as its own value, so whatever
+    puts a catalog text into JSON calls ``str()`` on it first.
+    """
+
+    __slots__ = ("_lazy",)
+    _lazy: object
+
+    def __new__(cls, lazy: object) -> LazyText:
+        text = super().__new__(cls, str(lazy))
+        text._lazy = lazy
+        return text
+
+    def __str__(self) -> str:
+        try:
+            return str(self._lazy)
+        except Exception:
+            # Showing a text must not fail a charge or a plan change: where the translation
+            # cannot be rendered (a host's locale selector that reads the request, called by a
+            # command), the source text is shown instead.
+            return str.__str__(self)
+
+    def __html__(self) -> str:
+        return str(self)
+
+    def __copy__(self) -> LazyText:
+        return self  # immutable, like any str
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LazyText:
+        return self
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        # Caches pickle what they keep (a profile snapshot holds its plan's name), and the
+        # machinery behind a lazy translation is not always picklable: a copy keeps the source.
+        return str, (str.__str__(self),)
+
+
+def render(text: str) -> str:
+    """``text`` as a plain ``str`` in the locale of the moment (a ``LazyText`` is translated)."""
+    return str(text)
 
 
 def amount_as_number(amount: Decimal | None) -> int | float | None:
@@ -56,7 +109,8 @@ class Metric:
                 object.__setattr__(self, key, default)
 
     def limit_message(self, limit: int | None) -> str:
-        return self.message.format(limit=limit)
+        # render() first: str.format on a LazyText would format its untranslated source.
+        return render(self.message).format(limit=limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +121,7 @@ class Plan:
     price_monthly: Decimal | None = Decimal(0)
     """``None`` means "on request" (Enterprise)."""
     price_yearly: Decimal | None = Decimal(0)
-    currency: str = "RUB"
+    currency: str = DEFAULT_CURRENCY
     limits: Mapping[str, int | None] = field(default_factory=dict)
     """Metric name to limit; a missing metric or ``None`` is unlimited."""
     features: Mapping[str, bool] = field(default_factory=dict)
@@ -135,6 +189,11 @@ class Catalog:
             known = ", ".join(self.metrics)
             raise UnknownMetricError(f"unknown metric {name!r}; known metrics: {known}") from None
 
+    @property
+    def periodic_metric_names(self) -> list[str]:
+        """The metrics counted per billing period, in catalog order."""
+        return [name for name, metric in self.metrics.items() if metric.kind is MetricKind.PERIODIC]
+
     def feature_label(self, name: str) -> str:
         return self.feature_labels.get(name) or name.replace("_", " ").capitalize()
 
@@ -192,8 +251,9 @@ _FEATURE_LABELS = {
 _ALL_FEATURES = list(_FEATURE_LABELS)
 
 
-def default_catalog() -> Catalog:
-    """The four default plans: Free, Starter, Professional and Enterprise."""
+def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
+    """The four default plans: Free, Starter, Professional and Enterprise, priced in ``currency``
+    (the numbers are the published price list, whatever the currency)."""
     metrics = {
         "analysis": Metric(
             "analysis",
@@ -237,6 +297,7 @@ def default_catalog() -> Catalog:
             Decimal(0),
             limits=limits(1, 20, 5),
             features=_features(_FREE, _ALL_FEATURES),
+            currency=currency,
             sort_order=0,
             is_default=True,
         ),
@@ -248,6 +309,7 @@ def default_catalog() -> Catalog:
             Decimal(29900),
             limits=limits(5, 200, 50),
             features=_features(_STARTER, _ALL_FEATURES),
+            currency=currency,
             sort_order=1,
         ),
         Plan(
@@ -258,6 +320,7 @@ def default_catalog() -> Catalog:
             Decimal(59900),
             limits=limits(20, 1000, 200),
             features=_features(_PROFESSIONAL, _ALL_FEATURES),
+            currency=currency,
             sort_order=2,
         ),
         Plan(
@@ -268,6 +331,7 @@ def default_catalog() -> Catalog:
             None,
             limits=limits(None, None, None),
             features=_features(_ENTERPRISE, _ALL_FEATURES),
+            currency=currency,
             sort_order=3,
         ),
     ]

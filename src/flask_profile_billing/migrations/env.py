@@ -1,8 +1,13 @@
 """Alembic environment of the extension's migrations; run through ``flask_profile_billing.migrate``."""
 
 from alembic import context
+from sqlalchemy import MetaData, Table
 
-from flask_profile_billing.migrate import VERSION_TABLE, only_billing_tables
+from flask_profile_billing.migrate import (
+    DROP_VERSION_TABLE_AT_BASE,
+    VERSION_TABLE,
+    only_billing_tables,
+)
 from flask_profile_billing.store.locks import hold_migration_lock
 from flask_profile_billing.store.models import Base
 
@@ -25,3 +30,10 @@ with engine.connect() as connection, connection.begin():
     )
     with context.begin_transaction():
         context.run_migrations()
+    # A downgrade to base leaves Alembic's version table empty; drop it with the tables it
+    # versioned (an upgrade creates it again).
+    if (
+        context.config.attributes.get(DROP_VERSION_TABLE_AT_BASE)
+        and context.get_context().get_current_revision() is None
+    ):
+        Table(VERSION_TABLE, MetaData()).drop(connection, checkfirst=True)
