@@ -126,6 +126,23 @@ def test_the_plans_api_answers_in_each_requests_locale(translated_app: Flask) ->
     ]
 
 
+def test_the_profile_names_the_plan_in_each_requests_locale(translated_app: Flask) -> None:
+    """The profile read is cached for every locale; its plan name is rendered per request."""
+    with translated_app.app_context():
+        translated_app.extensions["test_billing"].change_plan("alice", "pro")
+    client = translated_app.test_client()
+
+    def plan_name(headers: dict[str, str]) -> str:
+        answer = client.get("/api/profile/me", headers={**as_user("alice"), **headers})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        name: str = answer.get_json()["data"]["plan"]["name"]
+        return name
+
+    assert plan_name(in_russian()) == "Профессиональный"
+    assert plan_name(in_english()) == "Professional"
+    assert plan_name(in_russian()) == "Профессиональный"  # from the cache, still in Russian
+
+
 def test_the_quota_packages_are_named_in_the_requests_locale(translated_app: Flask) -> None:
     client = translated_app.test_client()
 

@@ -18,6 +18,7 @@ import phonenumbers
 import pycountry
 from marshmallow import ValidationError, fields
 
+from ..domain.catalog import Catalog, render
 from ..domain.limits import Allowance
 from ..presenters import moment
 from ..services.profiles import EDITABLE_FIELDS, ProfileSnapshot
@@ -179,9 +180,14 @@ def quota_dict(allowance: Allowance) -> dict[str, Any]:
     }
 
 
-def profile_dict(snapshot: ProfileSnapshot) -> dict[str, Any]:
-    """``GET /api/profile/me``: the documented fields first, in their order, then the others."""
+def profile_dict(snapshot: ProfileSnapshot, catalog: Catalog) -> dict[str, Any]:
+    """``GET /api/profile/me``: the documented fields first, in their order, then the others.
+
+    The plan's name is rendered from the catalog now, in this request's locale: the snapshot is
+    cached for every locale, so it keeps only the source text."""
     profile = snapshot.profile
+    plan = catalog.plans.get(snapshot.plan_code)
+    plan_name = snapshot.plan_name if plan is None else render(plan.name)
     quota = snapshot.quota
     return {
         "id": profile.user_id,
@@ -196,6 +202,6 @@ def profile_dict(snapshot: ProfileSnapshot) -> dict[str, Any]:
         "country": profile.country,
         "avatar_url": profile.avatar_url,
         "phone": profile.phone,
-        "plan": {"id": snapshot.plan_code, "name": snapshot.plan_name},
+        "plan": {"id": snapshot.plan_code, "name": plan_name},
         "quotas": {name: quota_dict(allowance) for name, allowance in snapshot.allowances.items()},
     }
