@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, select
 
 from flask_profile_billing import (
     ProfileBilling,
@@ -28,6 +28,7 @@ from flask_profile_billing import (
 from flask_profile_billing.domain.periods import add_months, extend_from_anchor
 from flask_profile_billing.domain.proration import credited_time
 from tests.support.host_app import Clock
+from tests.support.subscriptions import current_row_count
 
 NOW = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)
 CONCURRENT_EXTENSIONS = 12
@@ -42,17 +43,6 @@ subscriptions_table = SubscriptionRow.__table__
 def months_between(earlier: datetime, later: datetime) -> int:
     """Whole calendar months from ``earlier`` to ``later`` (their days and times are alike here)."""
     return (later.year - earlier.year) * 12 + later.month - earlier.month
-
-
-def current_row_count(app: Flask, user_id: str) -> int:
-    engine = app.extensions["sqlalchemy"].engine
-    query = (
-        select(func.count())
-        .select_from(subscriptions_table)
-        .where(subscriptions_table.c.user_id == user_id, subscriptions_table.c.ended_at.is_(None))
-    )
-    with engine.connect() as connection:
-        return int(connection.execute(query).scalar_one())
 
 
 def stored_history(app: Flask, user_id: str) -> list[Row[Any]]:

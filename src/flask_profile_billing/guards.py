@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 from .domain.limits import Allowance, validate_amount
 from .errors import BillingUnavailable, InvalidRequest
 from .responses import quota_headers
-from .services.faults import DATABASE_FAULTS, is_database_fault
+from .services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
 from .services.idempotency import IdempotentRequest, StoredResponse
 from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
 from .services.refunds import PendingRefund
@@ -117,7 +117,7 @@ def _charge_and_run(
         if not is_database_fault(error):
             raise
         state.refunds.refund_later(PendingRefund(user_id, idempotency_key=token))
-        raise _unavailable(state) from error
+        raise _unavailable(state, error) from error
     keep_failures = state.runtime.settings.charge_failed_requests
     try:
         response = run()
@@ -220,14 +220,12 @@ def _unavailable_as_503(state: BillingState) -> Iterator[None]:
     except DATABASE_FAULTS as error:
         if not is_database_fault(error):
             raise
-        raise _unavailable(state) from error
+        raise _unavailable(state, error) from error
 
 
-def _unavailable(state: BillingState) -> BillingUnavailable:
-    log.error("the billing database is unavailable", exc_info=True)
-    return BillingUnavailable(
-        "The service is temporarily unavailable; retry later",
-        retry_after_seconds=state.runtime.settings.unavailable_retry_after,
+def _unavailable(state: BillingState, error: BaseException) -> BillingUnavailable:
+    return database_unavailable(
+        error, retry_after_seconds=state.runtime.settings.unavailable_retry_after
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Collection, Mapping
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -15,9 +14,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as AnyResponse
 from wtforms.validators import ValidationError as CSRFValidationError
 
-from ..errors import ApiError, BillingError, BillingUnavailable
+from ..errors import ApiError, BillingError
 from ..responses import error_response, from_http_exception, with_security_headers
-from ..services.faults import DATABASE_FAULTS, is_database_fault
+from ..services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
 from ..state import get_state
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -46,14 +45,8 @@ def json_answers(blueprint: Blueprint) -> Blueprint:
         if not is_database_fault(error):
             raise error
         # The database is down, restarting or out of connections: a fault to retry, not a 500.
-        logging.getLogger(__name__).error("the billing database is unavailable", exc_info=error)
         retry_after = get_state().runtime.settings.unavailable_retry_after
-        return billing_error(
-            BillingUnavailable(
-                "The service is temporarily unavailable; retry later",
-                retry_after_seconds=retry_after,
-            )
-        )
+        return billing_error(database_unavailable(error, retry_after_seconds=retry_after))
 
     blueprint.register_error_handler(BillingError, billing_error)
     blueprint.register_error_handler(HTTPException, http_error)

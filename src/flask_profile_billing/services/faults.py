@@ -26,6 +26,7 @@ __all__ = [
     "DATABASE_FAULTS",
     "DATABASE_UNAVAILABLE",
     "MIGRATIONS_PENDING",
+    "database_unavailable",
     "is_database_fault",
     "migrations_pending",
     "missing_table_behind",
@@ -63,6 +64,15 @@ def is_database_fault(error: BaseException) -> bool:
     """Whether ``error`` is a fault to answer with 503 (the database unavailable, or the
     extension's tables missing) rather than a bug."""
     return isinstance(error, DATABASE_UNAVAILABLE) or missing_table_behind(error) is not None
+
+
+def database_unavailable(error: BaseException, *, retry_after_seconds: int) -> BillingUnavailable:
+    """The answer while the database cannot serve (``error`` says why), logged at ERROR."""
+    log.error("the billing database is unavailable", exc_info=error)
+    return BillingUnavailable(
+        "The service is temporarily unavailable; retry later",
+        retry_after_seconds=retry_after_seconds,
+    )
 
 
 def migrations_pending(

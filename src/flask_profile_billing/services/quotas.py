@@ -50,7 +50,6 @@ class Reservation:
     event_id: int | None
     replayed: bool = False
     """True when the idempotency key was already charged: nothing was taken this time."""
-    charged_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +89,6 @@ class _Charge:
     allowance: Allowance
     event_id: int | None
     replayed: bool = False
-    charged_at: datetime | None = None
 
 
 class QuotaService:
@@ -193,7 +191,6 @@ class QuotaService:
             charge.period,
             charge.allowance,
             charge.event_id,
-            charged_at=charge.charged_at,
         )
         try:
             self._announce_consumption(user_id, metric.name, amount, charge.allowance)
@@ -264,7 +261,7 @@ class QuotaService:
                 amount=request.amount,
             )
         allowance = Allowance(request.metric.name, limit, used_after, period.end)
-        return _Charge(period, allowance, event_id, charged_at=now)
+        return _Charge(period, allowance, event_id)
 
     def _charge_in_one_statement(self, request: _ChargeRequest) -> _Charge | None:
         """The hot path on PostgreSQL: one round trip (see ``store.reservation``).
@@ -299,7 +296,7 @@ class QuotaService:
         allowance = Allowance(request.metric.name, result.limit, result.used, period.end)
         if not result.charged:
             return _Charge(period, allowance, None)
-        return _Charge(period, allowance, result.event_id, charged_at=now)
+        return _Charge(period, allowance, result.event_id)
 
     @property
     def _in_one_statement(self) -> bool:
