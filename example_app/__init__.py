@@ -22,12 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import flask_migrate
 from flask import Flask
+from sqlalchemy import inspect
 
 from . import auth, demo, views
 from .boot import boot_lock
 from .config import default_config
-from .extensions import CSRFError, billing, csrf, db, login_manager
+from .extensions import CSRFError, billing, csrf, db, login_manager, migrate
 from .responses import csrf_error
 
 
@@ -41,6 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)  # for the default SQLite file
 
     db.init_app(app)
+    migrate.init_app(app, db)
     login_manager.init_app(app)
     csrf.init_app(app)
     billing.init_app(app)  # after db.init_app: it uses the app's Flask-SQLAlchemy object
@@ -51,8 +54,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     # Under gunicorn every worker runs this at the same moment: they take turns (boot.py).
     with app.app_context(), boot_lock(db.engine):
-        db.create_all()  # the host's tables (a real app would use Flask-Migrate)
-        billing.upgrade_database()  # the extension's billing_* tables, by its own migrations
+        adopt_tables_created_without_migrations()
+        # `flask db upgrade`: the app's own revisions (migrations/), then, from the last line of
+        # migrations/env.py, the extension's billing_* tables by their own migrations.
+        flask_migrate.upgrade()
         if app.config["EXAMPLE_DEMO_USERS"]:
             demo.ensure_demo_users()
     return app
+
+
+def adopt_tables_created_without_migrations() -> None:
+    """A database that earlier versions of this example filled with ``db.create_all()`` has the
+    first revision's tables but no version: it is marked as at that revision, not created again."""
+    tables = set(inspect(db.engine).get_table_names())
+    if "users" in tables and "alembic_version" not in tables:
+        flask_migrate.stamp(revision="0001")

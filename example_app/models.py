@@ -11,7 +11,7 @@ from .extensions import Base
 
 
 # Models subclass the declarative base given to SQLAlchemy(model_class=Base) rather than `db.Model`:
-# the same tables and metadata (db.create_all() creates them), but a class mypy can check.
+# the same tables and metadata (the app's migrations/ follow them), but a class mypy can check.
 class User(UserMixin, Base):  # type: ignore[misc]  # flask_login has no type hints
     __tablename__ = "users"
 

@@ -9,15 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import flask_migrate
 import pytest
 from example_app import create_app
 from example_app.extensions import billing, db
 from example_app.models import User
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select, text
 from werkzeug.test import TestResponse
 
+from flask_profile_billing.migrate import current_revision as billing_revision
 from flask_profile_billing.payments import (
     PAYMENT_SUCCEEDED,
     SIGNATURE_HEADER,
@@ -279,3 +281,26 @@ def test_a_form_encoded_profile_edit_is_refused_not_silently_ignored(make_app: M
     assert refused.status_code == 415
     assert body(refused)["error"] == "UNSUPPORTED_MEDIA_TYPE"
     assert body(client.get("/api/profile/me", headers=JSON))["data"]["company"] is None
+
+
+# --- its own Flask-Migrate folder -------------------------------------------------------------
+
+
+def test_its_start_applies_its_migrations_and_the_extensions(example: Flask) -> None:
+    """create_app runs `flask db upgrade`: the app's revisions (migrations/), then the billing
+    tables from the last line of migrations/env.py; the two histories keep their own tables."""
+    with example.app_context():
+        engine = db.engine
+        tables = set(inspect(engine).get_table_names())
+        assert {"users", "vacancies", "alembic_version"} <= tables
+        assert {"billing_subscriptions", "billing_alembic_version"} <= tables
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert billing_revision(engine) is not None
+
+
+def test_its_migrations_match_its_models(example: Flask) -> None:
+    """`flask db check`: the app's autogenerate finds nothing to add, and proposes no drop of the
+    extension's tables (exclude_billing_tables)."""
+    with example.app_context():
+        flask_migrate.check()  # raises (and exits) when a revision would be generated

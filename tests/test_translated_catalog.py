@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from babel.messages.catalog import Catalog as MessageCatalog
-from babel.messages.mofile import write_mo
 from flask import Flask, render_template_string, request
 from flask.testing import FlaskClient
 from flask_babel import Babel, lazy_gettext
 
 from flask_profile_billing import BillingConfigError, PlanRow, ProfileBilling
 from tests.support.host_app import AppFactory, as_user, create_host_app, db
+from tests.support.translations import write_translations
 
 RUSSIAN = {
     "Free": "Бесплатный",
@@ -59,17 +57,6 @@ def translated_plans() -> dict[str, Any]:
         ],
         "feature_labels": {"api_access": lazy_gettext("API access")},
     }
-
-
-def write_translations(root: Path, locale: str, messages: Mapping[str, str]) -> None:
-    """A compiled gettext catalog ``root/<locale>/LC_MESSAGES/messages.mo``, as pybabel writes it."""
-    catalog = MessageCatalog(locale=locale)
-    for source, translation in messages.items():
-        catalog.add(source, translation)
-    folder = root / locale / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    with (folder / "messages.mo").open("wb") as file:
-        write_mo(file, catalog)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from .errors import (
     UnknownUserError,
     WebhookRefused,
 )
-from .extension import ProfileBilling
+from .extension import ProfileBilling, upgrade_with_host_migrations
 from .guards import requires_capacity, requires_feature, requires_quota
 from .migrate import exclude_billing_tables
 from .payments import (
@@ -114,4 +114,5 @@ __all__ = [
     "requires_feature",
     "requires_quota",
     "signals",
+    "upgrade_with_host_migrations",
 ]

@@ -41,6 +41,8 @@ from .state import EXTENSION_KEY, BillingState, get_state
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
+    from .migrate import AlembicEnvironment
+
 Loader = TypeVar("Loader", bound=CapacityLoader)
 
 
@@ -272,3 +274,29 @@ class ProfileBilling:
         from .migrate import upgrade
 
         upgrade(get_state().runtime.engine, revision)
+
+
+def upgrade_with_host_migrations(context: AlembicEnvironment) -> None:
+    """Apply the extension's migrations whenever the host's own ``flask db upgrade`` runs.
+
+    For Flask-Migrate hosts whose deploy runs only their own upgrade: call it at the end of the
+    host's ``migrations/env.py``, after the host's revisions ran (outside their transaction)::
+
+        if context.is_offline_mode():
+            run_migrations_offline()
+        else:
+            run_migrations_online()
+            upgrade_with_host_migrations(context)
+
+    It brings the ``billing_*`` tables to their head, in their own transaction and under their
+    own version table and lock (exactly ``flask billing db upgrade``), when the host's command
+    takes the host's history to its head; a host downgrade or an upgrade to an older revision
+    leaves them as they are, and so do ``flask db migrate``, ``check`` and ``current``. With
+    ``--sql`` nothing of the extension is written: its script comes from ``flask billing db
+    upgrade`` against a database.
+    """
+    from .migrate import migrating_to_head, upgrade_inside_host_command
+
+    if context.is_offline_mode() or not migrating_to_head(context):
+        return
+    upgrade_inside_host_command(context, get_state().runtime.engine)

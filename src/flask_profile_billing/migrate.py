@@ -2,7 +2,9 @@
 
 They keep their own version table (``billing_alembic_version``), so they live beside the host's
 Flask-Migrate history without touching it: ``flask db upgrade`` migrates the host's tables and
-``flask billing db upgrade`` the extension's.
+``flask billing db upgrade`` the extension's. A host can also have its own ``flask db upgrade`` apply
+both, with one call at the end of its ``migrations/env.py``
+(``flask_profile_billing.upgrade_with_host_migrations``, which asks ``migrating_to_head`` here).
 
 Upgrades and downgrades run under a database lock, so that processes migrating one database at the
 same moment (every worker of a server that runs ``upgrade_database()`` at start) take turns: the
@@ -12,11 +14,12 @@ first applies the revisions, the others then find the database at head and do no
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
@@ -80,3 +83,51 @@ def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
+
+
+class AlembicEnvironment(Protocol):
+    """What a host's ``env.py`` holds as ``alembic.context`` (the module, or the object behind it)."""
+
+    def is_offline_mode(self) -> bool: ...
+
+    def get_context(self) -> MigrationContext: ...
+
+    def get_revision_argument(self) -> str | tuple[str, ...] | None: ...
+
+
+def migrating_to_head(context: AlembicEnvironment) -> bool:
+    """Whether a host's Alembic command, whose ``env.py`` has configured ``context``, is taking
+    the host's own history to its head revision(s).
+
+    True for ``flask db upgrade`` (and ``upgrade heads``, ``stamp head``, or an upgrade naming the
+    head revision); false for a downgrade, an upgrade to an older revision, and the commands that
+    only read (``migrate``, ``check``, ``current``), which name no destination at all.
+    """
+    migration = context.get_context()
+    destination = migration.opts.get("destination_rev")
+    if destination is None:
+        return False
+    if destination in ("head", "heads"):
+        return True
+    try:
+        resolved = context.get_revision_argument()
+    except CommandError:  # a relative target ("-1", "+2"): never the heads by name
+        return False
+    heads = set(migration.opts["script"].get_heads())
+    targets = {resolved} if isinstance(resolved, str) else set(resolved or ())
+    return bool(targets) and targets == heads
+
+
+def upgrade_inside_host_command(context: AlembicEnvironment, engine: Engine) -> None:
+    """``upgrade(engine)`` from inside a host's running Alembic command (its ``env.py``).
+
+    An Alembic command publishes its environment as the module ``alembic.context`` while it runs,
+    and takes it away when it ends; ours, run inside the host's, takes away the host's too. The
+    host's environment is published again afterwards, so that the host's command ends as usual.
+    """
+    host_environment = context.get_context().environment_context
+    try:
+        upgrade(engine)
+    finally:
+        if host_environment is not None:
+            host_environment.__enter__()  # publishes it again; the host's command ends it

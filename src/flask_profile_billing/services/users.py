@@ -20,7 +20,12 @@ def load_host_user(runtime: Runtime, user_id: str) -> Any:
         raise BillingConfigError(
             "cannot look users up: set BILLING_USER_LOADER or register a Flask-Login user_loader"
         )
-    user = loader(str(user_id))
+    try:
+        user = loader(str(user_id))
+    except (ValueError, TypeError):
+        # Many loaders convert first (`db.session.get(User, int(user_id))`): to them an email
+        # is not an id at all, which is an unknown user, not a crash of the command.
+        user = None
     if user is None:
         raise UnknownUserError(f"no user with id {user_id!r}")
     return user
