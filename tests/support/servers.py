@@ -92,12 +92,18 @@ class RedisServer:
             client.flushall()
 
 
-def _missing(what: str, package: str) -> NoReturn:
-    """Fail in CI (an untested backend must not pass unnoticed), skip elsewhere."""
-    reason = f"{what} not found; install the Debian package '{package}' to run these tests"
+def missing(what: str, remedy: str) -> NoReturn:
+    """Fail in CI (an untested backend or browser must not pass unnoticed), skip elsewhere.
+
+    `remedy` says what to install: "install the Debian package 'postgresql'"."""
+    reason = f"{what} not found; {remedy} to run these tests"
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: a missing server is a failure)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: a missing dependency is a failure)", pytrace=False)
     pytest.skip(reason)
+
+
+def _missing(what: str, package: str) -> NoReturn:
+    missing(what, f"install the Debian package '{package}'")
 
 
 @pytest.fixture(scope="session")
