@@ -27,4 +27,10 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_SAMESITE": "Lax",
         # Create alice (Free) and bob (Professional) on start.
         "EXAMPLE_DEMO_USERS": True,
+        # The profile page (/profile) offers more quota: packages "coming soon" and this address
+        # for a manual extension, until a payment provider is configured.
+        "ENABLE_PROFILE_PAYMENTS_UI": True,
+        "PROFILE_PAYMENTS_CTA_EMAIL": os.environ.get(
+            "PROFILE_PAYMENTS_CTA_EMAIL", "payments@example.com"
+        ),
     }

@@ -23,6 +23,11 @@ DATA_FILES = [
     f"{PACKAGE}/migrations/script.py.mako",
     f"{PACKAGE}/templates/profile_billing/error.html",
     f"{PACKAGE}/templates/profile_billing/base.html",
+    f"{PACKAGE}/templates/profile_billing/profile.html",
+    f"{PACKAGE}/templates/profile_billing/profile/_dialog_buy.html",
+    f"{PACKAGE}/page/static/profile.css",
+    f"{PACKAGE}/page/static/profile.js",
+    f"{PACKAGE}/translations/ru/LC_MESSAGES/flask_profile_billing.mo",
 ]
 
 

@@ -221,10 +221,18 @@ def test_the_back_link_without_a_referrer_of_the_app_is_configurable(
     assert back_link(page) == "/plans"
 
 
-def test_no_profile_link_until_there_is_a_profile_page(
-    client: FlaskClient, billing: ProfileBilling
-) -> None:
-    assert "Your plan and usage" not in refused_page(client, billing).get_data(as_text=True)
+def test_the_page_links_the_profile_page(client: FlaskClient, billing: ProfileBilling) -> None:
+    assert 'href="/profile/">Your plan and usage' in refused_page(client, billing).get_data(
+        as_text=True
+    )
+
+
+def test_no_profile_link_when_the_profile_page_is_off(make_app: AppFactory) -> None:
+    app = make_app(BILLING_PROFILE_PAGE_ENABLED=False)
+    with app.app_context():
+        page = refused_page(app.test_client(), app.extensions["test_billing"])
+
+    assert "Your plan and usage" not in page.get_data(as_text=True)
 
 
 # --- escaping -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from .domain.catalog import Catalog, Plan
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, BillingError
+from .page.blueprint import register_page
 from .responses import error_response
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
@@ -118,6 +119,7 @@ class ProfileBilling:
         app.register_error_handler(BillingError, error_response)
 
         register_api(app)
+        register_page(app)
         app.cli.add_command(build_cli_group(settings.cli_group))
 
     # -- host hooks ----------------------------------------------------------------------------

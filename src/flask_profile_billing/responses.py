@@ -12,12 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from flask import current_app, has_request_context, jsonify, render_template, request
+from flask import current_app, has_request_context, jsonify, render_template, request, url_for
 from flask_login import current_user
 from jinja2 import TemplateNotFound
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
 from .domain.errors import BillingError
@@ -213,8 +214,8 @@ def error_page_context(error: BillingError, status: int) -> dict[str, Any]:
         "message": error.message,
         "base_template": page.base_template,
         "back_url": _back_url(page.back_url),
-        # The profile page, once the extension has one; a host's template may link its own.
-        "profile_url": None,
+        # The profile page when it is registered; a host's template may link its own.
+        "profile_url": _profile_url(),
         "resets_at": resets_at,
         "resets_at_text": None if resets_at is None else format_moment(resets_at),
     }
@@ -292,6 +293,16 @@ def _back_url(fallback: str) -> str:
         and parts.netloc.lower() == own.netloc.lower()
     )
     return referrer if same_origin else fallback
+
+
+def _profile_url() -> str | None:
+    state = _state()
+    if state is None or not state.runtime.settings.page.blueprint.enabled:
+        return None
+    try:
+        return url_for(f"{state.runtime.settings.page.blueprint.name}.profile")
+    except BuildError:  # an app whose page failed to register, or a request of another app
+        return None
 
 
 def _refusal_page_settings() -> RefusalPageSettings:

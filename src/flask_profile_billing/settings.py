@@ -97,6 +97,19 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_BASE_TEMPLATE": None,
     # Where the page's "Go back" link leads when the referrer is not of the app's own origin.
     "BILLING_REFUSAL_BACK_URL": "/",
+    # The profile page (login required): switched off, renamed and moved like the API blueprints.
+    "BILLING_PROFILE_PAGE_ENABLED": True,
+    "BILLING_PROFILE_PAGE_PREFIX": "/profile",
+    "BILLING_PROFILE_PAGE_NAME": "billing_profile_page",
+    # The template the page renders; it extends BILLING_BASE_TEMPLATE like the refusal page.
+    "BILLING_PROFILE_TEMPLATE": "profile_billing/profile.html",
+    # The locale of the extension's pages ("ru"); None follows the host's Flask-Babel locale
+    # selector, and English without Flask-Babel.
+    "BILLING_LOCALE": None,
+    # The low-quota banner shows when what is left of the primary metric is at most this percent
+    # of its limit, or at most this many.
+    "BILLING_LOW_QUOTA_BANNER_PERCENT": 30,
+    "BILLING_LOW_QUOTA_BANNER_REMAINING": 3,
     # The profile page's settings, under the names hosts already use (no BILLING_ prefix).
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
@@ -211,6 +224,54 @@ class RefusalPageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfilePageSettings:
+    """The server-rendered profile page (``page/``)."""
+
+    blueprint: BlueprintSettings
+    template: str
+    locale: str | None
+    """The pages' locale; None: the host's Flask-Babel locale, or English without it."""
+    banner_percent: int
+    banner_remaining: int
+
+    @classmethod
+    def read(cls, get: Callable[[str], Any]) -> ProfilePageSettings:
+        template = get("BILLING_PROFILE_TEMPLATE")
+        if not (isinstance(template, str) and template):
+            raise BillingConfigError(
+                f"BILLING_PROFILE_TEMPLATE must be a template name, not {template!r}"
+            )
+        locale = get("BILLING_LOCALE")
+        if locale is not None and not (
+            isinstance(locale, str) and locale.replace("_", "-").replace("-", "").isalpha()
+        ):
+            raise BillingConfigError(
+                f"BILLING_LOCALE must be a locale such as 'ru' or 'en_GB', or None, not {locale!r}"
+            )
+        percent = _positive_int(
+            get("BILLING_LOW_QUOTA_BANNER_PERCENT"), "BILLING_LOW_QUOTA_BANNER_PERCENT", minimum=0
+        )
+        if percent > 100:
+            raise BillingConfigError("BILLING_LOW_QUOTA_BANNER_PERCENT must be at most 100")
+        return cls(
+            blueprint=BlueprintSettings.read(
+                get,
+                enabled="BILLING_PROFILE_PAGE_ENABLED",
+                prefix="BILLING_PROFILE_PAGE_PREFIX",
+                name="BILLING_PROFILE_PAGE_NAME",
+            ),
+            template=template,
+            locale=locale.replace("-", "_") if locale else None,
+            banner_percent=percent,
+            banner_remaining=_positive_int(
+                get("BILLING_LOW_QUOTA_BANNER_REMAINING"),
+                "BILLING_LOW_QUOTA_BANNER_REMAINING",
+                minimum=0,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BillingSettings:
     plans: Mapping[str, Any] | str | Path | None
     currency: str
@@ -241,6 +302,7 @@ class BillingSettings:
     user_info: Callable[[Any], Mapping[str, Any]] | None
     payments: PaymentSettings
     refusal_page: RefusalPageSettings
+    page: ProfilePageSettings
     default_quota: int | None
     activity_window_days: int
     payments_cta_email: str | None
@@ -349,6 +411,7 @@ class BillingSettings:
                 ),
             ),
             refusal_page=RefusalPageSettings.read(get),
+            page=ProfilePageSettings.read(get),
             default_quota=default_quota,
             activity_window_days=_positive_int(
                 get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"

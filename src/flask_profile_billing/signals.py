@@ -29,11 +29,12 @@ maintenance``. Each pair was also sent as ``subscription_expired`` with ``in_bat
 receiver that writes per user (an email) can use either, one that writes in bulk uses this."""
 profile_viewed = _signals.signal("profile-viewed")
 """``user_id``, ``source``: the profile was read. ``source`` is ``"api"`` for the server's own
-``GET /api/profile/me`` and ``"client"`` for the page's ``profile:view`` event, so a host counting
-page views can pick one."""
+``GET /api/profile/me``, ``"page"`` for a render of the profile page and ``"client"`` for the
+page's ``profile:view`` event, so a host counting page views can pick one."""
 profile_updated = _signals.signal("profile-updated")
 """``user_id``, ``fields`` (the names that changed; empty for the client's event), ``source``
-(``"api"`` or ``"client"``)."""
+(``"api"``, ``"page"`` for the page's form without JavaScript, or ``"client"``)."""
 buy_cta_clicked = _signals.signal("buy-cta-clicked")
-"""``user_id``, ``properties``, ``source`` (``"client"``): the buy-quota call to action was clicked
-(``profile:cta_buy_quota``)."""
+"""``user_id``, ``properties``, ``source``: the buy-quota call to action was clicked. ``"page"``
+when the page opened its purchase dialog without JavaScript, ``"client"`` for the page's
+``profile:cta_buy_quota`` event."""

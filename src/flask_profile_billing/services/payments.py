@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -23,7 +24,7 @@ from ..domain.catalog import Plan, amount_as_number
 from ..errors import BillingConfigError, PaymentProviderError, TooManyPendingPayments
 from ..payments.providers import PaymentIntent, PaymentProvider, ProviderPayment
 from ..store import payments as stored
-from ..store.transactions import write_transaction
+from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,20 @@ class PaymentStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One payment of a user, as their payment history shows it."""
+
+    id: str
+    plan_code: str
+    months: int
+    amount: Decimal
+    currency: str
+    status: str
+    created_at: datetime
+    settled_at: datetime | None
+
+
 class PaymentService:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -61,6 +76,24 @@ class PaymentService:
     def provider(self) -> PaymentProvider | None:
         """The configured provider; None while payments are not available."""
         return self._provider
+
+    def history(self, user_id: str, limit: int = 10) -> list[PaymentRecord]:
+        """The user's ``limit`` latest payments, newest first, whatever their status."""
+        with read_connection(self._runtime.engine) as connection:
+            rows = stored.latest_payments(connection, user_id, limit)
+        return [
+            PaymentRecord(
+                id=row.id,
+                plan_code=row.plan_code,
+                months=row.months,
+                amount=row.amount,
+                currency=row.currency,
+                status=row.status,
+                created_at=row.created_at,
+                settled_at=row.settled_at,
+            )
+            for row in rows
+        ]
 
     def start(self, user_id: str, plan: Plan, months: int, price: Decimal) -> dict[str, Any]:
         """Start a payment of ``price`` for ``months`` of ``plan`` with the provider; the pending

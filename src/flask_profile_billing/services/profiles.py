@@ -161,8 +161,13 @@ class ProfileService:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def update(self, user_id: str, changes: Mapping[str, str | None]) -> list[str]:
+    def update(
+        self, user_id: str, changes: Mapping[str, str | None], *, source: str = "api"
+    ) -> list[str]:
         """Apply validated ``changes`` (editable field -> new value, None clears it).
+
+        ``source`` is passed on with ``profile_updated``: ``"api"`` for the JSON API, ``"page"``
+        for the profile page's form.
 
         Returns the names of the fields whose value actually changed. A change and its activity
         entry are written in one transaction, so the feed never misses an edit nor shows one that
@@ -198,7 +203,7 @@ class ProfileService:
         if changed:
             runtime.cache.forget_user(user_id)
             signals.profile_updated.send(
-                runtime.app, user_id=user_id, fields=list(changed), source="api"
+                runtime.app, user_id=user_id, fields=list(changed), source=source
             )
         return changed
 

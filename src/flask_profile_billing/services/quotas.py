@@ -373,6 +373,16 @@ class QuotaService:
         _, plan = self.effective_plan(user_id)
         return self._gauge_allowance(user_id, metric, plan)
 
+    def gauges(self, user_id: str, plan: Plan) -> dict[str, Allowance]:
+        """Every gauge the host counts, under ``plan``'s caps (gauges without a capacity loader
+        are left out): the plan is the caller's, read once for a page that shows them all."""
+        runtime = self._runtime
+        return {
+            metric.name: self._gauge_allowance(user_id, metric, plan)
+            for metric in runtime.catalog.metrics.values()
+            if metric.kind is MetricKind.GAUGE and metric.name in runtime.capacity_loaders
+        }
+
     def require_capacity(self, user_id: str, metric_name: str, amount: int = 1) -> Allowance:
         """Raise ``QuotaExceeded`` unless ``amount`` more fits under the gauge's cap."""
         validate_amount(amount)

@@ -95,6 +95,17 @@ def find_payment(
     return connection.execute(query).one_or_none()
 
 
+def latest_payments(connection: Connection, user_id: str, limit: int) -> list[Row[Any]]:
+    """The user's ``limit`` latest payments, newest first (served by the user_id index)."""
+    query = (
+        select(payments)
+        .where(payments.c.user_id == user_id)
+        .order_by(payments.c.created_at.desc(), payments.c.id.desc())
+        .limit(limit)
+    )
+    return list(connection.execute(query).all())
+
+
 def move(
     connection: Connection,
     payment_id: str,

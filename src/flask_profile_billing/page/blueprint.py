@@ -1,0 +1,55 @@
+"""Registering the profile page under its configured name and URL prefix."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+from flask_login import login_required
+from werkzeug.wrappers import Response
+
+from ..errors import BillingConfigError, BillingError
+from ..responses import error_response, with_security_headers
+from ..services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
+from ..state import get_state
+from . import views
+
+
+def register_page(app: Flask) -> None:
+    """Register the page's blueprint when ``BILLING_PROFILE_PAGE_ENABLED``."""
+    settings = get_state(app).runtime.settings.page.blueprint
+    if not settings.enabled:
+        return
+    if settings.name in app.blueprints:
+        raise BillingConfigError(
+            f"a blueprint named {settings.name!r} is already registered: "
+            "set BILLING_PROFILE_PAGE_NAME to another name"
+        )
+    app.register_blueprint(build_blueprint(settings.name), url_prefix=settings.prefix)
+
+
+def build_blueprint(name: str) -> Blueprint:
+    # The stylesheet and the script are served under the page's own prefix
+    # (/profile/static/...), apart from the host's /static.
+    blueprint = Blueprint(name, __name__, static_folder="static")
+    routes = (
+        ("/", views.profile, ["GET"]),
+        ("/edit", views.edit, ["POST"]),
+        ("/cancel", views.cancel, ["POST"]),
+        ("/resume", views.resume, ["POST"]),
+        ("/plan", views.change_plan, ["POST"]),
+        ("/usage.csv", views.usage_csv, ["GET"]),
+    )
+    for rule, view, methods in routes:
+        # Flask-Login's own check: a redirect to the host's login view (with ``next``), or 401.
+        blueprint.add_url_rule(rule, view_func=login_required(view), methods=methods)
+
+    def unavailable(error: Exception) -> Response:
+        if not is_database_fault(error):
+            raise error
+        retry_after = get_state().runtime.settings.unavailable_retry_after
+        return error_response(database_unavailable(error, retry_after_seconds=retry_after))
+
+    blueprint.register_error_handler(BillingError, error_response)
+    for fault in DATABASE_FAULTS:
+        blueprint.register_error_handler(fault, unavailable)
+    blueprint.after_request(with_security_headers)
+    return blueprint
