@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import inprocess, loadgen, machine, report, servers
+from . import inprocess, loadgen, machine, page, report, servers
 from .app import ENV_DATABASE_URL, ENV_REDIS_URL, HOT_USER, create_app, db, setup_database
 from .maintenance import maintenance
 
@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default=os.environ.get("BENCH_SKIP", ""),
-        help="parts to leave out: http,statements,overhead,usage,maintenance",
+        help="parts to leave out: http,statements,page,overhead,usage,maintenance",
     )
     p.add_argument(
         "--wait-idle",
@@ -496,6 +496,29 @@ def main(argv: list[str] | None = None) -> int:
                 ) or {"error": "failed"}
                 results["statements"] = statements
                 say(report.statements_table(statements))
+
+            if "page" not in args.skip:
+                say("\n== the profile page (GET /profile/, in process) ==")
+                pages = {
+                    "postgresql": _step(
+                        "page postgresql",
+                        results,
+                        page.profile_page,
+                        pg.new_database("bench_page"),
+                        args.calls,
+                    ),
+                    "sqlite": _step(
+                        "page sqlite",
+                        results,
+                        page.profile_page,
+                        f"sqlite:///{workdir}/bench_page.sqlite3",
+                        args.calls,
+                    ),
+                }
+                results["profile_page"] = pages
+                for measured in pages.values():
+                    if measured:
+                        say(page.summary(measured))
 
             if "overhead" not in args.skip:
                 say(

@@ -342,6 +342,38 @@ def test_editing_posts_redirects_and_flashes(client: FlaskClient) -> None:
     assert me(client, "alice")["phone"] == "+79123456789"
 
 
+def options_of(html: str, select_id: str) -> list[str]:
+    select = re.search(rf'<select id="{select_id}".*?</select>', html, re.DOTALL)
+    assert select is not None
+    return re.findall(r"<option(?: value=\"([^\"]*)\")?", select.group(0))
+
+
+def test_the_long_lists_come_with_the_edit_dialog_not_with_every_page(
+    client: FlaskClient,
+) -> None:
+    """The page holds each select's current value; ?dialog=edit (no JavaScript) and
+    choices.json (the script, on the dialog's first opening) hold every country and zone."""
+    post(client, "alice", "edit", first_name="Alice", country="de", timezone="Europe/Berlin")
+
+    page = render(client, "alice").get_data(as_text=True)
+    markup = Markup(page)
+    assert markup.by_id("pb-field-country")["data-pb-choices"] == "countries"  # type: ignore[index]
+    assert options_of(page, "pb-field-country") == ["", "DE"]
+    assert len(options_of(page, "pb-field-timezone")) == 2  # "Not set" and Europe/Berlin
+    assert "Europe/Berlin" in page
+
+    full = render(client, "alice", "?dialog=edit").get_data(as_text=True)
+    assert "data-pb-choices" not in full
+    assert len(options_of(full, "pb-field-country")) > 200
+    assert len(options_of(full, "pb-field-timezone")) > 300
+
+    choices = client.get(f"{PAGE}choices.json", headers={"X-User": "alice"}).get_json()
+    assert ["DE", "Germany"] in choices["countries"]
+    assert ["Europe/Berlin", "Europe/Berlin"] in choices["timezones"]
+    assert len(choices["countries"]) == len(options_of(full, "pb-field-country")) - 1
+    assert client.get(f"{PAGE}choices.json").status_code in (302, 401)  # login required
+
+
 def test_invalid_fields_are_shown_again_with_their_errors_and_nothing_changes(
     client: FlaskClient,
 ) -> None:

@@ -37,6 +37,7 @@ def build_blueprint(name: str) -> Blueprint:
         ("/resume", views.resume, ["POST"]),
         ("/plan", views.change_plan, ["POST"]),
         ("/usage.csv", views.usage_csv, ["GET"]),
+        ("/choices.json", views.choices, ["GET"]),
     )
     for rule, view, methods in routes:
         # Flask-Login's own check: a redirect to the host's login view (with ``next``), or 401.

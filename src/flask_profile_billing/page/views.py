@@ -18,6 +18,7 @@ from flask import (
     Response,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -172,6 +173,16 @@ def render_page(
     email = settings.payments_cta_email
     name = request.blueprint
     values = form_values if form_values is not None else forms.initial_values(snapshot)
+    # The country and time zone lists are a third of the page: they are rendered when the edit
+    # dialog is asked for (?dialog=edit, and after a refused edit), and otherwise fetched by the
+    # script from choices.json on the dialog's first opening. Until then each select holds the
+    # current value, so the form's state is right either way.
+    all_choices = dialog == "edit"
+    countries = forms.countries(t)
+    timezones = forms.timezones()
+    if not all_choices:
+        countries = [pair for pair in countries if pair[0] == values.get("country")]
+        timezones = [name for name in timezones if name == values.get("timezone")]
     context = {
         "base_template": settings.refusal_page.base_template,
         "billing_locale": t.language,
@@ -188,8 +199,9 @@ def render_page(
         "form_values": values,
         "field_errors": field_errors or {},
         "editable_fields": EDITABLE_FIELDS,
-        "countries": forms.countries(t),
-        "timezones": forms.timezones(),
+        "countries": countries,
+        "timezones": timezones,
+        "all_choices": all_choices,
         "cancel_reasons": _cancel_reasons(t),
         "checkout": checkout,
         "payments_ui": payments_ui,
@@ -205,6 +217,7 @@ def render_page(
             "resume": f"{name}.resume",
             "plan": f"{name}.change_plan",
             "csv": f"{name}.usage_csv",
+            "choices": f"{name}.choices",
             "static": f"{name}.static",
         },
         "api": _api_urls(settings),
@@ -318,6 +331,18 @@ def change_plan() -> AnyResponse:
     return after(
         t.gettext("Your plan changes to %(plan)s after %(date)s.", plan=plan_name, date=until)
     )
+
+
+def choices() -> AnyResponse:
+    """The edit dialog's long lists, in the reader's language, as [value, label] pairs."""
+    t = translator()
+    response = jsonify(
+        countries=[list(pair) for pair in forms.countries(t)],
+        timezones=[[name, name] for name in forms.timezones()],
+    )
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    response.vary.add("Accept-Language")
+    return response
 
 
 def usage_csv() -> AnyResponse:

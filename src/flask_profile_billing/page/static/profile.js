@@ -65,6 +65,33 @@
     return true;
   }
 
+  // The edit dialog's country and time zone lists come with its first opening, not with every
+  // page; if they cannot be had, the click goes on as without JavaScript (?dialog=edit).
+  function withChoices(then, fallback) {
+    var lazy = root.querySelectorAll("select[data-pb-choices]");
+    if (!lazy.length || !data.choices) { then(); return; }
+    fetch(data.choices, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) { throw new Error(String(response.status)); }
+        return response.json();
+      })
+      .then(function (choices) {
+        lazy.forEach(function (select) {
+          var chosen = select.value;
+          var options = document.createDocumentFragment();
+          (choices[select.getAttribute("data-pb-choices")] || []).forEach(function (pair) {
+            options.appendChild(new Option(pair[1], pair[0], false, pair[0] === chosen));
+          });
+          while (select.options.length > 1) { select.remove(1); }  // keeps "Not set"
+          select.appendChild(options);
+          select.value = chosen;
+          select.removeAttribute("data-pb-choices");
+        });
+        then();
+      })
+      .catch(fallback);
+  }
+
   document.querySelectorAll("dialog[data-pb-dialog]").forEach(function (dialog) {
     dialog.addEventListener("close", function () {
       if (opener && document.contains(opener)) { opener.focus(); }
@@ -76,6 +103,13 @@
     var button = event.target.closest("[data-pb-open]");
     if (!button) { return; }
     var name = button.getAttribute("data-pb-open");
+    if (name === "edit" && root.querySelector("select[data-pb-choices]")) {
+      event.preventDefault();
+      withChoices(function () { open(name, button); }, function () {
+        if (button.form) { button.form.submit(); }
+      });
+      return;
+    }
     if (!open(name, button)) { return; }
     event.preventDefault();
     if (name === "buy") {
