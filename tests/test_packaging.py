@@ -118,3 +118,78 @@ def test_migrations_in_the_wheel_are_usable(wheel: zipfile.ZipFile, tmp_path: Pa
         "0002",
         "0001",
     ]
+
+
+RENDER_IN_RUSSIAN = """
+import sys
+from pathlib import Path
+
+import flask_profile_billing
+from flask import Flask
+from flask_babel import Babel
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+
+installed = Path(flask_profile_billing.__file__).resolve()
+assert installed.is_relative_to(Path(sys.argv[1]).resolve()), installed  # the wheel's, not src/
+
+
+class User(UserMixin):
+    def __init__(self, user_id):
+        self.id = user_id
+
+
+app = Flask(__name__)
+app.config.update(
+    SECRET_KEY="test", SQLALCHEMY_DATABASE_URI=f"sqlite:///{sys.argv[1]}/db.sqlite3"
+)
+db = SQLAlchemy(app)
+login = LoginManager(app)
+login.user_loader(User)
+login.request_loader(lambda request: User("1"))
+Babel(app, locale_selector=lambda: "ru")
+billing = flask_profile_billing.ProfileBilling(app, db)
+with app.app_context():
+    billing.upgrade_database()
+page = app.test_client().get("/profile/")
+assert page.status_code == 200, page.status_code
+sys.stdout.write(page.get_data(as_text=True))
+"""
+
+
+def test_the_installed_wheel_renders_the_page_in_russian(wheel_path: Path, tmp_path: Path) -> None:
+    """The wheel alone (installed into a folder of its own, ahead of the source tree) carries the
+    templates, the static files, the migrations and the compiled Russian catalog."""
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr
+    render = subprocess.run(
+        [sys.executable, "-c", RENDER_IN_RUSSIAN, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert render.returncode == 0, render.stderr
+    page = render.stdout
+    assert '<html lang="ru"' in page
+    assert "Профиль и оплата" in page
+    assert "Изменить" in page  # the Edit button, in the profile document's wording
