@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import flask_migrate
-from flask import Flask
+from flask import Flask, request
 from sqlalchemy import inspect
 
 from . import auth, demo, views
@@ -47,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     billing.init_app(app)  # after db.init_app: it uses the app's Flask-SQLAlchemy object
+    speak_the_browsers_language(app)
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
@@ -61,6 +62,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if app.config["EXAMPLE_DEMO_USERS"]:
             demo.ensure_demo_users()
     return app
+
+
+def speak_the_browsers_language(app: Flask) -> None:
+    """English or Russian by the browser's Accept-Language, for the extension's profile page, when
+    Flask-Babel is installed (the babel extra); English without it."""
+    try:
+        from flask_babel import Babel  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    Babel(app, locale_selector=lambda: request.accept_languages.best_match(["en", "ru"]) or "en")
 
 
 def adopt_tables_created_without_migrations() -> None:
