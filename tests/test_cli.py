@@ -239,8 +239,10 @@ def test_maintenance_ends_lapsed_subscriptions(
 
     output = succeeded(run(app, "maintenance"))
     assert output.splitlines() == [
-        "Expired subscriptions moved to the free plan: 2.",
+        "Expired subscriptions moved to the free plan: 2 (paid periods: 1, cancelled at the "
+        "period's end: 1, trials: 0).",
         "Expired idempotency keys deleted: 0.",
+        "Notifications claimed: expiring 0, quota_low 0.",
     ]
 
     ended = {row.user_id: row for row in _ended_subscriptions()}
@@ -252,7 +254,10 @@ def test_maintenance_ends_lapsed_subscriptions(
     assert billing.subscription("u2").plan_code == "free"
     assert billing.subscription("u3").plan_code == "professional"
 
-    assert succeeded(run(app, "maintenance")).strip().endswith(": 0.")
+    assert succeeded(run(app, "maintenance")).splitlines()[0] == (
+        "Expired subscriptions moved to the free plan: 0 (paid periods: 0, cancelled at the "
+        "period's end: 0, trials: 0)."
+    )
 
 
 def _ended_subscriptions() -> list[SubscriptionRow]:

@@ -5,6 +5,9 @@ lookup, and the primary metric of a host's own catalog, which the reports defaul
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import pytest
 from click.testing import Result
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from flask_profile_billing import BillingConfigError, ProfileBilling, SubscriptionRow
 from flask_profile_billing.state import get_state
@@ -27,7 +30,7 @@ APP_COMMANDS: list[tuple[list[str], str]] = [
     (["grant", "u1", "starter"], "User u1 is on Starter (active) until 2025-11-13 10:00 UTC."),
     (["cancel", "u1"], "Cancelled: user u1 keeps Starter (cancelled) until 2025-11-13 10:00 UTC"),
     (["resume", "u1"], "Resumed: user u1 is on Starter (active) until 2025-11-13 10:00 UTC."),
-    (["maintenance"], "Expired subscriptions moved to the free plan: 0."),
+    (["maintenance"], "Expired subscriptions moved to the free plan: 0 (paid periods: 0,"),
     (["report", "top-users"], "user_id  total"),
     (["report", "plans"], "plan_code     plan_name     users  average_used"),
 ]
@@ -69,6 +72,7 @@ def test_the_runner_tests_cover_every_billing_command(make_app: AppFactory) -> N
     assert isinstance(group, click.Group)
 
     tested = {tuple(args[:2] if args[0] == "report" else args[:1]) for args, _ in APP_COMMANDS}
+    tested |= {("scheduler",)}  # test_the_scheduler_command_runs_under_the_test_runner
     assert leaf_commands(group) == tested | {("db", name) for name in DB_COMMANDS}
 
 
@@ -82,6 +86,27 @@ def test_every_billing_command_runs_under_the_test_runner(make_app: AppFactory) 
     with app.app_context():
         billing: ProfileBilling = app.extensions["test_billing"]
         assert billing.plan("u1").code == "starter"
+
+
+def test_the_scheduler_command_runs_under_the_test_runner_until_stopped(
+    make_app: AppFactory,
+) -> None:
+    """``flask billing scheduler`` runs in the foreground, its first tick at once, and stops
+    cleanly on SIGTERM (as a process manager stops it)."""
+    app = make_app(BILLING_SCHEDULER_INTERVAL_SECONDS=3600, BILLING_SCHEDULER_JITTER_SECONDS=0)
+    stopper = threading.Timer(3, os.kill, (os.getpid(), signal.SIGTERM))
+    stopper.start()
+    try:
+        output = succeeded(invoke(app, "scheduler"))
+    finally:
+        stopper.cancel()
+    assert output.startswith("Running maintenance every 3600 s (jitter up to 0 s)")
+    with app.app_context(), db.engine.connect() as connection:
+        lease = connection.execute(
+            text("SELECT lease_until, last_finished_at FROM billing_job_leases")
+        ).one()
+    assert lease.lease_until is None  # released
+    assert lease.last_finished_at is not None  # the tick at start ran
 
 
 def test_the_db_commands_run_under_the_test_runner(database_url: str) -> None:

@@ -29,7 +29,7 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
-HEAD = "0004"
+HEAD = "0005"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",
@@ -38,6 +38,8 @@ BILLING_TABLES = {
     "billing_webhook_deliveries",
     "billing_usage_daily",
     "billing_idempotency_keys",
+    "billing_job_leases",
+    "billing_notifications",
     "billing_subscriptions",
     "billing_usage_counters",
     "billing_usage_events",

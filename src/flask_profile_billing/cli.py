@@ -14,8 +14,9 @@ from flask.cli import AppGroup
 
 from .domain.catalog import render
 from .domain.errors import UnknownMetricError, UnknownPlanError
-from .domain.subscriptions import Subscription
+from .domain.subscriptions import Subscription, SubscriptionStatus
 from .errors import BillingConfigError, BillingError, UnknownUserError
+from .services.maintenance import MaintenanceReport
 from .services.subscriptions import ALLOWED_DURATIONS
 from .services.users import find_host_user_id
 from .state import get_state
@@ -93,14 +94,59 @@ def resume(user: str) -> None:
 
 
 @_commands.command()
-def maintenance() -> None:
-    """Run the housekeeping now: end lapsed subscriptions and start free ones, and delete the
-    stored responses of expired idempotency keys."""
-    state = get_state()
-    expired = state.subscriptions.expire_lapsed()
-    click.echo(f"Expired subscriptions moved to the free plan: {expired}.")
-    pruned = state.idempotency.prune_expired()
-    click.echo(f"Expired idempotency keys deleted: {pruned}.")
+@click.option("--dry-run", is_flag=True, help="Print what would change, and change nothing.")
+def maintenance(dry_run: bool) -> None:
+    """Run the housekeeping now: end lapsed, cancelled and trial subscriptions and start free
+    ones, delete expired idempotency keys and rows older than BILLING_RETENTION_DAYS, claim and
+    announce the notifications due, and send the emails waiting."""
+    report = get_state().maintenance.run(dry_run=dry_run)
+    for line in _maintenance_lines(report):
+        click.echo(line)
+
+
+@_commands.command()
+def scheduler() -> None:
+    """Run the maintenance schedule in the foreground (every BILLING_SCHEDULER_INTERVAL_SECONDS)
+    until interrupted: for one dedicated scheduler process instead of one in every worker."""
+    settings = get_state().runtime.settings.maintenance
+    click.echo(
+        f"Running maintenance every {settings.interval_seconds} s "
+        f"(jitter up to {settings.jitter_seconds} s); stop with Ctrl+C."
+    )
+    get_state().scheduler.run_forever()
+
+
+def _maintenance_lines(report: MaintenanceReport) -> list[str]:
+    lapsed = report.lapsed
+    breakdown = (
+        f"paid periods: {lapsed.get(SubscriptionStatus.ACTIVE, 0)}, "
+        f"cancelled at the period's end: {lapsed.get(SubscriptionStatus.CANCELLED, 0)}, "
+        f"trials: {lapsed.get(SubscriptionStatus.TRIAL, 0)}"
+    )
+    swept = report.notifications
+    notices = f"expiring {swept.expiring}, quota_low {swept.quota_low}"
+    pruned = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in report.pruned.items())
+    if report.dry_run:
+        lines = [
+            "Dry run: nothing was changed.",
+            f"Subscriptions that would end and move to the free plan: {sum(lapsed.values())} "
+            f"({breakdown}).",
+            f"Expired idempotency keys that would be deleted: {report.idempotency_keys}.",
+        ]
+        if report.pruned:
+            lines.append(f"Rows past the retention that would be deleted: {pruned}.")
+        lines.append(f"Notifications that would be claimed: {notices}.")
+        return lines
+    lines = [
+        f"Expired subscriptions moved to the free plan: {report.ended} ({breakdown}).",
+        f"Expired idempotency keys deleted: {report.idempotency_keys}.",
+    ]
+    if report.pruned:
+        lines.append(f"Rows past the retention deleted: {pruned}.")
+    lines.append(f"Notifications claimed: {notices}.")
+    if report.emails_sent or report.emails_failed:
+        lines.append(f"Emails sent: {report.emails_sent}; failed for good: {report.emails_failed}.")
+    return lines
 
 
 @_commands.group()

@@ -26,6 +26,9 @@ from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
 from .services.idempotency import IdempotencyService
+from .services.leases import JobLeases
+from .services.maintenance import MaintenanceReport, MaintenanceService
+from .services.notifications import NotificationService
 from .services.payments import PaymentService
 from .services.plan_changes import PlanChangeService
 from .services.profiles import ProfileService
@@ -33,6 +36,7 @@ from .services.quotas import QuotaService, Reservation
 from .services.refunds import RefundService
 from .services.reports import ReportService
 from .services.runtime import CapacityLoader, Runtime
+from .services.scheduler import MaintenanceScheduler
 from .services.subscriptions import SubscriptionService
 from .services.usage import UsageStatsService
 from .services.webhooks import WebhookService
@@ -50,17 +54,21 @@ Loader = TypeVar("Loader", bound=CapacityLoader)
 def build_state(runtime: Runtime) -> BillingState:
     """The services of one app, wired together."""
     plans = CatalogSync(runtime)
-    subscriptions = SubscriptionService(runtime, plans)
+    notifications = NotificationService(runtime)
+    subscriptions = SubscriptionService(runtime, plans, notifications)
     profiles = ProfileService(runtime)
     refunds = RefundService(runtime)
     payments = PaymentService(runtime)
+    idempotency = IdempotencyService(runtime, refunds)
+    leases = JobLeases(runtime)
+    maintenance = MaintenanceService(runtime, subscriptions, idempotency, notifications, leases)
     return BillingState(
         runtime=runtime,
         plans=plans,
         subscriptions=subscriptions,
-        quotas=QuotaService(runtime, subscriptions, refunds),
+        quotas=QuotaService(runtime, subscriptions, refunds, notifications),
         refunds=refunds,
-        idempotency=IdempotencyService(runtime, refunds),
+        idempotency=idempotency,
         reports=ReportService(runtime),
         usage=UsageStatsService(runtime),
         payments=payments,
@@ -68,6 +76,10 @@ def build_state(runtime: Runtime) -> BillingState:
         webhooks=WebhookService(runtime, subscriptions, payments),
         profiles=profiles,
         activity=ActivityService(runtime),
+        notifications=notifications,
+        leases=leases,
+        maintenance=maintenance,
+        scheduler=MaintenanceScheduler(runtime, maintenance),
     )
 
 
@@ -121,6 +133,8 @@ class ProfileBilling:
         register_api(app)
         register_page(app)
         app.cli.add_command(build_cli_group(settings.cli_group))
+        if settings.maintenance.scheduler_enabled:
+            _start_scheduler_on_first_request(app, state)
 
     # -- host hooks ----------------------------------------------------------------------------
 
@@ -170,6 +184,17 @@ class ProfileBilling:
     def expire_lapsed(self) -> int:
         """Catch up stored statuses: end lapsed subscriptions and start free ones. Returns the count."""
         return get_state().subscriptions.expire_lapsed()
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def run_maintenance(
+        self, now: datetime | None = None, *, dry_run: bool = False
+    ) -> MaintenanceReport:
+        """Run maintenance now (at ``now``, the clock's time by default): end lapsed, cancelled
+        and trial subscriptions and start free ones, delete expired idempotency keys and what is
+        older than BILLING_RETENTION_DAYS, claim and announce the notifications due and send the
+        emails waiting. With ``dry_run``, change nothing and report what would change."""
+        return get_state().maintenance.run(now, dry_run=dry_run)
 
     # -- quotas, features, gauges (the guards' checks, for code that is not a view) -------------
 
@@ -302,3 +327,14 @@ def upgrade_with_host_migrations(context: AlembicEnvironment) -> None:
     if context.is_offline_mode() or not migrating_to_head(context):
         return
     upgrade_inside_host_command(context, get_state().runtime.engine)
+
+
+def _start_scheduler_on_first_request(app: Flask, state: BillingState) -> None:
+    """Start the app's maintenance scheduler in the process that serves its first request (see
+    ``services.scheduler`` for why not at ``init_app``)."""
+    scheduler = state.scheduler
+
+    def start_scheduler() -> None:
+        scheduler.start_in_background()
+
+    app.before_request(start_scheduler)

@@ -110,6 +110,26 @@ DEFAULTS: Mapping[str, Any] = {
     # of its limit, or at most this many.
     "BILLING_LOW_QUOTA_BANNER_PERCENT": 30,
     "BILLING_LOW_QUOTA_BANNER_REMAINING": 3,
+    # Maintenance: usage events, past counters, activity and notifications older than this many
+    # days are deleted by maintenance (the daily totals that statistics read are kept); None
+    # keeps them all.
+    "BILLING_RETENTION_DAYS": None,
+    # Rows one maintenance batch (one transaction) handles.
+    "BILLING_MAINTENANCE_BATCH_SIZE": 1000,
+    # Run maintenance in a background thread of each process that serves requests (a lease in the
+    # database makes it run once per interval across all of them).
+    "BILLING_SCHEDULER_ENABLED": False,
+    # Seconds between maintenance runs, and the random delay added to each (so workers spread).
+    "BILLING_SCHEDULER_INTERVAL_SECONDS": 900,
+    "BILLING_SCHEDULER_JITTER_SECONDS": 30,
+    # How long a run holds the lease without renewing it (it renews after every batch); a worker
+    # that died mid-run is taken over after this.
+    "BILLING_SCHEDULER_LEASE_SECONDS": 300,
+    # The `expiring` notification is sent this many days before a paid period or trial ends.
+    "BILLING_NOTIFY_EXPIRING_DAYS": 7,
+    # The `expired` notification is sent only if the period ended at most this many days before it
+    # was ended (maintenance that was off for months sends no stale ones).
+    "BILLING_NOTIFY_EXPIRED_WITHIN_DAYS": 7,
     # The profile page's settings, under the names hosts already use (no BILLING_ prefix).
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
@@ -272,6 +292,59 @@ class ProfilePageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceSettings:
+    """Maintenance, its scheduler, retention and the notification windows."""
+
+    retention_days: int | None
+    batch_size: int
+    scheduler_enabled: bool
+    interval_seconds: int
+    jitter_seconds: int
+    lease_seconds: int
+    notify_expiring_days: int
+    notify_expired_within_days: int
+
+    @classmethod
+    def read(cls, get: Callable[[str], Any], activity_window_days: int) -> MaintenanceSettings:
+        retention = _optional_int(get("BILLING_RETENTION_DAYS"), "BILLING_RETENTION_DAYS")
+        expiring = _positive_int(
+            get("BILLING_NOTIFY_EXPIRING_DAYS"), "BILLING_NOTIFY_EXPIRING_DAYS"
+        )
+        expired_within = _positive_int(
+            get("BILLING_NOTIFY_EXPIRED_WITHIN_DAYS"), "BILLING_NOTIFY_EXPIRED_WITHIN_DAYS"
+        )
+        if retention is not None:
+            # The activity feed reads the log and the entries of its window, and a notification's
+            # row is what keeps it from being sent twice while it is still relevant.
+            needed = max(activity_window_days, expiring, expired_within)
+            if retention < needed:
+                raise BillingConfigError(
+                    f"BILLING_RETENTION_DAYS must be at least {needed} (PROFILE_ACTIVITY_WINDOW_DAYS "
+                    "and the BILLING_NOTIFY_*_DAYS windows), or None"
+                )
+        return cls(
+            retention_days=retention,
+            batch_size=_positive_int(
+                get("BILLING_MAINTENANCE_BATCH_SIZE"), "BILLING_MAINTENANCE_BATCH_SIZE"
+            ),
+            scheduler_enabled=bool(get("BILLING_SCHEDULER_ENABLED")),
+            interval_seconds=_positive_int(
+                get("BILLING_SCHEDULER_INTERVAL_SECONDS"), "BILLING_SCHEDULER_INTERVAL_SECONDS"
+            ),
+            jitter_seconds=_positive_int(
+                get("BILLING_SCHEDULER_JITTER_SECONDS"),
+                "BILLING_SCHEDULER_JITTER_SECONDS",
+                minimum=0,
+            ),
+            lease_seconds=_positive_int(
+                get("BILLING_SCHEDULER_LEASE_SECONDS"), "BILLING_SCHEDULER_LEASE_SECONDS"
+            ),
+            notify_expiring_days=expiring,
+            notify_expired_within_days=expired_within,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BillingSettings:
     plans: Mapping[str, Any] | str | Path | None
     currency: str
@@ -303,6 +376,7 @@ class BillingSettings:
     payments: PaymentSettings
     refusal_page: RefusalPageSettings
     page: ProfilePageSettings
+    maintenance: MaintenanceSettings
     default_quota: int | None
     activity_window_days: int
     payments_cta_email: str | None
@@ -412,6 +486,10 @@ class BillingSettings:
             ),
             refusal_page=RefusalPageSettings.read(get),
             page=ProfilePageSettings.read(get),
+            maintenance=MaintenanceSettings.read(
+                get,
+                _positive_int(get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"),
+            ),
             default_quota=default_quota,
             activity_window_days=_positive_int(
                 get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"

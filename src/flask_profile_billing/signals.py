@@ -17,7 +17,9 @@ quota_consumed = _signals.signal("quota-consumed")
 quota_exceeded = _signals.signal("quota-exceeded")
 """``user_id``, ``metric``, ``amount``, ``allowance`` (what refused it)."""
 quota_low = _signals.signal("quota-low")
-"""``user_id``, ``metric``, ``allowance``: sent once a period, when usage reaches the threshold."""
+"""``user_id``, ``metric``, ``allowance``: sent by the charge that takes usage to the threshold,
+once per user, metric and period (a refund that dips under it and a second crossing send nothing:
+the period's ``quota_low`` notification was claimed already)."""
 subscription_changed = _signals.signal("subscription-changed")
 """``user_id``, ``previous`` (or None for a new user), ``current``."""
 subscription_expired = _signals.signal("subscription-expired")
@@ -38,3 +40,9 @@ buy_cta_clicked = _signals.signal("buy-cta-clicked")
 """``user_id``, ``properties``, ``source``: the buy-quota call to action was clicked. ``"page"``
 when the page opened its purchase dialog without JavaScript, ``"client"`` for the page's
 ``profile:cta_buy_quota`` event."""
+notification_due = _signals.signal("notification-due")
+"""``user_id``, ``kind`` (``expiring``, ``quota_low``, ``quota_blocked`` or ``expired``),
+``subject`` (the subscription id or the metric), ``period`` (the end of the paid period or the start
+of the usage period, an aware UTC datetime) and ``notification``: sent once per user, kind, subject
+and period, after the transaction that claimed it committed (a charge, a refusal, an expiry, or a
+maintenance sweep)."""

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .services.activity import ActivityService
     from .services.catalog_sync import CatalogSync
     from .services.idempotency import IdempotencyService
+    from .services.leases import JobLeases
+    from .services.maintenance import MaintenanceService
+    from .services.notifications import NotificationService
     from .services.payments import PaymentService
     from .services.plan_changes import PlanChangeService
     from .services.profiles import ProfileService
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from .services.refunds import RefundService
     from .services.reports import ReportService
     from .services.runtime import Runtime
+    from .services.scheduler import MaintenanceScheduler
     from .services.subscriptions import SubscriptionService
     from .services.usage import UsageStatsService
     from .services.webhooks import WebhookService
@@ -50,6 +54,10 @@ class BillingState:
     webhooks: WebhookService
     profiles: ProfileService
     activity: ActivityService
+    notifications: NotificationService
+    leases: JobLeases
+    maintenance: MaintenanceService
+    scheduler: MaintenanceScheduler
 
 
 def get_state(app: Flask | None = None) -> BillingState:

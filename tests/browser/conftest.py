@@ -41,9 +41,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.is_relative_to(BROWSER_DIRECTORY):
-            item.add_marker(pytest.mark.browser)
+    """Mark the browser tests, and run them after every other test: Playwright's synchronous API
+    keeps an event loop running in the main thread for the rest of the session, and Flask's async
+    views (asgiref) refuse to run in a thread that has one."""
+    browser = [item for item in items if item.path.is_relative_to(BROWSER_DIRECTORY)]
+    for item in browser:
+        item.add_marker(pytest.mark.browser)
+    others = [item for item in items if not item.path.is_relative_to(BROWSER_DIRECTORY)]
+    items[:] = others + browser
 
 
 if UNINSTALLED:

@@ -4,6 +4,7 @@ and the checks themselves catching what they are there to catch."""
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -88,7 +89,10 @@ def test_the_refusal_page_renders_under_the_strict_policy(page: Page, guards: Pa
         export.click()
     assert refused.value.status == 429
     expect(page.get_by_role("heading", level=1)).to_contain_text("limit")
-    expect(page.get_by_text("Your quota resets on")).to_contain_text("1 Nov 2025")
+    # In the browser's locale through the example's Flask-Babel ("Nov 1, 2025, ..." in en-US).
+    reset = page.locator(".billing-refusal-reset time")
+    expect(reset).to_have_attribute("datetime", re.compile(r"^2025-11-01T00:00:00"))
+    expect(reset).to_contain_text("Nov 1, 2025")
     page.set_viewport_size({"width": PHONE_WIDTH, "height": 800})
     assert_no_horizontal_overflow(page)
     assert_accessible(page)

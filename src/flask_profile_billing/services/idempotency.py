@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..errors import IdempotencyConflict, IdempotencyKeyReused
 from ..store import idempotency as keys
@@ -124,10 +124,14 @@ class IdempotencyService:
             # Not fatal: the key stays locked until its lock expires; then a retry takes it over.
             log.exception("could not release an idempotency key")
 
-    def prune_expired(self) -> int:
-        """Delete the stored responses whose time is over; how many."""
+    def prune_expired(self, now: datetime | None = None, *, dry_run: bool = False) -> int:
+        """Delete the stored responses whose time is over (at ``now``); how many. With
+        ``dry_run``, only count them."""
+        moment = now or self._runtime.now()
         with read_connection(self._runtime.engine) as connection:
-            return keys.prune_expired(connection, self._runtime.now())
+            if dry_run:
+                return keys.count_expired(connection, moment)
+            return keys.prune_expired(connection, moment)
 
     # -- internals -----------------------------------------------------------------------------
 

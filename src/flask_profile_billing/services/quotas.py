@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from .. import signals
 from ..domain.catalog import Metric, MetricKind, Plan
 from ..domain.limits import Allowance, crossed_threshold, validate_amount
+from ..domain.notifications import Notification, NotificationKind
 from ..domain.periods import Period, PeriodRule, period_containing
 from ..domain.subscriptions import Subscription
 from ..errors import (
@@ -27,9 +28,10 @@ from ..errors import (
 )
 from ..store import usage
 from ..store.locks import gauge_lock
-from ..store.reservation import OneStatementReservation
+from ..store.reservation import NoticeColumns, OneStatementReservation
 from ..store.subscriptions import select_current
 from ..store.transactions import read_connection, write_transaction
+from .notifications import NotificationService
 from .refunds import PendingRefund, RefundService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
@@ -89,15 +91,23 @@ class _Charge:
     allowance: Allowance
     event_id: int | None
     replayed: bool = False
+    notice: Notification | None = None
+    """The ``quota_low`` (charged) or ``quota_blocked`` (refused) notification this attempt
+    claimed, in the charge's own transaction."""
 
 
 class QuotaService:
     def __init__(
-        self, runtime: Runtime, subscriptions: SubscriptionService, refunds: RefundService
+        self,
+        runtime: Runtime,
+        subscriptions: SubscriptionService,
+        refunds: RefundService,
+        notifications: NotificationService,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
         self._refunds = refunds
+        self._notifications = notifications
         self._statements: dict[str, OneStatementReservation] = {}
 
     def effective_plan(self, user_id: str) -> tuple[Subscription, Plan]:
@@ -183,7 +193,7 @@ class QuotaService:
         if charge.event_id is None:
             # Refused outside the transaction: the signal's receivers may write (the activity
             # feed does) and must not wait for the connection or lock the charge held.
-            self._refuse(metric, user_id, amount, charge.allowance)
+            self._refuse(metric, user_id, amount, charge.allowance, charge.notice)
         reservation = Reservation(
             user_id,
             metric.name,
@@ -193,7 +203,9 @@ class QuotaService:
             charge.event_id,
         )
         try:
-            self._announce_consumption(user_id, metric.name, amount, charge.allowance)
+            self._announce_consumption(
+                user_id, metric.name, amount, charge.allowance, charge.notice
+            )
         except BaseException:
             # A signal receiver failed after the charge committed: the caller never gets the
             # reservation to give back, so it is given back here.
@@ -223,8 +235,20 @@ class QuotaService:
                 allowance = Allowance(request.metric.name, limit, used, period.end)
                 return _Charge(period, allowance, None, replayed=replayed)
 
+            def refused() -> _Charge:
+                charge = as_it_stands()
+                notice = self._notifications.claim_in(
+                    connection,
+                    request.user_id,
+                    NotificationKind.QUOTA_BLOCKED,
+                    request.metric.name,
+                    period.start,
+                    now,
+                )
+                return _Charge(period, charge.allowance, None, notice=notice)
+
             if limit is not None and request.amount > limit:
-                return as_it_stands()  # the counter's insert branch could not refuse it
+                return refused()  # the counter's insert branch could not refuse it
             event_id = usage.insert_usage_event(
                 connection,
                 {
@@ -250,9 +274,10 @@ class QuotaService:
                 limit=limit,
             )
             if used_after is None:
-                refused = as_it_stands()
                 connection.rollback()  # drops the event inserted above
-                return refused
+                # The refusal's notice is claimed in a transaction of its own on this connection,
+                # committed as write_transaction ends.
+                return refused()
             usage.add_to_daily(
                 connection,
                 user_id=request.user_id,
@@ -260,8 +285,20 @@ class QuotaService:
                 day=_utc_day(now),
                 amount=request.amount,
             )
+            notice = None
+            threshold = runtime.settings.quota_low_threshold
+            if crossed_threshold(used_after - request.amount, used_after, limit, threshold):
+                # Only the charge that crosses the mark pays this statement.
+                notice = self._notifications.claim_in(
+                    connection,
+                    request.user_id,
+                    NotificationKind.QUOTA_LOW,
+                    request.metric.name,
+                    period.start,
+                    now,
+                )
         allowance = Allowance(request.metric.name, limit, used_after, period.end)
-        return _Charge(period, allowance, event_id)
+        return _Charge(period, allowance, event_id, notice=notice)
 
     def _charge_in_one_statement(self, request: _ChargeRequest) -> _Charge | None:
         """The hot path on PostgreSQL: one round trip (see ``store.reservation``).
@@ -286,6 +323,7 @@ class QuotaService:
                 idempotency_key=request.idempotency_key,
                 resources=request.resources,
                 metadata=request.metadata,
+                notices=self._notice_columns(period.start, now),
             )
         if result.replayed:
             return _Charge(
@@ -294,9 +332,26 @@ class QuotaService:
         if result.plan_code is None:
             return None
         allowance = Allowance(request.metric.name, result.limit, result.used, period.end)
+        notice = None
+        if result.notice_id is not None:
+            kind = NotificationKind.QUOTA_LOW if result.charged else NotificationKind.QUOTA_BLOCKED
+            notice = self._notifications.claimed(
+                result.notice_id, request.user_id, kind, request.metric.name, period.start, now
+            )
         if not result.charged:
-            return _Charge(period, allowance, None)
-        return _Charge(period, allowance, result.event_id)
+            return _Charge(period, allowance, None, notice=notice)
+        return _Charge(period, allowance, result.event_id, notice=notice)
+
+    def _notice_columns(self, period_start: datetime, now: datetime) -> NoticeColumns:
+        """What the one-statement charge writes when it claims a notification."""
+        row = self._notifications.row("", NotificationKind.QUOTA_LOW, "", period_start, now)
+        return NoticeColumns(
+            ratio=self._runtime.settings.quota_low_threshold,
+            period_key=str(row["period_key"]),
+            status=str(row["status"]),
+            next_attempt_at=row["next_attempt_at"],  # type: ignore[arg-type]
+            sent_at=row["sent_at"],  # type: ignore[arg-type]
+        )
 
     @property
     def _in_one_statement(self) -> bool:
@@ -388,7 +443,9 @@ class QuotaService:
         validate_amount(amount)
         allowance = self.capacity(user_id, metric_name)
         if not allowance.allows(amount):
-            self._refuse(self._runtime.catalog.metric(metric_name), user_id, amount, allowance)
+            metric = self._runtime.catalog.metric(metric_name)
+            notice = self._claim_gauge_refusal(user_id, metric)
+            self._refuse(metric, user_id, amount, allowance, notice)
         return allowance
 
     @contextmanager
@@ -409,7 +466,7 @@ class QuotaService:
                 return
         # Refused after the lock is released: the signal's receivers may write (the activity
         # feed does) and must not wait for the lock's connection.
-        self._refuse(metric, user_id, amount, allowance)
+        self._refuse(metric, user_id, amount, allowance, self._claim_gauge_refusal(user_id, metric))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -425,7 +482,22 @@ class QuotaService:
             )
         return int(loader(user_id))
 
-    def _refuse(self, metric: Metric, user_id: str, amount: int, allowance: Allowance) -> NoReturn:
+    def _claim_gauge_refusal(self, user_id: str, metric: Metric) -> Notification | None:
+        """Claim ``quota_blocked`` for a gauge's refusal, once per billing period of the user."""
+        subscription = self._subscriptions.current(user_id)
+        period = self._runtime.period(subscription, self._runtime.now())
+        return self._notifications.claim_now(
+            user_id, NotificationKind.QUOTA_BLOCKED, metric.name, period.start
+        )
+
+    def _refuse(
+        self,
+        metric: Metric,
+        user_id: str,
+        amount: int,
+        allowance: Allowance,
+        notice: Notification | None = None,
+    ) -> NoReturn:
         signals.quota_exceeded.send(
             self._runtime.app,
             user_id=user_id,
@@ -433,20 +505,28 @@ class QuotaService:
             amount=amount,
             allowance=allowance,
         )
+        if notice is not None:
+            self._notifications.announce([notice])
         now = self._runtime.now()
         raise QuotaExceeded(metric.limit_message(allowance.limit), allowance, now)
 
     def _announce_consumption(
-        self, user_id: str, metric: str, amount: int, allowance: Allowance
+        self,
+        user_id: str,
+        metric: str,
+        amount: int,
+        allowance: Allowance,
+        notice: Notification | None,
     ) -> None:
         self._runtime.cache.forget_user(user_id)
         app = self._runtime.app
         signals.quota_consumed.send(
             app, user_id=user_id, metric=metric, amount=amount, allowance=allowance
         )
-        threshold = self._runtime.settings.quota_low_threshold
-        if crossed_threshold(allowance.used - amount, allowance.used, allowance.limit, threshold):
+        if notice is not None:
+            # Once per user, metric and period: only the charge that claimed the notice sends it.
             signals.quota_low.send(app, user_id=user_id, metric=metric, allowance=allowance)
+            self._notifications.announce([notice])
 
 
 def _utc_day(moment: datetime) -> date:

@@ -6,6 +6,7 @@ guards and pages are right even if no scheduled job ran. Writes here make the st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -18,9 +19,10 @@ from ..domain.proration import credited_time
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import NotCancellable, NotResumable, SubscriptionConflictError
 from ..store import subscriptions as stored
-from ..store.expiry import end_lapsed_batch
+from ..store.expiry import count_lapsed, end_lapsed_batch
 from ..store.transactions import read_connection, write_transaction
 from .catalog_sync import CatalogSync
+from .notifications import NotificationService
 from .runtime import Runtime
 
 ALLOWED_DURATIONS = (1, 12)
@@ -28,9 +30,12 @@ _RETRIES = 3
 
 
 class SubscriptionService:
-    def __init__(self, runtime: Runtime, plan_store: CatalogSync) -> None:
+    def __init__(
+        self, runtime: Runtime, plan_store: CatalogSync, notifications: NotificationService
+    ) -> None:
         self._runtime = runtime
         self._plans = plan_store
+        self._notifications = notifications
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -106,23 +111,34 @@ class SubscriptionService:
             f"the subscription of user {user_id!r} kept changing; retry"
         )
 
-    def expire_lapsed(self, batch_size: int = 1000) -> int:
+    def expire_lapsed(
+        self,
+        batch_size: int = 1000,
+        *,
+        now: datetime | None = None,
+        after_batch: Callable[[], None] | None = None,
+    ) -> int:
         """End every current subscription whose period is over and start a free one in its place.
 
         Set-based, in batches of ``batch_size`` (memory stays flat), idempotent: the catch-up that
         ``current()`` also does lazily per user. Returns how many subscriptions it ended. Runs may
         overlap: on PostgreSQL a batch skips the rows another run has locked (``SKIP LOCKED``), so
-        they share the work, and on SQLite they take turns; each subscription is ended once.
+        they share the work, and on SQLite they take turns; each subscription is ended once. Each
+        batch claims the ``expired`` notifications of its users in its own transaction;
+        ``after_batch`` runs after each batch is announced (maintenance renews its lease there).
         """
         runtime = self._runtime
         self._plans.ensure_seeded()
-        now = runtime.now()
+        now = now or runtime.now()
         default_code = runtime.catalog.default_plan.code
         total = 0
         while True:
             with write_transaction(runtime.engine) as connection:
                 pairs = end_lapsed_batch(
                     connection, now=now, batch_size=batch_size, default_plan=default_code
+                )
+                notices = self._notifications.claim_expired_in(
+                    connection, [lapsed for lapsed, _ in pairs], now
                 )
             if not pairs:
                 return total
@@ -131,6 +147,15 @@ class SubscriptionService:
             for lapsed, current in pairs:
                 self._announce_expiry(lapsed, current, in_batch=True)
             signals.subscriptions_expired.send(runtime.app, expired=pairs)
+            self._notifications.announce(notices)
+            if after_batch is not None:
+                after_batch()
+
+    def count_lapsed(self, now: datetime | None = None) -> dict[SubscriptionStatus, int]:
+        """How many current subscriptions ``expire_lapsed`` would end at ``now``, by their status
+        (``active``, ``trial``, ``cancelled``): what a dry run reports."""
+        with read_connection(self._runtime.engine) as connection:
+            return count_lapsed(connection, now or self._runtime.now())
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -280,10 +305,16 @@ class SubscriptionService:
                 stored.insert_default(
                     connection, subscription.user_id, subscription.expires_at, default_code
                 )
+            notices = (
+                self._notifications.claim_expired_in(connection, ended, self._runtime.now())
+                if ended
+                else []
+            )
             current = stored.select_current(connection, lapsed.user_id)
         assert current is not None
         for subscription in ended:  # empty when a concurrent request rolled it over first
             self._announce_expiry(subscription, current)
+        self._notifications.announce(notices)
         return current
 
     def _announce_change(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, column, select, text
+from sqlalchemy import Connection, bindparam, column, func, select, text
 
 from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
 from .models import subscriptions
@@ -120,3 +120,12 @@ def _follower(lapsed_one: Subscription, plan_code: str, follower_id: int) -> Sub
     values = free_values(lapsed_one.user_id, lapsed_one.expires_at, plan_code)
     values["status"] = SubscriptionStatus.ACTIVE
     return Subscription(id=follower_id, cancelled_at=None, **values)
+
+
+def count_lapsed(connection: Connection, now: datetime) -> dict[SubscriptionStatus, int]:
+    """How many current subscriptions have lapsed at ``now``, by stored status."""
+    subs = subscriptions.c
+    rows = connection.execute(
+        select(subs.status, func.count()).where(IS_CURRENT, lapsed(now)).group_by(subs.status)
+    )
+    return {SubscriptionStatus(status): int(count) for status, count in rows}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from .dialect import insert_ignoring_conflict
 from .models import idempotency_keys
@@ -148,3 +148,9 @@ def prune_expired(connection: Connection, now: datetime) -> int:
     """Delete the keys whose stored responses expired; how many."""
     result = connection.execute(delete(idempotency_keys).where(_KEYS.expires_at <= now))
     return int(result.rowcount)
+
+
+def count_expired(connection: Connection, now: datetime) -> int:
+    """How many keys ``prune_expired`` would delete at ``now``."""
+    query = select(func.count()).select_from(idempotency_keys).where(_KEYS.expires_at <= now)
+    return int(connection.execute(query).scalar_one())

@@ -122,6 +122,9 @@ class UsageCounterRow(Base):
     """Kept so that reports can find every user's current period in SQL, whatever the rule."""
     used: Mapped[int] = mapped_column(BigId, default=0)
 
+    # Maintenance deletes the counters of periods that ended before the retention.
+    __table_args__ = (Index("ix_billing_usage_counters_period_end", "period_end"),)
+
 
 class UsageEventRow(Base):
     """One charged action: the usage log, and the record that makes retries free."""
@@ -284,3 +287,60 @@ activity = cast(Table, ActivityRow.__table__)
 payments = cast(Table, PaymentRow.__table__)
 webhook_deliveries = cast(Table, WebhookDeliveryRow.__table__)
 idempotency_keys = cast(Table, IdempotencyKeyRow.__table__)
+
+
+class JobLeaseRow(Base):
+    """One scheduled job (maintenance): when it is next due, and who runs it now.
+
+    A worker runs the job only after claiming this row with one conditional statement that checks
+    both that the job is due and that nobody holds a live lease, so any number of schedulers run
+    each tick once. The holder renews its lease after each batch; if it dies, the lease runs out
+    and another takes over.
+    """
+
+    __tablename__ = "billing_job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None]
+    next_due_at: Mapped[datetime]
+    last_started_at: Mapped[datetime | None]
+    last_finished_at: Mapped[datetime | None]
+
+
+class NotificationRow(Base):
+    """A notification claimed for a user: at most one per (user, kind, subject, period).
+
+    ``subject`` is the subscription id or the metric; ``period_key`` the end of the paid period or
+    the start of the usage period, in Unix seconds. ``status`` follows the email: ``pending`` until
+    it is sent, ``sent`` (also when there is no email to send), ``failed`` when every attempt failed.
+    """
+
+    __tablename__ = "billing_notifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(64))
+    period_key: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "kind", "subject", "period_key"),
+        # The email sweep looks for pending notifications whose next attempt is due.
+        Index(
+            "ix_billing_notifications_pending_next_attempt_at",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_billing_notifications_created_at", "created_at"),
+    )
+
+
+job_leases = cast(Table, JobLeaseRow.__table__)
+notifications = cast(Table, NotificationRow.__table__)

@@ -9,6 +9,10 @@ request that used the last unit is a replay, not a refusal) and charges nothing;
 first uses of one key both pass that check, and the second then violates the events' unique key,
 which aborts its whole statement: nothing is charged twice.
 
+The same statement claims the period's ``quota_low`` notification when the charge takes usage to the
+mark (the rule of ``domain.limits.crossed_threshold``), and the ``quota_blocked`` one when it refuses,
+each only if not claimed before (``ON CONFLICT DO NOTHING``): a notice costs no statement of its own.
+
 Only for rules whose periods do not depend on the subscription (calendar months); the general
 path in ``services.quotas`` serves the others and SQLite.
 """
@@ -26,6 +30,14 @@ from sqlalchemy.exc import IntegrityError
 
 from ..domain.periods import Period
 from .subscriptions import LAPSED_SQL
+
+_NOTICE_COLUMNS = (
+    "user_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at, sent_at"
+)
+_NOTICE_VALUES = (
+    ":user_id, {kind}, :metric, :notice_period_key, :notice_status, 0, "
+    "CAST(:notice_next_attempt_at AS TIMESTAMPTZ), :now, CAST(:notice_sent_at AS TIMESTAMPTZ)"
+)
 
 _SQL = """
 WITH prior AS (
@@ -64,8 +76,28 @@ daily AS (
     SELECT :user_id, :metric, :day, :amount FROM counter
     ON CONFLICT (user_id, metric, day) DO UPDATE
         SET total = billing_usage_daily.total + EXCLUDED.total
+),
+low_notice AS (
+    INSERT INTO billing_notifications ({notice_columns})
+    SELECT {low_notice_values}
+    FROM counter, plan_limit
+    WHERE plan_limit.lim > 0
+      AND counter.used - :amount < CEIL(plan_limit.lim * CAST(:ratio AS DOUBLE PRECISION))
+      AND CEIL(plan_limit.lim * CAST(:ratio AS DOUBLE PRECISION)) <= counter.used
+    ON CONFLICT (user_id, kind, subject, period_key) DO NOTHING
+    RETURNING id
+),
+blocked_notice AS (
+    INSERT INTO billing_notifications ({notice_columns})
+    SELECT {blocked_notice_values}
+    FROM plan_limit
+    WHERE NOT EXISTS (SELECT 1 FROM prior) AND NOT EXISTS (SELECT 1 FROM counter)
+    ON CONFLICT (user_id, kind, subject, period_key) DO NOTHING
+    RETURNING id
 )
 SELECT (SELECT id FROM prior) AS prior_id,
+       (SELECT id FROM low_notice) AS low_notice_id,
+       (SELECT id FROM blocked_notice) AS blocked_notice_id,
        (SELECT code FROM plan_in_force) AS plan_code,
        (SELECT lim FROM plan_limit) AS lim,
        (SELECT used FROM counter) AS used_after,
@@ -85,6 +117,21 @@ class OneStatementResult:
     event_id: int | None
     charged: bool
     replayed: bool = False
+    notice_id: int | None = None
+    """The notification this charge claimed: ``quota_low`` when charged, ``quota_blocked`` when
+    refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeColumns:
+    """What the statement writes into a notification it claims."""
+
+    ratio: float
+    """BILLING_QUOTA_LOW_THRESHOLD."""
+    period_key: str
+    status: str
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
 
 
 class OneStatementReservation:
@@ -95,8 +142,19 @@ class OneStatementReservation:
             f"(:plan_{index}, CAST(:limit_{index} AS BIGINT))"
             for index in range(len(limits_by_plan))
         )
-        self._statement = text(_SQL.format(limits=values, lapsed=LAPSED_SQL.format(table="s")))
-        self._constants: dict[str, Any] = {"default_plan": default_plan}
+        sql = _SQL.format(
+            limits=values,
+            lapsed=LAPSED_SQL.format(table="s"),
+            notice_columns=_NOTICE_COLUMNS,
+            low_notice_values=_NOTICE_VALUES.format(kind=":low_kind"),
+            blocked_notice_values=_NOTICE_VALUES.format(kind=":blocked_kind"),
+        )
+        self._statement = text(sql)
+        self._constants: dict[str, Any] = {
+            "default_plan": default_plan,
+            "low_kind": "quota_low",
+            "blocked_kind": "quota_blocked",
+        }
         for index, (code, limit) in enumerate(limits_by_plan.items()):
             self._constants[f"plan_{index}"] = code
             self._constants[f"limit_{index}"] = limit
@@ -113,6 +171,7 @@ class OneStatementReservation:
         idempotency_key: str | None,
         resources: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
+        notices: NoticeColumns,
     ) -> OneStatementResult:
         parameters = {
             **self._constants,
@@ -126,6 +185,11 @@ class OneStatementReservation:
             "idempotency_key": idempotency_key,
             "resources": json.dumps(dict(resources)) if resources else None,
             "metadata": json.dumps(dict(metadata)) if metadata else None,
+            "ratio": notices.ratio,
+            "notice_period_key": notices.period_key,
+            "notice_status": notices.status,
+            "notice_next_attempt_at": notices.next_attempt_at,
+            "notice_sent_at": notices.sent_at,
         }
         try:
             row = connection.execute(self._statement, parameters).one()
@@ -137,10 +201,12 @@ class OneStatementReservation:
             return OneStatementResult(None, None, 0, None, charged=False, replayed=True)
         charged = row.used_after is not None
         used = row.used_after if charged else (row.used_before or 0)
+        notice_id = row.low_notice_id if charged else row.blocked_notice_id
         return OneStatementResult(
             row.plan_code,
             None if row.lim is None else int(row.lim),
             int(used),
             None if row.event_id is None else int(row.event_id),
             charged,
+            notice_id=None if notice_id is None else int(notice_id),
         )

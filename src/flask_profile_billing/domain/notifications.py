@@ -1,0 +1,69 @@
+"""Notifications: what a user is told about their plan and quotas, and the key that makes each once.
+
+A notification is identified by (user, kind, subject, period): the subscription and the end of its
+paid period for ``expiring`` and ``expired``, the metric and the start of its usage period for
+``quota_low`` and ``quota_blocked``. Whoever claims that key first (the charge, the refusal, the
+expiry, or a maintenance sweep) sends it; everyone after finds it claimed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class NotificationKind(StrEnum):
+    EXPIRING = "expiring"
+    """The paid period (or trial) ends within BILLING_NOTIFY_EXPIRING_DAYS."""
+    QUOTA_LOW = "quota_low"
+    """A metric reached BILLING_QUOTA_LOW_THRESHOLD of its limit in the current period."""
+    QUOTA_BLOCKED = "quota_blocked"
+    """An action was refused: the limit of a metric is used up."""
+    EXPIRED = "expired"
+    """The paid period (or trial) ended and the user is back on the default plan."""
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"
+    """An email is to be sent (or retried)."""
+    SENT = "sent"
+    """The email was sent, or there was no email to send (the signals are the whole delivery)."""
+    FAILED = "failed"
+    """Every attempt at the email failed; it is not tried again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A claimed notification, as its signal and its email receive it."""
+
+    id: int
+    user_id: str
+    kind: NotificationKind
+    subject: str
+    """The subscription id (``expiring``, ``expired``) or the metric (``quota_*``)."""
+    period_key: str
+    """The end of the paid period or the start of the usage period, as Unix seconds."""
+    created_at: datetime
+    status: NotificationStatus = NotificationStatus.SENT
+    attempts: int = 0
+
+    @property
+    def period_moment(self) -> datetime:
+        """``period_key`` as an aware UTC datetime."""
+        return datetime.fromtimestamp(int(self.period_key), UTC)
+
+    def as_signal_arguments(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "kind": self.kind.value,
+            "subject": self.subject,
+            "period": self.period_moment,
+            "notification": self,
+        }
+
+
+def period_key(moment: datetime) -> str:
+    """The key of a period from its boundary: whole Unix seconds (the SQL sweeps compute the same)."""
+    return str(int(moment.timestamp()))

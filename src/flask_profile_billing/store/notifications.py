@@ -1,0 +1,312 @@
+"""The statements on ``billing_notifications``: claiming notifications, the sweeps that claim the
+ones no request claimed, and the state of their emails.
+
+A claim is ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the unique key (user, kind, subject,
+period) lets exactly one claimer insert the row, and only that claimer gets it back and sends it.
+The sweeps claim whole batches with one ``INSERT ... SELECT`` each, the rows chosen in SQL (a window
+of time, a share of a limit) and never loaded into Python first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    Row,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    extract,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..domain.notifications import Notification, NotificationKind, NotificationStatus
+from .dialect import dialect_insert
+from .models import notifications, subscriptions, usage_counters
+from .subscriptions import IS_CURRENT, plan_in_force
+from .types import UTCDateTime
+
+_NOTES = notifications.c
+_SUBS = subscriptions.c
+_COUNTERS = usage_counters.c
+_COLUMNS = [
+    "user_id",
+    "kind",
+    "subject",
+    "period_key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "sent_at",
+]
+_RETURNED = (
+    _NOTES.id,
+    _NOTES.user_id,
+    _NOTES.kind,
+    _NOTES.subject,
+    _NOTES.period_key,
+    _NOTES.created_at,
+    _NOTES.status,
+    _NOTES.attempts,
+)
+
+
+def to_notification(row: Row[Any]) -> Notification:
+    return Notification(
+        id=int(row.id),
+        user_id=row.user_id,
+        kind=NotificationKind(row.kind),
+        subject=row.subject,
+        period_key=row.period_key,
+        created_at=row.created_at,
+        status=NotificationStatus(row.status),
+        attempts=int(row.attempts),
+    )
+
+
+def new_row(
+    *,
+    user_id: str,
+    kind: NotificationKind,
+    subject: str,
+    period_key: str,
+    now: datetime,
+    pending: bool,
+) -> dict[str, Any]:
+    """The columns of a notification claimed at ``now``: ``pending`` (due for the next email
+    sweep at once) when an email is to follow, else ``sent``."""
+    return {
+        "user_id": user_id,
+        "kind": kind.value,
+        "subject": subject,
+        "period_key": period_key,
+        "status": (NotificationStatus.PENDING if pending else NotificationStatus.SENT).value,
+        "attempts": 0,
+        "next_attempt_at": now if pending else None,
+        "created_at": now,
+        "sent_at": None if pending else now,
+    }
+
+
+def claim_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[Notification]:
+    """Insert the notifications of ``rows`` (from ``new_row``) that nobody claimed yet; the ones
+    this call inserted."""
+    if not rows:
+        return []
+    statement = (
+        dialect_insert(connection, notifications)
+        .on_conflict_do_nothing(
+            index_elements=[_NOTES.user_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
+        )
+        .returning(*_RETURNED)
+    )
+    if len(rows) == 1:
+        found = connection.execute(statement.values(**rows[0])).all()
+    else:
+        found = connection.execute(statement, list(rows)).all()
+    return [to_notification(row) for row in found]
+
+
+# -- the sweeps ----------------------------------------------------------------------------------
+
+
+def epoch_text(connection: Connection, moment: Any) -> ColumnElement[Any]:
+    """A timestamp column as whole Unix seconds in text: ``domain.notifications.period_key`` in SQL."""
+    if connection.dialect.name == "postgresql":
+        seconds = cast(func.floor(extract("epoch", moment)), BigInteger)
+        return cast(seconds, String)
+    # SQLite keeps naive UTC text, which strftime reads as UTC.
+    return func.strftime("%s", moment)
+
+
+def _claimed_columns(
+    kind: NotificationKind, now: datetime, pending: bool
+) -> list[ColumnElement[Any]]:
+    values = new_row(user_id="", kind=kind, subject="", period_key="", now=now, pending=pending)
+    return [
+        literal(values["status"], String()).label("status"),
+        literal(0, Integer()).label("attempts"),
+        literal(values["next_attempt_at"], UTCDateTime()).label("next_attempt_at"),
+        literal(now, UTCDateTime()).label("created_at"),
+        literal(values["sent_at"], UTCDateTime()).label("sent_at"),
+    ]
+
+
+def _not_claimed(
+    kind: NotificationKind,
+    user_id: ColumnElement[Any],
+    subject: ColumnElement[Any],
+    period: ColumnElement[Any],
+) -> ColumnElement[bool]:
+    return ~exists().where(
+        _NOTES.user_id == user_id,
+        _NOTES.kind == kind.value,
+        _NOTES.subject == subject,
+        _NOTES.period_key == period,
+    )
+
+
+def expiring_candidates(
+    connection: Connection, *, now: datetime, until: datetime, pending: bool, batch_size: int
+) -> Any:
+    """Current subscriptions whose paid period ends after ``now`` and by ``until``, with no
+    ``expiring`` notice claimed for that end yet: up to ``batch_size`` rows, as notification
+    columns."""
+    subject = cast(_SUBS.id, String)
+    period = epoch_text(connection, _SUBS.expires_at)
+    kind = NotificationKind.EXPIRING
+    return (
+        select(
+            _SUBS.user_id,
+            literal(kind.value, String()).label("kind"),
+            subject.label("subject"),
+            period.label("period_key"),
+            *_claimed_columns(kind, now, pending),
+        )
+        .where(
+            IS_CURRENT,
+            _SUBS.expires_at > now,
+            _SUBS.expires_at <= until,
+            _not_claimed(kind, _SUBS.user_id, subject, period),
+        )
+        .limit(batch_size)
+    )
+
+
+def quota_low_candidates(
+    connection: Connection,
+    *,
+    now: datetime,
+    marks: Mapping[tuple[str, str], int],
+    default_plan: str,
+    pending: bool,
+    batch_size: int,
+) -> Any | None:
+    """Counters of the current period that reached the mark of the user's plan in force
+    (``marks``: (plan, metric) -> the usage that warns), with no ``quota_low`` notice claimed for
+    that period yet; None when no metric has a mark."""
+    if not marks:
+        return None
+    plan = plan_in_force(now, default_plan)
+    mark = case(
+        *[
+            (and_(plan == plan_code, _COUNTERS.metric == metric), literal(value, BigInteger()))
+            for (plan_code, metric), value in marks.items()
+        ],
+        else_=None,
+    )
+    period = epoch_text(connection, _COUNTERS.period_start)
+    kind = NotificationKind.QUOTA_LOW
+    return (
+        select(
+            _COUNTERS.user_id,
+            literal(kind.value, String()).label("kind"),
+            _COUNTERS.metric.label("subject"),
+            period.label("period_key"),
+            *_claimed_columns(kind, now, pending),
+        )
+        .select_from(
+            usage_counters.join(subscriptions, and_(_SUBS.user_id == _COUNTERS.user_id, IS_CURRENT))
+        )
+        .where(
+            _COUNTERS.period_start <= now,
+            _COUNTERS.period_end > now,
+            _COUNTERS.used >= mark,
+            _not_claimed(kind, _COUNTERS.user_id, _COUNTERS.metric, period),
+        )
+        .limit(batch_size)
+    )
+
+
+def claim_selected(connection: Connection, candidates: Any) -> list[Notification]:
+    """Claim the notifications ``candidates`` selects (one of the ``*_candidates`` selects), in
+    one statement; the ones this call inserted."""
+    statement = (
+        dialect_insert(connection, notifications)
+        .from_select(_COLUMNS, candidates)
+        .on_conflict_do_nothing(
+            index_elements=[_NOTES.user_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
+        )
+        .returning(*_RETURNED)
+    )
+    return [to_notification(row) for row in connection.execute(statement)]
+
+
+def count_selected(connection: Connection, candidates: Any) -> int:
+    """How many notifications ``candidates`` would claim (a dry run)."""
+    query = select(func.count()).select_from(candidates.subquery())
+    return int(connection.execute(query).scalar_one())
+
+
+# -- emails --------------------------------------------------------------------------------------
+
+
+def take_due_emails(
+    connection: Connection, *, now: datetime, retry_at: datetime, batch_size: int
+) -> list[Notification]:
+    """Take up to ``batch_size`` pending notifications whose next attempt is due, counting the
+    attempt and pushing the next one to ``retry_at``: a conditional update, so two workers never
+    take the same notification for the same attempt."""
+    due = (
+        select(_NOTES.id)
+        .where(_NOTES.status == NotificationStatus.PENDING.value, _NOTES.next_attempt_at <= now)
+        .order_by(_NOTES.next_attempt_at)
+        .limit(batch_size)
+    )
+    if connection.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    statement = (
+        update(notifications)
+        .where(
+            _NOTES.id.in_(due.scalar_subquery()),
+            _NOTES.status == NotificationStatus.PENDING.value,
+            _NOTES.next_attempt_at <= now,
+        )
+        .values(attempts=_NOTES.attempts + 1, next_attempt_at=retry_at)
+        .returning(*_RETURNED)
+    )
+    return [to_notification(row) for row in connection.execute(statement)]
+
+
+def mark_sent(connection: Connection, ids: Sequence[int], now: datetime) -> None:
+    if ids:
+        connection.execute(
+            update(notifications)
+            .where(_NOTES.id.in_(ids), _NOTES.status == NotificationStatus.PENDING.value)
+            .values(status=NotificationStatus.SENT.value, sent_at=now, next_attempt_at=None)
+        )
+
+
+def mark_failed(connection: Connection, ids: Sequence[int]) -> None:
+    if ids:
+        connection.execute(
+            update(notifications)
+            .where(_NOTES.id.in_(ids), _NOTES.status == NotificationStatus.PENDING.value)
+            .values(status=NotificationStatus.FAILED.value, next_attempt_at=None)
+        )
+
+
+def to_notification_values(notification_id: int, values: Mapping[str, Any]) -> Notification:
+    """The notification inserted with ``values`` (from ``new_row``) as ``notification_id``."""
+    return Notification(
+        id=notification_id,
+        user_id=values["user_id"],
+        kind=NotificationKind(values["kind"]),
+        subject=values["subject"],
+        period_key=values["period_key"],
+        created_at=values["created_at"],
+        status=NotificationStatus(values["status"]),
+        attempts=int(values["attempts"]),
+    )
