@@ -633,10 +633,20 @@ def activity_rows(t: Translator, events: list[ActivityEvent], zone: tzinfo) -> l
                 occurred_at=moment,
                 when=t.moment(moment),
                 type_label=labels.get(event.type, event.type),
-                title=t.gettext(event.title),
+                title=_activity_title(t, event),
             )
         )
     return rows
+
+
+def _activity_title(t: Translator, event: ActivityEvent) -> str:
+    """The event's title in the reader's language. A charge is stored with an English title
+    ("Analysis used (4)") and its metric and amount, from which it is told again: "4 анализа"."""
+    metric = event.metadata.get("metric")
+    amount = event.metadata.get("amount")
+    if event.type == "quota.consumed" and isinstance(metric, str) and isinstance(amount, int):
+        return counted(t, metric, amount)
+    return t.gettext(event.title)
 
 
 def _aware(moment: datetime) -> datetime:

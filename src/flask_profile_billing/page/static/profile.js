@@ -50,7 +50,13 @@
   root.querySelectorAll("#pb-toast-alert [data-pb-toast]").forEach(dismissible);
 
   // -- dialogs ----------------------------------------------------------------------------------
+  var toasts = document.getElementById("pb-toasts");
+  var toastsHome = toasts && toasts.parentNode;
+  var toastsNext = toasts && toasts.nextSibling;
   var opener = null;
+  var modal = null;
+  var FOCUSABLE = "a[href], button:not([disabled]), input:not([disabled]):not([type=hidden]), " +
+    "select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex='-1'])";
 
   function dialogOf(name) { return document.getElementById("pb-dialog-" + name); }
 
@@ -60,6 +66,10 @@
     opener = from || document.activeElement;
     if (dialog.open) { dialog.close(); }
     dialog.showModal();
+    modal = dialog;
+    // A modal makes the rest of the page inert and covers it: toasts shown meanwhile (a refused
+    // save) go inside it, where they can be seen and dismissed.
+    if (toasts) { dialog.appendChild(toasts); }
     var first = dialog.querySelector("[aria-invalid='true']") || dialog.querySelector("[autofocus]");
     if (first) { first.focus(); }
     return true;
@@ -94,9 +104,34 @@
 
   document.querySelectorAll("dialog[data-pb-dialog]").forEach(function (dialog) {
     dialog.addEventListener("close", function () {
+      if (modal === dialog) { modal = null; }
+      if (toasts && toasts.parentNode === dialog) {
+        toastsHome.insertBefore(toasts, toastsNext && toastsNext.parentNode === toastsHome ? toastsNext : null);
+      }
       if (opener && document.contains(opener)) { opener.focus(); }
       opener = null;
     });
+  });
+
+  // Tab and Shift+Tab cycle within the open modal: past its last control the browser would move
+  // focus out of the page, to its own toolbar.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Tab" || !modal || !modal.open) { return; }
+    var controls = [].filter.call(modal.querySelectorAll(FOCUSABLE), function (element) {
+      return element.getClientRects().length > 0;
+    });
+    if (!controls.length) { return; }
+    var first = controls[0];
+    var last = controls[controls.length - 1];
+    var active = document.activeElement;
+    var outside = !modal.contains(active);
+    if (event.shiftKey && (active === first || outside)) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && (active === last || outside)) {
+      event.preventDefault();
+      first.focus();
+    }
   });
 
   root.addEventListener("click", function (event) {
