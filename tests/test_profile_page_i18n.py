@@ -52,6 +52,29 @@ def test_the_page_in_russian(make_app: AppFactory) -> None:
     assert "Использовано 198 из 200 · осталось 2 · обновится 1 ноября 2025 г." in markup.text
 
 
+def test_the_activity_timeline_in_russian(make_app: AppFactory) -> None:
+    """The extension's own entries are told again in the reader's language from their metadata,
+    with the time of day without seconds."""
+    app = make_app(BILLING_LOCALE="ru")
+    with app.app_context():
+        billing: ProfileBilling = app.extensions["test_billing"]
+        billing.change_plan("bob", "starter")
+        billing.cancel("bob")
+        billing.resume("bob")
+        billing.change_plan("bob", "starter")  # the same plan again: extended
+        client: FlaskClient = app.test_client()
+        html = client.get(PAGE, headers={"X-User": "bob", **HTML}).get_data(as_text=True)
+    timeline = Markup(html).text
+
+    assert "Тариф изменён: Free → Starter" in timeline
+    assert "Подписка Starter отменена" in timeline
+    assert "Подписка Starter возобновлена" in timeline
+    assert "Тариф Starter продлён" in timeline
+    assert "пользователь" in timeline  # the role
+    assert "13 окт. 2025 г., 10:00" in timeline
+    assert "10:00:00" not in timeline
+
+
 def test_the_locale_follows_the_hosts_flask_babel_selector(make_app: AppFactory) -> None:
     flask_babel = pytest.importorskip("flask_babel")
     app = make_app()

@@ -102,10 +102,12 @@ class Translator:
         dates = _babel("dates")
         if dates is None:
             return f"{self.day(moment)}, {moment:%H:%M}"
-        text: str = dates.format_datetime(
-            moment, format="medium", tzinfo=moment.tzinfo, locale=self.locale
+        # The medium date and the short time, without seconds: "Oct 13, 2025, 10:00 AM".
+        day: str = dates.format_date(moment, format="medium", locale=self.locale)
+        time: str = dates.format_time(
+            moment, format="short", tzinfo=moment.tzinfo, locale=self.locale
         )
-        return text
+        return f"{day}, {time}"
 
     def money(self, amount: Decimal, currency: str) -> str:
         """A price: "2 990 ₽" in Russian; cents only when the amount has them."""

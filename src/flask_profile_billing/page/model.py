@@ -86,6 +86,11 @@ _COUNTED: Mapping[str, Words] = {
 }
 
 
+# The roles a host most often gives its users, translated on the profile card; any other role is
+# shown as the host wrote it.
+ROLE_NAMES = (translatable("user"), translatable("admin"))
+
+
 def metric_title(t: Translator, name: str) -> str:
     """The heading of a metric ("Analyses"); a host's own metric is named after its key."""
     titles = {
@@ -613,7 +618,9 @@ def payment_rows(
     return rows
 
 
-def activity_rows(t: Translator, events: list[ActivityEvent], zone: tzinfo) -> list[ActivityRow]:
+def activity_rows(
+    t: Translator, events: list[ActivityEvent], zone: tzinfo, catalog: Catalog
+) -> list[ActivityRow]:
     labels = {
         "quota.consumed": t.gettext("Quota used"),
         "quota.exceeded": t.gettext("Limit reached"),
@@ -633,19 +640,46 @@ def activity_rows(t: Translator, events: list[ActivityEvent], zone: tzinfo) -> l
                 occurred_at=moment,
                 when=t.moment(moment),
                 type_label=labels.get(event.type, event.type),
-                title=_activity_title(t, event),
+                title=_activity_title(t, event, catalog),
             )
         )
     return rows
 
 
-def _activity_title(t: Translator, event: ActivityEvent) -> str:
-    """The event's title in the reader's language. A charge is stored with an English title
-    ("Analysis used (4)") and its metric and amount, from which it is told again: "4 анализа"."""
-    metric = event.metadata.get("metric")
-    amount = event.metadata.get("amount")
+def _activity_title(t: Translator, event: ActivityEvent, catalog: Catalog) -> str:
+    """The event's title in the reader's language. The extension's own entries are stored with an
+    English title ("Analysis used (4)", "Plan changed: Free → Starter") and the metadata it was
+    made from, from which it is told again ("4 анализа", "Тариф изменён: Free → Starter"); a
+    host's own entries keep their title."""
+    data = event.metadata
+
+    def plan(key: str) -> str | None:
+        code = data.get(key)
+        if not isinstance(code, str):
+            return None
+        found = catalog.plans.get(code)
+        return code if found is None else render(found.name)
+
+    metric, amount = data.get("metric"), data.get("amount")
     if event.type == "quota.consumed" and isinstance(metric, str) and isinstance(amount, int):
         return counted(t, metric, amount)
+    if event.type == "quota.exceeded" and isinstance(metric, str):
+        return t.gettext("%(metric)s refused: limit reached", metric=metric_title(t, metric))
+    after, before = plan("to_plan"), plan("from_plan")
+    if event.type == "plan.changed" and after is not None:
+        if data.get("status") == "trial":
+            return t.gettext("%(plan)s trial started", plan=after)
+        if before is not None:
+            return t.gettext("Plan changed: %(before)s → %(after)s", before=before, after=after)
+    retold = {
+        "subscription.cancelled": translatable("%(plan)s subscription cancelled"),
+        "subscription.resumed": translatable("%(plan)s subscription resumed"),
+        "subscription.extended": translatable("%(plan)s plan extended"),
+        "subscription.expired": translatable("%(plan)s plan expired"),
+    }.get(event.type)
+    named = plan("plan") if event.type == "subscription.expired" else after
+    if retold is not None and named is not None:
+        return t.gettext(retold, plan=named)
     return t.gettext(event.title)
 
 

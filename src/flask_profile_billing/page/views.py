@@ -387,7 +387,7 @@ def _activity(
             raise
         log.warning("the profile page shows no activity: the feed is unreadable", exc_info=True)
         return None
-    return model.activity_rows(t, feed.events, zone)
+    return model.activity_rows(t, feed.events, zone, state.runtime.catalog)
 
 
 def _cancel_reasons(t: Translator) -> list[tuple[str, str]]:
