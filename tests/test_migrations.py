@@ -29,13 +29,14 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
-HEAD = "0005"
+HEAD = "0006"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",
     "billing_activity",
     "billing_payments",
     "billing_webhook_deliveries",
+    "billing_payment_events",
     "billing_usage_daily",
     "billing_idempotency_keys",
     "billing_job_leases",

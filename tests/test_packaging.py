@@ -105,14 +105,16 @@ def test_wheel_metadata(wheel: zipfile.ZipFile) -> None:
     requirements = metadata.get_all("Requires-Dist") or []
     assert "flask>=3.0" in [requirement.lower() for requirement in requirements]
     assert any(requirement.startswith("alembic") for requirement in requirements)
-    assert {"postgresql", "redis", "yaml"} <= set(metadata.get_all("Provides-Extra") or [])
+    extras = {"postgresql", "redis", "yaml", "stripe", "yookassa"}
+    assert extras <= set(metadata.get_all("Provides-Extra") or [])
 
 
 def test_migrations_in_the_wheel_are_usable(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
     wheel.extractall(tmp_path)
     scripts = ScriptDirectory(str(tmp_path / PACKAGE / "migrations"))
-    assert scripts.get_current_head() == "0005"
+    assert scripts.get_current_head() == "0006"
     assert [revision.revision for revision in scripts.walk_revisions()] == [
+        "0006",
         "0005",
         "0004",
         "0003",

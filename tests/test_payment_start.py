@@ -176,11 +176,22 @@ def test_a_provider_that_fails_to_start_leaves_a_failed_payment_and_the_plan_alo
         assert [row.status for row in payment_rows(app)] == ["failed"]
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("paypal", "BILLING_PAYMENT_PROVIDER: unknown payment provider 'paypal'"),
+        (42, "BILLING_PAYMENT_PROVIDER"),
+        ("yookassa", "BILLING_YOOKASSA_"),  # a built-in provider without its keys
+        ("stripe", "BILLING_STRIPE_"),
+    ],
+)
 def test_a_provider_setting_that_is_not_a_provider_fails_at_start_up(
-    make_app: AppFactory,
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, value: Any, message: str
 ) -> None:
-    with pytest.raises(BillingConfigError, match="BILLING_PAYMENT_PROVIDER"):
-        make_app(BILLING_PAYMENT_PROVIDER="yookassa")
+    for key in ("BILLING_STRIPE_SECRET_KEY", "BILLING_YOOKASSA_SHOP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(BillingConfigError, match=message):
+        make_app(BILLING_PAYMENT_PROVIDER=value)
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,8 @@ class PaymentProviderError(BillingError):
 
 class WebhookRefused(BillingError):
     """A webhook delivery that is not processed: webhooks are off (``WEBHOOKS_DISABLED``), the
-    provider is unknown (``UNKNOWN_PROVIDER``), the signature is wrong (``INVALID_SIGNATURE``) or
+    provider is unknown (``UNKNOWN_PROVIDER``), the address is not the provider's
+    (``UNTRUSTED_SOURCE``), the signature is wrong (``INVALID_SIGNATURE``) or
     the signed body is not an event (``INVALID_JSON``, ``INVALID_EVENT``)."""
 
 

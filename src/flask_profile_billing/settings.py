@@ -6,9 +6,10 @@ Keys live in one place so that ``init_app`` can ``setdefault`` them and the conf
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -85,8 +86,28 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_PRIMARY_METRIC": None,
     # A callable user -> dict with email, first_name, role, created_at; None reads attributes.
     "BILLING_USER_INFO": None,
-    # The payment provider (a PaymentProvider instance); None: payments are "coming soon".
+    # The payment provider that takes payments: a PaymentProvider instance, or the name of a built-in
+    # one ("stripe", "yookassa") set up by its keys below; None: payments are "coming soon".
     "BILLING_PAYMENT_PROVIDER": None,
+    # More providers (instances or built-in names) whose webhooks are accepted, each at its own URL:
+    # a provider you are moving away from settles the payments started with it.
+    "BILLING_PAYMENT_PROVIDERS": (),
+    # Where a provider sends the user back after paying, and after giving up (absolute URLs);
+    # None: the profile page (the cancel URL: the return URL).
+    "BILLING_PAYMENT_RETURN_URL": None,
+    "BILLING_PAYMENT_CANCEL_URL": None,
+    # Stripe: the secret API key and the webhook endpoint's signing secret (read from the
+    # environment variable of the same name when not in the config), and the signature tolerance.
+    "BILLING_STRIPE_SECRET_KEY": None,
+    "BILLING_STRIPE_WEBHOOK_SECRET": None,
+    "BILLING_STRIPE_WEBHOOK_TOLERANCE_SECONDS": 300,
+    # YooKassa: the shop id and secret key (environment fallback as for Stripe), the VAT code of
+    # the receipt (None: no receipt is sent), and whether notifications are accepted only from
+    # YooKassa's published networks.
+    "BILLING_YOOKASSA_SHOP_ID": None,
+    "BILLING_YOOKASSA_SECRET_KEY": None,
+    "BILLING_YOOKASSA_RECEIPT_VAT_CODE": None,
+    "BILLING_YOOKASSA_TRUSTED_NETWORKS_ONLY": False,
     # Shared secret of the webhook signatures, and how old a signed timestamp may be (seconds).
     "BILLING_WEBHOOK_SECRET": None,
     "BILLING_WEBHOOK_TOLERANCE_SECONDS": 300,
@@ -206,15 +227,96 @@ class CacheSettings:
     retry_seconds: float
 
 
+SECRET_KEYS = (
+    "BILLING_STRIPE_SECRET_KEY",
+    "BILLING_STRIPE_WEBHOOK_SECRET",
+    "BILLING_YOOKASSA_SHOP_ID",
+    "BILLING_YOOKASSA_SECRET_KEY",
+)
+"""Keys read from the environment variable of the same name when the config lacks them."""
+
+
+@dataclass(frozen=True, slots=True)
+class StripeSettings:
+    """The built-in Stripe provider's keys (never shown by ``repr``)."""
+
+    secret_key: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_tolerance_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class YooKassaSettings:
+    """The built-in YooKassa provider's keys (the secret never shown by ``repr``)."""
+
+    shop_id: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    receipt_vat_code: int | None = None
+    trusted_networks_only: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentSettings:
-    """The payment provider and its webhooks."""
+    """The payment providers and their webhooks."""
 
     provider: Any
-    """A ``PaymentProvider``, or None: payments are "coming soon"."""
-    webhook_secret: str | None
+    """A ``PaymentProvider``, a built-in provider's name, or None: payments are "coming soon"."""
+    webhook_secret: str | None = field(repr=False)
     webhook_tolerance_seconds: int
     max_pending: int
+    more_providers: tuple[Any, ...] = ()
+    """More providers (instances or names) whose webhooks are accepted."""
+    return_url: str | None = None
+    cancel_url: str | None = None
+    stripe: StripeSettings = StripeSettings()
+    yookassa: YooKassaSettings = YooKassaSettings()
+
+    @classmethod
+    def read(cls, get: Callable[[str], Any]) -> PaymentSettings:
+        more = get("BILLING_PAYMENT_PROVIDERS") or ()
+        if isinstance(more, str) or not isinstance(more, list | tuple):
+            raise BillingConfigError(
+                "BILLING_PAYMENT_PROVIDERS must be a list of providers or provider names, "
+                f"not {more!r}"
+            )
+        vat_code = get("BILLING_YOOKASSA_RECEIPT_VAT_CODE")
+        if vat_code is not None and (
+            isinstance(vat_code, bool) or not isinstance(vat_code, int) or not 1 <= vat_code <= 12
+        ):
+            raise BillingConfigError(
+                "BILLING_YOOKASSA_RECEIPT_VAT_CODE must be YooKassa's vat_code (1 to 12) or None"
+            )
+        return cls(
+            provider=get("BILLING_PAYMENT_PROVIDER"),
+            webhook_secret=get("BILLING_WEBHOOK_SECRET") or None,
+            webhook_tolerance_seconds=_positive_int(
+                get("BILLING_WEBHOOK_TOLERANCE_SECONDS"), "BILLING_WEBHOOK_TOLERANCE_SECONDS"
+            ),
+            max_pending=_positive_int(
+                get("BILLING_MAX_PENDING_PAYMENTS"), "BILLING_MAX_PENDING_PAYMENTS"
+            ),
+            more_providers=tuple(more),
+            return_url=_optional_web_address(
+                get("BILLING_PAYMENT_RETURN_URL"), "BILLING_PAYMENT_RETURN_URL"
+            ),
+            cancel_url=_optional_web_address(
+                get("BILLING_PAYMENT_CANCEL_URL"), "BILLING_PAYMENT_CANCEL_URL"
+            ),
+            stripe=StripeSettings(
+                secret_key=get("BILLING_STRIPE_SECRET_KEY") or None,
+                webhook_secret=get("BILLING_STRIPE_WEBHOOK_SECRET") or None,
+                webhook_tolerance_seconds=_positive_int(
+                    get("BILLING_STRIPE_WEBHOOK_TOLERANCE_SECONDS"),
+                    "BILLING_STRIPE_WEBHOOK_TOLERANCE_SECONDS",
+                ),
+            ),
+            yookassa=YooKassaSettings(
+                shop_id=str(get("BILLING_YOOKASSA_SHOP_ID") or "") or None,
+                secret_key=get("BILLING_YOOKASSA_SECRET_KEY") or None,
+                receipt_vat_code=vat_code,
+                trusted_networks_only=bool(get("BILLING_YOOKASSA_TRUSTED_NETWORKS_ONLY")),
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +491,9 @@ class BillingSettings:
         periodic metrics)."""
 
         def get(key: str) -> Any:
+            if key in SECRET_KEYS and not config.get(key):
+                # Secrets stay out of config files: the deployment's environment holds them.
+                return os.environ.get(key) or DEFAULTS[key]
             return config.get(key, DEFAULTS[key])
 
         try:
@@ -474,16 +579,7 @@ class BillingSettings:
             ),
             primary_metric=primary_metric,
             user_info=get("BILLING_USER_INFO"),
-            payments=PaymentSettings(
-                provider=get("BILLING_PAYMENT_PROVIDER"),
-                webhook_secret=get("BILLING_WEBHOOK_SECRET") or None,
-                webhook_tolerance_seconds=_positive_int(
-                    get("BILLING_WEBHOOK_TOLERANCE_SECONDS"), "BILLING_WEBHOOK_TOLERANCE_SECONDS"
-                ),
-                max_pending=_positive_int(
-                    get("BILLING_MAX_PENDING_PAYMENTS"), "BILLING_MAX_PENDING_PAYMENTS"
-                ),
-            ),
+            payments=PaymentSettings.read(get),
             refusal_page=RefusalPageSettings.read(get),
             page=ProfilePageSettings.read(get),
             maintenance=MaintenanceSettings.read(
@@ -527,6 +623,14 @@ def _primary_metric(value: Any, catalog: Catalog) -> str:
             f"one; known periodic metrics: {known}"
         )
     return metric.name
+
+
+def _optional_web_address(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise BillingConfigError(f"{key} must be an absolute http(s) URL or None, not {value!r}")
+    return value
 
 
 def _optional_callable(value: Any, key: str) -> Callable[..., Any] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request, url_for
 
 from ..domain.dates import format_day
 from ..presenters import plan_dict, subscription_dict
@@ -42,7 +42,9 @@ def upgrade() -> Response:
     body = load_json(UpgradeSchema())
     state = get_state()
     user_id = current_user_id()
-    outcome = state.plan_changes.request_change(user_id, body["plan_type"], body["duration_months"])
+    outcome = state.plan_changes.request_change(
+        user_id, body["plan_type"], body["duration_months"], _return_url(state)
+    )
     data: dict[str, Any] = {
         "subscription": _subscription(state, user_id),
         "message": outcome.message,
@@ -100,3 +102,12 @@ def _subscription(state: BillingState, user_id: str) -> dict[str, Any]:
     return subscription_dict(
         subscription, plan, state.runtime.catalog, allowances, state.runtime.now()
     )
+
+
+def _return_url(state: BillingState) -> str:
+    """Where a provider sends the user back after paying: the profile page when it is on, else
+    the site's root (``BILLING_PAYMENT_RETURN_URL`` overrides both)."""
+    page = state.runtime.settings.page.blueprint
+    if page.enabled:
+        return url_for(f"{page.name}.profile", _external=True)
+    return request.url_root

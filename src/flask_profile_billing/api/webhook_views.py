@@ -1,8 +1,10 @@
 """The payment providers' webhook: ``POST <billing prefix>/webhooks/<provider>``.
 
-Server to server: no login and no CSRF token, since the provider has neither. The signature over the
-raw body (``X-Billing-Signature``) is what authenticates a delivery; the webhook service checks it
-before it reads anything else.
+Server to server: no login and no CSRF token, since the provider has neither. Each configured
+provider has its own URL (``/webhooks/stripe``, ``/webhooks/yookassa``, ...), and authenticates its
+own deliveries over the raw body and headers (``X-Billing-Signature`` by default,
+``Stripe-Signature`` for Stripe; YooKassa's are read back from its API); the webhook service checks
+that before it reads anything else.
 
 A host that protects every POST with Flask-WTF's ``CSRFProtect`` would refuse every delivery (no
 token), and a paid payment would never grant its plan; the blueprint this view is registered on is
@@ -17,7 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from ..payments.signatures import SIGNATURE_HEADER
+from ..payments.providers import DeliveryHeaders
 from ..state import get_state
 from .common import ok
 
@@ -32,7 +34,10 @@ def register(blueprint: Blueprint) -> None:
 def webhook(provider: str) -> Response:
     # get_data(): the bytes as sent, which is what was signed; never the parsed and re-dumped JSON.
     result = get_state().webhooks.handle(
-        provider, request.get_data(cache=True), request.headers.get(SIGNATURE_HEADER)
+        provider,
+        request.get_data(cache=True),
+        DeliveryHeaders(request.headers.items()),
+        source_address=request.remote_addr,
     )
     data: dict[str, Any] = {"outcome": result.outcome.value, "event_id": result.event_id}
     if result.reason is not None:

@@ -309,7 +309,9 @@ def change_plan() -> AnyResponse:
     if code not in state.runtime.catalog.plans:
         return after(t.gettext("Unknown plan."), FLASH_ERROR)
     try:
-        outcome = state.plan_changes.request_change(user_id(), code, months)
+        # The provider sends the user back here once they paid (or gave up).
+        back = url_for(f"{request.blueprint}.profile", _external=True)
+        outcome = state.plan_changes.request_change(user_id(), code, months, back)
     except PaymentRequired:
         if not state.runtime.settings.payments_ui_enabled:
             return after(t.gettext("Contact us to change to this plan."), FLASH_ERROR)

@@ -2,6 +2,8 @@
 
 The service that stores payments and processes webhooks is ``services.payments``; this package is
 what a host app needs to plug a provider in (``BILLING_PAYMENT_PROVIDER``) and to sign test webhooks.
+The built-in providers are in ``payments.stripe_provider`` and ``payments.yookassa_provider``, each
+importing its provider's library (an optional extra), so they are not imported here.
 """
 
 from .providers import (
@@ -9,12 +11,17 @@ from .providers import (
     PAYMENT_CANCELLED,
     PAYMENT_FAILED,
     PAYMENT_SUCCEEDED,
+    DeliveryHeaders,
+    HmacWebhookVerifier,
     InvalidEvent,
+    PaymentConfirmer,
     PaymentIntent,
     PaymentProvider,
     ProviderEvent,
     ProviderPayment,
+    SourceChecker,
     TestPaymentProvider,
+    WebhookVerifier,
 )
 from .signatures import SIGNATURE_HEADER, InvalidSignature, sign, verify
 
@@ -24,13 +31,18 @@ __all__ = [
     "PAYMENT_FAILED",
     "PAYMENT_SUCCEEDED",
     "SIGNATURE_HEADER",
+    "DeliveryHeaders",
+    "HmacWebhookVerifier",
     "InvalidEvent",
     "InvalidSignature",
+    "PaymentConfirmer",
     "PaymentIntent",
     "PaymentProvider",
     "ProviderEvent",
     "ProviderPayment",
+    "SourceChecker",
     "TestPaymentProvider",
+    "WebhookVerifier",
     "sign",
     "verify",
 ]

@@ -5,22 +5,28 @@ A provider does two things: it creates a payment and tells us where to send the 
 turns a webhook body of its own shape into one ``ProviderEvent``. Everything else (the payment rows,
 processing each event once, the plan change) is the extension's, the same for every provider.
 
-Signatures are the extension's too: every delivery must carry ``X-Billing-Signature`` (see
-``payments.signatures``), one HMAC scheme over the raw body with ``BILLING_WEBHOOK_SECRET``. A real
-provider signs in its own way (Stripe's ``Stripe-Signature``, CloudPayments' ``Content-HMAC``,
-Robokassa's ``SignatureValue``, YooKassa's IP allow-list): an adapter for one of them would check that
-scheme in a ``verify(headers, raw_body)`` hook, which this seam does not have yet; until then a small
-relay in front of the app re-signs the provider's verified deliveries with the shared secret.
+Each provider authenticates its own deliveries. One that has a ``verify(headers, raw_body, now)``
+method (``WebhookVerifier``) checks its own scheme there (Stripe's ``Stripe-Signature``,
+CloudPayments' ``Content-HMAC``, Robokassa's ``SignatureValue``); one without it gets the default,
+``HmacWebhookVerifier``: ``X-Billing-Signature`` (see ``payments.signatures``) with
+``BILLING_WEBHOOK_SECRET``. A provider that does not sign at all (YooKassa) has a ``verify`` that
+accepts every body and a ``confirm(event)`` (``PaymentConfirmer``) that reads the payment back from
+the provider's API before anything is granted, and may restrict the addresses deliveries come from
+(``accepts_source``, ``SourceChecker``).
 
 Plain Python: no Flask, no database, so adapters are unit-testable with plain values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from .signatures import SIGNATURE_HEADER
+from .signatures import verify as verify_signature
 
 PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_FAILED = "payment.failed"
@@ -45,6 +51,12 @@ class PaymentIntent:
     months: int
     amount: Decimal
     currency: str
+    return_url: str = ""
+    """Where the provider sends the user back after paying (the profile page by default)."""
+    cancel_url: str = ""
+    """Where the provider sends the user who gives up (the return URL unless configured)."""
+    customer_email: str | None = None
+    """The user's email when the host's user has one: for receipts and the provider's checkout."""
 
     @property
     def description(self) -> str:
@@ -75,6 +87,9 @@ class ProviderEvent:
     provider_payment_id: str | None
     amount: Decimal
     currency: str
+    user_id: str | None = None
+    """The user the provider says the payment is for (echoed metadata), when it says so: it must
+    be the user of our payment, or the event is rejected."""
 
 
 @runtime_checkable
@@ -92,6 +107,75 @@ class PaymentProvider(Protocol):
     def start(self, payment: PaymentIntent) -> ProviderPayment: ...
 
     def parse_event(self, payload: Mapping[str, Any]) -> ProviderEvent: ...
+
+
+class DeliveryHeaders(Mapping[str, str]):
+    """A delivery's HTTP headers, looked up whatever their case (``Stripe-Signature`` is
+    ``stripe-signature``); the first value of a repeated header."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, str] = {}
+        for key, value in items:
+            self._values.setdefault(key.lower(), value)
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@runtime_checkable
+class WebhookVerifier(Protocol):
+    """A provider that authenticates its own webhook deliveries."""
+
+    def verify(self, headers: Mapping[str, str], raw_body: bytes, now: datetime) -> None:
+        """Raise ``InvalidSignature`` unless the delivery (its headers and the bytes as received)
+        comes from the provider; ``now`` is the extension's clock."""
+        ...
+
+
+@runtime_checkable
+class PaymentConfirmer(Protocol):
+    """A provider whose webhook bodies cannot be trusted on their own (they are not signed)."""
+
+    def confirm(self, event: ProviderEvent) -> ProviderEvent:
+        """The event as the provider's API reports the payment now (its status, amount and
+        currency), read by the provider's own id; raise any exception when the API cannot say,
+        and the delivery is answered 502, so the provider delivers it again later."""
+        ...
+
+
+@runtime_checkable
+class SourceChecker(Protocol):
+    """A provider that only accepts deliveries from its own networks."""
+
+    def accepts_source(self, address: str | None) -> bool:
+        """Whether a delivery from ``address`` (the peer's IP address) may be processed."""
+        ...
+
+
+class HmacWebhookVerifier:
+    """The default verification: ``X-Billing-Signature`` over the raw body with a shared secret."""
+
+    def __init__(self, secret: str, tolerance_seconds: int) -> None:
+        self._secret = secret
+        self._tolerance_seconds = tolerance_seconds
+
+    def __repr__(self) -> str:
+        return "HmacWebhookVerifier(secret=<hidden>)"
+
+    def verify(self, headers: Mapping[str, str], raw_body: bytes, now: datetime) -> None:
+        verify_signature(
+            headers.get(SIGNATURE_HEADER),
+            raw_body,
+            self._secret,
+            now,
+            self._tolerance_seconds,
+        )
 
 
 class TestPaymentProvider:

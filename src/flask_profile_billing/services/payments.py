@@ -1,8 +1,11 @@
-"""Starting a payment with the provider, and checking the configured provider.
+"""Starting a payment with the provider, and checking the configured providers.
 
 Without a provider (``BILLING_PAYMENT_PROVIDER`` is None) payments are "coming soon"
-(``PAYMENTS_NOTICE``). A user has at most ``BILLING_MAX_PENDING_PAYMENTS`` payments pending; one
-more answers 429 ``TOO_MANY_PENDING_PAYMENTS``.
+(``PAYMENTS_NOTICE``). ``BILLING_PAYMENT_PROVIDER`` takes the payments; it and the providers of
+``BILLING_PAYMENT_PROVIDERS`` accept webhooks, each at the URL of its name. A provider is an object
+of the host's, or the name of a built-in one (``stripe``, ``yookassa``) built from its settings
+block. A user has at most ``BILLING_MAX_PENDING_PAYMENTS`` payments pending; one more answers 429
+``TOO_MANY_PENDING_PAYMENTS``.
 
 A payment moves ``pending`` -> ``paid`` -> ``succeeded``, or ``pending`` -> ``failed`` /
 ``cancelled``. Every move is a conditional UPDATE from the state it expects, so a late, repeated or
@@ -23,9 +26,11 @@ from uuid import uuid4
 from ..domain.catalog import Plan, amount_as_number
 from ..errors import BillingConfigError, PaymentProviderError, TooManyPendingPayments
 from ..payments.providers import PaymentIntent, PaymentProvider, ProviderPayment
+from ..settings import PaymentSettings
 from ..store import payments as stored
 from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
+from .users import load_host_user
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +73,43 @@ class PaymentRecord:
 class PaymentService:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        settings = runtime.settings.payments
         # Checked here, which init_app reaches, so a wrong setting fails at start-up, not at the
         # first customer's payment.
-        self._provider = _checked_provider(runtime.settings.payments.provider)
+        self._provider = _checked_provider(_built(settings.provider, settings))
+        self._providers: dict[str, PaymentProvider] = {}
+        for value in (self._provider, *settings.more_providers):
+            provider = _checked_provider(_built(value, settings))
+            if provider is None:
+                continue
+            if provider.name in self._providers and self._providers[provider.name] is not provider:
+                raise BillingConfigError(f"two payment providers are named {provider.name!r}")
+            self._providers[provider.name] = provider
 
     @property
     def provider(self) -> PaymentProvider | None:
-        """The configured provider; None while payments are not available."""
+        """The provider that takes payments; None while payments are not available."""
         return self._provider
+
+    def provider_named(self, name: str) -> PaymentProvider | None:
+        """The configured provider of that name (whose webhooks are accepted), or None."""
+        return self._providers.get(name)
+
+    def events(self, payment_id: str) -> list[dict[str, Any]]:
+        """The payment's history, oldest first: every status it took, and every confirmation
+        refused (``from_status == to_status``, with the reason)."""
+        with read_connection(self._runtime.engine) as connection:
+            rows = stored.payment_history(connection, payment_id)
+        return [
+            {
+                "from_status": row.from_status,
+                "to_status": row.to_status,
+                "provider_event_id": row.provider_event_id,
+                "reason": row.reason,
+                "occurred_at": row.occurred_at,
+            }
+            for row in rows
+        ]
 
     def history(self, user_id: str, limit: int = 10) -> list[PaymentRecord]:
         """The user's ``limit`` latest payments, newest first, whatever their status."""
@@ -95,15 +129,20 @@ class PaymentService:
             for row in rows
         ]
 
-    def start(self, user_id: str, plan: Plan, months: int, price: Decimal) -> dict[str, Any]:
+    def start(
+        self, user_id: str, plan: Plan, months: int, price: Decimal, return_url: str = ""
+    ) -> dict[str, Any]:
         """Start a payment of ``price`` for ``months`` of ``plan`` with the provider; the pending
-        payment as the client sees it (it follows its ``confirmation_url``).
+        payment as the client sees it (it follows its ``confirmation_url``). The provider sends
+        the user back to ``BILLING_PAYMENT_RETURN_URL``, else to ``return_url`` (the face's page).
 
         The plan rows the payment refers to must exist (the user's subscription was read first).
         """
         provider = self._provider
         if provider is None:
             raise BillingConfigError("no payment provider is configured (BILLING_PAYMENT_PROVIDER)")
+        settings = self._runtime.settings.payments
+        back = settings.return_url or return_url
         intent = PaymentIntent(
             id=uuid4().hex,
             user_id=user_id,
@@ -112,6 +151,9 @@ class PaymentService:
             months=months,
             amount=price,
             currency=plan.currency,
+            return_url=back,
+            cancel_url=settings.cancel_url or back,
+            customer_email=self._email_of(user_id),
         )
         engine = self._runtime.engine
         cap = self._runtime.settings.payments.max_pending
@@ -159,6 +201,8 @@ class PaymentService:
                     PaymentStatus.PENDING.value,
                     PaymentStatus.FAILED.value,
                     self._runtime.now(),
+                    settle=True,
+                    reason=f"the provider refused to start it: {type(error).__name__}",
                 )
             raise PaymentProviderError(
                 "The payment provider could not start the payment; try again later"
@@ -174,6 +218,58 @@ class PaymentService:
             "duration_months": months,
             "confirmation_url": started.confirmation_url,
         }
+
+    def _email_of(self, user_id: str) -> str | None:
+        """The host user's email (for receipts and the provider's checkout), if it has one."""
+        try:
+            user = load_host_user(self._runtime, user_id)
+            user_info = self._runtime.settings.user_info
+            email = (user_info(user) or {}).get("email") if user_info else None
+            email = email or getattr(user, "email", None)
+        except Exception:
+            # No email is no receipt: the provider refuses if it needs one, and the user is told.
+            log.debug("no email for user %r", user_id, exc_info=True)
+            return None
+        return email if isinstance(email, str) and "@" in email else None
+
+
+def _built(value: Any, settings: PaymentSettings) -> Any:
+    """The built-in provider a name stands for, set up from its settings block; anything else as
+    it is (``_checked_provider`` judges it)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if value == "stripe":
+            from ..payments.stripe_provider import StripeProvider
+
+            stripe_settings = settings.stripe
+            return StripeProvider(
+                stripe_settings.secret_key,
+                stripe_settings.webhook_secret or "",
+                tolerance_seconds=stripe_settings.webhook_tolerance_seconds,
+            )
+        if value == "yookassa":
+            from ..payments.yookassa_provider import YooKassaProvider
+
+            yookassa = settings.yookassa
+            return YooKassaProvider(
+                yookassa.shop_id or "",
+                yookassa.secret_key or "",
+                receipt_vat_code=yookassa.receipt_vat_code,
+                trusted_networks_only=yookassa.trusted_networks_only,
+            )
+    except ImportError as error:
+        raise BillingConfigError(
+            f"the {value} provider needs its library: pip install 'flask-profile-billing[{value}]'"
+            f" ({error.name} is missing)"
+        ) from None
+    except ValueError as error:
+        key = "BILLING_STRIPE_*" if value == "stripe" else "BILLING_YOOKASSA_*"
+        raise BillingConfigError(f"the {value} provider is not set up ({key}): {error}") from None
+    raise BillingConfigError(
+        f"BILLING_PAYMENT_PROVIDER: unknown payment provider {value!r}; the built-in ones are "
+        "'stripe' and 'yookassa'"
+    )
 
 
 def _checked_start(started: ProviderPayment) -> ProviderPayment:
@@ -194,7 +290,8 @@ def _checked_provider(provider: Any) -> PaymentProvider | None:
         return None
     if not isinstance(provider, PaymentProvider):
         raise BillingConfigError(
-            "BILLING_PAYMENT_PROVIDER must be a PaymentProvider (name, start, parse_event), "
+            "BILLING_PAYMENT_PROVIDER(S) take PaymentProvider objects (name, start, parse_event) "
+            "or a built-in provider's name, "
             f"not {provider!r}"
         )
     if not isinstance(provider.name, str) or not _PROVIDER_NAME.fullmatch(provider.name):

@@ -48,11 +48,15 @@ class PlanChangeService:
         self._payments = payments
         self._timezone_of = timezone_of
 
-    def request_change(self, user_id: str, plan_code: str, months: int) -> ChangeOutcome:
+    def request_change(
+        self, user_id: str, plan_code: str, months: int, return_url: str = ""
+    ) -> ChangeOutcome:
         """Start what a user's own request to move to ``plan_code`` may start; never a paid grant.
 
         The default plan: at the end of the paid period. A paid plan: a pending payment the user
-        completes at the provider, or 402 when there is no provider or the price is on request.
+        completes at the provider (who sends them back to ``return_url`` unless
+        ``BILLING_PAYMENT_RETURN_URL`` is set), or 402 when there is no provider or the price is on
+        request.
         """
         plan = self._runtime.catalog.plan(plan_code)
         if plan.is_default:
@@ -64,7 +68,7 @@ class PlanChangeService:
             raise self.payment_required(plan, months)
         # Also creates the free subscription (and the plan rows the payment refers to) on first use.
         current = self._subscriptions.current(user_id)
-        payment = self._payments.start(user_id, plan, months, price)
+        payment = self._payments.start(user_id, plan, months, price, return_url)
         return ChangeOutcome(
             current, f"Complete the payment to move to the {plan.name} plan", payment=payment
         )

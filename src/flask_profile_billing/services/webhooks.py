@@ -1,9 +1,16 @@
-"""The payment provider's webhook: verify a delivery, read its event, apply it once to its payment.
+"""The payment providers' webhooks: verify a delivery, read its event, apply it once to its payment.
 
-A delivery is authenticated by its signature over the raw body before anything else is read. Every
-delivery is recorded; of the deliveries of one provider event exactly one is ``processed`` (the
-others are duplicates), and it moves its payment from ``pending`` with a conditional UPDATE, so a
-late, repeated or out-of-order webhook changes nothing.
+A delivery is authenticated by its provider's own check over the raw body and headers before
+anything else is read (the shared-secret HMAC for a provider without one). A provider whose
+deliveries are not signed has its event confirmed by its API first. Every delivery is recorded; of
+the deliveries of one provider event exactly one is ``processed`` (the others are duplicates), and
+it moves its payment from ``pending`` with a conditional UPDATE, so a late, repeated or
+out-of-order webhook changes nothing.
+
+What a confirmation grants is read from our own payment row (plan, months, user), never from the
+webhook: the event must name a payment we started with that provider, for its user when the
+provider echoes one, for exactly its amount and currency. A confirmation that differs grants
+nothing, is logged and kept in the payment's history.
 
 ``paid`` is the short step between the provider's confirmation and the plan grant (see ``_grant``):
 a payment that stays ``paid`` was confirmed but its grant did not finish (the process died in
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -22,16 +30,20 @@ from typing import Any
 from sqlalchemy import Connection, Row
 
 from ..domain.subscriptions import Subscription
-from ..errors import WebhookRefused
+from ..errors import PaymentProviderError, WebhookRefused
 from ..payments import signatures
 from ..payments.providers import (
     EVENT_TYPES,
     PAYMENT_CANCELLED,
     PAYMENT_FAILED,
     PAYMENT_SUCCEEDED,
+    HmacWebhookVerifier,
     InvalidEvent,
+    PaymentConfirmer,
     PaymentProvider,
     ProviderEvent,
+    SourceChecker,
+    WebhookVerifier,
 )
 from ..store import payments as stored_payments
 from ..store import webhooks as deliveries
@@ -91,38 +103,38 @@ class WebhookService:
         self._payments = payments
 
     def handle(
-        self, provider_name: str, raw_body: bytes, signature_header: str | None
+        self,
+        provider_name: str,
+        raw_body: bytes,
+        headers: Mapping[str, str],
+        source_address: str | None = None,
     ) -> WebhookResult:
         """Verify, record and process one webhook delivery; each provider event is processed once.
 
-        Refusals are ``WebhookRefused``: ``WEBHOOKS_DISABLED`` without a secret,
-        ``UNKNOWN_PROVIDER`` for another provider, ``INVALID_SIGNATURE`` for a bad signature
-        (nothing stored), ``INVALID_JSON``/``INVALID_EVENT`` for a signed body that is not an event
-        (stored as ``rejected``). Everything else is a ``WebhookResult``, answered with a 200
-        whatever the outcome: the delivery is authentic and recorded, and a retry could not change
-        the answer, so a non-2xx would only make the provider retry for days.
+        Refusals are ``WebhookRefused``: ``UNKNOWN_PROVIDER`` for a provider that is not
+        configured, ``UNTRUSTED_SOURCE`` from an address the provider does not send from,
+        ``WEBHOOKS_DISABLED`` for a provider of the shared-secret scheme without
+        ``BILLING_WEBHOOK_SECRET``, ``INVALID_SIGNATURE`` for a delivery that fails the provider's
+        check (nothing stored), ``INVALID_JSON``/``INVALID_EVENT`` for an authentic body that is
+        not an event (stored as ``rejected``). ``PaymentProviderError`` when the provider's API
+        cannot confirm the event (502: the provider delivers it again). Everything else is a
+        ``WebhookResult``, answered with a 200 whatever the outcome: the delivery is authentic and
+        recorded, and a retry could not change the answer, so a non-2xx would only make the
+        provider retry for days.
         """
-        settings = self._runtime.settings.payments
-        secret = settings.webhook_secret
-        if not secret:
-            raise WebhookRefused(
-                "Payment webhooks are disabled: BILLING_WEBHOOK_SECRET is not set",
-                error_code="WEBHOOKS_DISABLED",
-            )
-        provider = self._payments.provider
         # Before the signature, as for any unknown URL: it tells a caller no more than the route.
-        if provider is None or provider_name != provider.name:
+        provider = self._payments.provider_named(provider_name)
+        if provider is None:
             raise WebhookRefused(
                 "No payment provider of that name is configured", error_code="UNKNOWN_PROVIDER"
             )
-        try:
-            signatures.verify(
-                signature_header,
-                raw_body,
-                secret,
-                self._runtime.now(),
-                settings.webhook_tolerance_seconds,
+        if isinstance(provider, SourceChecker) and not provider.accepts_source(source_address):
+            log.warning("webhook for %r from untrusted address %r", provider.name, source_address)
+            raise WebhookRefused(
+                "Deliveries are not accepted from this address", error_code="UNTRUSTED_SOURCE"
             )
+        try:
+            self._verifier(provider).verify(headers, raw_body, self._runtime.now())
         except signatures.InvalidSignature as error:
             raise WebhookRefused(str(error), error_code="INVALID_SIGNATURE") from None
         payload_text = _storable(raw_body.decode("utf-8", errors="replace"))
@@ -134,7 +146,40 @@ class WebhookService:
         except InvalidEvent as error:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
+        if isinstance(provider, PaymentConfirmer):
+            event = self._confirmed(provider, event, payload_text)
         return self._process(provider.name, event, payload_text)
+
+    def _verifier(self, provider: PaymentProvider) -> WebhookVerifier:
+        """The provider's own check, else the shared-secret HMAC (``BILLING_WEBHOOK_SECRET``)."""
+        if isinstance(provider, WebhookVerifier):
+            return provider
+        settings = self._runtime.settings.payments
+        if not settings.webhook_secret:
+            raise WebhookRefused(
+                "Payment webhooks are disabled: BILLING_WEBHOOK_SECRET is not set",
+                error_code="WEBHOOKS_DISABLED",
+            )
+        return HmacWebhookVerifier(settings.webhook_secret, settings.webhook_tolerance_seconds)
+
+    def _confirmed(
+        self, provider: PaymentConfirmer, event: ProviderEvent, payload_text: str
+    ) -> ProviderEvent:
+        """The event as the provider's API reports its payment now: outside any transaction, since
+        it is a network call."""
+        name = getattr(provider, "name", "?")
+        try:
+            confirmed = provider.confirm(event)
+        except InvalidEvent as error:
+            self._record_rejected(name, payload_text)
+            raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
+        except Exception as error:
+            log.exception("payment provider %r could not confirm event %s", name, event.event_id)
+            raise PaymentProviderError(
+                "The payment provider could not confirm the event; deliver it again later"
+            ) from error
+        _check_sizes(confirmed)
+        return confirmed
 
     def _process(
         self, provider_name: str, event: ProviderEvent, payload_text: str
@@ -191,13 +236,22 @@ class WebhookService:
             and payment.provider_payment_id is not None
             and event.provider_payment_id != payment.provider_payment_id
         ):
-            return _Decision(DeliveryOutcome.REJECTED, "the provider payment id does not match")
+            return self._refused(
+                connection, payment, event, now, "the provider payment id does not match"
+            )
+        if event.user_id is not None and event.user_id != payment.user_id:
+            return self._refused(
+                connection, payment, event, now, "the event is for another user than the payment"
+            )
         if event.event_type == PAYMENT_SUCCEEDED:
             # Amount and currency never change after creation, so reading them first is safe; the
             # status does change, and the conditional UPDATE below decides on it.
             if event.amount != payment.amount or event.currency != payment.currency:
-                return _Decision(
-                    DeliveryOutcome.REJECTED,
+                return self._refused(
+                    connection,
+                    payment,
+                    event,
+                    now,
                     f"paid {event.amount} {event.currency}, expected "
                     f"{payment.amount} {payment.currency}",
                 )
@@ -208,12 +262,35 @@ class WebhookService:
             assert event.event_type == PAYMENT_CANCELLED
             target = PaymentStatus.CANCELLED
         if not stored_payments.move(
-            connection, payment.id, PaymentStatus.PENDING.value, target.value, now
+            connection,
+            payment.id,
+            PaymentStatus.PENDING.value,
+            target.value,
+            now,
+            settle=True,
+            provider_event_id=event.event_id,
         ):
             return _Decision(DeliveryOutcome.IGNORED, "the payment is no longer pending")
         return _Decision(
             DeliveryOutcome.PROCESSED, grant=payment if target is PaymentStatus.PAID else None
         )
+
+    @staticmethod
+    def _refused(
+        connection: Connection, payment: Row[Any], event: ProviderEvent, now: datetime, reason: str
+    ) -> _Decision:
+        """Reject an event about ``payment``, and keep the refusal in the payment's history (its
+        status unchanged)."""
+        stored_payments.record_event(
+            connection,
+            payment.id,
+            payment.status,
+            payment.status,
+            now,
+            provider_event_id=event.event_id,
+            reason=f"rejected: {reason}",
+        )
+        return _Decision(DeliveryOutcome.REJECTED, reason)
 
     def _grant(self, payment: Row[Any]) -> Subscription:
         """Give the paid plan, after the claim (delivery 'processed', payment pending -> paid) is
@@ -235,7 +312,8 @@ class WebhookService:
                 payment.id,
                 PaymentStatus.PAID.value,
                 PaymentStatus.SUCCEEDED.value,
-                settled_at=None,
+                self._runtime.now(),
+                reason=f"{payment.plan_code} granted for {payment.months} months",
             )
         log.info(
             "payment %s settled: user %r is on %r for %s months",
@@ -288,7 +366,8 @@ def _parse_event(provider: PaymentProvider, raw_body: bytes) -> ProviderEvent:
 def _check_sizes(event: ProviderEvent) -> None:
     """Refuse identifiers the tables cannot hold (too long, or control characters such as NUL,
     which PostgreSQL's text refuses), whatever the adapter let through."""
-    if event.payment_id is None and event.provider_payment_id is None:
+    handled = event.event_type in EVENT_TYPES
+    if handled and event.payment_id is None and event.provider_payment_id is None:
         raise InvalidEvent("the event names no payment")
     limits = {
         "event_id": (event.event_id, _MAX_EVENT_ID),

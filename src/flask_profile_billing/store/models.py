@@ -219,6 +219,26 @@ class PaymentRow(Base):
     )
 
 
+class PaymentEventRow(Base):
+    """One step in a payment's history: every status it took, and every confirmation refused.
+
+    ``from_status`` is None for the payment's creation; ``to_status`` equals ``from_status`` for
+    an event that changed nothing (a confirmation for another amount, kept with its ``reason``).
+    """
+
+    __tablename__ = "billing_payment_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("billing_payments.id"))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    provider_event_id: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(String(255))
+    occurred_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_billing_payment_events_payment_id", "payment_id"),)
+
+
 class WebhookDeliveryRow(Base):
     """Every webhook delivery as received; at most one per provider event is ``processed``."""
 
@@ -286,6 +306,7 @@ profiles = cast(Table, ProfileRow.__table__)
 activity = cast(Table, ActivityRow.__table__)
 payments = cast(Table, PaymentRow.__table__)
 webhook_deliveries = cast(Table, WebhookDeliveryRow.__table__)
+payment_events = cast(Table, PaymentEventRow.__table__)
 idempotency_keys = cast(Table, IdempotencyKeyRow.__table__)
 
 

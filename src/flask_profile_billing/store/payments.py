@@ -1,7 +1,9 @@
-"""The statements on ``billing_payments``: starting a payment, finding it, moving its status.
+"""The statements on ``billing_payments``: starting a payment, finding it, moving its status, and
+its history in ``billing_payment_events``.
 
 Every status move is conditional on the status it leaves (``move``), so of racing writers exactly
-one moves a payment.
+one moves a payment; the move that wins writes its history row in the same statement's transaction,
+so the history holds each status a payment took exactly once.
 
 A user's pending payments are capped, so starting one is count-then-insert. Two concurrent starts
 that both count before either inserts would both pass the cap. So the writer first takes a lock
@@ -23,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, text, update
 
-from .models import payments
+from .models import payment_events, payments
 
 # Advisory lock keys are two int4s: a constant naming the lock's kind, and the user id's hash.
 # Apart from the gauge locks' class (store.locks), so the two kinds never wait for each other.
@@ -64,7 +66,42 @@ def count_payments(
 
 
 def insert_payment(connection: Connection, values: Mapping[str, Any]) -> None:
+    """Insert a payment (every column) and the first entry of its history."""
     connection.execute(payments.insert().values(**values))
+    record_event(connection, values["id"], None, values["status"], values["created_at"])
+
+
+def record_event(
+    connection: Connection,
+    payment_id: str,
+    from_status: str | None,
+    to_status: str,
+    occurred_at: datetime,
+    *,
+    provider_event_id: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Add a step to the payment's history (``from_status == to_status``: nothing changed)."""
+    connection.execute(
+        payment_events.insert().values(
+            payment_id=payment_id,
+            from_status=from_status,
+            to_status=to_status,
+            provider_event_id=provider_event_id,
+            reason=None if reason is None else reason[:255],
+            occurred_at=occurred_at,
+        )
+    )
+
+
+def payment_history(connection: Connection, payment_id: str) -> list[Row[Any]]:
+    """The payment's history, oldest first."""
+    query = (
+        select(payment_events)
+        .where(payment_events.c.payment_id == payment_id)
+        .order_by(payment_events.c.id)
+    )
+    return list(connection.execute(query).all())
 
 
 def set_provider_payment_id(
@@ -111,17 +148,32 @@ def move(
     payment_id: str,
     source: str,
     target: str,
-    settled_at: datetime | None,
+    at: datetime,
+    *,
+    settle: bool = False,
+    provider_event_id: str | None = None,
+    reason: str | None = None,
 ) -> bool:
-    """Move a payment from status ``source`` to ``target`` (and set ``settled_at`` when given);
-    False (and no change) when it was not in ``source``. The row count decides, so of racing
-    writers exactly one moves it."""
+    """Move a payment from status ``source`` to ``target`` at ``at`` (its ``settled_at`` too when
+    ``settle``), and add the step to its history; False (and no change) when it was not in
+    ``source``. The row count decides, so of racing writers exactly one moves it."""
     values: dict[str, Any] = {"status": target}
-    if settled_at is not None:
-        values["settled_at"] = settled_at
+    if settle:
+        values["settled_at"] = at
     result = connection.execute(
         update(payments)
         .where(payments.c.id == payment_id, payments.c.status == source)
         .values(**values)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    record_event(
+        connection,
+        payment_id,
+        source,
+        target,
+        at,
+        provider_event_id=provider_event_id,
+        reason=reason,
+    )
+    return True

@@ -1,0 +1,163 @@
+"""YooKassa through its official library (``pip install flask-profile-billing[yookassa]``).
+
+A payment is created with a redirect confirmation (the user pays on YooKassa's page and comes back
+to the return URL), captured at once, with our payment id and the user's id in its metadata and our
+payment id as the ``Idempotence-Key``, so a retried start never makes a second payment. With a VAT
+code configured it carries a receipt (54-FZ): the customer's email and one item, the plan's period.
+
+YooKassa does not sign its notifications. So a notification is only a hint: it is parsed with the
+library (``WebhookNotificationFactory``), and the payment it names is fetched again from the API by
+its id (``Payment.find_one``); what the API says (status, amount, currency, metadata) is what the
+extension acts on. A forged notification can at most make us read a payment we already know. The
+deliveries can also be limited to YooKassa's published networks (the library's ``SecurityHelper``).
+
+The library keeps its configuration (shop id, key, API address) process-wide, in
+``yookassa.Configuration``: one YooKassa shop per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from yookassa import Configuration, Payment
+from yookassa.domain.common import SecurityHelper
+from yookassa.domain.notification import (
+    WebhookNotificationFactory,
+)
+
+from .providers import (
+    PAYMENT_CANCELLED,
+    PAYMENT_SUCCEEDED,
+    InvalidEvent,
+    PaymentIntent,
+    ProviderEvent,
+    ProviderPayment,
+)
+
+DEFAULT_API_URL = "https://api.yookassa.ru/v3"
+_PAYMENT_EVENTS = {"payment.succeeded", "payment.canceled", "payment.waiting_for_capture"}
+_STATUS_EVENTS = {"succeeded": PAYMENT_SUCCEEDED, "canceled": PAYMENT_CANCELLED}
+_MAX_DESCRIPTION = 128  # YooKassa's limit on a payment's description
+
+
+class YooKassaProvider:
+    """YooKassa payments for one-off periods; its webhook is ``<billing prefix>/webhooks/yookassa``.
+
+    ``receipt_vat_code`` (YooKassa's ``vat_code``, 1 to 12) sends a receipt with every payment,
+    which then needs the user's email. ``trusted_networks_only`` refuses notifications from
+    addresses outside YooKassa's networks (behind a proxy, the app must see the client's address:
+    Werkzeug's ``ProxyFix``). ``api_url`` points the library at another address (tests).
+    """
+
+    def __init__(
+        self,
+        shop_id: str,
+        secret_key: str,
+        *,
+        receipt_vat_code: int | None = None,
+        trusted_networks_only: bool = False,
+        name: str = "yookassa",
+        api_url: str | None = None,
+    ) -> None:
+        if not shop_id or not secret_key:
+            raise ValueError("YooKassa needs the shop id and the secret key")
+        self.name = name
+        self._receipt_vat_code = receipt_vat_code
+        self._trusted_networks_only = trusted_networks_only
+        Configuration.configure(shop_id, secret_key, api_url=api_url or DEFAULT_API_URL)
+
+    def __repr__(self) -> str:  # the key never reaches a log line
+        return f"YooKassaProvider(name={self.name!r})"
+
+    def start(self, payment: PaymentIntent) -> ProviderPayment:
+        amount = {"value": f"{payment.amount:.2f}", "currency": payment.currency}
+        description = payment.description[:_MAX_DESCRIPTION]
+        params: dict[str, Any] = {
+            "amount": amount,
+            "capture": True,
+            "confirmation": {"type": "redirect", "return_url": payment.return_url},
+            "description": description,
+            "metadata": {"payment_id": payment.id, "user_id": payment.user_id},
+        }
+        if self._receipt_vat_code is not None:
+            if not payment.customer_email:
+                raise ValueError("a YooKassa receipt needs the customer's email")
+            params["receipt"] = {
+                "customer": {"email": payment.customer_email},
+                "items": [
+                    {
+                        "description": description,
+                        "quantity": "1.00",
+                        "amount": amount,
+                        "vat_code": self._receipt_vat_code,
+                        "payment_mode": "full_payment",
+                        "payment_subject": "service",
+                    }
+                ],
+            }
+        created = Payment.create(params, payment.id)
+        return ProviderPayment(str(created.id), str(created.confirmation.confirmation_url))
+
+    def verify(self, headers: Mapping[str, str], raw_body: bytes, now: datetime) -> None:
+        """Nothing to check: YooKassa does not sign; ``confirm`` asks its API instead."""
+
+    def accepts_source(self, address: str | None) -> bool:
+        if not self._trusted_networks_only:
+            return True
+        if not address:
+            return False
+        try:
+            return bool(SecurityHelper().is_ip_trusted(address))
+        except Exception:  # not an IP address at all
+            return False
+
+    def parse_event(self, payload: Mapping[str, Any]) -> ProviderEvent:
+        notification = WebhookNotificationFactory().create(dict(payload))
+        event_type = str(notification.event)
+        provider_payment_id = _text(notification.object.id)
+        if event_type not in _PAYMENT_EVENTS or provider_payment_id is None:
+            # Refunds, payouts, deals, saved payment methods: recorded and ignored.
+            return ProviderEvent(
+                f"{event_type}:{provider_payment_id}", event_type, None, None, Decimal(0), ""
+            )
+        # Only a hint: ``confirm`` replaces everything but the payment's id with what the API says.
+        return ProviderEvent(
+            event_id=f"{provider_payment_id}:{event_type}",
+            event_type=event_type,
+            payment_id=None,
+            provider_payment_id=provider_payment_id,
+            amount=Decimal(0),
+            currency="",
+        )
+
+    def confirm(self, event: ProviderEvent) -> ProviderEvent:
+        if event.provider_payment_id is None:
+            return event
+        payment = Payment.find_one(event.provider_payment_id)
+        status = str(payment.status)
+        metadata = payment.metadata if isinstance(payment.metadata, Mapping) else {}
+        try:
+            amount = Decimal(str(payment.amount.value))
+        except (InvalidOperation, AttributeError):
+            raise InvalidEvent("the API reported a payment without an amount") from None
+        provider_payment_id = _text(payment.id)
+        if provider_payment_id != event.provider_payment_id:
+            raise InvalidEvent("the API reported another payment than the one asked for")
+        return ProviderEvent(
+            # One event per status the API reports: a payment succeeds once, however many
+            # notifications (true or forged) say so.
+            event_id=f"{provider_payment_id}:payment.{status}",
+            event_type=_STATUS_EVENTS.get(status, f"payment.{status}"),
+            payment_id=_text(metadata.get("payment_id")),
+            provider_payment_id=provider_payment_id,
+            amount=amount,
+            currency=str(payment.amount.currency).upper(),
+            user_id=_text(metadata.get("user_id")),
+        )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

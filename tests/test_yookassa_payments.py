@@ -1,0 +1,329 @@
+"""YooKassa through the official ``yookassa`` library, against a loopback fake of its API.
+
+An upgrade creates a YooKassa payment for the plan's price with a redirect back to the profile
+page, our payment id as the ``Idempotence-Key`` and in the metadata, and a receipt when a VAT code
+is configured. YooKassa does not sign notifications, so a notification only makes the extension
+fetch the payment from the API: a payment the API reports as not succeeded, or for another amount,
+grants nothing, whatever the notification said.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
+
+from flask_profile_billing import ProfileBilling
+from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
+from tests.support.host_app import AppFactory
+from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, upgrade
+from tests.support.provider_fakes import FakeYooKassa
+
+SHOP_ID = "100001"
+SECRET_KEY = "test_secret_key"
+YOOKASSA_ADDRESS = "185.71.76.5"  # inside one of YooKassa's published networks
+CONCURRENT_DELIVERIES = 5
+
+
+@pytest.fixture
+def fake_yookassa(httpserver: HTTPServer) -> FakeYooKassa:
+    fake = FakeYooKassa(httpserver)
+    fake.install()
+    return fake
+
+
+def yookassa_app(make_app: AppFactory, fake: FakeYooKassa, **config: Any) -> Flask:
+    options = {
+        key: config.pop(key)
+        for key in ("receipt_vat_code", "trusted_networks_only")
+        if key in config
+    }
+    provider = YooKassaProvider(SHOP_ID, SECRET_KEY, api_url=fake.api_url, **options)
+    return make_app(BILLING_PAYMENT_PROVIDER=provider, **config)
+
+
+@pytest.fixture
+def shop(make_app: AppFactory, fake_yookassa: FakeYooKassa) -> Iterator[Flask]:
+    app = yookassa_app(make_app, fake_yookassa)
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(shop: Flask) -> FlaskClient:
+    return shop.test_client()
+
+
+@pytest.fixture
+def billing(shop: Flask) -> ProfileBilling:
+    extension: ProfileBilling = shop.extensions["test_billing"]
+    return extension
+
+
+def start_payment(client: FlaskClient, body: Any = None) -> dict[str, Any]:
+    response = upgrade(client, body or PROFESSIONAL_YEAR)
+    assert response.status_code == 202, response.get_json()
+    payment: dict[str, Any] = response.get_json()["data"]["payment"]
+    return payment
+
+
+def yookassa_id(app: Flask, payment: dict[str, Any]) -> str:
+    [row] = [row for row in payment_rows(app) if row.id == payment["id"]]
+    provider_payment_id: str = row.provider_payment_id
+    return provider_payment_id
+
+
+def notify(client: FlaskClient, raw_body: bytes, address: str = YOOKASSA_ADDRESS) -> Any:
+    """POST a notification as YooKassa does: unsigned JSON, from its address."""
+    return client.post(
+        "/api/billing/webhooks/yookassa",
+        data=raw_body,
+        headers={"Content-Type": "application/json"},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def assert_nothing_granted(app: Flask, billing: ProfileBilling) -> None:
+    assert billing.plan("alice").code == "free"
+    assert [row.status for row in payment_rows(app)] == ["pending"]
+
+
+# --- creating the payment -------------------------------------------------------------------------
+
+
+def test_an_upgrade_creates_a_yookassa_payment_with_a_redirect_back_to_the_profile(
+    shop: Flask, client: FlaskClient, fake_yookassa: FakeYooKassa
+) -> None:
+    payment = start_payment(client)
+
+    [request] = fake_yookassa.requests
+    body = request.json
+    assert (request.method, request.path) == ("POST", "/v3/payments")
+    assert request.headers["idempotence-key"] == payment["id"]
+    assert request.headers["authorization"].startswith("Basic ")
+    assert body["amount"] == {"value": "59900.00", "currency": "RUB"}
+    assert body["capture"] is True
+    assert body["confirmation"] == {"type": "redirect", "return_url": "http://localhost/profile/"}
+    # (the library adds its own cms_name)
+    assert body["metadata"]["payment_id"] == payment["id"]
+    assert body["metadata"]["user_id"] == "alice"
+    assert "receipt" not in body
+    [created] = fake_yookassa.payments.values()
+    assert payment["confirmation_url"] == created["confirmation"]["confirmation_url"]
+    assert yookassa_id(shop, payment) == created["id"]
+
+
+def test_a_configured_vat_code_sends_a_receipt_with_the_users_email(
+    make_app: AppFactory, fake_yookassa: FakeYooKassa
+) -> None:
+    app = yookassa_app(
+        make_app,
+        fake_yookassa,
+        receipt_vat_code=1,
+        BILLING_USER_INFO=lambda user: {"email": f"{user.id}@example.com"},
+    )
+
+    start_payment(app.test_client(), {"plan_type": "professional", "duration_months": 1})
+
+    [request] = fake_yookassa.requests
+    receipt = request.json["receipt"]
+    assert receipt["customer"] == {"email": "alice@example.com"}
+    [item] = receipt["items"]
+    assert item["amount"] == {"value": "5990.00", "currency": "RUB"}
+    assert item["vat_code"] == 1
+    assert float(item["quantity"]) == 1  # the library writes it its own way ("1.0")
+    assert item["description"] == "Professional plan, 1 month"
+
+
+def test_a_receipt_without_an_email_fails_the_payment_before_yookassa_hears_of_it(
+    make_app: AppFactory, fake_yookassa: FakeYooKassa
+) -> None:
+    app = yookassa_app(make_app, fake_yookassa, receipt_vat_code=1)
+
+    response = upgrade(app.test_client(), PROFESSIONAL_YEAR)
+
+    assert response.status_code == 502
+    assert fake_yookassa.requests == []
+    with app.app_context():
+        assert [row.status for row in payment_rows(app)] == ["failed"]
+
+
+# --- notifications, confirmed by the API ------------------------------------------------------------
+
+
+def test_a_notification_confirmed_by_the_api_grants_the_plan_once(
+    shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_yookassa: FakeYooKassa
+) -> None:
+    payment = start_payment(client)
+    provider_id = yookassa_id(shop, payment)
+    fake_yookassa.settle(provider_id)
+    raw = fake_yookassa.notification(provider_id)
+
+    first = notify(client, raw)
+    again = notify(client, raw)
+
+    assert first.status_code == 200, first.get_json()
+    assert first.get_json()["data"]["outcome"] == "processed"
+    assert again.get_json()["data"]["outcome"] == "duplicate"
+    subscription = billing.subscription("alice")
+    assert (subscription.plan_code, subscription.expires_at) == ("professional", ONE_YEAR_LATER)
+    fetched = [r.path for r in fake_yookassa.requests if r.method == "GET"]
+    assert fetched == [f"/v3/payments/{provider_id}"] * 2  # every notification is checked
+
+
+@pytest.mark.parametrize("status", ["pending", "waiting_for_capture", "canceled"])
+def test_a_notification_of_success_grants_nothing_when_the_api_says_otherwise(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_yookassa: FakeYooKassa,
+    status: str,
+) -> None:
+    payment = start_payment(client)
+    provider_id = yookassa_id(shop, payment)
+    forged = fake_yookassa.notification(provider_id).replace(
+        b'"status": "pending"', b'"status": "succeeded"'
+    )
+    fake_yookassa.settle(provider_id, status)
+
+    response = notify(client, forged)
+
+    assert response.status_code == 200
+    assert billing.plan("alice").code == "free"
+    [row] = payment_rows(shop)
+    assert row.status == ("cancelled" if status == "canceled" else "pending")
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [{"value": "5990.00", "currency": "RUB"}, {"value": "59900.00", "currency": "USD"}],
+)
+def test_a_payment_the_api_reports_for_another_amount_grants_nothing(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_yookassa: FakeYooKassa,
+    amount: dict[str, str],
+) -> None:
+    payment = start_payment(client)
+    provider_id = yookassa_id(shop, payment)
+    fake_yookassa.settle(provider_id, amount=amount)
+
+    response = notify(client, fake_yookassa.notification(provider_id))
+
+    assert response.status_code == 200
+    assert response.get_json()["data"]["outcome"] == "rejected"
+    assert_nothing_granted(shop, billing)
+    state = shop.extensions["profile_billing"]
+    assert [s["to_status"] for s in state.payments.events(payment["id"])] == ["pending", "pending"]
+
+
+def test_a_notification_about_a_payment_the_api_does_not_know_is_a_502(
+    shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_yookassa: FakeYooKassa
+) -> None:
+    payment = start_payment(client)
+    raw = fake_yookassa.notification(yookassa_id(shop, payment))
+    fake_yookassa.payments.clear()
+
+    response = notify(client, raw)
+
+    assert response.status_code == 502
+    assert response.get_json()["error"] == "PAYMENT_PROVIDER_ERROR"
+    assert_nothing_granted(shop, billing)
+
+
+def test_five_concurrent_notifications_grant_once(
+    shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_yookassa: FakeYooKassa
+) -> None:
+    payment = start_payment(client)
+    provider_id = yookassa_id(shop, payment)
+    fake_yookassa.settle(provider_id)
+    raw = fake_yookassa.notification(provider_id)
+    barrier = threading.Barrier(CONCURRENT_DELIVERIES)
+
+    def send() -> str:
+        own_client = shop.test_client()
+        barrier.wait(timeout=30)
+        response = notify(own_client, raw)
+        assert response.status_code == 200, response.get_json()
+        outcome: str = response.get_json()["data"]["outcome"]
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT_DELIVERIES) as pool:
+        outcomes = [f.result() for f in [pool.submit(send) for _ in range(CONCURRENT_DELIVERIES)]]
+
+    assert Counter(outcomes) == {"processed": 1, "duplicate": CONCURRENT_DELIVERIES - 1}
+    assert billing.subscription("alice").expires_at == ONE_YEAR_LATER
+    state = shop.extensions["profile_billing"]
+    assert [s["to_status"] for s in state.payments.events(payment["id"])] == [
+        "pending",
+        "paid",
+        "succeeded",
+    ]
+
+
+def test_a_refund_notification_is_recorded_and_ignored(
+    shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_yookassa: FakeYooKassa
+) -> None:
+    payment = start_payment(client)
+    refund = {
+        "type": "notification",
+        "event": "refund.succeeded",
+        "object": {
+            "id": "216749f7-0016-50be-b000-078d43a63ae4",
+            "status": "succeeded",
+            "amount": {"value": "1.00", "currency": "RUB"},
+            "created_at": "2017-10-04T19:27:51.407Z",
+            "payment_id": yookassa_id(shop, payment),
+        },
+    }
+    response = notify(client, json.dumps(refund).encode())
+
+    assert response.status_code == 200
+    assert response.get_json()["data"]["outcome"] == "ignored"
+    assert_nothing_granted(shop, billing)
+
+
+# --- where notifications come from ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "status"), [(YOOKASSA_ADDRESS, 200), ("203.0.113.9", 403), ("not an ip", 403)]
+)
+def test_with_the_allow_list_only_yookassas_networks_are_heard(
+    make_app: AppFactory, fake_yookassa: FakeYooKassa, address: str, status: int
+) -> None:
+    app = yookassa_app(make_app, fake_yookassa, trusted_networks_only=True)
+    client = app.test_client()
+    payment = start_payment(client)
+    with app.app_context():
+        provider_id = yookassa_id(app, payment)
+    fake_yookassa.settle(provider_id)
+
+    response = notify(client, fake_yookassa.notification(provider_id), address)
+
+    assert response.status_code == status
+    if status == 403:
+        assert response.get_json()["error"] == "UNTRUSTED_SOURCE"
+        assert not [r for r in fake_yookassa.requests if r.method == "GET"]
+
+
+def test_the_yookassa_provider_is_set_up_by_name_from_keys_in_the_environment(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BILLING_YOOKASSA_SHOP_ID", SHOP_ID)
+    monkeypatch.setenv("BILLING_YOOKASSA_SECRET_KEY", "live_secret_from_env")
+
+    app = make_app(BILLING_PAYMENT_PROVIDER="yookassa", BILLING_YOOKASSA_RECEIPT_VAT_CODE=4)
+
+    state = app.extensions["profile_billing"]
+    assert isinstance(state.payments.provider, YooKassaProvider)
+    assert "live_secret_from_env" not in f"{state.payments.provider!r} {state.runtime.settings!r}"
