@@ -25,6 +25,8 @@ DATA_FILES = [
     f"{PACKAGE}/templates/profile_billing/base.html",
     f"{PACKAGE}/templates/profile_billing/profile.html",
     f"{PACKAGE}/templates/profile_billing/profile/_dialog_buy.html",
+    f"{PACKAGE}/templates/profile_billing/email/quota_low.txt",
+    f"{PACKAGE}/templates/profile_billing/email/_base.html",
     f"{PACKAGE}/page/static/profile.css",
     f"{PACKAGE}/page/static/profile.js",
     f"{PACKAGE}/translations/ru/LC_MESSAGES/flask_profile_billing.mo",

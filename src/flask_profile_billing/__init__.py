@@ -50,6 +50,7 @@ from .payments import (
     TestPaymentProvider,
 )
 from .services.activity import ActivityEvent
+from .services.mail import EmailSender, OutgoingEmail
 from .services.quotas import Reservation
 from .store.models import (
     Base,
@@ -71,6 +72,7 @@ __all__ = [
     "BillingError",
     "BillingUnavailable",
     "Catalog",
+    "EmailSender",
     "FeatureNotAvailable",
     "IdempotencyConflict",
     "IdempotencyKeyReused",
@@ -81,6 +83,7 @@ __all__ = [
     "NotCancellable",
     "NotInitialisedError",
     "NotResumable",
+    "OutgoingEmail",
     "PaymentIntent",
     "PaymentProvider",
     "PaymentProviderError",

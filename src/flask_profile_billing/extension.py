@@ -27,6 +27,7 @@ from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
 from .services.idempotency import IdempotencyService
 from .services.leases import JobLeases
+from .services.mail import MailService
 from .services.maintenance import MaintenanceReport, MaintenanceService
 from .services.notifications import NotificationService
 from .services.payments import PaymentService
@@ -62,11 +63,16 @@ def build_state(runtime: Runtime) -> BillingState:
     idempotency = IdempotencyService(runtime, refunds)
     leases = JobLeases(runtime)
     maintenance = MaintenanceService(runtime, subscriptions, idempotency, notifications, leases)
+    quotas = QuotaService(runtime, subscriptions, refunds, notifications)
+    # Emails follow the notifications whenever the host has a sender (services.mail).
+    mail = MailService(runtime, subscriptions, quotas, profiles)
+    notifications.wants_emails = lambda: mail.enabled
+    maintenance.email_step = mail.send_due
     return BillingState(
         runtime=runtime,
         plans=plans,
         subscriptions=subscriptions,
-        quotas=QuotaService(runtime, subscriptions, refunds, notifications),
+        quotas=quotas,
         refunds=refunds,
         idempotency=idempotency,
         reports=ReportService(runtime),
@@ -80,6 +86,7 @@ def build_state(runtime: Runtime) -> BillingState:
         leases=leases,
         maintenance=maintenance,
         scheduler=MaintenanceScheduler(runtime, maintenance),
+        mail=mail,
     )
 
 

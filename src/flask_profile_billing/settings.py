@@ -151,6 +151,24 @@ DEFAULTS: Mapping[str, Any] = {
     # The `expired` notification is sent only if the period ended at most this many days before it
     # was ended (maintenance that was off for months sends no stale ones).
     "BILLING_NOTIFY_EXPIRED_WITHIN_DAYS": 7,
+    # Emails of the notifications. None: sent through flask-mailman or Flask-Mail, whichever the
+    # host initialised (none: no emails, the signals only); a callable taking an OutgoingEmail to
+    # send them another way; False: no emails even with a mail extension.
+    "BILLING_EMAIL_SENDER": None,
+    # The From address; None for the mail extension's MAIL_DEFAULT_SENDER.
+    "BILLING_EMAIL_FROM": None,
+    # The language of a user's emails: a locale ("ru"), or a callable (host user) -> locale or
+    # None; None, or a callable answering None, for BILLING_LOCALE, else English.
+    "BILLING_EMAIL_LOCALE": None,
+    # The link to the profile page in the emails; None builds it with url_for, which needs
+    # SERVER_NAME outside a request (without it the emails have no link).
+    "BILLING_EMAIL_PROFILE_URL": None,
+    # Attempts at an email before it is marked failed, and the wait before the first retry
+    # (seconds; doubled after each further failure, at most a day).
+    "BILLING_EMAIL_MAX_ATTEMPTS": 5,
+    "BILLING_EMAIL_RETRY_SECONDS": 300,
+    # Emails one maintenance batch takes and sends (the lease is renewed after each batch).
+    "BILLING_EMAIL_BATCH_SIZE": 100,
     # The profile page's settings, under the names hosts already use (no BILLING_ prefix).
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
@@ -447,6 +465,55 @@ class MaintenanceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailSettings:
+    """The notifications' emails (``services.mail``)."""
+
+    sender: Callable[..., Any] | bool | None
+    """None: the host's flask-mailman or Flask-Mail; a callable sender; False: no emails."""
+    from_address: str | None
+    locale: str | Callable[[Any], str | None] | None
+    profile_url: str | None
+    max_attempts: int
+    retry_seconds: int
+    batch_size: int
+
+    @classmethod
+    def read(cls, get: Callable[[str], Any]) -> EmailSettings:
+        sender = get("BILLING_EMAIL_SENDER")
+        if not (sender is None or sender is False or callable(sender)):
+            raise BillingConfigError(
+                f"BILLING_EMAIL_SENDER must be None, False or a callable, not {sender!r}"
+            )
+        locale = get("BILLING_EMAIL_LOCALE")
+        if not (locale is None or callable(locale) or (isinstance(locale, str) and locale)):
+            raise BillingConfigError(
+                f"BILLING_EMAIL_LOCALE must be a locale, a callable or None, not {locale!r}"
+            )
+        for key in ("BILLING_EMAIL_FROM", "BILLING_EMAIL_PROFILE_URL"):
+            value = get(key)
+            if value is not None and not (isinstance(value, str) and value):
+                raise BillingConfigError(f"{key} must be a string or None, not {value!r}")
+        profile_url = get("BILLING_EMAIL_PROFILE_URL")
+        if profile_url is not None and not profile_url.startswith(("https://", "http://")):
+            raise BillingConfigError(
+                f"BILLING_EMAIL_PROFILE_URL must be an http(s) URL, not {profile_url!r}"
+            )
+        return cls(
+            sender=sender,
+            from_address=get("BILLING_EMAIL_FROM"),
+            locale=locale.replace("-", "_") if isinstance(locale, str) else locale,
+            profile_url=profile_url,
+            max_attempts=_positive_int(
+                get("BILLING_EMAIL_MAX_ATTEMPTS"), "BILLING_EMAIL_MAX_ATTEMPTS"
+            ),
+            retry_seconds=_positive_int(
+                get("BILLING_EMAIL_RETRY_SECONDS"), "BILLING_EMAIL_RETRY_SECONDS"
+            ),
+            batch_size=_positive_int(get("BILLING_EMAIL_BATCH_SIZE"), "BILLING_EMAIL_BATCH_SIZE"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BillingSettings:
     plans: Mapping[str, Any] | str | Path | None
     currency: str
@@ -479,6 +546,7 @@ class BillingSettings:
     refusal_page: RefusalPageSettings
     page: ProfilePageSettings
     maintenance: MaintenanceSettings
+    email: EmailSettings
     default_quota: int | None
     activity_window_days: int
     payments_cta_email: str | None
@@ -586,6 +654,7 @@ class BillingSettings:
                 get,
                 _positive_int(get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"),
             ),
+            email=EmailSettings.read(get),
             default_quota=default_quota,
             activity_window_days=_positive_int(
                 get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .services.catalog_sync import CatalogSync
     from .services.idempotency import IdempotencyService
     from .services.leases import JobLeases
+    from .services.mail import MailService
     from .services.maintenance import MaintenanceService
     from .services.notifications import NotificationService
     from .services.payments import PaymentService
@@ -58,6 +59,7 @@ class BillingState:
     leases: JobLeases
     maintenance: MaintenanceService
     scheduler: MaintenanceScheduler
+    mail: MailService
 
 
 def get_state(app: Flask | None = None) -> BillingState:

@@ -9,7 +9,7 @@ expiry, or a maintenance sweep) sends it; everyone after finds it claimed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -27,11 +27,19 @@ class NotificationKind(StrEnum):
 
 class NotificationStatus(StrEnum):
     PENDING = "pending"
-    """An email is to be sent (or retried)."""
+    """An email is to be sent (or retried, at ``next_attempt_at``)."""
+    SENDING = "sending"
+    """Taken by a maintenance run that is sending its email now. Never taken again: a run that
+    died while sending leaves it here for good, since its email may have gone out (at most
+    once)."""
     SENT = "sent"
     """The email was sent, or there was no email to send (the signals are the whole delivery)."""
     FAILED = "failed"
-    """Every attempt at the email failed; it is not tried again."""
+    """The email could not be sent: every attempt failed, or the user has no address. It is not
+    tried again."""
+    SKIPPED = "skipped"
+    """The email was not sent because it no longer applied when its turn came (the period it
+    speaks of was over)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +70,13 @@ class Notification:
             "period": self.period_moment,
             "notification": self,
         }
+
+
+def retry_delay(attempts: int, first_delay: timedelta) -> timedelta:
+    """How long to wait before the next attempt at an email after ``attempts`` failed ones:
+    ``first_delay``, doubled after each further failure, at most a day."""
+    doublings = min(max(attempts - 1, 0), 20)  # past a day long before this; no overflow
+    return min(first_delay * (1 << doublings), timedelta(days=1))
 
 
 def period_key(moment: datetime) -> str:

@@ -9,7 +9,7 @@ texts and word their own.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -21,6 +21,7 @@ from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..services.activity import ActivityEvent
 from ..services.payments import PaymentRecord
 from ..services.profiles import ProfileSnapshot
+from ..services.translations import counted, metric_title
 from .i18n import Translator, translatable
 
 PERIODS = (7, 30, 90)
@@ -31,8 +32,6 @@ FORECAST_DAYS = 7
 CHART_HEIGHT = 100
 COLUMN_WIDTH = 8
 COLUMN_GAP = 2
-
-Words = Callable[[Translator, int], str]
 
 DEFAULT_CATALOG_TEXTS = (
     # The default catalog's descriptions and feature labels, translated where they are shown
@@ -58,18 +57,6 @@ DEFAULT_CATALOG_TEXTS = (
 )
 
 
-def _analyses(t: Translator, n: int) -> str:
-    return t.ngettext("%(num)s analysis", "%(num)s analyses", n)
-
-
-def _exports(t: Translator, n: int) -> str:
-    return t.ngettext("%(num)s export", "%(num)s exports", n)
-
-
-def _vacancies(t: Translator, n: int) -> str:
-    return t.ngettext("%(num)s active vacancy", "%(num)s active vacancies", n)
-
-
 def _gauge_vacancies(t: Translator, used: int, limit: int) -> str:
     return t.ngettext(
         "%(used)s of %(num)s active vacancy",
@@ -79,34 +66,9 @@ def _gauge_vacancies(t: Translator, used: int, limit: int) -> str:
     )
 
 
-_COUNTED: Mapping[str, Words] = {
-    "analysis": _analyses,
-    "export": _exports,
-    "active_vacancies": _vacancies,
-}
-
-
 # The roles a host most often gives its users, translated on the profile card; any other role is
 # shown as the host wrote it.
 ROLE_NAMES = (translatable("user"), translatable("admin"))
-
-
-def metric_title(t: Translator, name: str) -> str:
-    """The heading of a metric ("Analyses"); a host's own metric is named after its key."""
-    titles = {
-        "analysis": t.gettext("Analyses"),
-        "export": t.gettext("Exports"),
-        "active_vacancies": t.gettext("Active vacancies"),
-    }
-    return titles.get(name) or name.replace("_", " ").capitalize()
-
-
-def counted(t: Translator, name: str, n: int) -> str:
-    """``n`` of a metric with its noun in the right plural form: "1 анализ", "5 анализов"."""
-    words = _COUNTED.get(name)
-    if words is not None:
-        return words(t, n)
-    return f"{t.number(n)} {metric_title(t, name).lower()}"
 
 
 # -- the cards ---------------------------------------------------------------------------------

@@ -33,6 +33,10 @@ from .runtime import Runtime
 AfterBatch = Callable[[], None]
 
 
+def _no_emails() -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     expiring: int = 0
@@ -42,9 +46,14 @@ class SweepResult:
 class NotificationService:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self.emails_enabled = False
-        """Whether claimed notifications wait for an email (``pending``); set by the mail
-        service when emails are on."""
+        self.wants_emails: Callable[[], bool] = _no_emails
+        """Whether an email is to follow each notification claimed now; the mail service's
+        (``services.mail``), which checks for a sender at each claim."""
+
+    @property
+    def emails_enabled(self) -> bool:
+        """Whether claimed notifications wait for an email (``pending``) or are done (``sent``)."""
+        return self.wants_emails()
 
     # -- claiming inside a caller's transaction ------------------------------------------------
 

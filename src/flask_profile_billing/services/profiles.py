@@ -236,10 +236,7 @@ class ProfileService:
 
     def _host_user(self, user_id: str) -> HostUser:
         try:
-            user = load_host_user(self._runtime, user_id)
-            user_info = self._runtime.settings.user_info
-            info: Mapping[str, Any] | None = user_info(user) if user_info is not None else None
-            return _host_user_from(user, info)
+            return describe_host_user(self._runtime, load_host_user(self._runtime, user_id))
         except UnknownUserError:
             return HostUser()
         except Exception:
@@ -247,6 +244,14 @@ class ProfileService:
             # user still gets what the extension stores, and the host gets the traceback.
             log.exception("could not load the host's user %r for the profile", user_id)
             return HostUser()
+
+
+def describe_host_user(runtime: Runtime, user: Any) -> HostUser:
+    """What the profile and the emails show of the host's ``user``: ``BILLING_USER_INFO``'s
+    mapping, else the user's attributes."""
+    user_info = runtime.settings.user_info
+    info: Mapping[str, Any] | None = user_info(user) if user_info is not None else None
+    return _host_user_from(user, info)
 
 
 def _to_profile(row: Row[Any]) -> Profile:

@@ -254,15 +254,15 @@ def count_selected(connection: Connection, candidates: Any) -> int:
 
 
 def take_due_emails(
-    connection: Connection, *, now: datetime, retry_at: datetime, batch_size: int
+    connection: Connection, *, now: datetime, batch_size: int
 ) -> list[Notification]:
-    """Take up to ``batch_size`` pending notifications whose next attempt is due, counting the
-    attempt and pushing the next one to ``retry_at``: a conditional update, so two workers never
-    take the same notification for the same attempt."""
+    """Take up to ``batch_size`` pending notifications whose next attempt is due, oldest first:
+    one conditional update moves them to ``sending`` and counts the attempt, so two workers never
+    take the same one, and none is taken again before its outcome is recorded."""
     due = (
         select(_NOTES.id)
         .where(_NOTES.status == NotificationStatus.PENDING.value, _NOTES.next_attempt_at <= now)
-        .order_by(_NOTES.next_attempt_at)
+        .order_by(_NOTES.next_attempt_at, _NOTES.id)
         .limit(batch_size)
     )
     if connection.dialect.name == "postgresql":
@@ -271,31 +271,50 @@ def take_due_emails(
         update(notifications)
         .where(
             _NOTES.id.in_(due.scalar_subquery()),
+            # Checked again on the row itself: PostgreSQL re-reads a row a concurrent taker just
+            # changed, and finds it no longer pending.
             _NOTES.status == NotificationStatus.PENDING.value,
             _NOTES.next_attempt_at <= now,
         )
-        .values(attempts=_NOTES.attempts + 1, next_attempt_at=retry_at)
+        .values(
+            status=NotificationStatus.SENDING.value,
+            attempts=_NOTES.attempts + 1,
+            next_attempt_at=None,
+        )
         .returning(*_RETURNED)
     )
-    return [to_notification(row) for row in connection.execute(statement)]
+    found = [to_notification(row) for row in connection.execute(statement)]
+    return sorted(found, key=lambda notification: notification.id)
 
 
-def mark_sent(connection: Connection, ids: Sequence[int], now: datetime) -> None:
-    if ids:
-        connection.execute(
-            update(notifications)
-            .where(_NOTES.id.in_(ids), _NOTES.status == NotificationStatus.PENDING.value)
-            .values(status=NotificationStatus.SENT.value, sent_at=now, next_attempt_at=None)
-        )
+def count_due_emails(connection: Connection, *, now: datetime) -> int:
+    """How many pending notifications are due for an email at ``now`` (a dry run)."""
+    query = select(func.count()).where(
+        _NOTES.status == NotificationStatus.PENDING.value, _NOTES.next_attempt_at <= now
+    )
+    return int(connection.execute(query).scalar_one())
 
 
-def mark_failed(connection: Connection, ids: Sequence[int]) -> None:
-    if ids:
-        connection.execute(
-            update(notifications)
-            .where(_NOTES.id.in_(ids), _NOTES.status == NotificationStatus.PENDING.value)
-            .values(status=NotificationStatus.FAILED.value, next_attempt_at=None)
-        )
+def finish_email(
+    connection: Connection,
+    notification_id: int,
+    status: NotificationStatus,
+    *,
+    now: datetime,
+    retry_at: datetime | None = None,
+) -> None:
+    """Record the outcome of a taken notification's email: ``sent`` (at ``now``), ``failed``,
+    ``skipped``, or ``pending`` again with its next attempt at ``retry_at``."""
+    values: dict[str, Any] = {"status": status.value, "next_attempt_at": None}
+    if status is NotificationStatus.SENT:
+        values["sent_at"] = now
+    elif status is NotificationStatus.PENDING:
+        values["next_attempt_at"] = retry_at
+    connection.execute(
+        update(notifications)
+        .where(_NOTES.id == notification_id, _NOTES.status == NotificationStatus.SENDING.value)
+        .values(**values)
+    )
 
 
 def to_notification_values(notification_id: int, values: Mapping[str, Any]) -> Notification:

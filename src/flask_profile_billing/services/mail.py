@@ -1,0 +1,457 @@
+"""The notifications' emails: rendered in the user's language and time zone, sent by maintenance,
+retried, and never sent twice.
+
+Emails are on when a sender is available (``BILLING_EMAIL_SENDER``): by default flask-mailman or
+Flask-Mail, whichever extension the host initialised (flask-mailman when both are), or any callable
+that takes an ``OutgoingEmail``. Without one, the notifications are announced by their signals only
+and stored as ``sent`` at once.
+
+With a sender, each notification is claimed ``pending`` (``NotificationService.emails_enabled``) and
+the next maintenance run sends it, so an email follows its notice within the scheduler's interval.
+A run takes the due ones in batches (BILLING_EMAIL_BATCH_SIZE) with one conditional update that
+moves them to ``sending``, so two workers never take the same one; then renders and sends each and
+records the outcome: ``sent``; ``pending`` again with a later next attempt when the sender raised,
+until BILLING_EMAIL_MAX_ATTEMPTS, then ``failed``; ``failed`` at once when the user has no address;
+``skipped`` when the notice no longer applies (its period is over). Delivery is *at most once*: a
+worker that dies between taking an email and recording its outcome leaves it ``sending`` for good,
+as the email may have gone out, rather than risk a second one.
+
+Templates: ``profile_billing/email/<kind>.txt`` (its ``subject`` block is the subject) and
+``<kind>.html`` (an empty rendering sends text only), found by Flask's loader, so a host's own
+``templates/profile_billing/email/`` wins. They call ``_pb`` and ``_pbn`` of the extension's
+translation domain, in the locale of BILLING_EMAIL_LOCALE (else BILLING_LOCALE, else English), with
+dates in the user's time zone (the profile's).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+from flask import current_app, url_for
+from jinja2 import Template
+from werkzeug.routing import BuildError
+
+from ..domain.catalog import MetricKind, render
+from ..domain.notifications import (
+    Notification,
+    NotificationKind,
+    NotificationStatus,
+    period_key,
+    retry_delay,
+)
+from ..domain.subscriptions import Subscription, SubscriptionStatus
+from ..errors import UnknownUserError
+from ..store import notifications as stored
+from ..store.transactions import read_connection, write_transaction
+from .profiles import ProfileService, describe_host_user
+from .quotas import QuotaService
+from .runtime import Runtime
+from .subscriptions import SubscriptionService
+from .translations import Translator, counted, file_catalog, metric_title
+from .users import load_host_user
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_FOLDER = "profile_billing/email"
+"""Where the email templates are: ``<kind>.txt`` and ``<kind>.html``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    """One rendered email, as a sender receives it."""
+
+    to: str
+    subject: str
+    text: str
+    html: str | None
+    """None: text only."""
+    from_address: str | None
+    """BILLING_EMAIL_FROM; None for the mail extension's default sender."""
+    locale: str
+    notification: Notification
+
+
+@runtime_checkable
+class EmailSender(Protocol):
+    """Sends one email, or raises: then it is retried later. Any callable will do; one that also
+    has ``batch()`` (a context manager yielding a send function, as the adapters below) sends each
+    maintenance batch over one connection."""
+
+    def __call__(self, email: OutgoingEmail, /) -> None: ...
+
+
+SendOne = Callable[[OutgoingEmail], None]
+
+
+class FlaskMailmanSender:
+    """Sends through the host's flask-mailman (``app.extensions["mailman"]``), text with an HTML
+    alternative."""
+
+    def __call__(self, email: OutgoingEmail) -> None:
+        with self.batch() as send:
+            send(email)
+
+    @contextmanager
+    def batch(self) -> Iterator[SendOne]:
+        mailman = importlib.import_module("flask_mailman")
+        with current_app.extensions["mailman"].get_connection() as connection:
+
+            def send(email: OutgoingEmail) -> None:
+                message = mailman.EmailMultiAlternatives(
+                    subject=email.subject,
+                    body=email.text,
+                    from_email=email.from_address,
+                    to=[email.to],
+                    connection=connection,
+                )
+                if email.html is not None:
+                    message.attach_alternative(email.html, "text/html")
+                message.send()
+
+            yield send
+
+
+class FlaskMailSender:
+    """Sends through the host's Flask-Mail (``app.extensions["mail"]``)."""
+
+    def __call__(self, email: OutgoingEmail) -> None:
+        with self.batch() as send:
+            send(email)
+
+    @contextmanager
+    def batch(self) -> Iterator[SendOne]:
+        flask_mail = importlib.import_module("flask_mail")
+        with current_app.extensions["mail"].connect() as connection:
+
+            def send(email: OutgoingEmail) -> None:
+                message = flask_mail.Message(
+                    subject=email.subject,
+                    recipients=[email.to],
+                    body=email.text,
+                    html=email.html,
+                    sender=email.from_address,
+                )
+                connection.send(message)
+
+            yield send
+
+
+def find_sender(extensions: Mapping[str, Any], configured: object) -> EmailSender | None:
+    """The sender of BILLING_EMAIL_SENDER (``configured``), or the adapter of the mail extension
+    the host initialised; None when emails are off."""
+    if configured is False:
+        return None
+    if configured is not None:
+        return configured if isinstance(configured, EmailSender) else None
+    if "mailman" in extensions:
+        return FlaskMailmanSender()
+    if "mail" in extensions:
+        return FlaskMailSender()
+    return None
+
+
+class _Outcome(Enum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class _NotSent(Exception):
+    """The email of a notification is not to be sent: ``outcome`` says what to record."""
+
+    def __init__(self, outcome: _Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+
+
+class MailService:
+    def __init__(
+        self,
+        runtime: Runtime,
+        subscriptions: SubscriptionService,
+        quotas: QuotaService,
+        profiles: ProfileService,
+    ) -> None:
+        self._runtime = runtime
+        self._subscriptions = subscriptions
+        self._quotas = quotas
+        self._profiles = profiles
+
+    @property
+    def sender(self) -> EmailSender | None:
+        """Read at each use, so a mail extension initialised after this one is found too."""
+        return find_sender(self._runtime.app.extensions, self._runtime.settings.email.sender)
+
+    @property
+    def enabled(self) -> bool:
+        return self.sender is not None
+
+    # -- the maintenance step ------------------------------------------------------------------
+
+    def send_due(
+        self,
+        now: datetime,
+        maintenance_batch_size: int,
+        after_batch: Callable[[], None] | None,
+        dry_run: bool,
+    ) -> tuple[int, int]:
+        """Send the emails due at ``now``, in batches of BILLING_EMAIL_BATCH_SIZE (emails take
+        longer than rows; ``maintenance_batch_size`` is not used); (sent, failed for good). With
+        ``dry_run``, (how many are due, 0)."""
+        sender = self.sender
+        engine = self._runtime.engine
+        if dry_run:
+            with read_connection(engine) as connection:
+                return (stored.count_due_emails(connection, now=now) if sender else 0), 0
+        if sender is None:
+            return 0, 0
+        batch_size = self._runtime.settings.email.batch_size
+        sent = failed = 0
+        while True:
+            with write_transaction(engine) as connection:
+                taken = stored.take_due_emails(connection, now=now, batch_size=batch_size)
+            if not taken:
+                return sent, failed
+            outcomes = self._send_batch(sender, taken, now)
+            sent += outcomes.count(_Outcome.SENT)
+            failed += outcomes.count(_Outcome.FAILED)
+            if after_batch is not None:
+                after_batch()
+
+    def _send_batch(
+        self, sender: EmailSender, taken: list[Notification], now: datetime
+    ) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        batch = getattr(sender, "batch", None)
+        opened: AbstractContextManager[SendOne] = (
+            batch() if callable(batch) else nullcontext(sender)
+        )
+        attempted = 0
+        try:
+            with opened as send:
+                for notification in taken:
+                    # Counted before the attempt: an email whose outcome could not be recorded
+                    # stays `sending` (it may have gone out), never retried.
+                    attempted += 1
+                    outcome = self._deliver(notification, send, now)
+                    outcomes.append(outcome)
+                    self._record(notification, outcome, now)
+        except Exception:
+            # The connection could not be opened, or an outcome not recorded: the emails not
+            # attempted yet go back to `pending`, for the next attempt.
+            log.exception("could not send the notification emails")
+        for notification in taken[attempted:]:
+            outcome = self._retry_or_fail(notification)
+            self._record(notification, outcome, now)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _deliver(self, notification: Notification, send: SendOne, now: datetime) -> _Outcome:
+        try:
+            email = self.compose(notification, now)
+        except _NotSent as not_sent:
+            log.info("notification %s: no email (%s)", notification.id, not_sent)
+            return not_sent.outcome
+        except Exception:
+            log.exception("could not render the email of notification %s", notification.id)
+            return self._retry_or_fail(notification)
+        try:
+            send(email)
+        except Exception:
+            log.exception(
+                "could not send the email of notification %s (attempt %s)",
+                notification.id,
+                notification.attempts,
+            )
+            return self._retry_or_fail(notification)
+        return _Outcome.SENT
+
+    def _retry_or_fail(self, notification: Notification) -> _Outcome:
+        attempts = self._runtime.settings.email.max_attempts
+        return _Outcome.FAILED if notification.attempts >= attempts else _Outcome.RETRY
+
+    def _record(self, notification: Notification, outcome: _Outcome, now: datetime) -> None:
+        retry_at = None
+        if outcome is _Outcome.RETRY:
+            first = timedelta(seconds=self._runtime.settings.email.retry_seconds)
+            retry_at = now + retry_delay(notification.attempts, first)
+        status = {
+            _Outcome.SENT: NotificationStatus.SENT,
+            _Outcome.RETRY: NotificationStatus.PENDING,
+            _Outcome.FAILED: NotificationStatus.FAILED,
+            _Outcome.SKIPPED: NotificationStatus.SKIPPED,
+        }[outcome]
+        with write_transaction(self._runtime.engine) as connection:
+            stored.finish_email(connection, notification.id, status, now=now, retry_at=retry_at)
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def compose(self, notification: Notification, now: datetime) -> OutgoingEmail:
+        """The email of ``notification`` at ``now``; ``_NotSent`` when there is none to send."""
+        try:
+            user = load_host_user(self._runtime, notification.user_id)
+        except UnknownUserError:
+            raise _NotSent(_Outcome.FAILED, "the host does not know the user") from None
+        host = describe_host_user(self._runtime, user)
+        if not host.email:
+            raise _NotSent(_Outcome.FAILED, "the user has no email address")
+        translator = self.translator_for(user)
+        zone = self._profiles.timezone_of(notification.user_id)
+        variables: dict[str, Any] = {
+            "_pb": translator.gettext,
+            "_pbn": translator.ngettext,
+            "t": translator,
+            "user": user,
+            "name": host.first_name,
+            "email": host.email,
+            "kind": notification.kind.value,
+            "notification": notification,
+            "timezone": zone,
+            "profile_url": self._profile_url(),
+            **self._details(notification, now, translator, zone),
+        }
+        subject, text = _subject_and_body(self._template(notification.kind, "txt"), variables)
+        html = self._template(notification.kind, "html").render(variables).strip()
+        return OutgoingEmail(
+            to=host.email,
+            subject=subject,
+            text=text,
+            html=html or None,
+            from_address=self._runtime.settings.email.from_address,
+            locale=translator.locale,
+            notification=notification,
+        )
+
+    def translator_for(self, user: Any) -> Translator:
+        """The translator of ``user``'s emails: BILLING_EMAIL_LOCALE (a locale, or a callable of
+        the host user), else BILLING_LOCALE, else English."""
+        settings = self._runtime.settings
+        chosen = settings.email.locale
+        locale = chosen(user) if callable(chosen) else chosen
+        locale = str(locale).replace("-", "_") if locale else settings.page.locale or "en"
+        return Translator(locale, file_catalog(locale))
+
+    def _details(
+        self, notification: Notification, now: datetime, t: Translator, zone: tzinfo
+    ) -> dict[str, Any]:
+        """The variables of the notification's kind; ``_NotSent`` (skipped) when the notice no
+        longer applies."""
+        catalog = self._runtime.catalog
+        default_plan = render(catalog.default_plan.name)
+        kind = notification.kind
+        if kind in (NotificationKind.EXPIRING, NotificationKind.EXPIRED):
+            subscription = self._subscription(notification)
+            plan = catalog.plans.get(subscription.plan_code) if subscription else None
+            ends_at = notification.period_moment
+            if kind is NotificationKind.EXPIRING:
+                if (
+                    subscription is None
+                    or subscription.expires_at is None
+                    or period_key(subscription.expires_at) != notification.period_key
+                    or ends_at <= now
+                ):
+                    raise _NotSent(_Outcome.SKIPPED, "the period it announces changed or ended")
+            else:
+                within = self._runtime.settings.maintenance.notify_expired_within_days
+                if ends_at < now - timedelta(days=within):
+                    raise _NotSent(_Outcome.SKIPPED, "the period ended too long ago")
+            return {
+                "plan_name": render(plan.name) if plan else _plan_code_of(subscription),
+                "default_plan_name": default_plan,
+                "trial": subscription is not None
+                and subscription.status is SubscriptionStatus.TRIAL,
+                "ends_at": ends_at.astimezone(zone),
+                "ends_on": t.day(ends_at.astimezone(zone)),
+                "days_left": max(1, math.ceil((ends_at - now) / timedelta(days=1))),
+            }
+        metric_name = notification.subject
+        metric = catalog.metrics.get(metric_name)
+        if metric is None:
+            raise _NotSent(_Outcome.SKIPPED, f"the catalog has no metric {metric_name!r}")
+        subscription_now = self._subscriptions.current(notification.user_id)
+        period = self._runtime.period(subscription_now, now)
+        if period_key(period.start) != notification.period_key:
+            raise _NotSent(_Outcome.SKIPPED, "its usage period is over")
+        if metric.kind is MetricKind.GAUGE:
+            allowance = self._quotas.capacity(notification.user_id, metric_name)
+            resets_at = None
+        else:
+            allowance = self._quotas.allowance(notification.user_id, metric_name)
+            resets_at = period.end.astimezone(zone)
+        limit = allowance.limit
+        return {
+            "metric": metric_name,
+            "metric_title": metric_title(t, metric_name),
+            "plan_name": render(catalog.plan(subscription_now.plan_code).name),
+            "default_plan_name": default_plan,
+            "allowance": allowance,
+            "used": allowance.used,
+            "limit": limit,
+            "remaining": allowance.remaining,
+            "used_amount": counted(t, metric_name, allowance.used),
+            "limit_amount": None if limit is None else counted(t, metric_name, limit),
+            "remaining_amount": (
+                None
+                if allowance.remaining is None
+                else counted(t, metric_name, allowance.remaining)
+            ),
+            "resets_at": resets_at,
+            "resets_on": None if resets_at is None else t.day(resets_at),
+        }
+
+    def _subscription(self, notification: Notification) -> Subscription | None:
+        wanted = notification.subject
+        for subscription in self._subscriptions.history(notification.user_id):
+            if str(subscription.id) == wanted:
+                return subscription
+        return None
+
+    def _template(self, kind: NotificationKind, extension: str) -> Template:
+        return self._runtime.app.jinja_env.get_template(
+            f"{TEMPLATE_FOLDER}/{kind.value}.{extension}"
+        )
+
+    def _profile_url(self) -> str | None:
+        settings = self._runtime.settings
+        if settings.email.profile_url is not None:
+            return settings.email.profile_url
+        page = settings.page.blueprint
+        if not page.enabled:
+            return None
+        try:
+            return url_for(f"{page.name}.profile", _external=True)
+        except (RuntimeError, BuildError):  # outside a request without SERVER_NAME
+            return None
+
+
+def _plan_code_of(subscription: Subscription | None) -> str:
+    """The plan code of a subscription whose plan left the catalog."""
+    return subscription.plan_code if subscription is not None else ""
+
+
+def _subject_and_body(template: Template, variables: Mapping[str, Any]) -> tuple[str, str]:
+    """The ``subject`` block of a text template, on one line, and the rest of it: the template
+    rendered with that block left out (where a standalone template has it inline)."""
+    block = template.blocks.get("subject")
+    subject = "" if block is None else "".join(block(template.new_context(dict(variables))))
+    context = template.new_context(dict(variables))
+    context.blocks["subject"] = [_nothing]
+    body = "".join(template.root_render_func(context))
+    return _one_line(subject), body.strip() + "\n"
+
+
+def _nothing(context: Any) -> Iterator[str]:
+    return iter(())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,177 @@
+"""The extension's texts, dates and money in a reader's language: English, or a catalog of the
+extension's own translation domain (``flask_profile_billing``, Russian shipped).
+
+Shared by the faces that show them (the profile page, ``page.i18n``, picks the request's locale)
+and by the emails (``services.mail``, in the user's locale). Dates and money are formatted with
+Babel's CLDR data when the ``babel`` package is installed (a long date with the month's name in the
+genitive in Russian, "2 990 ₽"), else in a plain English form ("1 Dec 2025", "2,990 RUB").
+"""
+
+from __future__ import annotations
+
+import gettext as stdlib_gettext
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+DOMAIN = "flask_profile_billing"
+"""The extension's translation domain: ``translations/<locale>/LC_MESSAGES/<DOMAIN>.mo``."""
+TRANSLATIONS_DIRECTORY = Path(__file__).resolve().parent.parent / "translations"
+_CODE_BEFORE_DIGIT = re.compile(r"([A-Z]{3})(\d)")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def translatable(message: str) -> str:
+    """Marks ``message`` for the catalog where it is written, to be translated where it is shown."""
+    return message
+
+
+class Catalog(Protocol):
+    def gettext(self, message: str, /) -> str: ...
+
+    def ngettext(self, singular: str, plural: str, n: int, /) -> str: ...
+
+
+@dataclass(frozen=True)
+class Translator:
+    """The texts and formats of one request's locale."""
+
+    locale: str
+    """As Babel spells it: "en", "ru", "pt_BR"."""
+    catalog: Catalog
+
+    @property
+    def language(self) -> str:
+        """For ``<html lang>``: "ru", "pt-BR"."""
+        return self.locale.replace("_", "-")
+
+    def gettext(self, message: str, **values: Any) -> str:
+        text = self.catalog.gettext(message)
+        return text % values if values else text
+
+    def ngettext(self, singular: str, plural: str, n: int, **values: Any) -> str:
+        """The plural form of ``n`` in this locale (Russian has three); ``%(num)s`` is ``n``."""
+        values.setdefault("num", self.number(n))
+        return self.catalog.ngettext(singular, plural, n) % values
+
+    # -- formats ---------------------------------------------------------------------------
+
+    def number(self, value: int | Decimal) -> str:
+        numbers = _babel("numbers")
+        if numbers is None:
+            return f"{value:,}"
+        text: str = numbers.format_decimal(value, locale=self.locale)
+        return text
+
+    def day(self, moment: date | datetime) -> str:
+        """A day in full: "December 1, 2025", in Russian with the month in the genitive."""
+        dates = _babel("dates")
+        day = moment.date() if isinstance(moment, datetime) else moment
+        if dates is None:
+            return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+        text: str = dates.format_date(day, format="long", locale=self.locale)
+        return text
+
+    def short_day(self, moment: date | datetime) -> str:
+        """A day of this year, short: "Nov 24", "24 нояб."."""
+        dates = _babel("dates")
+        day = moment.date() if isinstance(moment, datetime) else moment
+        if dates is None:
+            return f"{day.day} {_MONTHS[day.month - 1]}"
+        text: str = dates.format_skeleton("MMMd", day, locale=self.locale)
+        return text
+
+    def moment(self, moment: datetime) -> str:
+        """A day and a time of day, in ``moment``'s own zone."""
+        dates = _babel("dates")
+        if dates is None:
+            return f"{self.day(moment)}, {moment:%H:%M}"
+        # The medium date and the short time, without seconds: "Oct 13, 2025, 10:00 AM".
+        day: str = dates.format_date(moment, format="medium", locale=self.locale)
+        time: str = dates.format_time(
+            moment, format="short", tzinfo=moment.tzinfo, locale=self.locale
+        )
+        return f"{day}, {time}"
+
+    def money(self, amount: Decimal, currency: str) -> str:
+        """A price: "2 990 ₽" in Russian; cents only when the amount has them."""
+        whole = amount == amount.to_integral_value()
+        numbers = _babel("numbers")
+        if numbers is None:
+            return f"{amount:,.0f} {currency}" if whole else f"{amount:,.2f} {currency}"
+        core = importlib.import_module("babel.core")
+        pattern = core.Locale.parse(self.locale).currency_formats["standard"].pattern
+        if whole:
+            pattern = pattern.split(";")[0].replace(".00", "")
+        text: str = numbers.format_currency(
+            amount, currency, format=pattern, locale=self.locale, currency_digits=not whole
+        )
+        # A currency without a symbol in this locale is written as its code: "RUB 2,990", not
+        # "RUB2,990" (CLDR's currency spacing, which Babel leaves out).
+        return _CODE_BEFORE_DIGIT.sub("\\1\xa0\\2", text)
+
+
+# -- the metrics' words ----------------------------------------------------------------
+
+Words = Callable[[Translator, int], str]
+
+
+def _analyses(t: Translator, n: int) -> str:
+    return t.ngettext("%(num)s analysis", "%(num)s analyses", n)
+
+
+def _exports(t: Translator, n: int) -> str:
+    return t.ngettext("%(num)s export", "%(num)s exports", n)
+
+
+def _vacancies(t: Translator, n: int) -> str:
+    return t.ngettext("%(num)s active vacancy", "%(num)s active vacancies", n)
+
+
+_COUNTED: Mapping[str, Words] = {
+    "analysis": _analyses,
+    "export": _exports,
+    "active_vacancies": _vacancies,
+}
+
+
+def metric_title(t: Translator, name: str) -> str:
+    """The heading of a metric ("Analyses"); a host's own metric is named after its key."""
+    titles = {
+        "analysis": t.gettext("Analyses"),
+        "export": t.gettext("Exports"),
+        "active_vacancies": t.gettext("Active vacancies"),
+    }
+    return titles.get(name) or name.replace("_", " ").capitalize()
+
+
+def counted(t: Translator, name: str, n: int) -> str:
+    """``n`` of a metric with its noun in the right plural form: "1 анализ", "5 анализов"."""
+    words = _COUNTED.get(name)
+    if words is not None:
+        return words(t, n)
+    return f"{t.number(n)} {metric_title(t, name).lower()}"
+
+
+@cache
+def file_catalog(locale: str) -> Catalog:
+    """The extension's catalog for ``locale`` (English when there is none), read once."""
+    return stdlib_gettext.translation(
+        DOMAIN, str(TRANSLATIONS_DIRECTORY), languages=[locale], fallback=True
+    )
+
+
+@cache
+def _babel(module: str) -> ModuleType | None:
+    """``babel.dates`` or ``babel.numbers``, or None without the ``babel`` package."""
+    try:
+        return importlib.import_module(f"babel.{module}")
+    except ImportError:
+        return None
