@@ -195,22 +195,30 @@ def test_the_reloaders_parent_starts_no_scheduler(database_url: str, tmp_path: P
     assert started == [answer["pid"]]
 
 
-def seed_due_work(database_url: str, start: datetime, users: int) -> dict[str, int]:
-    """Trials that end one after another over the run (all due an ``expiring`` notice at once,
-    and an ``expired`` one when they end), and users at 80 % of their quota; the trial ids."""
+def seed_busy_users(database_url: str, users: int) -> None:
+    """Users at 80 % of their quota: their charges claimed their quota_low notices already."""
+    app = create_host_app(database_url, {})
+    billing: ProfileBilling = app.extensions["test_billing"]
+    with app.app_context():
+        for index in range(users):
+            for _ in range(16):
+                billing.consume(f"busy-{index}", "analysis")
+        get_state(app).runtime.engine.dispose()
+
+
+def seed_trials(database_url: str, users: int) -> dict[str, int]:
+    """Trials that end one after another, from three seconds from now on (all due an
+    ``expiring`` notice at once, and an ``expired`` one when they end); the trial ids."""
     clock = Clock()
     app = create_host_app(database_url, {"BILLING_CLOCK": clock})
     billing: ProfileBilling = app.extensions["test_billing"]
+    start = datetime.now(UTC) + timedelta(seconds=3)
     trials = {}
     with app.app_context():
         for index in range(users):
             ends = start + timedelta(seconds=index * 0.5)
             clock.set(ends - timedelta(days=1))
             trials[f"trial-{index}"] = billing.start_trial(f"trial-{index}", "starter", 1).id
-        clock.set(datetime.now(UTC))
-        for index in range(users // 2):
-            for _ in range(16):
-                billing.consume(f"busy-{index}", "analysis")
         get_state(app).runtime.engine.dispose()
     return trials
 
@@ -220,10 +228,9 @@ def test_two_scheduler_processes_end_each_subscription_and_send_each_notice_once
 ) -> None:
     users = 30
     events = tmp_path / "events.txt"
-    start = datetime.now(UTC) + timedelta(seconds=3)
-    trials = seed_due_work(database_url, start, users)
-    # The consume() calls above claimed their quota_low notices already; the lines the
-    # processes write are compared with what the table holds at the end.
+    # The consume() calls claim their quota_low notices; the lines the processes write are
+    # compared with what the table holds at the end.
+    seed_busy_users(database_url, users // 2)
     env = environment(database_url, events, BILLING_TEST_INTERVAL="1")
     workers = [
         subprocess.Popen(
@@ -236,7 +243,20 @@ def test_two_scheduler_processes_end_each_subscription_and_send_each_notice_once
         for _ in range(2)
     ]
     try:
-        time.sleep(20)
+        # The trials start ending only once both processes tick: however slowly they started,
+        # each trial is due its expiring notice for a while before it ends.
+        pids = {str(worker.pid) for worker in workers}
+        assert wait_for(
+            lambda: {line[0] for line in read_events(events) if line[1] == "tick"} == pids,
+            timeout=60,
+        )
+        trials = seed_trials(database_url, users)
+        assert wait_for(
+            lambda: (
+                {line[2] for line in read_events(events) if line[1] == "expired"} == set(trials)
+            ),
+            timeout=60,
+        )
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
