@@ -30,9 +30,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import inprocess, loadgen, machine, page, report, servers
+from . import inprocess, loadgen, machine, maintenance, page, report, servers
 from .app import ENV_DATABASE_URL, ENV_REDIS_URL, HOT_USER, create_app, db, setup_database
-from .maintenance import maintenance
 
 BENCH_DIR = Path(__file__).resolve().parent
 busy_budget = {"left": 0.0}  # seconds left for re-measuring runs disturbed by other processes
@@ -80,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--subscriptions",
         type=int,
         help="subscriptions for the maintenance runs: a tenth, then all of them lapsed, "
-        "then all with two runs at once (BENCH_SUBSCRIPTIONS, 1,000,000)",
+        "then all with two runs at once, then the notification sweep with a tenth due "
+        "(BENCH_SUBSCRIPTIONS, 1,000,000)",
     )
     p.add_argument("--calls", type=int, help="calls per endpoint for p50/p95 in process (30)")
     p.add_argument("--iterations", type=int, help="calls per view for the overhead (500)")
@@ -561,28 +561,20 @@ def main(argv: list[str] | None = None) -> int:
             if "maintenance" not in args.skip:
                 runs_by_scenario: dict[str, Any] = {}
                 total = args.subscriptions
-                scenarios = (
-                    ("tenth_lapsed", total // 10, 1),
-                    ("all_lapsed", total, 1),
-                    ("all_lapsed_two_processes", total, 2),
-                )
-                for scenario, lapsed, processes in scenarios:
-                    say(
-                        f"\n== flask billing maintenance: {total:,} subscriptions, {lapsed:,} "
-                        f"of them lapsed, {processes} process(es) at once (PostgreSQL) =="
-                    )
+                for scenario in maintenance.SCENARIOS:
+                    say(f"\n== {maintenance.describe(scenario, total)} ==")
                     ran = _step(
                         f"maintenance {scenario}",
                         results,
-                        maintenance,
-                        pg.new_database(f"bench_maintenance_{scenario}"),
+                        maintenance.run_scenario,
+                        pg.new_database,
+                        scenario,
                         total,
-                        lapsed,
-                        processes,
+                        meter,
                     )
                     if ran:
                         runs_by_scenario[scenario] = ran
-                        say(_maintenance_text(ran))
+                        say(maintenance.summary(ran))
                 results["maintenance"] = runs_by_scenario
     except KeyboardInterrupt:
         say("\ninterrupted: servers stopped, partial results written")
@@ -626,16 +618,6 @@ def main(argv: list[str] | None = None) -> int:
         say(f"errors: {json.dumps(results['errors'], indent=1)}")
         exit_code = exit_code or 1
     return exit_code
-
-
-def _maintenance_text(run: dict[str, Any]) -> str:
-    return (
-        f"loaded in {run['load_seconds']} s; maintenance took {run['seconds']} s "
-        f"({run['lapsed_per_second']:,} lapsed subscriptions/s): {run['output']}\n"
-        f"RSS by tenths of the run (MiB): {run.get('rss_by_tenth_mib')}; peak "
-        f"{run.get('rss_peak_mib')} MiB, growth over the second half "
-        f"{run.get('rss_growth_second_half_mib')} MiB"
-    )
 
 
 def _usage_text(usage: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from flask_profile_billing import ProfileBilling, QuotaExceeded, signals
+from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
 from tests.support.host_app import Clock, as_user
 from tests.support.subscriptions import FREE_ANALYSES, NOW, ONE_MONTH_LATER, analyze, recorded
@@ -179,6 +180,27 @@ def test_expiring_is_sent_once_within_the_window_before_the_end(
 
     assert notices == [("alice", "expiring", str(paid.id))]
     assert stored_notices(app) == [("alice", "expiring", str(paid.id), ONE_MONTH_LATER.isoformat())]
+
+
+def test_the_expiring_sweep_claims_every_due_subscription_across_batches(
+    app: Flask, billing: ProfileBilling, clock: Clock
+) -> None:
+    """Batches continue behind the last one claimed: ends shared by several subscriptions and
+    ends within the same second all get their notice, once."""
+    users = []
+    for offset in (0, 0, 0, 250_000, 250_000, 750_000, 1_000_000):
+        clock.set(NOW + timedelta(microseconds=offset))
+        user = f"due-{len(users)}"
+        billing.change_plan(user, "starter", 1)
+        users.append(user)
+    clock.set(ONE_MONTH_LATER - timedelta(days=1))
+
+    with due(app) as notices:
+        swept = get_state().notifications.sweep(clock.now, batch_size=2)
+        again = get_state().notifications.sweep(clock.now, batch_size=2)
+
+    assert (swept.expiring, again.expiring) == (len(users), 0)
+    assert sorted(user for user, _kind, _subject in notices) == users
 
 
 def test_an_extended_period_gets_its_own_expiring_notice(

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
 from flask_profile_billing import (
     ProfileBilling,
     signals,
 )
 from flask_profile_billing.state import get_state
+from flask_profile_billing.store.models import notifications
 from tests.support.host_app import AppFactory, Clock
 from tests.support.subscriptions import (
     ACTIVE,
@@ -292,6 +294,85 @@ def test_maintenance_announces_each_batch_once_and_feeds_every_users_activity(
     assert singles == [True] * 5
     for user in users:
         assert [event.type for event in billing.activity(user)][:1] == ["subscription.expired"]
+
+
+def test_a_batch_without_receivers_still_writes_each_users_entry_and_notice_once(
+    app: Flask, billing: ProfileBilling, clock: Clock
+) -> None:
+    """With nothing connected the batch reads nothing back, yet writes what a receiver would
+    have seen; a run with receivers afterwards finds it all done."""
+    users = [f"quiet-{index}" for index in range(3)]
+    for user in users:
+        billing.change_plan(user, "starter")
+    clock.advance(days=32)
+
+    assert get_state().subscriptions.expire_lapsed(batch_size=2) == 3
+
+    with (
+        recorded(signals.subscription_expired, app) as expiries,
+        recorded(signals.notification_due, app) as notices,
+    ):
+        assert billing.run_maintenance().ended == 0
+    assert (expiries, notices) == ([], [])
+    for user in users:
+        assert [event.type for event in billing.activity(user)][:1] == ["subscription.expired"]
+        assert expired_notices_of(app, user) == 1
+
+
+def test_a_batch_announces_its_user_ids_and_each_expired_notice(
+    app: Flask, billing: ProfileBilling, clock: Clock
+) -> None:
+    users = ["ids-1", "ids-2"]
+    paid = {user: billing.change_plan(user, "starter").id for user in users}
+    clock.advance(days=32)
+
+    with (
+        recorded(signals.subscriptions_expired, app) as batches,
+        recorded(signals.notification_due, app) as notices,
+    ):
+        get_state().subscriptions.expire_lapsed()
+
+    assert [sorted(batch["user_ids"]) for batch in batches] == [users]
+    assert sorted((call["user_id"], call["kind"], call["subject"]) for call in notices) == [
+        (user, "expired", str(paid[user])) for user in users
+    ]
+
+
+@pytest.mark.parametrize("microseconds", [0, 123456])
+def test_a_batch_describes_an_expiry_as_the_next_visit_would(
+    billing: ProfileBilling, clock: Clock, microseconds: int
+) -> None:
+    """The batch writes its feed entries in SQL; they read as those written one by one."""
+    clock.set(NOW + timedelta(microseconds=microseconds))
+    for user in ("by-batch", "by-visit"):
+        billing.change_plan(user, "professional")
+    billing.cancel("by-visit")
+    billing.cancel("by-batch")
+    clock.advance(days=40)
+
+    billing.subscription("by-visit")
+    assert get_state().subscriptions.expire_lapsed() == 1
+
+    by_batch, by_visit = (billing.activity(user)[0] for user in ("by-batch", "by-visit"))
+    assert (by_batch.type, by_batch.title) == ("subscription.expired", "Professional plan expired")
+    assert by_batch.metadata == by_visit.metadata
+    assert (
+        by_batch.metadata["expired_at"]
+        == (ONE_MONTH_LATER + timedelta(microseconds=microseconds)).isoformat()
+    )
+    assert by_batch.metadata["now_on"] == "free"
+    assert by_batch.occurred_at == by_visit.occurred_at
+
+
+def expired_notices_of(app: Flask, user_id: str) -> int:
+    engine = app.extensions["sqlalchemy"].engine
+    query = (
+        select(func.count())
+        .select_from(notifications)
+        .where(notifications.c.user_id == user_id, notifications.c.kind == "expired")
+    )
+    with engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
 
 
 # --- quota periods reset with no scheduler --------------------------------------------------------

@@ -24,11 +24,15 @@ subscription_changed = _signals.signal("subscription-changed")
 """``user_id``, ``previous`` (or None for a new user), ``current``."""
 subscription_expired = _signals.signal("subscription-expired")
 """``user_id``, ``subscription`` (the one that lapsed, as stored after ending), ``current`` (the free one
-that follows)."""
+that follows), ``in_batch`` (True when a maintenance batch ended it)."""
 subscriptions_expired = _signals.signal("subscriptions-expired")
-"""``expired``: a list of ``(subscription, current)`` pairs, one batch of ``flask billing
-maintenance``. Each pair was also sent as ``subscription_expired`` with ``in_batch=True``; a
-receiver that writes per user (an email) can use either, one that writes in bulk uses this."""
+"""``user_ids`` (the users of the batch) and ``expired`` (a list of ``(subscription, current)``
+pairs): one batch of ``flask billing maintenance``, sent once per batch. A batch ends its
+subscriptions in SQL and reads them back as objects only while a receiver of this signal, of
+``subscription_expired`` or of ``notification_due`` is connected for the app (with none, ``expired``
+is empty); each pair is also sent as ``subscription_expired`` with ``in_batch=True`` while that
+signal has a receiver. A receiver that writes in bulk uses this one; one per user (an email) can
+use either."""
 profile_viewed = _signals.signal("profile-viewed")
 """``user_id``, ``source``: the profile was read. ``source`` is ``"api"`` for the server's own
 ``GET /api/profile/me``, ``"page"`` for a render of the profile page and ``"client"`` for the

@@ -19,6 +19,10 @@ SUBSCRIPTION_RESUMED = "subscription.resumed"
 SUBSCRIPTION_EXTENDED = "subscription.extended"
 SUBSCRIPTION_EXPIRED = "subscription.expired"
 
+EXPIRED_TITLE = "{plan} plan expired"
+"""The title of an expiry's entry, ``{plan}`` standing for the plan's name: the maintenance batch
+fills it in SQL (``store.expiry``), a single expiry here (``describe_expiry``)."""
+
 Entry = tuple[str, str, dict[str, Any]]
 """An entry to record: (type, title, metadata)."""
 
@@ -58,8 +62,8 @@ def describe_expiry(
         "expired_at": _iso(lapsed.expires_at),
         "now_on": None if current is None else current.plan_code,
     }
-    name = plan_name(catalog, lapsed.plan_code)
-    return SUBSCRIPTION_EXPIRED, f"{name} plan expired", metadata, lapsed.expires_at
+    title = EXPIRED_TITLE.format(plan=plan_name(catalog, lapsed.plan_code))
+    return SUBSCRIPTION_EXPIRED, title, metadata, lapsed.expires_at
 
 
 def refusal_title(metric: str) -> str:

@@ -3,8 +3,8 @@
 Two sources, never copied into each other:
 
 - ``billing_activity``: what the host records (``record()``: "training run started", "dataset
-  uploaded") and what the extension records from its own signals (plan changes, expiry, refusals:
-  ``services.activity_receivers``);
+  uploaded") and what the extension records from its own signals (plan changes, refusals:
+  ``services.activity_receivers``) and with each expiry (``services.subscriptions``);
 - ``billing_usage_events``: the usage log of charges, read as ``quota.consumed`` events.
 
 A read is two indexed queries (user, time), each limited, merged by time in Python. The API's read
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -135,15 +135,6 @@ class ActivityService:
             )
         self._runtime.cache.forget_user(user_id)
         return ActivityEvent(f"{_ACTIVITY_PREFIX}{row_id}", type, title, moment, payload or {})
-
-    def record_batch(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Add the entries of a maintenance batch in one bulk insert (``user_id``, ``type``,
-        ``title``, ``metadata``, ``occurred_at`` each). The batch already forgot its users'
-        cached reads, so this does not."""
-        if not rows:
-            return
-        with write_transaction(self._runtime.engine) as connection:
-            entries.insert_entries(connection, rows)
 
     def record_refusal(self, user_id: str, metric: str, amount: int, allowance: Allowance) -> None:
         """Add a refused use of ``metric`` to the user's feed, unless the same refusal is there

@@ -1,4 +1,8 @@
-"""The activity feed's receivers of the extension's own signals: plan changes, expiry, refusals.
+"""The activity feed's receivers of the extension's own signals: plan changes and refusals.
+
+Expiry has no receiver here: the transaction that ends a subscription writes its entry itself
+(``services.subscriptions``, and in SQL for a maintenance batch: ``store.expiry``), so the feed
+misses no expiry, and a maintenance batch reads nothing back into Python to describe it.
 
 Connected for one app as sender, so several apps in one process never record each other's events.
 Blinker keeps weak references to the bound methods: they go away with these receivers, which the
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 from .. import signals
-from ..domain.activity import describe_change, describe_expiry
+from ..domain.activity import describe_change
 from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription
 from .runtime import Runtime
@@ -36,8 +40,6 @@ class ActivityReceivers:
         """Connect to the signals of this runtime's app (blinker deduplicates a second connect)."""
         app = self._runtime.app
         signals.subscription_changed.connect(self._on_subscription_changed, sender=app)
-        signals.subscription_expired.connect(self._on_subscription_expired, sender=app)
-        signals.subscriptions_expired.connect(self._on_subscriptions_expired, sender=app)
         signals.quota_exceeded.connect(self._on_quota_exceeded, sender=app)
 
     def _on_subscription_changed(
@@ -56,48 +58,6 @@ class ActivityReceivers:
         described = describe_change(previous, current, self._runtime.catalog)
         if described is not None:
             self._record_safely(user_id, *described)
-
-    def _on_subscription_expired(
-        self,
-        sender: Flask,
-        *,
-        user_id: str,
-        subscription: Subscription,
-        current: Subscription | None,
-        in_batch: bool = False,
-        **_: Any,
-    ) -> None:
-        if in_batch:
-            return  # recorded with its whole batch by _on_subscriptions_expired
-        type_, title, metadata, occurred_at = describe_expiry(
-            subscription, current, self._runtime.catalog
-        )
-        self._record_safely(user_id, type_, title, metadata, occurred_at=occurred_at)
-
-    def _on_subscriptions_expired(
-        self, sender: Flask, *, expired: list[tuple[Subscription, Subscription | None]], **_: Any
-    ) -> None:
-        """A maintenance batch: one bulk insert, not one write per user."""
-        rows = []
-        for subscription, current in expired:
-            type_, title, metadata, occurred_at = describe_expiry(
-                subscription, current, self._runtime.catalog
-            )
-            rows.append(
-                {
-                    "user_id": subscription.user_id,
-                    "type": type_,
-                    "title": title,
-                    "metadata": metadata,
-                    "occurred_at": occurred_at,
-                }
-            )
-        if not rows:
-            return
-        try:
-            self._activity.record_batch(rows)
-        except Exception:
-            log.exception("profile_activity_record_failed", extra={"count": len(rows)})
 
     def _on_quota_exceeded(
         self,

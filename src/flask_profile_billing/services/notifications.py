@@ -75,8 +75,8 @@ class NotificationService:
         self, connection: Connection, ended: Sequence[Subscription], now: datetime
     ) -> list[Notification]:
         """Claim ``expired`` for the subscriptions just ended in the caller's transaction, except
-        those whose period ended too long ago to be news (BILLING_NOTIFY_EXPIRED_WITHIN_DAYS)."""
-        within = timedelta(days=self._runtime.settings.maintenance.notify_expired_within_days)
+        those whose period ended too long ago to be news (``expired_news_since``)."""
+        since = self.expired_news_since(now)
         rows = [
             self.row(
                 subscription.user_id,
@@ -86,9 +86,14 @@ class NotificationService:
                 now,
             )
             for subscription in ended
-            if subscription.expires_at is not None and subscription.expires_at >= now - within
+            if subscription.expires_at is not None and subscription.expires_at >= since
         ]
         return stored.claim_rows(connection, rows)
+
+    def expired_news_since(self, now: datetime) -> datetime:
+        """``expired`` is claimed only for periods that ended at or after this moment: an expiry
+        found long after the end is not news (BILLING_NOTIFY_EXPIRED_WITHIN_DAYS)."""
+        return now - timedelta(days=self._runtime.settings.maintenance.notify_expired_within_days)
 
     def row(
         self,
@@ -153,11 +158,21 @@ class NotificationService:
         maintenance = self._runtime.settings.maintenance
         until = now + timedelta(days=maintenance.notify_expiring_days)
         pending = self.emails_enabled
+        # Each batch of the expiring sweep starts behind the last subscription claimed before it.
+        claimed_up_to: list[tuple[datetime, int]] = []
 
         def expiring(connection: Connection) -> object:
             return stored.expiring_candidates(
-                connection, now=now, until=until, pending=pending, batch_size=batch_size
+                connection,
+                now=now,
+                until=until,
+                pending=pending,
+                batch_size=batch_size,
+                after=claimed_up_to[-1] if claimed_up_to else None,
             )
+
+        def expiring_claimed(claimed: Sequence[Notification]) -> None:
+            claimed_up_to.append(max((n.period_moment, int(n.subject)) for n in claimed))
 
         def quota_low(connection: Connection) -> object:
             return stored.quota_low_candidates(
@@ -170,7 +185,7 @@ class NotificationService:
             )
 
         return SweepResult(
-            expiring=self._sweep_one(expiring, dry_run, after_batch),
+            expiring=self._sweep_one(expiring, dry_run, after_batch, expiring_claimed),
             quota_low=self._sweep_one(quota_low, dry_run, after_batch),
         )
 
@@ -179,6 +194,7 @@ class NotificationService:
         candidates: Callable[[Connection], object],
         dry_run: bool,
         after_batch: AfterBatch | None,
+        on_claimed: Callable[[Sequence[Notification]], None] | None = None,
     ) -> int:
         engine = self._runtime.engine
         if dry_run:
@@ -193,6 +209,8 @@ class NotificationService:
             if not claimed:
                 return total
             total += len(claimed)
+            if on_claimed is not None:
+                on_claimed(claimed)
             self.announce(claimed)
             if after_batch is not None:
                 after_batch()

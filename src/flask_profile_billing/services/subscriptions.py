@@ -13,13 +13,16 @@ from decimal import Decimal
 from sqlalchemy import Connection
 
 from .. import signals
+from ..domain.activity import EXPIRED_TITLE, SUBSCRIPTION_EXPIRED, describe_expiry
 from ..domain.catalog import Plan
+from ..domain.notifications import Notification, NotificationKind
 from ..domain.periods import add_months, extend_from_anchor
 from ..domain.proration import credited_time
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import NotCancellable, NotResumable, SubscriptionConflictError
 from ..store import subscriptions as stored
-from ..store.expiry import count_lapsed, end_lapsed_batch
+from ..store.activity import insert_entry
+from ..store.expiry import ExpiredBatch, ExpiryRecords, count_lapsed, end_lapsed_batch
 from ..store.transactions import read_connection, write_transaction
 from .catalog_sync import CatalogSync
 from .notifications import NotificationService
@@ -124,30 +127,51 @@ class SubscriptionService:
         ``current()`` also does lazily per user. Returns how many subscriptions it ended. Runs may
         overlap: on PostgreSQL a batch skips the rows another run has locked (``SKIP LOCKED``), so
         they share the work, and on SQLite they take turns; each subscription is ended once. Each
-        batch claims the ``expired`` notifications of its users in its own transaction;
-        ``after_batch`` runs after each batch is announced (maintenance renews its lease there).
+        batch writes its users' activity entries and claims their ``expired`` notifications in
+        its own transaction, in SQL (``store.expiry``); ``after_batch`` runs after each batch is
+        announced (maintenance renews its lease there).
+
+        Announcing: ``subscriptions_expired`` once per batch. The ended subscriptions are read
+        back as objects, and ``subscription_expired`` and ``notification_due`` sent per user, only
+        while a receiver of one of them is connected for this app: without one, a batch costs
+        its statement and nothing per user in Python.
         """
         runtime = self._runtime
         self._plans.ensure_seeded()
         now = now or runtime.now()
+        app = runtime.app
+        records = ExpiryRecords(
+            activity_type=SUBSCRIPTION_EXPIRED,
+            title_template=EXPIRED_TITLE,
+            plan_names={code: plan.name for code, plan in runtime.catalog.plans.items()},
+            notify_since=self._notifications.expired_news_since(now),
+            notify_pending=self._notifications.emails_enabled,
+        )
         default_code = runtime.catalog.default_plan.code
         total = 0
         while True:
+            per_user = signals.subscription_expired.has_receivers_for(app)
+            notify = signals.notification_due.has_receivers_for(app)
+            detailed = per_user or notify or signals.subscriptions_expired.has_receivers_for(app)
             with write_transaction(runtime.engine) as connection:
-                pairs = end_lapsed_batch(
-                    connection, now=now, batch_size=batch_size, default_plan=default_code
+                batch = end_lapsed_batch(
+                    connection,
+                    now=now,
+                    batch_size=batch_size,
+                    default_plan=default_code,
+                    records=records,
+                    detailed=detailed,
                 )
-                notices = self._notifications.claim_expired_in(
-                    connection, [lapsed for lapsed, _ in pairs], now
-                )
-            if not pairs:
+            if not batch.user_ids:
                 return total
-            total += len(pairs)
-            runtime.cache.forget_users([lapsed.user_id for lapsed, _ in pairs])
-            for lapsed, current in pairs:
-                self._announce_expiry(lapsed, current, in_batch=True)
-            signals.subscriptions_expired.send(runtime.app, expired=pairs)
-            self._notifications.announce(notices)
+            total += len(batch.user_ids)
+            runtime.cache.forget_users(batch.user_ids)
+            if per_user:
+                for lapsed, current in batch.pairs:
+                    self._announce_expiry(lapsed, current, in_batch=True)
+            signals.subscriptions_expired.send(app, user_ids=batch.user_ids, expired=batch.pairs)
+            if notify:
+                self._notifications.announce(self._expired_notices(batch, now))
             if after_batch is not None:
                 after_batch()
 
@@ -298,24 +322,53 @@ class SubscriptionService:
         return subscription
 
     def _roll_over(self, lapsed: Subscription) -> Subscription:
-        default_code = self._runtime.catalog.default_plan.code
-        with write_transaction(self._runtime.engine) as connection:
+        runtime = self._runtime
+        default_code = runtime.catalog.default_plan.code
+        now = runtime.now()
+        with write_transaction(runtime.engine) as connection:
             ended = stored.end_lapsed(connection, lapsed.id)
             for subscription in ended:
                 stored.insert_default(
                     connection, subscription.user_id, subscription.expires_at, default_code
                 )
-            notices = (
-                self._notifications.claim_expired_in(connection, ended, self._runtime.now())
-                if ended
-                else []
-            )
+            notices = self._notifications.claim_expired_in(connection, ended, now) if ended else []
             current = stored.select_current(connection, lapsed.user_id)
+            # The feed's entry is written with the expiry, as a maintenance batch writes it.
+            for subscription in ended:
+                type_, title, metadata, occurred_at = describe_expiry(
+                    subscription, current, runtime.catalog
+                )
+                insert_entry(
+                    connection,
+                    user_id=subscription.user_id,
+                    type=type_,
+                    title=title,
+                    metadata=metadata,
+                    occurred_at=occurred_at or now,
+                )
         assert current is not None
         for subscription in ended:  # empty when a concurrent request rolled it over first
             self._announce_expiry(subscription, current)
         self._notifications.announce(notices)
         return current
+
+    def _expired_notices(self, batch: ExpiredBatch, now: datetime) -> list[Notification]:
+        """The ``expired`` notifications a detailed batch claimed, as their signal carries them."""
+        notices = []
+        for lapsed, _current in batch.pairs:
+            notice_id = batch.notice_ids.get(lapsed.user_id)
+            if notice_id is not None and lapsed.expires_at is not None:
+                notices.append(
+                    self._notifications.claimed(
+                        notice_id,
+                        lapsed.user_id,
+                        NotificationKind.EXPIRED,
+                        str(lapsed.id),
+                        lapsed.expires_at,
+                        now,
+                    )
+                )
+        return notices
 
     def _announce_change(
         self, user_id: str, previous: Subscription | None, current: Subscription

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, exists, insert, literal, select
 
-from .bulk import insert_rows
 from .models import USER_ID, activity
 from .types import UTCDateTime
 
@@ -31,12 +30,6 @@ def insert_entry(
         .returning(_entries.id)
     ).scalar_one()
     return row_id
-
-
-def insert_entries(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Add many entries at once (``user_id``, ``type``, ``title``, ``metadata``, ``occurred_at``
-    each): one bulk insert."""
-    insert_rows(connection, activity, rows)
 
 
 def insert_unless_recent(

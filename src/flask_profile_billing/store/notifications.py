@@ -22,10 +22,10 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     extract,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -150,23 +150,51 @@ def _not_claimed(
     subject: ColumnElement[Any],
     period: ColumnElement[Any],
 ) -> ColumnElement[bool]:
-    return ~exists().where(
-        _NOTES.user_id == user_id,
-        _NOTES.kind == kind.value,
-        _NOTES.subject == subject,
-        _NOTES.period_key == period,
+    # ``OFFSET 0`` keeps PostgreSQL from turning the NOT EXISTS into an anti-join, which it plans
+    # from the table's statistics: a sweep that just filled the table (thousands of notices, with
+    # statistics from when it was nearly empty) got a nested loop over a full scan of it for every
+    # candidate, each batch slower than the one before. As a subquery per candidate it is always
+    # one probe of the unique key's index.
+    claimed = (
+        select(literal(1))
+        .where(
+            _NOTES.user_id == user_id,
+            _NOTES.kind == kind.value,
+            _NOTES.subject == subject,
+            _NOTES.period_key == period,
+        )
+        .offset(0)
     )
+    return ~claimed.exists()
 
 
 def expiring_candidates(
-    connection: Connection, *, now: datetime, until: datetime, pending: bool, batch_size: int
+    connection: Connection,
+    *,
+    now: datetime,
+    until: datetime,
+    pending: bool,
+    batch_size: int,
+    after: tuple[datetime, int] | None = None,
 ) -> Any:
     """Current subscriptions whose paid period ends after ``now`` and by ``until``, with no
     ``expiring`` notice claimed for that end yet: up to ``batch_size`` rows, as notification
-    columns."""
+    columns, in the order of (end, id).
+
+    ``after`` is the (end, id) of the last subscription a previous batch of the same sweep
+    claimed: the batch starts behind it (by the index of current subscriptions by expiry) instead
+    of walking again over every subscription the sweep already claimed, which made a sweep's
+    batches cost more and more (quadratic in the number due)."""
     subject = cast(_SUBS.id, String)
     period = epoch_text(connection, _SUBS.expires_at)
     kind = NotificationKind.EXPIRING
+    behind = []
+    if after is not None:
+        after_end = literal(after[0], UTCDateTime())
+        behind = [
+            _SUBS.expires_at >= after_end,
+            or_(_SUBS.expires_at > after_end, _SUBS.id > after[1]),
+        ]
     return (
         select(
             _SUBS.user_id,
@@ -179,8 +207,10 @@ def expiring_candidates(
             IS_CURRENT,
             _SUBS.expires_at > now,
             _SUBS.expires_at <= until,
+            *behind,
             _not_claimed(kind, _SUBS.user_id, subject, period),
         )
+        .order_by(_SUBS.expires_at, _SUBS.id)
         .limit(batch_size)
     )
 
