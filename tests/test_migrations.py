@@ -29,7 +29,7 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
-HEAD = "0006"
+HEAD = "0007"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",
@@ -37,6 +37,7 @@ BILLING_TABLES = {
     "billing_payments",
     "billing_webhook_deliveries",
     "billing_payment_events",
+    "billing_recurring",
     "billing_usage_daily",
     "billing_idempotency_keys",
     "billing_job_leases",

@@ -9,7 +9,6 @@ grants nothing, whatever the notification said.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -268,28 +267,6 @@ def test_five_concurrent_notifications_grant_once(
         "paid",
         "succeeded",
     ]
-
-
-def test_a_refund_notification_is_recorded_and_ignored(
-    shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_yookassa: FakeYooKassa
-) -> None:
-    payment = start_payment(client)
-    refund = {
-        "type": "notification",
-        "event": "refund.succeeded",
-        "object": {
-            "id": "216749f7-0016-50be-b000-078d43a63ae4",
-            "status": "succeeded",
-            "amount": {"value": "1.00", "currency": "RUB"},
-            "created_at": "2017-10-04T19:27:51.407Z",
-            "payment_id": yookassa_id(shop, payment),
-        },
-    }
-    response = notify(client, json.dumps(refund).encode())
-
-    assert response.status_code == 200
-    assert response.get_json()["data"]["outcome"] == "ignored"
-    assert_nothing_granted(shop, billing)
 
 
 # --- where notifications come from ------------------------------------------------------------------

@@ -136,6 +136,8 @@ def _maintenance_lines(report: MaintenanceReport) -> list[str]:
         if report.pruned:
             lines.append(f"Rows past the retention that would be deleted: {pruned}.")
         lines.append(f"Notifications that would be claimed: {notices}.")
+        if report.renewals_charged:
+            lines.append(f"Renewals that would be charged: {report.renewals_charged}.")
         return lines
     lines = [
         f"Expired subscriptions moved to the free plan: {report.ended} ({breakdown}).",
@@ -146,6 +148,10 @@ def _maintenance_lines(report: MaintenanceReport) -> list[str]:
     lines.append(f"Notifications claimed: {notices}.")
     if report.emails_sent or report.emails_failed:
         lines.append(f"Emails sent: {report.emails_sent}; failed for good: {report.emails_failed}.")
+    if report.renewals_charged or report.renewals_declined:
+        lines.append(
+            f"Renewals charged: {report.renewals_charged}; declined: {report.renewals_declined}."
+        )
     return lines
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask
 
+from . import signals
 from .api.blueprints import register_api
 from .catalog_config import load_catalog
 from .cli import build_cli_group
@@ -34,6 +35,7 @@ from .services.payments import PaymentService
 from .services.plan_changes import PlanChangeService
 from .services.profiles import ProfileService
 from .services.quotas import QuotaService, Reservation
+from .services.recurring import RecurringService
 from .services.refunds import RefundService
 from .services.reports import ReportService
 from .services.runtime import CapacityLoader, Runtime
@@ -68,6 +70,9 @@ def build_state(runtime: Runtime) -> BillingState:
     mail = MailService(runtime, subscriptions, quotas, profiles)
     notifications.wants_emails = lambda: mail.enabled
     maintenance.email_step = mail.send_due
+    recurring = RecurringService(runtime, subscriptions, payments, notifications)
+    maintenance.renewal_step = recurring.renew_due
+    _follow_cancels(runtime, recurring)
     return BillingState(
         runtime=runtime,
         plans=plans,
@@ -79,7 +84,8 @@ def build_state(runtime: Runtime) -> BillingState:
         usage=UsageStatsService(runtime),
         payments=payments,
         plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles.timezone_of),
-        webhooks=WebhookService(runtime, subscriptions, payments),
+        webhooks=WebhookService(runtime, payments, recurring),
+        recurring=recurring,
         profiles=profiles,
         activity=ActivityService(runtime),
         notifications=notifications,
@@ -88,6 +94,19 @@ def build_state(runtime: Runtime) -> BillingState:
         scheduler=MaintenanceScheduler(runtime, maintenance),
         mail=mail,
     )
+
+
+def _follow_cancels(runtime: Runtime, recurring: RecurringService) -> None:
+    """Tell a provider whose subscriptions renew on its side when the user cancels or resumes."""
+    if not recurring.renews_at_providers:
+        return
+
+    def receiver(
+        app: Any, user_id: str, previous: Subscription | None, current: Subscription, **_: Any
+    ) -> None:
+        recurring.on_subscription_changed(user_id, previous, current)
+
+    signals.subscription_changed.connect(receiver, sender=runtime.app, weak=False)
 
 
 class ProfileBilling:

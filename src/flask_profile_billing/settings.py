@@ -101,6 +101,9 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_STRIPE_SECRET_KEY": None,
     "BILLING_STRIPE_WEBHOOK_SECRET": None,
     "BILLING_STRIPE_WEBHOOK_TOLERANCE_SECONDS": 300,
+    # Stripe subscriptions: plan code -> {"monthly": price id, "yearly": price id}; a plan and
+    # cadence with a price here is sold as a Stripe subscription, the others as one-off periods.
+    "BILLING_STRIPE_PRICES": {},
     # YooKassa: the shop id and secret key (environment fallback as for Stripe), the VAT code of
     # the receipt (None: no receipt is sent), and whether notifications are accepted only from
     # YooKassa's published networks.
@@ -108,6 +111,16 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_YOOKASSA_SECRET_KEY": None,
     "BILLING_YOOKASSA_RECEIPT_VAT_CODE": None,
     "BILLING_YOOKASSA_TRUSTED_NETWORKS_ONLY": False,
+    # YooKassa renewals: save the payment method of each payment (the shop needs autopayments
+    # enabled by YooKassa) and charge it shortly before the paid period ends.
+    "BILLING_YOOKASSA_SAVE_PAYMENT_METHOD": False,
+    # How long before the end of the paid period maintenance charges a saved payment method.
+    "BILLING_RENEWAL_LEAD_HOURS": 24,
+    # After a declined renewal the period is extended this many days, once; then the free plan.
+    "BILLING_RENEWAL_GRACE_DAYS": 3,
+    # What a refund or chargeback of a granted payment does to the period it bought:
+    # "immediately" (back to the free plan now) or "at_period_end" (cancelled, kept until its end).
+    "BILLING_REFUND_ENDS_PERIOD": "immediately",
     # Shared secret of the webhook signatures, and how old a signed timestamp may be (seconds).
     "BILLING_WEBHOOK_SECRET": None,
     "BILLING_WEBHOOK_TOLERANCE_SECONDS": 300,
@@ -261,6 +274,8 @@ class StripeSettings:
     secret_key: str | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_tolerance_seconds: int = 300
+    prices: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Plan code -> cadence (``monthly``, ``yearly``) -> Stripe price id: sold as subscriptions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +286,12 @@ class YooKassaSettings:
     secret_key: str | None = field(default=None, repr=False)
     receipt_vat_code: int | None = None
     trusted_networks_only: bool = False
+    save_payment_method: bool = False
+
+
+REFUND_ENDS_PERIOD_CHOICES = ("immediately", "at_period_end")
+STRIPE_CADENCES = {"monthly": 1, "yearly": 12}
+"""The keys of a plan's BILLING_STRIPE_PRICES entry, and the months each stands for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,9 +309,13 @@ class PaymentSettings:
     cancel_url: str | None = None
     stripe: StripeSettings = StripeSettings()
     yookassa: YooKassaSettings = YooKassaSettings()
+    refund_ends_period: str = "immediately"
+    """``immediately`` or ``at_period_end``."""
+    renewal_lead_hours: int = 24
+    renewal_grace_days: int = 3
 
     @classmethod
-    def read(cls, get: Callable[[str], Any]) -> PaymentSettings:
+    def read(cls, get: Callable[[str], Any], catalog: Catalog | None = None) -> PaymentSettings:
         more = get("BILLING_PAYMENT_PROVIDERS") or ()
         if isinstance(more, str) or not isinstance(more, list | tuple):
             raise BillingConfigError(
@@ -303,6 +328,12 @@ class PaymentSettings:
         ):
             raise BillingConfigError(
                 "BILLING_YOOKASSA_RECEIPT_VAT_CODE must be YooKassa's vat_code (1 to 12) or None"
+            )
+        refund_ends_period = get("BILLING_REFUND_ENDS_PERIOD")
+        if refund_ends_period not in REFUND_ENDS_PERIOD_CHOICES:
+            raise BillingConfigError(
+                "BILLING_REFUND_ENDS_PERIOD must be one of "
+                f"{', '.join(REFUND_ENDS_PERIOD_CHOICES)}, not {refund_ends_period!r}"
             )
         return cls(
             provider=get("BILLING_PAYMENT_PROVIDER"),
@@ -327,14 +358,65 @@ class PaymentSettings:
                     get("BILLING_STRIPE_WEBHOOK_TOLERANCE_SECONDS"),
                     "BILLING_STRIPE_WEBHOOK_TOLERANCE_SECONDS",
                 ),
+                prices=_stripe_prices(get("BILLING_STRIPE_PRICES"), catalog),
             ),
             yookassa=YooKassaSettings(
                 shop_id=str(get("BILLING_YOOKASSA_SHOP_ID") or "") or None,
                 secret_key=get("BILLING_YOOKASSA_SECRET_KEY") or None,
                 receipt_vat_code=vat_code,
                 trusted_networks_only=bool(get("BILLING_YOOKASSA_TRUSTED_NETWORKS_ONLY")),
+                save_payment_method=bool(get("BILLING_YOOKASSA_SAVE_PAYMENT_METHOD")),
+            ),
+            refund_ends_period=refund_ends_period,
+            renewal_lead_hours=_positive_int(
+                get("BILLING_RENEWAL_LEAD_HOURS"), "BILLING_RENEWAL_LEAD_HOURS"
+            ),
+            renewal_grace_days=_positive_int(
+                get("BILLING_RENEWAL_GRACE_DAYS"), "BILLING_RENEWAL_GRACE_DAYS", minimum=0
             ),
         )
+
+
+def _stripe_prices(value: Any, catalog: Catalog | None) -> dict[str, dict[str, str]]:
+    """BILLING_STRIPE_PRICES checked: paid plans of the catalog, known cadences, price ids."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BillingConfigError(
+            "BILLING_STRIPE_PRICES must map plan codes to {'monthly': price id, 'yearly': "
+            f"price id}}, not {value!r}"
+        )
+    prices: dict[str, dict[str, str]] = {}
+    for plan_code, cadences in value.items():
+        plan = None if catalog is None else catalog.plans.get(plan_code)
+        if catalog is not None and (plan is None or plan.is_default):
+            raise BillingConfigError(
+                f"BILLING_STRIPE_PRICES: {plan_code!r} is not a paid plan of the catalog"
+            )
+        if not isinstance(cadences, Mapping) or not cadences:
+            raise BillingConfigError(
+                f"BILLING_STRIPE_PRICES[{plan_code!r}] must map 'monthly'/'yearly' to price ids"
+            )
+        for cadence, price_id in cadences.items():
+            if cadence not in STRIPE_CADENCES:
+                raise BillingConfigError(
+                    f"BILLING_STRIPE_PRICES[{plan_code!r}]: unknown cadence {cadence!r}; "
+                    "use 'monthly' or 'yearly'"
+                )
+            if not isinstance(price_id, str) or not price_id.startswith("price_"):
+                raise BillingConfigError(
+                    f"BILLING_STRIPE_PRICES[{plan_code!r}][{cadence!r}] must be a Stripe price "
+                    f"id ('price_...'), not {price_id!r}"
+                )
+            months = STRIPE_CADENCES[cadence]
+            if plan is not None and plan.price_for(months) is None:
+                raise BillingConfigError(
+                    f"BILLING_STRIPE_PRICES[{plan_code!r}][{cadence!r}]: the catalog has no "
+                    f"{cadence} price for the plan, which the subscription's invoices are "
+                    "checked against"
+                )
+        prices[str(plan_code)] = {str(k): str(v) for k, v in cadences.items()}
+    return prices
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,7 +729,7 @@ class BillingSettings:
             ),
             primary_metric=primary_metric,
             user_info=get("BILLING_USER_INFO"),
-            payments=PaymentSettings.read(get),
+            payments=PaymentSettings.read(get, catalog),
             refusal_page=RefusalPageSettings.read(get),
             page=ProfilePageSettings.read(get),
             maintenance=MaintenanceSettings.read(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .services.plan_changes import PlanChangeService
     from .services.profiles import ProfileService
     from .services.quotas import QuotaService
+    from .services.recurring import RecurringService
     from .services.refunds import RefundService
     from .services.reports import ReportService
     from .services.runtime import Runtime
@@ -60,6 +61,7 @@ class BillingState:
     maintenance: MaintenanceService
     scheduler: MaintenanceScheduler
     mail: MailService
+    recurring: RecurringService
 
 
 def get_state(app: Flask | None = None) -> BillingState:

@@ -175,6 +175,7 @@ class PageGuards:
     foreign_requests: list[str] = field(default_factory=list)
     policy_violations: list[str] = field(default_factory=list)
     allowed_console_errors: list[re.Pattern[str]] = field(default_factory=list)
+    allowed_origins: set[str] = field(default_factory=set)
 
     def watch(self, context: BrowserContext) -> None:
         context.expose_function(CSP_BINDING, self._on_policy_violation)
@@ -182,6 +183,11 @@ class PageGuards:
         context.on("console", self._on_console)
         context.on("weberror", self._on_web_error)
         context.on("request", self._on_request)
+
+    def allow_origin(self, origin: str) -> None:
+        """Accept requests to ``origin`` (``http://host:port``) from now on: a page the test sends
+        the browser to on purpose, such as a payment provider's fake on loopback."""
+        self.allowed_origins.add(origin.rstrip("/"))
 
     def allow_console_error(self, pattern: str) -> None:
         """Ignore from now on the console errors that `pattern` (a regex) finds."""
@@ -236,7 +242,8 @@ class PageGuards:
         parts = urlsplit(request.url)
         if parts.scheme in LOCAL_SCHEMES:
             return
-        if f"{parts.scheme}://{parts.netloc}" != self.origin:
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin != self.origin and origin not in self.allowed_origins:
             self.foreign_requests.append(f"{request.method} {request.url}")
 
 

@@ -23,6 +23,9 @@ class NotificationKind(StrEnum):
     """An action was refused: the limit of a metric is used up."""
     EXPIRED = "expired"
     """The paid period (or trial) ended and the user is back on the default plan."""
+    RENEWAL_FAILED = "renewal_failed"
+    """The saved payment method was declined when the plan was to be renewed: the period is
+    extended by BILLING_RENEWAL_GRACE_DAYS, then the user is back on the default plan."""
 
 
 class NotificationStatus(StrEnum):
@@ -50,7 +53,8 @@ class Notification:
     user_id: str
     kind: NotificationKind
     subject: str
-    """The subscription id (``expiring``, ``expired``) or the metric (``quota_*``)."""
+    """The subscription id (``expiring``, ``expired``), the metric (``quota_*``) or the declined
+    renewal payment's id (``renewal_failed``)."""
     period_key: str
     """The end of the paid period or the start of the usage period, as Unix seconds."""
     created_at: datetime

@@ -561,6 +561,8 @@ def payment_rows(
         "succeeded": t.gettext("Succeeded"),
         "failed": t.gettext("Failed"),
         "cancelled": t.gettext("Cancelled"),
+        "refunded": t.gettext("Refunded"),
+        "charged_back": t.gettext("Charged back"),
     }
     rows = []
     for record in records:

@@ -31,7 +31,25 @@ from .signatures import verify as verify_signature
 PAYMENT_SUCCEEDED = "payment.succeeded"
 PAYMENT_FAILED = "payment.failed"
 PAYMENT_CANCELLED = "payment.cancelled"
-EVENT_TYPES = (PAYMENT_SUCCEEDED, PAYMENT_FAILED, PAYMENT_CANCELLED)
+PAYMENT_REFUNDED = "payment.refunded"
+"""The money of a payment went back to the payer (``amount``: how much, in total so far)."""
+PAYMENT_CHARGED_BACK = "payment.charged_back"
+"""The payer disputed the payment with their bank (a chargeback)."""
+RECURRING_PAID = "recurring.paid"
+"""A renewal of a recurring arrangement (a Stripe subscription's invoice) was paid."""
+RECURRING_CANCEL_SCHEDULED = "recurring.cancel_scheduled"
+"""The arrangement ends at the end of its current period (Stripe's ``cancel_at_period_end``)."""
+RECURRING_RESUMED = "recurring.resumed"
+"""A scheduled end was undone: the arrangement renews again."""
+RECURRING_ENDED = "recurring.ended"
+"""The arrangement is over at the provider: it renews no more."""
+SETTLING_TYPES = (PAYMENT_SUCCEEDED, PAYMENT_FAILED, PAYMENT_CANCELLED)
+"""The events that settle a pending payment."""
+REVERSAL_TYPES = (PAYMENT_REFUNDED, PAYMENT_CHARGED_BACK)
+"""The events that take a payment's money back."""
+RECURRING_TYPES = (RECURRING_PAID, RECURRING_CANCEL_SCHEDULED, RECURRING_RESUMED, RECURRING_ENDED)
+"""The events about a recurring arrangement rather than one payment."""
+EVENT_TYPES = SETTLING_TYPES + REVERSAL_TYPES + RECURRING_TYPES
 """The event types the extension acts on; a provider may report others, which are recorded and ignored."""
 
 
@@ -90,6 +108,56 @@ class ProviderEvent:
     user_id: str | None = None
     """The user the provider says the payment is for (echoed metadata), when it says so: it must
     be the user of our payment, or the event is rejected."""
+    refund_reference: str | None = None
+    """The provider's id by which its refunds and disputes name the payment (Stripe: the
+    PaymentIntent), when it differs from ``provider_payment_id``."""
+    recurring_reference: str | None = None
+    """The recurring arrangement the event is about or set up: a Stripe subscription's id, or
+    the id of a payment method YooKassa saved for renewals."""
+    customer_reference: str | None = None
+    """The provider's customer (Stripe: ``cus_...``), kept with the arrangement."""
+    occurred_at: datetime | None = None
+    """When the provider says the event happened: of two changes of one arrangement delivered out
+    of order, the older is not applied over the newer."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalCharge:
+    """The outcome of charging a saved payment method (``SavedMethodCharger``)."""
+
+    provider_payment_id: str
+    status: str
+    """``payment.succeeded``, ``payment.cancelled`` (declined), or ``payment.pending`` (the
+    provider's notification says later)."""
+    amount: Decimal
+    currency: str
+
+
+@runtime_checkable
+class SavedMethodCharger(Protocol):
+    """A provider that can charge a payment method it saved at the first payment (renewals)."""
+
+    def charge_saved_method(
+        self, payment: PaymentIntent, method_reference: str, idempotence_key: str
+    ) -> RenewalCharge:
+        """Charge ``method_reference`` for ``payment`` without the user, at most once per
+        ``idempotence_key`` (the provider's own idempotency); raise when the provider cannot say."""
+        ...
+
+
+@runtime_checkable
+class RecurringCanceller(Protocol):
+    """A provider whose recurring arrangements renew on its side (Stripe subscriptions): told
+    when the user cancels or resumes here, or when a refund ends the period."""
+
+    def schedule_recurring_end(self, recurring_reference: str, at_period_end: bool) -> None:
+        """End the arrangement at the end of its period (``at_period_end``), or undo that
+        (``False``)."""
+        ...
+
+    def end_recurring_now(self, recurring_reference: str) -> None:
+        """End the arrangement at once: nothing is charged again."""
+        ...
 
 
 @runtime_checkable

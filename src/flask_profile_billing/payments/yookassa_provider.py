@@ -11,6 +11,13 @@ its id (``Payment.find_one``); what the API says (status, amount, currency, meta
 extension acts on. A forged notification can at most make us read a payment we already know. The
 deliveries can also be limited to YooKassa's published networks (the library's ``SecurityHelper``).
 
+With ``save_payment_method`` each payment asks YooKassa to save the payment method (the shop needs
+autopayments enabled by YooKassa); when the API reports it saved, its id comes with the confirmed
+event, and maintenance later charges it for a renewal (``charge_saved_method``, with the renewal's
+own idempotence key). A ``refund.succeeded`` notification is confirmed the same way: the refund is
+read back (``Refund.find_one``), then its payment, whose ``refunded_amount`` (all refunds so far)
+is what the event reports.
+
 The library keeps its configuration (shop id, key, API address) process-wide, in
 ``yookassa.Configuration``: one YooKassa shop per process.
 """
@@ -22,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from yookassa import Configuration, Payment
+from yookassa import Configuration, Payment, Refund
 from yookassa.domain.common import SecurityHelper
 from yookassa.domain.notification import (
     WebhookNotificationFactory,
@@ -30,16 +37,19 @@ from yookassa.domain.notification import (
 
 from .providers import (
     PAYMENT_CANCELLED,
+    PAYMENT_REFUNDED,
     PAYMENT_SUCCEEDED,
     InvalidEvent,
     PaymentIntent,
     ProviderEvent,
     ProviderPayment,
+    RenewalCharge,
 )
 
 DEFAULT_API_URL = "https://api.yookassa.ru/v3"
 _PAYMENT_EVENTS = {"payment.succeeded", "payment.canceled", "payment.waiting_for_capture"}
 _STATUS_EVENTS = {"succeeded": PAYMENT_SUCCEEDED, "canceled": PAYMENT_CANCELLED}
+_REFUND_SUCCEEDED = "refund.succeeded"
 _MAX_DESCRIPTION = 128  # YooKassa's limit on a payment's description
 
 
@@ -49,7 +59,8 @@ class YooKassaProvider:
     ``receipt_vat_code`` (YooKassa's ``vat_code``, 1 to 12) sends a receipt with every payment,
     which then needs the user's email. ``trusted_networks_only`` refuses notifications from
     addresses outside YooKassa's networks (behind a proxy, the app must see the client's address:
-    Werkzeug's ``ProxyFix``). ``api_url`` points the library at another address (tests).
+    Werkzeug's ``ProxyFix``). ``save_payment_method`` saves each payment's method for renewals.
+    ``api_url`` points the library at another address (tests).
     """
 
     def __init__(
@@ -59,6 +70,7 @@ class YooKassaProvider:
         *,
         receipt_vat_code: int | None = None,
         trusted_networks_only: bool = False,
+        save_payment_method: bool = False,
         name: str = "yookassa",
         api_url: str | None = None,
     ) -> None:
@@ -67,18 +79,41 @@ class YooKassaProvider:
         self.name = name
         self._receipt_vat_code = receipt_vat_code
         self._trusted_networks_only = trusted_networks_only
+        self._save_payment_method = save_payment_method
         Configuration.configure(shop_id, secret_key, api_url=api_url or DEFAULT_API_URL)
 
     def __repr__(self) -> str:  # the key never reaches a log line
         return f"YooKassaProvider(name={self.name!r})"
 
     def start(self, payment: PaymentIntent) -> ProviderPayment:
+        params = self._payment_params(payment)
+        params["confirmation"] = {"type": "redirect", "return_url": payment.return_url}
+        if self._save_payment_method:
+            params["save_payment_method"] = True
+        created = Payment.create(params, payment.id)
+        return ProviderPayment(str(created.id), str(created.confirmation.confirmation_url))
+
+    def charge_saved_method(
+        self, payment: PaymentIntent, method_reference: str, idempotence_key: str
+    ) -> RenewalCharge:
+        """Charge a saved payment method without the user (an autopayment)."""
+        params = self._payment_params(payment)
+        params["payment_method_id"] = method_reference
+        created = Payment.create(params, idempotence_key)
+        status = str(created.status)
+        return RenewalCharge(
+            provider_payment_id=str(created.id),
+            status=_STATUS_EVENTS.get(status, f"payment.{status}"),
+            amount=Decimal(str(created.amount.value)),
+            currency=str(created.amount.currency).upper(),
+        )
+
+    def _payment_params(self, payment: PaymentIntent) -> dict[str, Any]:
         amount = {"value": f"{payment.amount:.2f}", "currency": payment.currency}
         description = payment.description[:_MAX_DESCRIPTION]
         params: dict[str, Any] = {
             "amount": amount,
             "capture": True,
-            "confirmation": {"type": "redirect", "return_url": payment.return_url},
             "description": description,
             "metadata": {"payment_id": payment.id, "user_id": payment.user_id},
         }
@@ -98,8 +133,7 @@ class YooKassaProvider:
                     }
                 ],
             }
-        created = Payment.create(params, payment.id)
-        return ProviderPayment(str(created.id), str(created.confirmation.confirmation_url))
+        return params
 
     def verify(self, headers: Mapping[str, str], raw_body: bytes, now: datetime) -> None:
         """Nothing to check: YooKassa does not sign; ``confirm`` asks its API instead."""
@@ -117,35 +151,50 @@ class YooKassaProvider:
     def parse_event(self, payload: Mapping[str, Any]) -> ProviderEvent:
         notification = WebhookNotificationFactory().create(dict(payload))
         event_type = str(notification.event)
-        provider_payment_id = _text(notification.object.id)
-        if event_type not in _PAYMENT_EVENTS or provider_payment_id is None:
-            # Refunds, payouts, deals, saved payment methods: recorded and ignored.
+        object_id = _text(notification.object.id)
+        if event_type == _REFUND_SUCCEEDED and object_id is not None:
+            # Only a hint, as for payments: ``confirm`` reads the refund (its id travels in
+            # ``refund_reference`` until then) and its payment back from the API.
             return ProviderEvent(
-                f"{event_type}:{provider_payment_id}", event_type, None, None, Decimal(0), ""
+                event_id=f"{object_id}:{event_type}",
+                event_type=PAYMENT_REFUNDED,
+                payment_id=None,
+                provider_payment_id=_text(getattr(notification.object, "payment_id", None)),
+                amount=Decimal(0),
+                currency="",
+                refund_reference=object_id,
+            )
+        if event_type not in _PAYMENT_EVENTS or object_id is None:
+            # Payouts, deals, saved payment methods: recorded and ignored.
+            return ProviderEvent(
+                f"{event_type}:{object_id}", event_type, None, None, Decimal(0), ""
             )
         # Only a hint: ``confirm`` replaces everything but the payment's id with what the API says.
         return ProviderEvent(
-            event_id=f"{provider_payment_id}:{event_type}",
+            event_id=f"{object_id}:{event_type}",
             event_type=event_type,
             payment_id=None,
-            provider_payment_id=provider_payment_id,
+            provider_payment_id=object_id,
             amount=Decimal(0),
             currency="",
         )
 
     def confirm(self, event: ProviderEvent) -> ProviderEvent:
+        if event.event_type == PAYMENT_REFUNDED:
+            return self._confirm_refund(event)
         if event.provider_payment_id is None:
             return event
         payment = Payment.find_one(event.provider_payment_id)
         status = str(payment.status)
         metadata = payment.metadata if isinstance(payment.metadata, Mapping) else {}
-        try:
-            amount = Decimal(str(payment.amount.value))
-        except (InvalidOperation, AttributeError):
-            raise InvalidEvent("the API reported a payment without an amount") from None
+        amount = _amount(payment.amount)
         provider_payment_id = _text(payment.id)
         if provider_payment_id != event.provider_payment_id:
             raise InvalidEvent("the API reported another payment than the one asked for")
+        method = getattr(payment, "payment_method", None)
+        saved_method = (
+            _text(getattr(method, "id", None)) if getattr(method, "saved", False) else None
+        )
         return ProviderEvent(
             # One event per status the API reports: a payment succeeds once, however many
             # notifications (true or forged) say so.
@@ -156,7 +205,45 @@ class YooKassaProvider:
             amount=amount,
             currency=str(payment.amount.currency).upper(),
             user_id=_text(metadata.get("user_id")),
+            recurring_reference=saved_method if status == "succeeded" else None,
         )
+
+    def _confirm_refund(self, event: ProviderEvent) -> ProviderEvent:
+        if event.refund_reference is None:
+            raise InvalidEvent("a refund notification names its refund")
+        refund = Refund.find_one(event.refund_reference)
+        refund_id = _text(refund.id)
+        payment_id = _text(refund.payment_id)
+        if refund_id != event.refund_reference or payment_id is None:
+            raise InvalidEvent("the API reported another refund than the one asked for")
+        if str(refund.status) != "succeeded":
+            return ProviderEvent(
+                f"{refund_id}:refund.{refund.status}",
+                f"refund.{refund.status}",
+                None,
+                None,
+                Decimal(0),
+                "",
+            )
+        payment = Payment.find_one(payment_id)
+        metadata = payment.metadata if isinstance(payment.metadata, Mapping) else {}
+        refunded = getattr(payment, "refunded_amount", None) or refund.amount
+        return ProviderEvent(
+            event_id=f"{refund_id}:refund.succeeded",
+            event_type=PAYMENT_REFUNDED,
+            payment_id=_text(metadata.get("payment_id")),
+            provider_payment_id=payment_id,
+            amount=_amount(refunded),
+            currency=str(refunded.currency).upper(),
+            user_id=_text(metadata.get("user_id")),
+        )
+
+
+def _amount(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value.value))
+    except (InvalidOperation, AttributeError):
+        raise InvalidEvent("the API reported an object without an amount") from None
 
 
 def _text(value: Any) -> str | None:

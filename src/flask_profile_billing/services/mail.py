@@ -373,6 +373,20 @@ class MailService:
                 "ends_on": t.day(ends_at.astimezone(zone)),
                 "days_left": max(1, math.ceil((ends_at - now) / timedelta(days=1))),
             }
+        if kind is NotificationKind.RENEWAL_FAILED:
+            # The grace the decline gave is the period as it now stands.
+            current = self._subscriptions.current(notification.user_id)
+            if current.expires_at is None or current.expires_at <= now:
+                raise _NotSent(_Outcome.SKIPPED, "the plan it speaks of has ended")
+            plan = catalog.plans.get(current.plan_code)
+            ends_at = current.expires_at
+            return {
+                "plan_name": render(plan.name) if plan else current.plan_code,
+                "default_plan_name": default_plan,
+                "ends_at": ends_at.astimezone(zone),
+                "ends_on": t.day(ends_at.astimezone(zone)),
+                "days_left": max(1, math.ceil((ends_at - now) / timedelta(days=1))),
+            }
         metric_name = notification.subject
         metric = catalog.metrics.get(metric_name)
         if metric is None:

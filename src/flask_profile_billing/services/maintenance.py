@@ -1,11 +1,12 @@
 """Maintenance: the one entry point that makes stored state catch up and sends the notifications.
 
 ``run`` serves ``billing.run_maintenance()``, ``flask billing maintenance`` and the scheduler. In
-order: end the subscriptions whose paid period, trial or cancelled period is over and start the
-free ones; delete expired idempotency keys; delete what is older than BILLING_RETENTION_DAYS;
-claim the notifications due (``expiring``, and ``quota_low`` that no charge claimed); send the
-emails waiting. Every step works in set-based batches, each its own transaction, so memory stays
-flat and an interrupted run leaves nothing half done; a run can be repeated at any time.
+order: charge the saved payment methods of the paid periods ending soon (renewals); end the
+subscriptions whose paid period, trial or cancelled period is over and start the free ones;
+delete expired idempotency keys; delete what is older than BILLING_RETENTION_DAYS; claim the
+notifications due (``expiring``, and ``quota_low`` that no charge claimed); send the emails
+waiting. Every step works in set-based batches, each its own transaction, so memory stays flat and
+an interrupted run leaves nothing half done; a run can be repeated at any time.
 
 Correctness never depends on it: status and quota periods are derived from timestamps whenever
 they are read. ``run_if_due`` is the scheduler's: it runs only with the job's lease, so any number
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 JOB_NAME = "maintenance"
 AfterBatch = Callable[[], None]
 EmailStep = Callable[[datetime, int, AfterBatch | None, bool], tuple[int, int]]
+RenewalStep = EmailStep
+"""``(now, batch_size, after_batch, dry_run) -> (done, failed)``, as the email step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class MaintenanceReport:
     notifications: SweepResult = field(default_factory=SweepResult)
     emails_sent: int = 0
     emails_failed: int = 0
+    renewals_charged: int = 0
+    """Saved payment methods charged for the periods ending soon (a dry run: how many are due)."""
+    renewals_declined: int = 0
 
 
 class MaintenanceService:
@@ -70,6 +76,8 @@ class MaintenanceService:
         self._leases = leases
         self.email_step: EmailStep | None = None
         """Sends the emails due, when emails are on (``services.mail``)."""
+        self.renewal_step: RenewalStep | None = None
+        """Charges the saved payment methods of the periods ending soon (``services.recurring``)."""
 
     def run(
         self,
@@ -83,6 +91,10 @@ class MaintenanceService:
         now = now or self._runtime.now()
         settings = self._runtime.settings.maintenance
         batch_size = settings.batch_size
+        renewed = declined = 0
+        if self.renewal_step is not None:
+            # Before the expiry, so a period renewed now does not lapse in this very run.
+            renewed, declined = self.renewal_step(now, batch_size, after_batch, dry_run)
         lapsed = self._subscriptions.count_lapsed(now)
         ended = 0
         if not dry_run and lapsed:
@@ -105,6 +117,8 @@ class MaintenanceService:
             notifications=swept,
             emails_sent=sent,
             emails_failed=failed,
+            renewals_charged=renewed,
+            renewals_declined=declined,
         )
         log.info(
             "billing maintenance %s",

@@ -8,8 +8,9 @@ block. A user has at most ``BILLING_MAX_PENDING_PAYMENTS`` payments pending; one
 ``TOO_MANY_PENDING_PAYMENTS``.
 
 A payment moves ``pending`` -> ``paid`` -> ``succeeded``, or ``pending`` -> ``failed`` /
-``cancelled``. Every move is a conditional UPDATE from the state it expects, so a late, repeated or
-out-of-order webhook changes nothing (``services.webhooks`` makes the moves a provider reports).
+``cancelled``; a refund or a chargeback moves it on to ``refunded`` / ``charged_back``. Every move
+is a conditional UPDATE from the state it expects, so a late, repeated or out-of-order webhook
+changes nothing (``services.webhooks`` makes the moves a provider reports).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class PaymentStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+    """The money went back to the payer; the period it bought was ended."""
+    CHARGED_BACK = "charged_back"
+    """The payer disputed it with their bank; the period it bought was ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,11 @@ class PaymentService:
     def provider_named(self, name: str) -> PaymentProvider | None:
         """The configured provider of that name (whose webhooks are accepted), or None."""
         return self._providers.get(name)
+
+    @property
+    def provider_names(self) -> list[str]:
+        """The names of every configured provider."""
+        return list(self._providers)
 
     def events(self, payment_id: str) -> list[dict[str, Any]]:
         """The payment's history, oldest first: every status it took, and every confirmation
@@ -153,7 +163,7 @@ class PaymentService:
             currency=plan.currency,
             return_url=back,
             cancel_url=settings.cancel_url or back,
-            customer_email=self._email_of(user_id),
+            customer_email=self.email_of(user_id),
         )
         engine = self._runtime.engine
         cap = self._runtime.settings.payments.max_pending
@@ -219,7 +229,7 @@ class PaymentService:
             "confirmation_url": started.confirmation_url,
         }
 
-    def _email_of(self, user_id: str) -> str | None:
+    def email_of(self, user_id: str) -> str | None:
         """The host user's email (for receipts and the provider's checkout), if it has one."""
         try:
             user = load_host_user(self._runtime, user_id)
@@ -247,6 +257,7 @@ def _built(value: Any, settings: PaymentSettings) -> Any:
                 stripe_settings.secret_key,
                 stripe_settings.webhook_secret or "",
                 tolerance_seconds=stripe_settings.webhook_tolerance_seconds,
+                prices=stripe_settings.prices,
             )
         if value == "yookassa":
             from ..payments.yookassa_provider import YooKassaProvider
@@ -257,6 +268,7 @@ def _built(value: Any, settings: PaymentSettings) -> Any:
                 yookassa.secret_key or "",
                 receipt_vat_code=yookassa.receipt_vat_code,
                 trusted_networks_only=yookassa.trusted_networks_only,
+                save_payment_method=yookassa.save_payment_method,
             )
     except ImportError as error:
         raise BillingConfigError(

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import Connection, Row
 
@@ -35,8 +36,15 @@ from ..payments import signatures
 from ..payments.providers import (
     EVENT_TYPES,
     PAYMENT_CANCELLED,
+    PAYMENT_CHARGED_BACK,
     PAYMENT_FAILED,
     PAYMENT_SUCCEEDED,
+    RECURRING_CANCEL_SCHEDULED,
+    RECURRING_ENDED,
+    RECURRING_PAID,
+    RECURRING_RESUMED,
+    RECURRING_TYPES,
+    REVERSAL_TYPES,
     HmacWebhookVerifier,
     InvalidEvent,
     PaymentConfirmer,
@@ -46,11 +54,12 @@ from ..payments.providers import (
     WebhookVerifier,
 )
 from ..store import payments as stored_payments
+from ..store import recurring as stored_recurring
 from ..store import webhooks as deliveries
 from ..store.transactions import write_transaction
 from .payments import MAX_PROVIDER_PAYMENT_ID, PaymentService, PaymentStatus
+from .recurring import RecurringService
 from .runtime import Runtime
-from .subscriptions import SubscriptionService
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +101,18 @@ class _Decision:
     reason: str | None = None
     grant: Row[Any] | None = None
     """The payment whose plan to grant, once the decision is committed."""
+    then: Callable[[], Subscription | None] | None = None
+    """What else to do once the decision is committed (plan changes run their own
+    transactions): end a refunded period, follow a subscription's schedule, a grace."""
 
 
 class WebhookService:
     def __init__(
-        self, runtime: Runtime, subscriptions: SubscriptionService, payments: PaymentService
+        self, runtime: Runtime, payments: PaymentService, recurring: RecurringService
     ) -> None:
         self._runtime = runtime
-        self._subscriptions = subscriptions
         self._payments = payments
+        self._recurring = recurring
 
     def handle(
         self,
@@ -210,7 +222,9 @@ class WebhookService:
                 provider_name,
                 decision.reason,
             )
-        subscription = None if decision.grant is None else self._grant(decision.grant)
+        subscription = None if decision.grant is None else self._recurring.grant(decision.grant)
+        if decision.then is not None:
+            subscription = decision.then() or subscription
         return WebhookResult(
             decision.outcome, event.event_id, event.event_type, decision.reason, subscription
         )
@@ -223,13 +237,19 @@ class WebhookService:
             return _Decision(
                 DeliveryOutcome.IGNORED, f"event type {event.event_type!r} is not handled"
             )
+        if event.event_type in RECURRING_TYPES:
+            return self._decide_recurring(connection, provider_name, event, now)
         payment = stored_payments.find_payment(
             connection,
             provider_name,
             payment_id=event.payment_id,
             provider_payment_id=event.provider_payment_id,
+            refund_reference=event.refund_reference,
         )
         if payment is None:
+            if event.event_type in REVERSAL_TYPES:
+                # A shared provider account refunds other products' payments too.
+                return _Decision(DeliveryOutcome.IGNORED, "not a payment of ours")
             return _Decision(DeliveryOutcome.REJECTED, "no such payment")
         if (
             event.provider_payment_id is not None
@@ -243,6 +263,9 @@ class WebhookService:
             return self._refused(
                 connection, payment, event, now, "the event is for another user than the payment"
             )
+        if event.event_type in REVERSAL_TYPES:
+            return self._decide_reversal(connection, payment, event, now)
+        replaced: list[Row[Any]] = []
         if event.event_type == PAYMENT_SUCCEEDED:
             # Amount and currency never change after creation, so reading them first is safe; the
             # status does change, and the conditional UPDATE below decides on it.
@@ -255,6 +278,9 @@ class WebhookService:
                     f"paid {event.amount} {event.currency}, expected "
                     f"{payment.amount} {payment.currency}",
                 )
+            # Whichever confirmation comes first grants; each may name what later events will
+            # (a refund's reference, a subscription), so every one is kept.
+            replaced = self._recurring.remember(connection, provider_name, payment, event)
             target = PaymentStatus.PAID
         elif event.event_type == PAYMENT_FAILED:
             target = PaymentStatus.FAILED
@@ -270,10 +296,206 @@ class WebhookService:
             settle=True,
             provider_event_id=event.event_id,
         ):
-            return _Decision(DeliveryOutcome.IGNORED, "the payment is no longer pending")
-        return _Decision(
-            DeliveryOutcome.PROCESSED, grant=payment if target is PaymentStatus.PAID else None
+            return _Decision(
+                DeliveryOutcome.IGNORED,
+                "the payment is no longer pending",
+                then=self._ending(replaced),
+            )
+        if target is PaymentStatus.PAID:
+            return _Decision(DeliveryOutcome.PROCESSED, grant=payment, then=self._ending(replaced))
+        if payment.recurring_id is not None:  # a renewal the provider declined
+            return _Decision(
+                DeliveryOutcome.PROCESSED, then=lambda: self._after_declined_renewal(payment)
+            )
+        return _Decision(DeliveryOutcome.PROCESSED)
+
+    def _ending(self, replaced: list[Row[Any]]) -> Callable[[], None] | None:
+        """What ends the arrangements a new one replaced, once committed; None when none did."""
+        if not replaced:
+            return None
+        return lambda: self._recurring.end_replaced(replaced)
+
+    def _after_declined_renewal(self, payment: Row[Any]) -> None:
+        self._recurring.renewal_failed(payment)
+
+    def _decide_reversal(
+        self, connection: Connection, payment: Row[Any], event: ProviderEvent, now: datetime
+    ) -> _Decision:
+        """A refund or chargeback of ``payment``: a granted payment's period is ended (after
+        commit), a pending one can never be granted, a repeat or a partial refund changes
+        nothing; each is kept in the payment's history."""
+        target = (
+            PaymentStatus.CHARGED_BACK
+            if event.event_type == PAYMENT_CHARGED_BACK
+            else PaymentStatus.REFUNDED
         )
+        if event.currency != payment.currency:
+            return self._refused(
+                connection, payment, event, now, f"a reversal in {event.currency or '?'}"
+            )
+        if target is PaymentStatus.REFUNDED and event.amount < payment.amount:
+            stored_payments.record_event(
+                connection,
+                payment.id,
+                payment.status,
+                payment.status,
+                now,
+                provider_event_id=event.event_id,
+                reason=f"partial refund of {event.amount} {event.currency}: the period is kept",
+            )
+            return _Decision(DeliveryOutcome.IGNORED, "a partial refund")
+        # A refund while the grant runs (paid) is followed by the grant itself (see grant); one
+        # before the confirmation (pending) leaves nothing to grant.
+        moved_from = next(
+            (
+                source
+                for source in (PaymentStatus.SUCCEEDED, PaymentStatus.PAID, PaymentStatus.PENDING)
+                if stored_payments.move(
+                    connection,
+                    payment.id,
+                    source.value,
+                    target.value,
+                    now,
+                    settle=source is PaymentStatus.PENDING,
+                    provider_event_id=event.event_id,
+                    reason="the paid period is ended"
+                    if source is PaymentStatus.SUCCEEDED
+                    else None,
+                )
+            ),
+            None,
+        )
+        if moved_from is PaymentStatus.SUCCEEDED:
+            reversed_payment = stored_payments.get_payment(connection, payment.id)
+            assert reversed_payment is not None
+            return _Decision(
+                DeliveryOutcome.PROCESSED,
+                then=lambda: self._recurring.end_paid_period(reversed_payment),
+            )
+        if moved_from is not None:
+            return _Decision(DeliveryOutcome.PROCESSED)
+        current = stored_payments.get_payment(connection, payment.id)
+        status = current.status if current is not None else payment.status
+        stored_payments.record_event(
+            connection,
+            payment.id,
+            status,
+            status,
+            now,
+            provider_event_id=event.event_id,
+            reason=f"{event.event_type} of a {status} payment: nothing to end",
+        )
+        return _Decision(DeliveryOutcome.IGNORED, f"the payment is {status}")
+
+    def _decide_recurring(
+        self, connection: Connection, provider_name: str, event: ProviderEvent, now: datetime
+    ) -> _Decision:
+        """An event about a recurring arrangement (a Stripe subscription): a paid renewal, or a
+        change of its schedule."""
+        assert event.recurring_reference is not None  # _check_sizes
+        arrangement = stored_recurring.find(connection, provider_name, event.recurring_reference)
+        if arrangement is None and event.payment_id is not None:
+            # Delivered before the first payment's confirmation: that payment (named in the
+            # subscription's metadata) is what the arrangement copies.
+            first = stored_payments.find_payment(
+                connection, provider_name, payment_id=event.payment_id, provider_payment_id=None
+            )
+            if first is not None and event.user_id in (None, first.user_id):
+                self._recurring.remember(connection, provider_name, first, event)
+                arrangement = stored_recurring.find(
+                    connection, provider_name, event.recurring_reference
+                )
+        if arrangement is None:
+            return _Decision(DeliveryOutcome.IGNORED, "not a recurring arrangement of ours")
+        if event.user_id is not None and event.user_id != arrangement.user_id:
+            return _Decision(DeliveryOutcome.REJECTED, "the event is for another user")
+        if event.event_type == RECURRING_PAID:
+            return self._decide_renewal(connection, provider_name, arrangement, event, now)
+        status = {
+            RECURRING_CANCEL_SCHEDULED: stored_recurring.CANCELLING,
+            RECURRING_RESUMED: stored_recurring.ACTIVE,
+            RECURRING_ENDED: stored_recurring.ENDED,
+        }[event.event_type]
+        only_from = (
+            [stored_recurring.ACTIVE, stored_recurring.CANCELLING]
+            if status != stored_recurring.ENDED
+            else None
+        )
+        if not stored_recurring.set_status(
+            connection,
+            arrangement.id,
+            status,
+            now,
+            event_at=event.occurred_at or now,
+            only_from=only_from,
+        ):
+            return _Decision(
+                DeliveryOutcome.IGNORED, "the arrangement ended, or a newer change was applied"
+            )
+        return _Decision(
+            DeliveryOutcome.PROCESSED,
+            then=lambda: self._recurring.follow_schedule(arrangement, status),
+        )
+
+    def _decide_renewal(
+        self,
+        connection: Connection,
+        provider_name: str,
+        arrangement: Row[Any],
+        event: ProviderEvent,
+        now: datetime,
+    ) -> _Decision:
+        """A renewal the provider charged (a paid invoice): recorded as a payment of the
+        arrangement's plan, months and amount, once per provider payment, and granted."""
+        assert event.provider_payment_id is not None  # _check_sizes
+        matches = (event.amount, event.currency) == (arrangement.amount, arrangement.currency)
+        values = {
+            "id": uuid4().hex,
+            "user_id": arrangement.user_id,
+            "provider": provider_name,
+            "provider_payment_id": event.provider_payment_id,
+            "plan_code": arrangement.plan_code,
+            "months": arrangement.months,
+            "amount": arrangement.amount,
+            "currency": arrangement.currency,
+            "status": PaymentStatus.PENDING.value,
+            "created_at": now,
+            "settled_at": None,
+            "refund_reference": event.refund_reference,
+            "recurring_id": arrangement.id,
+        }
+        if not stored_payments.insert_payment_once(
+            connection, values, ("provider", "provider_payment_id")
+        ):
+            return _Decision(DeliveryOutcome.IGNORED, "this renewal was recorded before")
+        if not matches:
+            reason = (
+                f"paid {event.amount} {event.currency}, expected "
+                f"{arrangement.amount} {arrangement.currency}"
+            )
+            stored_payments.move(
+                connection,
+                values["id"],
+                PaymentStatus.PENDING.value,
+                PaymentStatus.FAILED.value,
+                now,
+                settle=True,
+                provider_event_id=event.event_id,
+                reason=f"rejected: {reason}",
+            )
+            return _Decision(DeliveryOutcome.REJECTED, reason)
+        stored_payments.move(
+            connection,
+            values["id"],
+            PaymentStatus.PENDING.value,
+            PaymentStatus.PAID.value,
+            now,
+            settle=True,
+            provider_event_id=event.event_id,
+            reason="renewal",
+        )
+        granted = stored_payments.get_payment(connection, values["id"])
+        return _Decision(DeliveryOutcome.PROCESSED, grant=granted)
 
     @staticmethod
     def _refused(
@@ -291,38 +513,6 @@ class WebhookService:
             reason=f"rejected: {reason}",
         )
         return _Decision(DeliveryOutcome.REJECTED, reason)
-
-    def _grant(self, payment: Row[Any]) -> Subscription:
-        """Give the paid plan, after the claim (delivery 'processed', payment pending -> paid) is
-        committed.
-
-        ``change_plan`` runs its own transactions (with retries and signals), so it cannot share the
-        claim's. Claim first, grant second: once the claim is committed no other delivery can reach
-        this line for the payment, so a plan is granted at most once even if the process dies
-        anywhere. The opposite order could grant twice (a crash after the grant, then a retry). The
-        price of this order is a payment left ``paid`` by a crash in between: confirmed, not yet
-        granted, visible in ``billing_payments``, and granted by hand.
-        """
-        subscription = self._subscriptions.change_plan(
-            payment.user_id, payment.plan_code, payment.months
-        )
-        with write_transaction(self._runtime.engine) as connection:
-            stored_payments.move(
-                connection,
-                payment.id,
-                PaymentStatus.PAID.value,
-                PaymentStatus.SUCCEEDED.value,
-                self._runtime.now(),
-                reason=f"{payment.plan_code} granted for {payment.months} months",
-            )
-        log.info(
-            "payment %s settled: user %r is on %r for %s months",
-            payment.id,
-            payment.user_id,
-            payment.plan_code,
-            payment.months,
-        )
-        return subscription
 
     def _record_rejected(self, provider_name: str, payload_text: str) -> None:
         """Keep a signed delivery we could not read, for whoever debugs the provider's side."""
@@ -367,16 +557,24 @@ def _check_sizes(event: ProviderEvent) -> None:
     """Refuse identifiers the tables cannot hold (too long, or control characters such as NUL,
     which PostgreSQL's text refuses), whatever the adapter let through."""
     handled = event.event_type in EVENT_TYPES
-    if handled and event.payment_id is None and event.provider_payment_id is None:
+    if event.event_type in RECURRING_TYPES:
+        if event.recurring_reference is None:
+            raise InvalidEvent("the event names no recurring arrangement")
+        if event.event_type == RECURRING_PAID and event.provider_payment_id is None:
+            raise InvalidEvent("a paid renewal names its payment")
+    elif handled and not (event.payment_id or event.provider_payment_id or event.refund_reference):
         raise InvalidEvent("the event names no payment")
     limits = {
         "event_id": (event.event_id, _MAX_EVENT_ID),
         "event_type": (event.event_type, _MAX_EVENT_TYPE),
         "payment_id": (event.payment_id, _MAX_PAYMENT_ID),
         "provider_payment_id": (event.provider_payment_id, MAX_PROVIDER_PAYMENT_ID),
+        "refund_reference": (event.refund_reference, MAX_PROVIDER_PAYMENT_ID),
+        "recurring_reference": (event.recurring_reference, MAX_PROVIDER_PAYMENT_ID),
+        "customer_reference": (event.customer_reference, MAX_PROVIDER_PAYMENT_ID),
     }
     for name, (value, longest) in limits.items():
-        if value is None and name in {"payment_id", "provider_payment_id"}:
+        if value is None and name not in {"event_id", "event_type"}:
             continue
         if not value or len(value) > longest or any(char < " " for char in value):
             raise InvalidEvent(f"{name} must be 1 to {longest} printable characters")

@@ -212,10 +212,51 @@ class PaymentRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     settled_at: Mapped[datetime | None]
+    refund_reference: Mapped[str | None] = mapped_column(String(255))
+    """The provider's id by which its refunds and disputes name this payment, when it is not
+    ``provider_payment_id`` (Stripe: the PaymentIntent)."""
+    recurring_id: Mapped[str | None] = mapped_column(String(64))
+    """The recurring arrangement (``billing_recurring``) this payment renews, or set up."""
 
     __table_args__ = (
         UniqueConstraint("provider", "provider_payment_id"),
         Index("ix_billing_payments_user_id", "user_id"),
+        Index("ix_billing_payments_provider_refund_reference", "provider", "refund_reference"),
+    )
+
+
+class RecurringRow(Base):
+    """A standing arrangement to charge a user for a plan every period: a Stripe subscription
+    (Stripe charges, its paid invoices extend the period), or a payment method YooKassa saved at
+    the first payment (maintenance charges it shortly before the period ends).
+
+    Plan, cadence, amount and currency are ours, copied from the first payment: what a renewal
+    grants and must cost, whatever a webhook says.
+    """
+
+    __tablename__ = "billing_recurring"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID)
+    provider: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[str] = mapped_column(String(255))
+    """The provider's id: the Stripe subscription, or the saved YooKassa payment method."""
+    customer_reference: Mapped[str | None] = mapped_column(String(255))
+    plan_code: Mapped[str] = mapped_column(ForeignKey("billing_plans.code"))
+    months: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    """``active`` (renews), ``cancelling`` (ends with the period), ``failed`` (a renewal was
+    declined: no more attempts) or ``ended``."""
+    last_event_at: Mapped[datetime | None]
+    """When the newest provider event applied to it happened: older ones are not applied."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("provider", "reference"),
+        Index("ix_billing_recurring_user_id", "user_id"),
     )
 
 
@@ -308,6 +349,7 @@ payments = cast(Table, PaymentRow.__table__)
 webhook_deliveries = cast(Table, WebhookDeliveryRow.__table__)
 payment_events = cast(Table, PaymentEventRow.__table__)
 idempotency_keys = cast(Table, IdempotencyKeyRow.__table__)
+recurring = cast(Table, RecurringRow.__table__)
 
 
 class JobLeaseRow(Base):

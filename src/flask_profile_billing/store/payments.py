@@ -19,12 +19,13 @@ insert.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, text, update
 
+from .dialect import insert_ignoring_conflict
 from .models import payment_events, payments
 
 # Advisory lock keys are two int4s: a constant naming the lock's kind, and the user id's hash.
@@ -121,15 +122,60 @@ def find_payment(
     *,
     payment_id: str | None,
     provider_payment_id: str | None,
+    refund_reference: str | None = None,
 ) -> Row[Any] | None:
     """The payment of ``provider`` with our id ``payment_id`` when given, else with the
-    provider's id ``provider_payment_id``; None when there is none."""
+    provider's id ``provider_payment_id``, else with its ``refund_reference``; None when there is
+    none."""
     query = select(payments).where(payments.c.provider == provider)
     if payment_id is not None:
         query = query.where(payments.c.id == payment_id)
-    else:
+    elif provider_payment_id is not None:
         query = query.where(payments.c.provider_payment_id == provider_payment_id)
-    return connection.execute(query).one_or_none()
+    elif refund_reference is not None:
+        query = query.where(payments.c.refund_reference == refund_reference).limit(1)
+    else:
+        return None
+    return connection.execute(query).first()
+
+
+def get_payment(connection: Connection, payment_id: str) -> Row[Any] | None:
+    """The payment with our id ``payment_id`` as it stands."""
+    return connection.execute(select(payments).where(payments.c.id == payment_id)).first()
+
+
+def insert_payment_once(
+    connection: Connection, values: Mapping[str, Any], unique: Sequence[str] = ("id",)
+) -> bool:
+    """Insert a payment (every column) and the first entry of its history unless a payment with
+    the same ``unique`` columns exists; whether this call inserted it. Of concurrent callers
+    exactly one does: a renewal is started, or an invoice recorded, once."""
+    row = insert_ignoring_conflict(connection, payments, dict(values), list(unique))
+    if row is None:
+        return False
+    record_event(connection, values["id"], None, values["status"], values["created_at"])
+    return True
+
+
+def set_references(
+    connection: Connection,
+    payment_id: str,
+    *,
+    refund_reference: str | None = None,
+    recurring_id: str | None = None,
+) -> None:
+    """Keep the provider's refund reference and the recurring arrangement of a payment, once
+    known; a value already kept stays."""
+    for column, value in (
+        (payments.c.refund_reference, refund_reference),
+        (payments.c.recurring_id, recurring_id),
+    ):
+        if value is not None:
+            connection.execute(
+                update(payments)
+                .where(payments.c.id == payment_id, column.is_(None))
+                .values({column.name: value})
+            )
 
 
 def latest_payments(connection: Connection, user_id: str, limit: int) -> list[Row[Any]]:
