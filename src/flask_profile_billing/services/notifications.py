@@ -1,9 +1,10 @@
 """Notifications: claimed once per (user, kind, subject, period), announced after commit.
 
-Four kinds (``domain.notifications.NotificationKind``). ``quota_low`` and ``quota_blocked`` are
+Five kinds (``domain.notifications.NotificationKind``). ``quota_low`` and ``quota_blocked`` are
 claimed by the charge or the refusal itself, in its own transaction (``services.quotas``);
 ``expired`` by the transaction that ends the subscription (``services.subscriptions``);
-``expiring`` only by the maintenance sweep. The sweeps also claim ``quota_low`` for usage that
+``renewal_failed`` by the declined renewal (``services.recurring``); ``expiring`` only by the
+maintenance sweep. The sweeps also claim ``quota_low`` for usage that
 reached the mark without a charge crossing it (a plan change lowered the limit). They look at
 windows, not at exact days: whatever is relevant now and not yet claimed, so a maintenance that
 did not run for months sends each notice that still applies once, and none that no longer does.
