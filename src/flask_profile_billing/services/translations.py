@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -48,6 +48,12 @@ class Translator:
     catalog: Catalog
 
     @property
+    def cldr(self) -> Any:
+        """Babel's ``Locale``, parsed once per locale: a page formats a hundred numbers and
+        dates, and each call would otherwise parse the locale's name again."""
+        return _cldr_locale(self.locale)
+
+    @property
     def language(self) -> str:
         """For ``<html lang>``: "ru", "pt-BR"."""
         return self.locale.replace("_", "-")
@@ -64,10 +70,12 @@ class Translator:
     # -- formats ---------------------------------------------------------------------------
 
     def number(self, value: int | Decimal) -> str:
+        if isinstance(value, int):
+            return _formatted_int(self.locale, value)
         numbers = _babel("numbers")
         if numbers is None:
             return f"{value:,}"
-        text: str = numbers.format_decimal(value, locale=self.locale)
+        text: str = numbers.format_decimal(value, locale=self.cldr)
         return text
 
     def day(self, moment: date | datetime) -> str:
@@ -76,17 +84,12 @@ class Translator:
         day = moment.date() if isinstance(moment, datetime) else moment
         if dates is None:
             return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
-        text: str = dates.format_date(day, format="long", locale=self.locale)
+        text: str = dates.format_date(day, format="long", locale=self.cldr)
         return text
 
     def short_day(self, moment: date | datetime) -> str:
         """A day of this year, short: "Nov 24", "24 нояб."."""
-        dates = _babel("dates")
-        day = moment.date() if isinstance(moment, datetime) else moment
-        if dates is None:
-            return f"{day.day} {_MONTHS[day.month - 1]}"
-        text: str = dates.format_skeleton("MMMd", day, locale=self.locale)
-        return text
+        return _short_day(self.locale, moment.date() if isinstance(moment, datetime) else moment)
 
     def moment(self, moment: datetime) -> str:
         """A day and a time of day, in ``moment``'s own zone."""
@@ -94,9 +97,9 @@ class Translator:
         if dates is None:
             return f"{self.day(moment)}, {moment:%H:%M}"
         # The medium date and the short time, without seconds: "Oct 13, 2025, 10:00 AM".
-        day: str = dates.format_date(moment, format="medium", locale=self.locale)
+        day: str = dates.format_date(moment, format="medium", locale=self.cldr)
         time: str = dates.format_time(
-            moment, format="short", tzinfo=moment.tzinfo, locale=self.locale
+            moment, format="short", tzinfo=moment.tzinfo, locale=self.cldr
         )
         return f"{day}, {time}"
 
@@ -106,12 +109,11 @@ class Translator:
         numbers = _babel("numbers")
         if numbers is None:
             return f"{amount:,.0f} {currency}" if whole else f"{amount:,.2f} {currency}"
-        core = importlib.import_module("babel.core")
-        pattern = core.Locale.parse(self.locale).currency_formats["standard"].pattern
+        pattern = self.cldr.currency_formats["standard"].pattern
         if whole:
             pattern = pattern.split(";")[0].replace(".00", "")
         text: str = numbers.format_currency(
-            amount, currency, format=pattern, locale=self.locale, currency_digits=not whole
+            amount, currency, format=pattern, locale=self.cldr, currency_digits=not whole
         )
         # A currency without a symbol in this locale is written as its code: "RUB 2,990", not
         # "RUB2,990" (CLDR's currency spacing, which Babel leaves out).
@@ -166,6 +168,31 @@ def file_catalog(locale: str) -> Catalog:
     return stdlib_gettext.translation(
         DOMAIN, str(TRANSLATIONS_DIRECTORY), languages=[locale], fallback=True
     )
+
+
+# The usage chart and table write the same few days and counts many times over (each metric, each
+# row): formatted once per locale and value.
+@lru_cache(maxsize=4096)
+def _formatted_int(locale: str, value: int) -> str:
+    numbers = _babel("numbers")
+    if numbers is None:
+        return f"{value:,}"
+    text: str = numbers.format_decimal(value, locale=_cldr_locale(locale))
+    return text
+
+
+@lru_cache(maxsize=4096)
+def _short_day(locale: str, day: date) -> str:
+    dates = _babel("dates")
+    if dates is None:
+        return f"{day.day} {_MONTHS[day.month - 1]}"
+    text: str = dates.format_skeleton("MMMd", day, locale=_cldr_locale(locale))
+    return text
+
+
+@cache
+def _cldr_locale(locale: str) -> Any:
+    return importlib.import_module("babel.core").Locale.parse(locale)
 
 
 @cache
