@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, event
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments import TestPaymentProvider
 from tests.support.host_app import AppFactory, Clock, create_host_app
 from tests.support.payments import CONTACT, SECRET
+from tests.support.provider_fakes import FakeStripe, FakeYooKassa
 from tests.support.servers import PostgresServer, postgresql_server, redis_server  # noqa: F401
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -109,3 +111,20 @@ def shop_client(shop: Flask) -> FlaskClient:
 def shop_billing(shop: Flask) -> ProfileBilling:
     extension: ProfileBilling = shop.extensions["test_billing"]
     return extension
+
+
+# -- the payment providers' HTTP APIs, faked on loopback (tests/support/provider_fakes.py) ------
+
+
+@pytest.fixture
+def fake_stripe(httpserver: HTTPServer) -> FakeStripe:
+    fake = FakeStripe(httpserver)
+    fake.install()
+    return fake
+
+
+@pytest.fixture
+def fake_yookassa(httpserver: HTTPServer) -> FakeYooKassa:
+    fake = FakeYooKassa(httpserver)
+    fake.install()
+    return fake

@@ -14,32 +14,23 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
-from pytest_httpserver import HTTPServer
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.stripe_provider import StripeProvider
 from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
 from tests.support.host_app import AppFactory, Clock
 from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, upgrade
-from tests.support.provider_fakes import FakeStripe, FakeYooKassa, stripe_signature
+from tests.support.provider_fakes import (
+    STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET,
+)
+from tests.support.provider_fakes import (
+    FakeStripe,
+    FakeYooKassa,
+)
+from tests.support.provider_fakes import deliver_to_stripe_webhook as deliver
+from tests.support.provider_fakes import deliver_to_yookassa_webhook as notify
 
-WEBHOOK_SECRET = "whsec_test_secret"
 PROFESSIONAL_YEAR_KOPECKS = 5990000
-
-
-@pytest.fixture
-def fake_stripe(httpserver: HTTPServer) -> FakeStripe:
-    fake = FakeStripe(httpserver)
-    fake.install()
-    return fake
-
-
-@pytest.fixture
-def fake_yookassa(httpserver: HTTPServer) -> FakeYooKassa:
-    fake = FakeYooKassa(httpserver)
-    fake.install()
-    return fake
 
 
 def stripe_app(make_app: AppFactory, fake: FakeStripe, **config: Any) -> Flask:
@@ -57,32 +48,6 @@ def stripe_shop(make_app: AppFactory, fake_stripe: FakeStripe) -> Iterator[Flask
 def billing_of(app: Flask) -> ProfileBilling:
     extension: ProfileBilling = app.extensions["test_billing"]
     return extension
-
-
-def deliver(client: FlaskClient, raw_body: bytes) -> str:
-    """POST a webhook signed as Stripe signs it; the outcome the extension answered."""
-    response = client.post(
-        "/api/billing/webhooks/stripe",
-        data=raw_body,
-        headers={
-            "Stripe-Signature": stripe_signature(WEBHOOK_SECRET, raw_body),
-            "Content-Type": "application/json",
-        },
-    )
-    assert response.status_code == 200, response.get_json()
-    outcome: str = response.get_json()["data"]["outcome"]
-    return outcome
-
-
-def notify(client: FlaskClient, raw_body: bytes) -> str:
-    response = client.post(
-        "/api/billing/webhooks/yookassa",
-        data=raw_body,
-        headers={"Content-Type": "application/json"},
-    )
-    assert response.status_code == 200, response.get_json()
-    outcome: str = response.get_json()["data"]["outcome"]
-    return outcome
 
 
 def paid_stripe_checkout(app: Flask, fake: FakeStripe) -> tuple[str, str]:

@@ -20,23 +20,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from pytest_httpserver import HTTPServer
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.stripe_provider import StripeProvider, minor_units
 from tests.support.host_app import AppFactory
 from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, upgrade
+from tests.support.provider_fakes import STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET
 from tests.support.provider_fakes import FakeStripe, stripe_signature
 
-WEBHOOK_SECRET = "whsec_test_secret"
 CONCURRENT_DELIVERIES = 5
-
-
-@pytest.fixture
-def fake_stripe(httpserver: HTTPServer) -> FakeStripe:
-    fake = FakeStripe(httpserver)
-    fake.install()
-    return fake
 
 
 @pytest.fixture

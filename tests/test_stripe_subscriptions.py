@@ -26,9 +26,10 @@ from flask_profile_billing.payments.stripe_provider import StripeProvider
 from flask_profile_billing.store.models import recurring
 from tests.support.host_app import AppFactory
 from tests.support.payments import payment_rows, rows, upgrade
-from tests.support.provider_fakes import FakeStripe, stripe_signature
+from tests.support.provider_fakes import STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET
+from tests.support.provider_fakes import FakeStripe
+from tests.support.provider_fakes import deliver_to_stripe_webhook as deliver
 
-WEBHOOK_SECRET = "whsec_test_secret"
 PRICES = {"starter": {"monthly": "price_starter_monthly", "yearly": "price_starter_yearly"}}
 STARTER_MONTH = {"plan_type": "starter", "duration_months": 1}
 ONE_MONTH_LATER = datetime(2025, 11, 13, 10, 0, tzinfo=UTC)
@@ -66,20 +67,6 @@ def client(shop: Flask) -> FlaskClient:
 def billing(shop: Flask) -> ProfileBilling:
     extension: ProfileBilling = shop.extensions["test_billing"]
     return extension
-
-
-def deliver(client: FlaskClient, raw_body: bytes) -> str:
-    response = client.post(
-        "/api/billing/webhooks/stripe",
-        data=raw_body,
-        headers={
-            "Stripe-Signature": stripe_signature(WEBHOOK_SECRET, raw_body),
-            "Content-Type": "application/json",
-        },
-    )
-    assert response.status_code == 200, response.get_json()
-    outcome: str = response.get_json()["data"]["outcome"]
-    return outcome
 
 
 def subscribe(app: Flask, client: FlaskClient, fake: FakeStripe, body: Any = None) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from pytest_httpserver import HTTPServer
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
@@ -30,13 +29,6 @@ SHOP_ID = "100001"
 SECRET_KEY = "test_secret_key"
 YOOKASSA_ADDRESS = "185.71.76.5"  # inside one of YooKassa's published networks
 CONCURRENT_DELIVERIES = 5
-
-
-@pytest.fixture
-def fake_yookassa(httpserver: HTTPServer) -> FakeYooKassa:
-    fake = FakeYooKassa(httpserver)
-    fake.install()
-    return fake
 
 
 def yookassa_app(make_app: AppFactory, fake: FakeYooKassa, **config: Any) -> Flask:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from pytest_httpserver import HTTPServer
 from sqlalchemy import select
 
 from flask_profile_billing import ProfileBilling, signals
@@ -25,19 +24,13 @@ from flask_profile_billing.store.models import notifications, recurring
 from tests.support.host_app import AppFactory, Clock
 from tests.support.payments import payment_rows, rows, upgrade
 from tests.support.provider_fakes import FakeYooKassa
+from tests.support.provider_fakes import deliver_to_yookassa_webhook as notify
 
 STARTER_MONTH = {"plan_type": "starter", "duration_months": 1}
 ONE_MONTH_LATER = datetime(2025, 11, 13, 10, 0, tzinfo=UTC)
 TWO_MONTHS_LATER = datetime(2025, 12, 13, 10, 0, tzinfo=UTC)
 RENEWAL_KEY = f"renewal-alice-{int(ONE_MONTH_LATER.timestamp())}"
 MAINTENANCE_RUNS = 2
-
-
-@pytest.fixture
-def fake_yookassa(httpserver: HTTPServer) -> FakeYooKassa:
-    fake = FakeYooKassa(httpserver)
-    fake.install()
-    return fake
 
 
 @pytest.fixture
@@ -59,17 +52,6 @@ def client(shop: Flask) -> FlaskClient:
 def billing(shop: Flask) -> ProfileBilling:
     extension: ProfileBilling = shop.extensions["test_billing"]
     return extension
-
-
-def notify(client: FlaskClient, raw_body: bytes) -> str:
-    response = client.post(
-        "/api/billing/webhooks/yookassa",
-        data=raw_body,
-        headers={"Content-Type": "application/json"},
-    )
-    assert response.status_code == 200, response.get_json()
-    outcome: str = response.get_json()["data"]["outcome"]
-    return outcome
 
 
 def buy_a_month(app: Flask, client: FlaskClient, fake: FakeYooKassa) -> str:

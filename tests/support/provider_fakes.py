@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -496,3 +497,37 @@ class FakeYooKassa:
         payment.pop("save_payment_method", None)
         body = {"type": "notification", "event": event, "object": payment}
         return json.dumps(body).encode()
+
+
+STRIPE_WEBHOOK_SECRET = "whsec_test_secret"
+"""The endpoint secret the tests' Stripe providers are configured with."""
+
+
+def deliver_to_stripe_webhook(
+    client: FlaskClient, raw_body: bytes, secret: str = STRIPE_WEBHOOK_SECRET
+) -> str:
+    """POST an event signed as Stripe signs it; the outcome the extension answered (200)."""
+    response = client.post(
+        "/api/billing/webhooks/stripe",
+        data=raw_body,
+        headers={
+            "Stripe-Signature": stripe_signature(secret, raw_body),
+            "Content-Type": "application/json",
+        },
+    )
+    assert response.status_code == 200, response.get_json()
+    outcome: str = response.get_json()["data"]["outcome"]
+    return outcome
+
+
+def deliver_to_yookassa_webhook(client: FlaskClient, raw_body: bytes) -> str:
+    """POST a YooKassa notification (unsigned: the extension asks the API about it); the outcome
+    the extension answered (200)."""
+    response = client.post(
+        "/api/billing/webhooks/yookassa",
+        data=raw_body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.get_json()
+    outcome: str = response.get_json()["data"]["outcome"]
+    return outcome
