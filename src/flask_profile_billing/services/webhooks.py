@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import parse_qsl
 from uuid import uuid4
 
 from sqlalchemy import Connection, Row
@@ -151,7 +152,7 @@ class WebhookService:
             raise WebhookRefused(str(error), error_code="INVALID_SIGNATURE") from None
         payload_text = _storable(raw_body.decode("utf-8", errors="replace"))
         try:
-            event = _parse_event(provider, raw_body)
+            event = _parse_event(provider, raw_body, headers.get("Content-Type", ""))
         except _NotJson as error:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_JSON") from None
@@ -531,16 +532,42 @@ class WebhookService:
 
 
 class _NotJson(InvalidEvent):
-    """The body is not a JSON object (400, like every other JSON endpoint of the API)."""
+    """The body is neither a JSON object nor a form (400, like every other JSON endpoint of the
+    API)."""
 
 
-def _parse_event(provider: PaymentProvider, raw_body: bytes) -> ProviderEvent:
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+_MAX_FORM_FIELDS = 1000
+
+
+def _decode_payload(raw_body: bytes, content_type: str) -> dict[str, Any]:
+    """The delivery's fields: a JSON object, or a form's fields (each the first of its name, as
+    text) for providers that post forms (Robokassa's Result URL, CloudPayments' default)."""
+    if content_type.split(";", 1)[0].strip().lower() == FORM_MEDIA_TYPE:
+        try:
+            fields = parse_qsl(
+                raw_body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                max_num_fields=_MAX_FORM_FIELDS,
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise _NotJson("The form body must be UTF-8 name=value pairs") from None
+        payload: dict[str, Any] = {}
+        for name, value in fields:
+            payload.setdefault(name, value)
+        return payload
     try:
-        payload = json.loads(raw_body)
+        decoded = json.loads(raw_body)
     except (ValueError, RecursionError):
-        raise _NotJson("The request body must be a JSON object") from None
-    if not isinstance(payload, dict):
-        raise _NotJson("The request body must be a JSON object")
+        raise _NotJson("The request body must be a JSON object or a form") from None
+    if not isinstance(decoded, dict):
+        raise _NotJson("The request body must be a JSON object or a form")
+    return decoded
+
+
+def _parse_event(provider: PaymentProvider, raw_body: bytes, content_type: str) -> ProviderEvent:
+    payload = _decode_payload(raw_body, content_type)
     try:
         event = provider.parse_event(payload)
     except InvalidEvent:
