@@ -1,10 +1,9 @@
 """How the profile page looks, in English and in Russian: axe-core at 360 and 1280 px, nothing to
 scroll sideways on a phone (dialogs open too), and the screenshots of docs/screenshots/.
 
-The app of this module speaks the browser's language: Flask-Babel's locale from Accept-Language,
-as a host sets it up (`speak_the_browsers_language`), so the browser's locale ("en-US", "ru-RU")
-picks the page's. Alice has a month of use behind her, so that every card has something to show;
-the tests only look, and share the app.
+The example app speaks the browser's language (Flask-Babel's locale from Accept-Language, as a
+host sets it up), so the browser's locale ("en-US", "ru-RU") picks the page's. Alice has a month
+of use behind her, so that every card has something to show; the tests only look, and share the app.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from tests.support.browser import (
     assert_accessible,
     assert_no_horizontal_overflow,
     save_screenshots,
-    speak_the_browsers_language,
     start_example_app,
 )
 
@@ -44,9 +42,7 @@ EXPORTS_BY_DAY = {12: 1, 4: 2, 0: 1}
 
 @pytest.fixture(scope="module")
 def bilingual_app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_example_app(
-        tmp_path_factory.mktemp("bilingual-app"), prepare=speak_the_browsers_language
-    )
+    server = start_example_app(tmp_path_factory.mktemp("bilingual-app"))
     today = server.clock.now
     for metric, by_day in (("analysis", ANALYSES_BY_DAY), ("export", EXPORTS_BY_DAY)):
         for days_ago, amount in by_day.items():

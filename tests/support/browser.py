@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from axe_playwright_python.sync_playwright import Axe
 from example_app import create_app
-from flask import Flask, request
+from flask import Flask
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request, WebError
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -98,14 +98,11 @@ def start_example_app(
     directory: Path,
     *,
     strict_csp: bool = True,
-    prepare: Callable[[Flask], object] | None = None,
     **config: Any,
 ) -> LiveServer:
     """Start the example app (demo users alice and bob included) on a new SQLite file in
     `directory`, on a free port of 127.0.0.1, in a threaded server; `config` overrides its
-    configuration, and `prepare(app)` runs before the app answers its first request (to add an
-    extension of a host's, as `speak_the_browsers_language` does). Stop it with
-    `LiveServer.stop()`."""
+    configuration. Stop it with `LiveServer.stop()`."""
     clock = config.pop("BILLING_CLOCK", None) or Clock()
     database = directory / "example.sqlite3"
     app = create_app(
@@ -116,27 +113,12 @@ def start_example_app(
             **config,
         }
     )
-    if prepare is not None:
-        prepare(app)
     served: WSGIApplication = StrictPolicy(app) if strict_csp else app
     server = make_server(HOST, 0, served, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="example-app", daemon=True)
     thread.start()
     url = f"http://{HOST}:{server.server_port}"
     return LiveServer(app, url, clock, database, server, thread)
-
-
-LANGUAGES: Final = ("en", "ru")
-"""The languages the extension's pages speak."""
-
-
-def speak_the_browsers_language(app: Flask) -> None:
-    """Flask-Babel on `app`, its locale the browser's (Accept-Language), English or Russian: how a
-    host usually sets it up, and where the extension's pages take their language from."""
-    # The `babel` extra, which the test extra includes; Flask-Babel has no type hints.
-    from flask_babel import Babel  # type: ignore[import-untyped]
-
-    Babel(app, locale_selector=lambda: request.accept_languages.best_match(LANGUAGES, "en"))
 
 
 # -- what every page must pass ---------------------------------------------------------------------
