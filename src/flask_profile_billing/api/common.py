@@ -161,6 +161,12 @@ def _cookie_authenticated(user_id: str) -> bool:
     return session.get("_user_id") is not None and str(session.get("_user_id")) == user_id
 
 
+def cookie_authenticated() -> bool:
+    """Whether the logged-in user was authenticated by the session cookie (a browser), not by a
+    header or token (401 when nobody is logged in)."""
+    return _cookie_authenticated(current_user_id())
+
+
 def _check_csrf() -> None:
     if not get_state().runtime.settings.csrf_enabled:
         return

@@ -36,19 +36,33 @@ def build_document(app: Flask) -> dict[str, Any]:
         info={"description": "Plans, subscriptions, quotas and profile of the current user."},
     )
     spec.components.schema("Error", schema=out.ErrorSchema)
+    # Either scheme is accepted: the session cookie of a user who logged in with the host's form
+    # (its writes also send X-CSRFToken), or a bearer token the host's Flask-Login request_loader
+    # reads (no CSRF token).
     spec.components.security_scheme(
-        "session",
+        "cookieAuth",
         {
             "type": "apiKey",
             "in": "cookie",
             "name": app.config.get("SESSION_COOKIE_NAME", "session"),
+            "description": "The host's login session; writes also send the X-CSRFToken header.",
         },
     )
-    api = get_state(app).runtime.settings.api
+    spec.components.security_scheme(
+        "bearerAuth",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token the host issues and reads in its Flask-Login request_loader; "
+            "no CSRF token needed.",
+        },
+    )
+    settings = get_state(app).runtime.settings
+    api = settings.api
     if api.subscription.enabled:
         _subscription_paths(spec, api.subscription.prefix)
     if api.profile.enabled:
-        _profile_paths(spec, api.profile.prefix)
+        _profile_paths(spec, api.profile.prefix, csrf_token=settings.csrf_enabled)
     if api.billing.enabled:
         _billing_paths(spec, api.billing.prefix)
     document = spec.to_dict()
@@ -83,7 +97,8 @@ def operation(
         op["requestBody"] = {"required": True, "content": _json(body)}
     if query is not None:
         op["parameters"] = [{"in": "query", "schema": query}]
-    op["security"] = [] if public else [{"session": []}]
+    # Alternatives: either scheme alone authenticates the request.
+    op["security"] = [] if public else [{"cookieAuth": []}, {"bearerAuth": []}]
     return op
 
 
@@ -163,7 +178,7 @@ def _subscription_paths(spec: APISpec, prefix: str) -> None:
     )
 
 
-def _profile_paths(spec: APISpec, prefix: str) -> None:
+def _profile_paths(spec: APISpec, prefix: str, *, csrf_token: bool) -> None:
     from .activity_views import ActivityQuerySchema, TrackEventSchema
     from .profile_schemas import ProfileUpdateSchema
 
@@ -207,11 +222,14 @@ def _profile_paths(spec: APISpec, prefix: str) -> None:
             )
         },
     )
+    if not csrf_token:
+        return
     spec.path(
         path=f"{prefix}/csrf-token",
         operations={
             "get": operation(
-                "The CSRF token for writes authenticated by the session cookie",
+                "The CSRF token for writes authenticated by the session cookie (null for a "
+                "bearer token, whose writes need none)",
                 out.envelope("CsrfTokenAnswer", out.CsrfTokenSchema),
                 errors=("401", *_NO_QUERY),
             )

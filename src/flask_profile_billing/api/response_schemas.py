@@ -158,7 +158,8 @@ class AcceptedEventSchema(Schema):
 
 
 class CsrfTokenSchema(Schema):
-    csrf_token = fields.String(required=True)
+    # None for a client not authenticated by the session cookie: its writes need no token.
+    csrf_token = fields.String(required=True, allow_none=True)
 
 
 class QuotaPackageSchema(Schema):
