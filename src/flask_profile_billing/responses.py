@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import secrets
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, tzinfo
@@ -12,7 +13,15 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from flask import current_app, has_request_context, jsonify, render_template, request, url_for
+from flask import (
+    current_app,
+    has_app_context,
+    has_request_context,
+    jsonify,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from jinja2 import TemplateNotFound
 from markupsafe import escape
@@ -25,7 +34,7 @@ from .domain.errors import BillingError
 from .domain.limits import Allowance
 from .errors import BillingUnavailable, QuotaExceeded
 from .services.faults import DATABASE_FAULTS, migrations_pending, missing_table_behind
-from .settings import DEFAULTS, RefusalPageSettings
+from .settings import DEFAULTS, PageSecuritySettings, RefusalPageSettings, with_sources
 from .state import BillingState, get_state
 
 log = logging.getLogger(__name__)
@@ -70,16 +79,14 @@ QUOTA_RESET_HEADER = "X-Quota-Reset"
 # Every answer: a browser must never guess another type than the one declared (a JSON body that
 # echoes user input, sniffed as HTML, would run as a page of the host's origin).
 ANSWER_SECURITY_HEADERS: Mapping[str, str] = {"X-Content-Type-Options": "nosniff"}
-# Pages also get a policy their markup needs nothing beyond: no inline script or style, no framing
-# (clickjacking), no <base> or form target elsewhere, and no full URL leaked to other sites.
+# Pages also get no full URL leaked to other sites and no framing (the policy's frame-ancestors,
+# BILLING_CONTENT_SECURITY_POLICY, says the same to browsers that read it).
 PAGE_SECURITY_HEADERS: Mapping[str, str] = {
     **ANSWER_SECURITY_HEADERS,
-    "Content-Security-Policy": (
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
-    ),
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",  # frame-ancestors' twin, for browsers without CSP level 2
 }
+CSP_HEADER = "Content-Security-Policy"
 
 
 def quota_headers(allowance: Allowance) -> dict[str, str]:
@@ -130,12 +137,71 @@ def wants_html() -> bool:
 
 def with_security_headers(response: Response) -> Response:
     """Add the security headers of the response's kind (a page, or any other answer), keeping
-    every one the host already set: a host with its own policy knows its pages better."""
-    wanted = PAGE_SECURITY_HEADERS if response.mimetype == "text/html" else ANSWER_SECURITY_HEADERS
+    every one the host already set: a host with its own policy knows its pages better.
+
+    A page's Content-Security-Policy is ``BILLING_CONTENT_SECURITY_POLICY``'s, with the nonce of
+    ``csp_nonce()`` in the directives of ``BILLING_CONTENT_SECURITY_POLICY_NONCE_IN`` when a
+    template used it. Flask-Talisman, when the host uses it, sets its own policy after this (an
+    ``after_request`` of the app runs after the blueprints'), with the same nonce."""
+    if response.mimetype != "text/html":
+        wanted: Mapping[str, str] = ANSWER_SECURITY_HEADERS
+    else:
+        security = _page_security()
+        headers = dict(PAGE_SECURITY_HEADERS)
+        if security.policy is not None:
+            headers[CSP_HEADER] = policy_header(security.policy, security.nonce_in, _nonce())
+            if security.policy.get("frame-ancestors") != ("'none'",):
+                del headers["X-Frame-Options"]  # the host allowed framing in its policy
+        wanted = headers
     for name, value in wanted.items():
         if name not in response.headers:
             response.headers[name] = value
     return response
+
+
+def policy_header(
+    policy: Mapping[str, tuple[str, ...]], nonce_in: tuple[str, ...], nonce: str | None
+) -> str:
+    """The header value of ``policy``, with ``'nonce-<nonce>'`` in the ``nonce_in`` directives."""
+    directives = dict(policy)
+    if nonce:
+        for directive in nonce_in:
+            directives[directive] = with_sources(directives, directive, (f"'nonce-{nonce}'",))
+    return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
+
+
+def csp_nonce() -> str:
+    """The request's nonce for inline ``<script nonce="{{ csp_nonce() }}">`` and ``<style>`` of a
+    host's layout: made on first use and kept on ``request.csp_nonce``, where Flask-Talisman
+    keeps its own, so both name one nonce whichever of them a template calls. '' outside a
+    request."""
+    if not has_request_context():
+        return ""
+    nonce = getattr(request, "csp_nonce", None)
+    if not nonce:
+        nonce = secrets.token_urlsafe(18)
+        request.csp_nonce = nonce  # type: ignore[attr-defined]
+    return str(nonce)
+
+
+def _nonce() -> str | None:
+    # Only a nonce that a template used (or Flask-Talisman made): a nonce in style-src or
+    # script-src turns a host's 'unsafe-inline' there off, so none is added without need.
+    nonce = getattr(request, "csp_nonce", None) if has_request_context() else None
+    return str(nonce) if nonce else None
+
+
+def _page_security() -> PageSecuritySettings:
+    state = _state() if has_app_context() else None
+    if state is not None:
+        return state.runtime.settings.page_security
+    # An app without the extension initialised (a host calling error_response itself).
+    get: Callable[[str], Any] = (
+        (lambda key: current_app.config.get(key, DEFAULTS[key]))
+        if has_app_context()
+        else DEFAULTS.__getitem__
+    )
+    return PageSecuritySettings.read(get, get("BILLING_BASE_TEMPLATE"))
 
 
 def error_response(

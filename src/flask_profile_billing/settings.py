@@ -7,6 +7,7 @@ Keys live in one place so that ``init_app`` can ``setdefault`` them and the conf
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -131,6 +132,13 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_BASE_TEMPLATE": None,
     # Where the page's "Go back" link leads when the referrer is not of the app's own origin.
     "BILLING_REFUSAL_BACK_URL": "/",
+    # The Content-Security-Policy of the extension's pages (profile, refusals): None for the
+    # strict policy on the extension's own base template and none inside BILLING_BASE_TEMPLATE
+    # (the host's layout, the host's policy); False for none; True for the strict one always; a
+    # dict of directive -> sources for the strict one with those sources added, always.
+    "BILLING_CONTENT_SECURITY_POLICY": None,
+    # The directives that get the request's nonce when a template called csp_nonce().
+    "BILLING_CONTENT_SECURITY_POLICY_NONCE_IN": ("script-src", "style-src"),
     # The profile page (login required): switched off, renamed and moved like the API blueprints.
     "BILLING_PROFILE_PAGE_ENABLED": True,
     "BILLING_PROFILE_PAGE_PREFIX": "/profile",
@@ -445,6 +453,94 @@ class RefusalPageSettings:
         return cls(base_template, back_url)
 
 
+STRICT_PAGE_POLICY: Mapping[str, tuple[str, ...]] = {
+    "default-src": ("'self'",),
+    "frame-ancestors": ("'none'",),
+    "base-uri": ("'self'",),
+    "form-action": ("'self'",),
+}
+"""The policy the extension's own markup needs and nothing more: no inline script or style, no
+framing (clickjacking), no <base> or form target elsewhere."""
+
+_DIRECTIVE = re.compile(r"[a-z][a-z-]*\Z")
+_SOURCE = re.compile(r"[^\s;,]+\Z")  # a separator inside a source would inject a directive
+
+
+@dataclass(frozen=True, slots=True)
+class PageSecuritySettings:
+    """The Content-Security-Policy of the extension's pages."""
+
+    policy: Mapping[str, tuple[str, ...]] | None
+    """Directive -> sources; None: the extension sends no policy (the host's decides)."""
+    nonce_in: tuple[str, ...]
+    """Directives that get ``'nonce-...'`` when a template called ``csp_nonce()``."""
+
+    @classmethod
+    def read(cls, get: Callable[[str], Any], base_template: str | None) -> PageSecuritySettings:
+        key = "BILLING_CONTENT_SECURITY_POLICY"
+        value = get(key)
+        policy: Mapping[str, tuple[str, ...]] | None
+        if value is None:
+            # A host's layout loads what the host chose (its CDN, its inline scripts): only the
+            # host can say what its policy must allow.
+            policy = STRICT_PAGE_POLICY if base_template is None else None
+        elif value is False:
+            policy = None
+        elif value is True:
+            policy = STRICT_PAGE_POLICY
+        elif isinstance(value, Mapping):
+            policy = dict(STRICT_PAGE_POLICY)
+            for directive, sources in value.items():
+                if not (isinstance(directive, str) and _DIRECTIVE.match(directive)):
+                    raise BillingConfigError(f"{key}: {directive!r} is not a directive name")
+                added = _sources(sources, f"{key}[{directive!r}]")
+                policy[directive] = with_sources(policy, directive, added)
+        else:
+            raise BillingConfigError(
+                f"{key} must be None, True, False or a dict of directive -> sources, not {value!r}"
+            )
+        nonce_key = "BILLING_CONTENT_SECURITY_POLICY_NONCE_IN"
+        nonce_in = get(nonce_key)
+        if isinstance(nonce_in, str) or not isinstance(nonce_in, list | tuple):
+            raise BillingConfigError(
+                f"{nonce_key} must be a list of directives such as 'script-src', not {nonce_in!r}"
+            )
+        for directive in nonce_in:
+            if not (
+                isinstance(directive, str)
+                and _DIRECTIVE.match(directive)
+                and directive.endswith("-src")
+            ):
+                raise BillingConfigError(f"{nonce_key}: {directive!r} is not a -src directive")
+        return cls(policy, tuple(nonce_in))
+
+
+def with_sources(
+    policy: Mapping[str, tuple[str, ...]], directive: str, added: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The sources of ``directive`` in ``policy`` with ``added`` after them. A fetch directive
+    the policy lacks starts from ``default-src`` (which it would otherwise fall back to, so the
+    extension's own files stay allowed); ``'none'`` is replaced, and ``('none',)`` added sets it."""
+    if added == ("'none'",):
+        return added
+    current = policy.get(directive)
+    if current is None:
+        current = policy.get("default-src", ()) if directive.endswith("-src") else ()
+    if current == ("'none'",):
+        current = ()
+    return (*current, *(source for source in added if source not in current))
+
+
+def _sources(value: Any, key: str) -> tuple[str, ...]:
+    items = value.split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise BillingConfigError(f"{key} must be a source or a list of sources, not {value!r}")
+    for item in items:
+        if not (isinstance(item, str) and _SOURCE.match(item)):
+            raise BillingConfigError(f"{key}: {item!r} is not a source")
+    return tuple(items)
+
+
 @dataclass(frozen=True, slots=True)
 class ProfilePageSettings:
     """The server-rendered profile page (``page/``)."""
@@ -627,6 +723,7 @@ class BillingSettings:
     payments: PaymentSettings
     refusal_page: RefusalPageSettings
     page: ProfilePageSettings
+    page_security: PageSecuritySettings
     maintenance: MaintenanceSettings
     email: EmailSettings
     default_quota: int | None
@@ -732,6 +829,7 @@ class BillingSettings:
             payments=PaymentSettings.read(get, catalog),
             refusal_page=RefusalPageSettings.read(get),
             page=ProfilePageSettings.read(get),
+            page_security=PageSecuritySettings.read(get, get("BILLING_BASE_TEMPLATE")),
             maintenance=MaintenanceSettings.read(
                 get,
                 _positive_int(get("PROFILE_ACTIVITY_WINDOW_DAYS"), "PROFILE_ACTIVITY_WINDOW_DAYS"),

@@ -7,14 +7,17 @@ from flask_login import login_required
 from werkzeug.wrappers import Response
 
 from ..errors import BillingConfigError, BillingError
-from ..responses import error_response, with_security_headers
+from ..responses import csp_nonce, error_response, with_security_headers
 from ..services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
 from ..state import get_state
 from . import views
 
 
 def register_page(app: Flask) -> None:
-    """Register the page's blueprint when ``BILLING_PROFILE_PAGE_ENABLED``."""
+    """Register the page's blueprint when ``BILLING_PROFILE_PAGE_ENABLED``, and ``csp_nonce()``
+    for templates (a host's layout around the refusal page uses it too, page or no page)."""
+    # Flask-Talisman's, when the host initialised it first, stays: both use request.csp_nonce.
+    app.jinja_env.globals.setdefault("csp_nonce", csp_nonce)
     settings = get_state(app).runtime.settings.page.blueprint
     if not settings.enabled:
         return
