@@ -1,5 +1,5 @@
-"""A host that authenticates its API clients with Flask-HTTPAuth (HTTP Basic), as the "Token
-clients" recipe of docs/integration.md does: a Flask-Login ``request_loader`` that reuses the user
+"""A host that authenticates its API clients with Flask-HTTPAuth (HTTP Basic) with the "Token
+clients" recipe of docs/integration.md, run as written: a Flask-Login ``request_loader`` that reuses the user
 Flask-HTTPAuth verified for this request (each request hashes a password once), inactive or
 unconfirmed users answered 401/403 in JSON and never redirected to the host's login page, and the
 billing JSON API working with the same credentials.
@@ -11,8 +11,8 @@ import base64
 from typing import Any
 
 import pytest
-from flask import Flask, Request, g, jsonify
-from flask_httpauth import HTTPBasicAuth
+import werkzeug.security
+from flask import Flask, g, jsonify
 from flask_login import LoginManager, UserMixin
 from sqlalchemy import String, select
 from sqlalchemy.orm import Mapped, mapped_column
@@ -20,6 +20,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from flask_profile_billing import ProfileBilling, requires_quota
 from tests.support.host_app import Clock, db
+from tests.support.recipes import run_recipe
 
 # Cheap to compute in tests; the count of calls is what matters here.
 HASH_METHOD = "pbkdf2:sha256:1000"
@@ -51,7 +52,7 @@ class PasswordChecks:
         return check_password_hash(stored, given)
 
 
-def build_host(database_url: str, clock: Clock, check_password: PasswordChecks) -> Flask:
+def build_host(database_url: str, clock: Clock) -> Flask:
     app = Flask("httpauth_host")
     app.config.update(
         TESTING=True,
@@ -60,7 +61,6 @@ def build_host(database_url: str, clock: Clock, check_password: PasswordChecks) 
         BILLING_CLOCK=clock,
     )
     db.init_app(app)
-    auth = HTTPBasicAuth()
     login_manager = LoginManager(app)
     login_manager.login_view = "login"  # the host's pages for browsers
 
@@ -70,37 +70,8 @@ def build_host(database_url: str, clock: Clock, check_password: PasswordChecks) 
         g.pop("_login_user", None)
         g.pop("flask_httpauth_user", None)
 
-    # -- the recipe ------------------------------------------------------------------------------
-
-    @auth.verify_password
-    def verify_password(email: str, password: str) -> ApiMember | None:
-        member = db.session.scalar(select(ApiMember).where(ApiMember.email == email))
-        if member is not None and check_password(member.password_hash, password):
-            return member
-        return None
-
-    @auth.get_user_roles
-    def roles(member: ApiMember) -> list[str]:
-        return ["confirmed"] if member.confirmed else []
-
-    @auth.error_handler
-    def auth_error(status: int) -> Any:
-        error = "UNAUTHORIZED" if status == 401 else "FORBIDDEN"
-        return jsonify(success=False, error=error, message="Check your credentials"), status
-
-    @login_manager.request_loader
-    def load_api_client(request: Request) -> ApiMember | None:
-        # Verified already when @auth.login_required ran for this request: not hashed again.
-        member = auth.current_user()
-        if member is None and auth.get_auth() is not None:
-            # Routes without it (the billing JSON API): verified here, once per request.
-            member = auth.authenticate(auth.get_auth(), None)
-        return member or None
-
-    @login_manager.user_loader
-    def load_member(member_id: str) -> ApiMember | None:
-        # The profile (email, name) reads the user by id: without sessions, still needed.
-        return db.session.get(ApiMember, int(member_id))
+    # The recipe, as docs/integration.md shows it, in the host's module.
+    auth = run_recipe("flask-httpauth", db=db, User=ApiMember, login_manager=login_manager)["auth"]
 
     # -- the host's routes -------------------------------------------------------------------------
 
@@ -140,13 +111,16 @@ def build_host(database_url: str, clock: Clock, check_password: PasswordChecks) 
 
 
 @pytest.fixture
-def check_password() -> PasswordChecks:
-    return PasswordChecks()
+def check_password(monkeypatch: pytest.MonkeyPatch) -> PasswordChecks:
+    """Werkzeug's password check, counted where the recipe imports it from."""
+    checks = PasswordChecks()
+    monkeypatch.setattr(werkzeug.security, "check_password_hash", checks)
+    return checks
 
 
 @pytest.fixture
 def host(database_url: str, clock: Clock, check_password: PasswordChecks) -> Flask:
-    return build_host(database_url, clock, check_password)
+    return build_host(database_url, clock)
 
 
 def basic(email: str, password: str = PASSWORD, accept: str = "application/json") -> dict[str, str]:

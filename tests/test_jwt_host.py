@@ -1,5 +1,5 @@
-"""A pure JSON API on Flask-JWT-Extended, glued to the extension as the "Token clients" recipe of
-docs/integration.md does: a ``LoginManager`` with no login view and no sessions, whose
+"""A pure JSON API on Flask-JWT-Extended, glued to the extension with the "Token clients" recipe
+of docs/integration.md, run as written: a ``LoginManager`` with no login view and no sessions, whose
 ``request_loader`` reads the verified JWT's identity. Guards and the billing JSON API take the
 same ``Authorization: Bearer`` token; every refusal, including the anonymous one of a guard reached
 without ``@jwt_required()``, is JSON whatever the client's ``Accept``.
@@ -11,30 +11,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from flask import Flask, Request, g, jsonify
-from flask_jwt_extended import (
-    JWTManager,
-    create_access_token,
-    get_jwt_identity,
-    jwt_required,
-    verify_jwt_in_request,
-)
-from flask_jwt_extended.exceptions import JWTExtendedException
-from flask_login import LoginManager, UserMixin
-from jwt import PyJWTError
+from flask import Flask, g, jsonify
+from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, jwt_required
 
 from flask_profile_billing import ProfileBilling, requires_quota
 from tests.support.host_app import Clock, db
+from tests.support.recipes import run_recipe
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 FREE_ANALYSES = 20
-
-
-class ApiUser(UserMixin):
-    """Who a verified token names: all the extension needs is ``get_id()``."""
-
-    def __init__(self, user_id: str) -> None:
-        self.id = user_id
 
 
 def build_host(database_url: str, clock: Clock) -> Flask:
@@ -54,20 +39,8 @@ def build_host(database_url: str, clock: Clock) -> Flask:
         # The test client reuses one app context: Flask-Login's per-context cache must not leak.
         g.pop("_login_user", None)
 
-    # -- the recipe ------------------------------------------------------------------------------
-
-    login_manager = LoginManager(app)
-
-    @login_manager.request_loader
-    def load_jwt_client(request: Request) -> ApiUser | None:
-        try:
-            verify_jwt_in_request(optional=True)  # no token: anonymous
-        except (JWTExtendedException, PyJWTError):
-            return None  # expired or forged: anonymous, so 401
-        identity = get_jwt_identity()
-        return None if identity is None else ApiUser(identity)
-
-    login_manager.user_loader(ApiUser)  # the profile reads the user by id
+    # The recipe, as docs/integration.md shows it, in the host's module.
+    run_recipe("flask-jwt-extended")["login_manager"].init_app(app)
 
     # -- the host's routes -------------------------------------------------------------------------
 
