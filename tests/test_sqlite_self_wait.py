@@ -19,7 +19,7 @@ from flask_login import LoginManager, UserMixin, current_user
 from sqlalchemy import DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from flask_profile_billing import ProfileBilling, requires_quota
+from flask_profile_billing import ProfileBilling, requires_feature, requires_quota
 from tests.support.host_app import Clock, db
 
 # The busy timeout the host runs with: without the check, the guard would answer after it.
@@ -80,6 +80,13 @@ def build_host(database_url: str, clock: Clock) -> Flask:
     @permission_required(commit=False)
     @requires_quota("analysis")
     def flushed_then_guarded() -> Any:
+        return jsonify(success=True)
+
+    @app.get("/flushed-then-feature")
+    @permission_required(commit=False)
+    @requires_feature("api_access")
+    def flushed_then_feature() -> Any:
+        # Reads only, but a user's first request creates their free subscription: a write.
         return jsonify(success=True)
 
     @app.post("/committed-then-guarded")
@@ -146,6 +153,20 @@ def test_an_idempotent_request_after_a_flushed_write_is_named_at_once(host: Flas
     response = client.post(
         "/flushed-then-guarded",
         headers={"X-User": "alice", "Accept": "application/json", "Idempotency-Key": "k-1"},
+    )
+
+    assert response.status_code == 500
+    assert "db.session.commit()" in response.get_json()["message"]
+    assert time.monotonic() - started < BUSY_TIMEOUT / 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_first_request_to_a_feature_guard_after_a_flushed_write_is_named_at_once(
+    host: Flask,
+) -> None:
+    started = time.monotonic()
+    response = host.test_client().get(
+        "/flushed-then-feature", headers={"X-User": "alice", "Accept": "application/json"}
     )
 
     assert response.status_code == 500

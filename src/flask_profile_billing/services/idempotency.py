@@ -17,12 +17,7 @@ from datetime import datetime, timedelta
 
 from ..errors import IdempotencyConflict, IdempotencyKeyReused
 from ..store import idempotency as keys
-from ..store.transactions import (
-    UNAVAILABLE_ERRORS,
-    read_connection,
-    refuse_to_wait_on_host,
-    write_transaction,
-)
+from ..store.transactions import UNAVAILABLE_ERRORS, read_connection, write_transaction
 from .refunds import PendingRefund, RefundService
 from .runtime import Runtime
 
@@ -73,7 +68,6 @@ class IdempotencyService:
         Raises ``IdempotencyConflict`` while the first use runs and ``IdempotencyKeyReused`` when
         the key was used for a different request.
         """
-        refuse_to_wait_on_host(self._runtime.db.session, self._runtime.engine)
         for _ in range(_ATTEMPTS):
             outcome = self._try_begin(request)
             if outcome is not None:

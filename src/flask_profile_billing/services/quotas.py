@@ -33,7 +33,7 @@ from ..store import usage
 from ..store.locks import gauge_lock
 from ..store.reservation import NoticeColumns, OneStatementReservation
 from ..store.subscriptions import select_current
-from ..store.transactions import read_connection, refuse_to_wait_on_host, write_transaction
+from ..store.transactions import read_connection, write_transaction
 from .notifications import NotificationService
 from .refunds import PendingRefund, RefundService
 from .runtime import Runtime
@@ -170,9 +170,6 @@ class QuotaService:
         runtime = self._runtime
         metric = runtime.metric(metric_name, MetricKind.PERIODIC)
         validate_amount(amount)
-        # Before anything is claimed: on SQLite, a host write pending in this request would
-        # otherwise make the charge wait on it until the busy timeout.
-        refuse_to_wait_on_host(runtime.db.session, runtime.engine)
         if (
             idempotency_key is not None
             and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH

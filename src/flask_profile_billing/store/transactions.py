@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import (
     DBAPIError,
@@ -78,8 +79,12 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
     On SQLite it starts with ``BEGIN IMMEDIATE``: the write lock is taken up front, so a transaction
     that reads before it writes waits for other writers (busy timeout) instead of failing with
-    "database is locked" when it upgrades its lock.
+    "database is locked" when it upgrades its lock. A wait that could only end with the request
+    (the app's own ``db.session`` holds an uncommitted write) is refused at once instead
+    (``refuse_to_wait_on_host``).
     """
+    if engine.dialect.name == "sqlite":
+        _refuse_to_wait_on_this_apps_session(engine)
     with engine.connect() as connection:
         # Begun explicitly, so that the commit below also covers work sent to the driver directly
         # (COPY): SQLAlchemy would otherwise see no transaction of its own and commit nothing.
@@ -150,6 +155,18 @@ def refuse_to_wait_on_host(host_session: Session | scoped_session[Any], engine: 
         dbapi_connection = connection.connection.dbapi_connection
         if getattr(dbapi_connection, "in_transaction", False):
             raise BillingConfigError(SELF_WAIT_MESSAGE)
+
+
+def _refuse_to_wait_on_this_apps_session(engine: Engine) -> None:
+    """``refuse_to_wait_on_host`` with the current app's Flask-SQLAlchemy session, when there is
+    an app (a request, a CLI command); the scheduler's jobs have an app context and a session of
+    their own, which never holds a write here."""
+    if not has_app_context():
+        return
+    db = current_app.extensions.get("sqlalchemy")
+    session = getattr(db, "session", None)
+    if isinstance(session, (Session, scoped_session)):
+        refuse_to_wait_on_host(session, engine)
 
 
 def _in_memory(engine: Engine) -> bool:
