@@ -104,10 +104,16 @@ def test_alice_logs_in_and_sees_the_free_plan(client: FlaskClient) -> None:
 
 
 def test_an_anonymous_post_is_sent_to_the_login_page(client: FlaskClient) -> None:
-    response = client.post("/analyze", headers=JSON)
+    response = client.post("/analyze", headers={"Accept": "text/html"})
 
     assert response.status_code == 302
     assert response.location.startswith("/login?next=")
+
+
+def test_an_anonymous_json_client_gets_401_not_the_login_page(client: FlaskClient) -> None:
+    response = client.post("/analyze", headers=JSON)
+
+    assert (response.status_code, response.get_json()["error"]) == (401, "UNAUTHORIZED")
 
 
 def test_alice_analyzes_twenty_times_then_is_refused(example: Flask) -> None:

@@ -7,7 +7,9 @@ the table of ``flask_profile_billing.responses``; every answer has the extension
 
 The two refusals of the guards are also werkzeug HTTP exceptions, so a host can customise them with
 ``@app.errorhandler(429)`` or ``@app.errorhandler(QuotaExceeded)``, as with Flask-Limiter's
-``RateLimitExceeded``.
+``RateLimitExceeded``. Their ``headers()`` (``Retry-After`` and the quota headers) are part of the
+answer whoever renders it: ``get_response()`` and ``get_headers()`` include them, and the extension
+adds those a host's handler left out.
 """
 
 from __future__ import annotations
@@ -28,6 +30,27 @@ from .domain.errors import (
 )
 from .domain.limits import Allowance
 from .domain.periods import seconds_until
+
+# Where a request keeps the refusal it raised (on ``flask.g``), so that the extension can add the
+# refusal's headers to the answer a host's own error handler made of it.
+REFUSAL_ATTRIBUTE = "_billing_refusal"
+
+QUOTA_LIMIT_HEADER = "X-Quota-Limit"
+QUOTA_REMAINING_HEADER = "X-Quota-Remaining"
+QUOTA_RESET_HEADER = "X-Quota-Reset"
+
+
+def quota_headers(allowance: Allowance) -> dict[str, str]:
+    """Limit, remaining and reset (Unix time) of a limited metric, like Flask-Limiter's X-RateLimit-*."""
+    if allowance.limit is None:
+        return {}
+    headers = {
+        QUOTA_LIMIT_HEADER: str(allowance.limit),
+        QUOTA_REMAINING_HEADER: str(allowance.remaining),
+    }
+    if allowance.resets_at is not None:
+        headers[QUOTA_RESET_HEADER] = str(int(allowance.resets_at.timestamp()))
+    return headers
 
 
 class NotInitialisedError(BillingError, RuntimeError):
@@ -80,6 +103,15 @@ class QuotaExceeded(BillingError, TooManyRequests):
     def metric(self) -> str:
         return self.allowance.metric
 
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` (when the period resets) and the quota headers."""
+        return {**quota_headers(self.allowance), **super().headers()}
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        """Werkzeug's headers with the refusal's own: ``get_response()``, and Flask's answer for
+        a host's handler that returns the exception itself, keep them."""
+        return [*super().get_headers(environ, scope), *self.headers().items()]
+
     def details(self) -> dict[str, Any]:
         allowance = self.allowance
         return {
@@ -100,6 +132,11 @@ class FeatureNotAvailable(BillingError, Forbidden):
         super().__init__(message, {"feature": feature, "plan": plan_code})
         self.feature = feature
         self.plan_code = plan_code
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        """Werkzeug's headers with the refusal's own: ``get_response()``, and Flask's answer for
+        a host's handler that returns the exception itself, keep them."""
+        return [*super().get_headers(environ, scope), *self.headers().items()]
 
 
 class IdempotencyConflict(BillingError):

@@ -22,7 +22,7 @@ from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, BillingError
 from .page.blueprint import register_page
-from .responses import error_response
+from .responses import error_response, keep_refusal_headers
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
@@ -155,6 +155,8 @@ class ProfileBilling:
         # Any of the extension's errors that reaches Flask is answered in the error shape, with
         # the status of its code; a host's own handler (for 429, or QuotaExceeded) still wins.
         app.register_error_handler(BillingError, error_response)
+        # And a host's handler (for 429, or QuotaExceeded) still sends the refusal's headers.
+        app.after_request(keep_refusal_headers)
 
         register_api(app)
         register_page(app)

@@ -16,13 +16,14 @@ from contextlib import ExitStack, contextmanager
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import abort, current_app, request
+from flask import current_app, request
 from flask_login import current_user
+from flask_login.signals import user_unauthorized
 from werkzeug.wrappers import Response
 
 from .domain.limits import Allowance, validate_amount
-from .errors import BillingUnavailable, InvalidRequest
-from .responses import quota_headers
+from .errors import ApiError, BillingUnavailable, InvalidRequest
+from .responses import quota_headers, wants_json
 from .services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
 from .services.idempotency import IdempotentRequest, StoredResponse
 from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
@@ -286,10 +287,30 @@ def _current_user_id() -> str | None:
 
 
 def _unauthorized() -> Any:
+    """An anonymous request, answered as ``@login_required`` would for a browser (Flask-Login's
+    ``unauthorized()``: the host's ``unauthorized_handler``, or the redirect to its login view),
+    and in the client's own format otherwise: 401 ``UNAUTHORIZED`` in the error shape, as JSON for
+    API clients (``wants_json``) and as the error page for browsers of an app without a login
+    view, never werkzeug's bare HTML page to a JSON client."""
     login_manager = getattr(current_app, "login_manager", None)
-    if login_manager is None:
-        abort(401)
-    return login_manager.unauthorized()
+    if login_manager is not None and (
+        login_manager.unauthorized_callback is not None
+        or (not wants_json() and _login_view(login_manager))
+    ):
+        return login_manager.unauthorized()
+    if login_manager is not None:
+        # What Flask-Login's unauthorized() would have sent, for the host's receivers.
+        user_unauthorized.send(current_app._get_current_object())  # type: ignore[attr-defined]
+    raise ApiError("UNAUTHORIZED", "Log in to use this endpoint")
+
+
+def _login_view(login_manager: Any) -> str | None:
+    """The login view Flask-Login would redirect this request to (its blueprint's first)."""
+    views: dict[str, str] = getattr(login_manager, "blueprint_login_views", {}) or {}
+    if request.blueprint in views:
+        return views[request.blueprint]
+    view: str | None = getattr(login_manager, "login_view", None)
+    return view
 
 
 def _idempotency_key(state: BillingState) -> str | None:

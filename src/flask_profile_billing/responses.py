@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from flask import (
     current_app,
+    g,
     has_app_context,
     has_request_context,
     jsonify,
@@ -31,8 +32,15 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
 from .domain.errors import BillingError
-from .domain.limits import Allowance
-from .errors import BillingUnavailable, QuotaExceeded
+from .errors import (
+    REFUSAL_ATTRIBUTE,
+    BillingUnavailable,
+    FeatureNotAvailable,
+    QuotaExceeded,
+)
+
+# Re-exported: the guards add them to every charged answer.
+from .errors import quota_headers as quota_headers
 from .services.faults import DATABASE_FAULTS, migrations_pending, missing_table_behind
 from .settings import DEFAULTS, PageSecuritySettings, RefusalPageSettings, with_sources
 from .state import BillingState, get_state
@@ -72,10 +80,6 @@ STATUS_BY_ERROR_CODE: Mapping[str, int] = {
 }
 """Codes not listed (configuration errors, an unknown metric: bugs of the host) answer 500."""
 
-QUOTA_LIMIT_HEADER = "X-Quota-Limit"
-QUOTA_REMAINING_HEADER = "X-Quota-Remaining"
-QUOTA_RESET_HEADER = "X-Quota-Reset"
-
 # Every answer: a browser must never guess another type than the one declared (a JSON body that
 # echoes user input, sniffed as HTML, would run as a page of the host's origin).
 ANSWER_SECURITY_HEADERS: Mapping[str, str] = {"X-Content-Type-Options": "nosniff"}
@@ -87,19 +91,6 @@ PAGE_SECURITY_HEADERS: Mapping[str, str] = {
     "X-Frame-Options": "DENY",  # frame-ancestors' twin, for browsers without CSP level 2
 }
 CSP_HEADER = "Content-Security-Policy"
-
-
-def quota_headers(allowance: Allowance) -> dict[str, str]:
-    """Limit, remaining and reset (Unix time) of a limited metric, like Flask-Limiter's X-RateLimit-*."""
-    if allowance.limit is None:
-        return {}
-    headers = {
-        QUOTA_LIMIT_HEADER: str(allowance.limit),
-        QUOTA_REMAINING_HEADER: str(allowance.remaining),
-    }
-    if allowance.resets_at is not None:
-        headers[QUOTA_RESET_HEADER] = str(int(allowance.resets_at.timestamp()))
-    return headers
 
 
 def status_of(error: BillingError) -> int:
@@ -128,11 +119,58 @@ def from_http_exception(error: HTTPException) -> BillingError:
 
 
 def wants_html() -> bool:
-    """A browser asking for a page gets a page; API clients and ``*/*`` get JSON."""
-    if not has_request_context():
+    """A browser asking for a page gets a page; API clients and ``*/*`` get JSON.
+
+    ``Accept`` alone does not decide: fetch() and many HTTP libraries send a browser's
+    ``text/html,...,*/*;q=0.8``, so a request that shows it comes from code (``is_api_client``)
+    gets JSON whatever it accepts."""
+    if not has_request_context() or is_api_client():
         return False
     accept = request.accept_mimetypes
     return accept["text/html"] > accept["application/json"]
+
+
+def wants_json() -> bool:
+    """The client asked for JSON: it shows it is code (``is_api_client``), or its ``Accept``
+    prefers ``application/json`` to ``text/html``. A request that says neither (no ``Accept``, or
+    ``*/*``) is not counted, so that a login redirect stays the answer a browser gets."""
+    if not has_request_context():
+        return False
+    if is_api_client():
+        return True
+    accept = request.accept_mimetypes
+    return accept["application/json"] > accept["text/html"]
+
+
+def is_api_client() -> bool:
+    """Signs, besides ``Accept``, of a request sent by code rather than a page navigation: a JSON
+    body (a form cannot send one), credentials in ``Authorization`` (a token, or Basic sent by a
+    script; browsers navigating send cookies), or ``X-Requested-With: XMLHttpRequest`` (jQuery's
+    and many front ends' marker for background requests)."""
+    if not has_request_context():
+        return False
+    headers = request.headers
+    return (
+        request.is_json
+        or bool(headers.get("Authorization"))
+        or headers.get("X-Requested-With", "").lower() == "xmlhttprequest"
+    )
+
+
+def keep_refusal_headers(response: Response) -> Response:
+    """After every request of the app: a refusal of this request (``QuotaExceeded``,
+    ``FeatureNotAvailable``) that a host's ``@app.errorhandler`` answered keeps its headers
+    (``Retry-After``, the quota headers) when the host's response lacks them. Only a response with
+    the refusal's own status gets them: a host that caught the refusal and answered otherwise
+    (a 200 with a fallback) meant another answer."""
+    refusal = g.pop(REFUSAL_ATTRIBUTE, None)
+    if isinstance(refusal, (QuotaExceeded, FeatureNotAvailable)) and (
+        response.status_code == refusal.code
+    ):
+        for name, value in refusal.headers().items():
+            if name not in response.headers:
+                response.headers[name] = value
+    return response
 
 
 def with_security_headers(response: Response) -> Response:
@@ -218,8 +256,8 @@ def error_response(
     else:
         response = jsonify(error_body(error))
     response.status_code = status
-    if isinstance(error, QuotaExceeded):  # a refusal tells how much is left, like any charge
-        response.headers.update(quota_headers(error.allowance))
+    # A refusal tells how much is left, like any charge: QuotaExceeded's headers() has the quota
+    # headers besides Retry-After.
     response.headers.update(error.headers())
     return with_security_headers(response)
 
