@@ -49,6 +49,7 @@ from ..payments.providers import (
     HmacWebhookVerifier,
     InvalidEvent,
     PaymentConfirmer,
+    PaymentNotFound,
     PaymentProvider,
     ProviderEvent,
     SourceChecker,
@@ -57,7 +58,7 @@ from ..payments.providers import (
 from ..store import payments as stored_payments
 from ..store import recurring as stored_recurring
 from ..store import webhooks as deliveries
-from ..store.transactions import write_transaction
+from ..store.transactions import read_connection, write_transaction
 from .payments import MAX_PROVIDER_PAYMENT_ID, PaymentService, PaymentStatus
 from .recurring import RecurringService
 from .runtime import Runtime
@@ -160,8 +161,56 @@ class WebhookService:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
         if isinstance(provider, PaymentConfirmer):
-            event = self._confirmed(provider, event, payload_text)
+            # Only payments we started are worth a call to the provider's API: an id of no row of
+            # ours costs an anonymous sender one database read, never an outbound request.
+            if not self._is_ours(provider.name, event):
+                return self._rejected_unconfirmed(provider.name, event, payload_text, None)
+            try:
+                event = self._confirmed(provider, event, payload_text)
+            except PaymentNotFound as error:
+                return self._rejected_unconfirmed(provider.name, event, payload_text, str(error))
         return self._process(provider.name, event, payload_text)
+
+    def _is_ours(self, provider_name: str, event: ProviderEvent) -> bool:
+        """Whether the payment an unconfirmed event names is one we started with the provider
+        (an event that names none, such as an ignored type, has nothing to ask the API)."""
+        if event.payment_id is None and event.provider_payment_id is None:
+            return True
+        with read_connection(self._runtime.engine) as connection:
+            payment = stored_payments.find_payment(
+                connection,
+                provider_name,
+                payment_id=event.payment_id,
+                provider_payment_id=event.provider_payment_id,
+            )
+        return payment is not None
+
+    def _rejected_unconfirmed(
+        self, provider_name: str, event: ProviderEvent, payload_text: str, reason: str | None
+    ) -> WebhookResult:
+        """Refuse for good an event about a payment that is not ours, or that the provider's API
+        does not know: recorded, one log line, and a 200, since delivering it again could not
+        change the answer."""
+        reason = reason or "no such payment"
+        log.warning(
+            "webhook event %s from %r rejected before confirmation: %s",
+            event.event_id,
+            provider_name,
+            reason,
+        )
+        with write_transaction(self._runtime.engine) as connection:
+            deliveries.record(
+                connection,
+                {
+                    "provider": provider_name,
+                    "event_id": event.event_id,
+                    "event_type": event.event_type,
+                    "payload": payload_text,
+                    "received_at": self._runtime.now(),
+                },
+                DeliveryOutcome.REJECTED.value,
+            )
+        return WebhookResult(DeliveryOutcome.REJECTED, event.event_id, event.event_type, reason)
 
     def _verifier(self, provider: PaymentProvider) -> WebhookVerifier:
         """The provider's own check, else the shared-secret HMAC (``BILLING_WEBHOOK_SECRET``)."""
@@ -183,6 +232,8 @@ class WebhookService:
         name = getattr(provider, "name", "?")
         try:
             confirmed = provider.confirm(event)
+        except PaymentNotFound:
+            raise
         except InvalidEvent as error:
             self._record_rejected(name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
@@ -572,7 +623,7 @@ def _parse_event(provider: PaymentProvider, raw_body: bytes, content_type: str) 
         event = provider.parse_event(payload)
     except InvalidEvent:
         raise
-    except (LookupError, TypeError, ValueError, ArithmeticError) as error:
+    except (LookupError, TypeError, ValueError, ArithmeticError, AttributeError) as error:
         # An adapter that trips over an odd payload is still an unreadable event, not a 500.
         log.warning("payment provider %r could not read an event", provider.name, exc_info=True)
         raise InvalidEvent(f"unreadable event: {error}") from None
