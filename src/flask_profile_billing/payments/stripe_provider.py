@@ -10,8 +10,9 @@ comes back to the return URL.
 
 Webhooks are checked by the library (``stripe.WebhookSignature.verify_header``, what
 ``stripe.Webhook.construct_event`` runs): the ``Stripe-Signature`` header's HMAC-SHA256 over the raw
-body with the endpoint's signing secret, and the library's tolerance against the system clock, so a
-delivery captured and replayed later is refused. The events acted on:
+body with the endpoint's signing secret; and here, its timestamp within the tolerance of the
+system clock either way (the library checks only its age), so a delivery captured and replayed
+later is refused, however it is dated. The events acted on:
 
 - ``checkout.session.completed`` with ``payment_status`` ``paid``, and
   ``checkout.session.async_payment_succeeded``: the payment succeeded (a subscription's first
