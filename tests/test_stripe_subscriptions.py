@@ -8,6 +8,7 @@ A user's own cancel here is passed on to Stripe, so a cancelled user is not char
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -277,6 +278,78 @@ def test_a_deleted_subscription_ends_with_the_paid_period(
     assert deliver(client, late) == "ignored"
     clock.set(ONE_MONTH_LATER)
     assert billing.plan("alice").code == "free"
+
+
+ENDING_EVENTS = ["completed", "first invoice", "deleted"]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(ENDING_EVENTS)), ids=" then ".join)
+def test_a_subscription_deleted_at_stripe_ends_the_plan_whatever_order_the_events_come_in(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_stripe: FakeStripe,
+    clock: Any,
+    order: tuple[str, ...],
+) -> None:
+    response = upgrade(client, STARTER_MONTH)
+    [row] = payment_rows(shop)
+    session = fake_stripe.complete(row.provider_payment_id)
+    events = {
+        "completed": fake_stripe.event(session["id"]),
+        "first invoice": fake_stripe.invoice_paid(session["subscription"], "subscription_create"),
+        "deleted": fake_stripe.subscription_event(
+            session["subscription"], "customer.subscription.deleted", status="canceled"
+        ),
+    }
+
+    outcomes = [deliver(client, events[name]) for name in order]
+
+    assert response.status_code == 202
+    assert "processed" in outcomes
+    # Paid for once, then over at Stripe: the paid month is kept, and it does not renew.
+    subscription = billing.subscription("alice")
+    assert (subscription.plan_code, subscription.status.value, subscription.expires_at) == (
+        "starter",
+        "cancelled",
+        ONE_MONTH_LATER,
+    )
+    assert arrangement(shop).status == "ended"
+    assert [r.status for r in payment_rows(shop)] == ["succeeded"]
+    clock.set(ONE_MONTH_LATER)
+    assert billing.plan("alice").code == "free"
+
+
+@pytest.mark.parametrize(
+    "order",
+    list(itertools.permutations(["completed", "cancel at period end"])),
+    ids=" then ".join,
+)
+def test_a_cancel_at_period_end_before_the_first_payment_still_cancels(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_stripe: FakeStripe,
+    order: tuple[str, ...],
+) -> None:
+    upgrade(client, STARTER_MONTH)
+    [row] = payment_rows(shop)
+    session = fake_stripe.complete(row.provider_payment_id)
+    events = {
+        "completed": fake_stripe.event(session["id"]),
+        "cancel at period end": fake_stripe.subscription_event(
+            session["subscription"], cancel_at_period_end=True
+        ),
+    }
+
+    for name in order:
+        deliver(client, events[name])
+
+    subscription = billing.subscription("alice")
+    assert (subscription.plan_code, subscription.status.value) == ("starter", "cancelled")
+    assert arrangement(shop).status == "cancelling"
+    # Stripe was not told again what it told us.
+    assert not [r for r in fake_stripe.requests if r.path.startswith("/v1/subscriptions/")]
 
 
 def test_a_users_own_cancel_and_resume_are_passed_on_to_stripe(

@@ -354,12 +354,54 @@ class WebhookService:
                 then=self._ending(replaced),
             )
         if target is PaymentStatus.PAID:
-            return _Decision(DeliveryOutcome.PROCESSED, grant=payment, then=self._ending(replaced))
+            return _Decision(
+                DeliveryOutcome.PROCESSED,
+                grant=payment,
+                then=self._after_grant(
+                    self._ending(replaced),
+                    self._schedule_to_follow(connection, provider_name, payment, event),
+                ),
+            )
         if payment.recurring_id is not None:  # a renewal the provider declined
             return _Decision(
                 DeliveryOutcome.PROCESSED, then=lambda: self._after_declined_renewal(payment)
             )
         return _Decision(DeliveryOutcome.PROCESSED)
+
+    @staticmethod
+    def _schedule_to_follow(
+        connection: Connection, provider_name: str, payment: Row[Any], event: ProviderEvent
+    ) -> Row[Any] | None:
+        """The arrangement a first payment set up, when the provider already said it ends
+        (cancelled at the period's end, or deleted) before this confirmation arrived: the plan
+        about to be granted follows it, so the end state does not depend on the delivery order."""
+        if event.recurring_reference is None:
+            return None
+        arrangement = stored_recurring.find(connection, provider_name, event.recurring_reference)
+        if (
+            arrangement is None
+            or arrangement.user_id != payment.user_id
+            or arrangement.status not in (stored_recurring.CANCELLING, stored_recurring.ENDED)
+        ):
+            return None
+        return arrangement
+
+    def _after_grant(
+        self, ending: Callable[[], None] | None, ended: Row[Any] | None
+    ) -> Callable[[], Subscription | None] | None:
+        """What runs once a first payment's grant is done: end the arrangements it replaced, and
+        cancel the plan just granted when its arrangement already ends."""
+        if ending is None and ended is None:
+            return None
+
+        def then() -> Subscription | None:
+            if ending is not None:
+                ending()
+            if ended is None:
+                return None
+            return self._recurring.follow_schedule(ended, ended.status)
+
+        return then
 
     def _ending(self, replaced: list[Row[Any]]) -> Callable[[], None] | None:
         """What ends the arrangements a new one replaced, once committed; None when none did."""
