@@ -286,11 +286,14 @@ def _session_event(event_id: str, event_type: str, session: Mapping[str, Any]) -
         return _ignored(event_id, event_type)
     if event_type == "checkout.session.completed":
         # Paid now, or (bank debits, vouchers) later: async_payment_succeeded then follows.
-        paid = _optional_text(session.get("payment_status")) in {"paid", "no_payment_required"}
+        payment_status = session.get("payment_status")
+        if not isinstance(payment_status, str):
+            raise InvalidEvent("a completed checkout session has a payment_status")
+        paid = payment_status in {"paid", "no_payment_required"}
         kind = PAYMENT_SUCCEEDED if paid else "checkout.session.completed.unpaid"
     else:
         kind = _CHECKOUT_EVENTS.get(event_type, event_type)
-    metadata = _mapping(session.get("metadata"))
+    metadata = _metadata(session.get("metadata"))
     currency = session.get("currency")
     if not isinstance(currency, str):
         raise InvalidEvent("a checkout session has a currency")
@@ -315,7 +318,7 @@ def _invoice_event(
     parent = _mapping(invoice.get("parent"))
     details = _mapping(parent.get("subscription_details") or invoice.get("subscription_details"))
     subscription = _id_of(details.get("subscription") or invoice.get("subscription"))
-    metadata = _mapping(details.get("metadata"))
+    metadata = _metadata(details.get("metadata"))
     reason = _optional_text(invoice.get("billing_reason"))
     currency = invoice.get("currency")
     if subscription is None or not metadata.get("payment_id") or not isinstance(currency, str):
@@ -362,7 +365,7 @@ def _subscription_event(
         kind = RECURRING_CANCEL_SCHEDULED
     else:
         kind = RECURRING_RESUMED
-    metadata = _mapping(subscription.get("metadata"))
+    metadata = _metadata(subscription.get("metadata"))
     reference = _optional_text(subscription.get("id"))
     if reference is None:
         raise InvalidEvent("a subscription has an id")
@@ -386,7 +389,7 @@ def _reversal_event(event_id: str, event_type: str, item: Mapping[str, Any]) -> 
     if not isinstance(currency, str):
         raise InvalidEvent("a charge or dispute has a currency")
     refunded = event_type == "charge.refunded"
-    metadata = _mapping(item.get("metadata")) if refunded else {}
+    metadata = _metadata(item.get("metadata")) if refunded else {}
     intent = _id_of(item.get("payment_intent"))
     if intent is None and not metadata.get("payment_id"):
         return _ignored(event_id, event_type)
@@ -400,6 +403,16 @@ def _reversal_event(event_id: str, event_type: str, item: Mapping[str, Any]) -> 
         user_id=_optional_text(metadata.get("user_id")),
         refund_reference=intent,
     )
+
+
+def _metadata(value: Any) -> Mapping[str, Any]:
+    """An object's metadata: where our ids travel, so one that is not an object is a malformed
+    event rather than an event without ids."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEvent("a Stripe object's metadata is an object")
+    return value
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
