@@ -435,3 +435,63 @@ def test_the_stripe_provider_built_by_name_sells_the_configured_prices_as_subscr
     provider = app.extensions["profile_billing"].payments.provider
     assert provider.price_for("starter", 12) == "price_starter_yearly"
     assert provider.price_for("professional", 1) is None
+
+
+def test_stripe_prices_in_the_config_that_the_provider_object_lacks_fail_init_app(
+    make_app: AppFactory, fake_stripe: FakeStripe
+) -> None:
+    # Built as a host builds it to point it elsewhere; the prices only in the config.
+    provider = StripeProvider("sk_test_key", WEBHOOK_SECRET, api_base=fake_stripe.api_base)
+
+    with pytest.raises(BillingConfigError, match=r"prices=app.config\['BILLING_STRIPE_PRICES'\]"):
+        make_app(BILLING_PAYMENT_PROVIDER=provider, BILLING_STRIPE_PRICES=PRICES)
+
+
+def test_stripe_prices_in_the_config_and_other_prices_on_the_object_fail_init_app(
+    make_app: AppFactory, fake_stripe: FakeStripe
+) -> None:
+    provider = StripeProvider(
+        "sk_test_key",
+        WEBHOOK_SECRET,
+        api_base=fake_stripe.api_base,
+        prices={"starter": {"monthly": "price_starter_monthly"}},
+    )
+
+    with pytest.raises(BillingConfigError, match="was built with other prices"):
+        make_app(BILLING_PAYMENT_PROVIDER=provider, BILLING_STRIPE_PRICES=PRICES)
+
+
+def test_the_same_prices_in_the_config_and_on_the_object_sell_subscriptions(
+    make_app: AppFactory, fake_stripe: FakeStripe
+) -> None:
+    provider = StripeProvider(
+        "sk_test_key", WEBHOOK_SECRET, api_base=fake_stripe.api_base, prices=PRICES
+    )
+    app = make_app(BILLING_PAYMENT_PROVIDER=provider, BILLING_STRIPE_PRICES=PRICES)
+
+    response = upgrade(app.test_client(), STARTER_MONTH)
+
+    assert response.status_code == 202, response.get_json()
+    [request] = fake_stripe.requests
+    assert request.form["mode"] == "subscription"
+    assert request.form["line_items[0][price]"] == "price_starter_monthly"
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        {"gold": {"monthly": "price_gold"}},
+        {"free": {"monthly": "price_free"}},
+        {"starter": {"weekly": "price_starter_weekly"}},
+        {"starter": {"monthly": "starter-monthly"}},
+    ],
+)
+def test_prices_on_a_provider_object_that_do_not_fit_the_catalog_fail_init_app(
+    make_app: AppFactory, fake_stripe: FakeStripe, prices: Any
+) -> None:
+    provider = StripeProvider(
+        "sk_test_key", WEBHOOK_SECRET, api_base=fake_stripe.api_base, prices=prices
+    )
+
+    with pytest.raises(BillingConfigError, match="do not fit the catalog"):
+        make_app(BILLING_PAYMENT_PROVIDER=provider)

@@ -422,3 +422,22 @@ def test_the_yookassa_provider_is_set_up_by_name_from_keys_in_the_environment(
     state = app.extensions["profile_billing"]
     assert isinstance(state.payments.provider, YooKassaProvider)
     assert "live_secret_from_env" not in f"{state.payments.provider!r} {state.runtime.settings!r}"
+
+
+@pytest.mark.parametrize(
+    "api_url", ["http://127.0.0.1:8080", "https://api.yookassa.ru", "api.yookassa.ru/v3"]
+)
+def test_an_api_url_without_the_version_is_refused_when_the_provider_is_built(api_url: str) -> None:
+    with pytest.raises(ValueError, match="ending in /v3"):
+        YooKassaProvider(SHOP_ID, SECRET_KEY, api_url=api_url)
+
+
+def test_an_api_url_with_a_trailing_slash_is_the_same_api(
+    make_app: AppFactory, fake_yookassa: FakeYooKassa
+) -> None:
+    provider = YooKassaProvider(SHOP_ID, SECRET_KEY, api_url=fake_yookassa.api_url + "/")
+    app = make_app(BILLING_PAYMENT_PROVIDER=provider)
+
+    start_payment(app.test_client())
+
+    assert [(r.method, r.path) for r in fake_yookassa.requests] == [("POST", "/v3/payments")]

@@ -30,6 +30,7 @@ from .providers import (
     RenewalCharge,
     SavedMethodCharger,
     SourceChecker,
+    SubscriptionPrices,
     TestPaymentProvider,
     WebhookVerifier,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "RenewalCharge",
     "SavedMethodCharger",
     "SourceChecker",
+    "SubscriptionPrices",
     "TestPaymentProvider",
     "WebhookVerifier",
     "sign",

@@ -151,6 +151,17 @@ class SavedMethodCharger(Protocol):
 
 
 @runtime_checkable
+class SubscriptionPrices(Protocol):
+    """A provider that sells some plans as subscriptions renewed on its side, each plan and
+    cadence at a price of the provider's (Stripe: ``prices``, as BILLING_STRIPE_PRICES)."""
+
+    @property
+    def prices(self) -> Mapping[str, Mapping[str, str]]:
+        """Plan code -> ``{"monthly": price id, "yearly": price id}``."""
+        ...
+
+
+@runtime_checkable
 class RecurringCanceller(Protocol):
     """A provider whose recurring arrangements renew on its side (Stripe subscriptions): told
     when the user cancels or resumes here, or when a refund ends the period."""

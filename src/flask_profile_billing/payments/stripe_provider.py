@@ -197,6 +197,11 @@ class StripeProvider:
         )
         return ProviderPayment(str(session.id), str(session.url))
 
+    @property
+    def prices(self) -> Mapping[str, Mapping[str, str]]:
+        """The plans and cadences sold as Stripe subscriptions (the ``prices`` given)."""
+        return {plan: dict(cadences) for plan, cadences in self._prices.items()}
+
     def price_for(self, plan_code: str, months: int) -> str | None:
         """The Stripe price of ``months`` of the plan, when it is sold as a subscription."""
         cadence = CADENCES.get(months)

@@ -62,7 +62,8 @@ class YooKassaProvider:
     which then needs the user's email. ``trusted_networks_only`` refuses notifications from
     addresses outside YooKassa's networks (behind a proxy, the app must see the client's address:
     Werkzeug's ``ProxyFix``). ``save_payment_method`` saves each payment's method for renewals.
-    ``api_url`` points the library at another address (tests).
+    ``api_url`` points the library at another address (a local fake of the API in tests): the
+    API's root with its version, ending in ``/v3``; anything else is a ``ValueError``.
     """
 
     def __init__(
@@ -82,7 +83,7 @@ class YooKassaProvider:
         self._receipt_vat_code = receipt_vat_code
         self._trusted_networks_only = trusted_networks_only
         self._save_payment_method = save_payment_method
-        Configuration.configure(shop_id, secret_key, api_url=api_url or DEFAULT_API_URL)
+        Configuration.configure(shop_id, secret_key, api_url=_checked_api_url(api_url))
 
     def __repr__(self) -> str:  # the key never reaches a log line
         return f"YooKassaProvider(name={self.name!r})"
@@ -257,6 +258,20 @@ class YooKassaProvider:
             currency=str(refunded.currency).upper(),
             user_id=_text(metadata.get("user_id")),
         )
+
+
+def _checked_api_url(api_url: str | None) -> str:
+    """The API's address as the library wants it: with the version, ``.../v3``, to which it adds
+    ``/payments``. Without it every call would be a 404, found at the first customer's payment."""
+    if api_url is None:
+        return DEFAULT_API_URL
+    url = api_url.rstrip("/")
+    if not url.startswith(("https://", "http://")) or not url.endswith("/v3"):
+        raise ValueError(
+            "api_url is the address of YooKassa's API with its version, ending in /v3 (such as "
+            f"{DEFAULT_API_URL}), not {api_url!r}"
+        )
+    return url
 
 
 def _find_payment(provider_payment_id: str) -> Any:
