@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
+from flask_profile_billing.store.models import webhook_deliveries
 from tests.support.host_app import AppFactory
-from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, upgrade
+from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, rows, upgrade
 from tests.support.provider_fakes import FakeYooKassa
 
 SHOP_ID = "100001"
@@ -246,6 +248,7 @@ def test_a_notification_naming_a_payment_we_never_started_is_rejected_without_as
     assert {r.get_json()["data"]["outcome"] for r in responses} == {"rejected"}
     assert responses[0].get_json()["data"]["reason"] == "no such payment"
     assert api_reads(fake_yookassa) == []  # an anonymous POST costs no call to YooKassa
+    assert rows(shop, select(webhook_deliveries)) == []  # nor a row: it is not stored
     assert_nothing_granted(shop, billing)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 3  # one line per delivery, no traceback
@@ -291,6 +294,7 @@ def test_a_payment_of_ours_the_api_does_not_know_is_rejected_for_good_not_retrie
     assert response.get_json()["data"]["outcome"] == "rejected"
     assert response.get_json()["data"]["reason"] == f"YooKassa knows no payment {provider_id}"
     assert api_reads(fake_yookassa) == [f"/v3/payments/{provider_id}"]
+    assert [d.outcome for d in rows(shop, select(webhook_deliveries))] == ["rejected"]
     assert_nothing_granted(shop, billing)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1

@@ -163,8 +163,9 @@ class WebhookService:
         if isinstance(provider, PaymentConfirmer):
             # Only payments we started are worth a call to the provider's API: an id of no row of
             # ours costs an anonymous sender one database read, never an outbound request.
+            # Nor a write: like a delivery with a wrong signature, it is not stored.
             if not self._is_ours(provider.name, event):
-                return self._rejected_unconfirmed(provider.name, event, payload_text, None)
+                return self._rejected_unconfirmed(provider.name, event, None, "no such payment")
             try:
                 event = self._confirmed(provider, event, payload_text)
             except PaymentNotFound as error:
@@ -186,18 +187,19 @@ class WebhookService:
         return payment is not None
 
     def _rejected_unconfirmed(
-        self, provider_name: str, event: ProviderEvent, payload_text: str, reason: str | None
+        self, provider_name: str, event: ProviderEvent, payload_text: str | None, reason: str
     ) -> WebhookResult:
-        """Refuse for good an event about a payment that is not ours, or that the provider's API
-        does not know: recorded, one log line, and a 200, since delivering it again could not
-        change the answer."""
-        reason = reason or "no such payment"
+        """Refuse for good an event about a payment that is not ours, or one of ours that the
+        provider's API does not know (then recorded with ``payload_text``): one log line, and a
+        200, since delivering it again could not change the answer."""
         log.warning(
             "webhook event %s from %r rejected before confirmation: %s",
             event.event_id,
             provider_name,
             reason,
         )
+        if payload_text is None:
+            return WebhookResult(DeliveryOutcome.REJECTED, event.event_id, event.event_type, reason)
         with write_transaction(self._runtime.engine) as connection:
             deliveries.record(
                 connection,
