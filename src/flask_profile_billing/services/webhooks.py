@@ -2,7 +2,8 @@
 
 A delivery is authenticated by its provider's own check over the raw body and headers before
 anything else is read (the shared-secret HMAC for a provider without one). A provider whose
-deliveries are not signed has its event confirmed by its API first. Every delivery is recorded; of
+deliveries are not signed has its event confirmed by its API first, and only for payments we
+started with it, so an anonymous sender cannot choose what we ask the API about. Every delivery is recorded; of
 the deliveries of one provider event exactly one is ``processed`` (the others are duplicates), and
 it moves its payment from ``pending`` with a conditional UPDATE, so a late, repeated or
 out-of-order webhook changes nothing.
@@ -131,7 +132,9 @@ class WebhookService:
         ``BILLING_WEBHOOK_SECRET``, ``INVALID_SIGNATURE`` for a delivery that fails the provider's
         check (nothing stored), ``INVALID_JSON``/``INVALID_EVENT`` for an authentic body that is
         not an event (stored as ``rejected``). ``PaymentProviderError`` when the provider's API
-        cannot confirm the event (502: the provider delivers it again). Everything else is a
+        cannot confirm the event (502: the provider delivers it again); an event of a provider
+        that confirms, naming no payment of ours or one its API does not know, is ``rejected``
+        (for good: a 200). Everything else is a
         ``WebhookResult``, answered with a 200 whatever the outcome: the delivery is authentic and
         recorded, and a retry could not change the answer, so a non-2xx would only make the
         provider retry for days.
