@@ -3,10 +3,10 @@
 A delivery is authenticated by its provider's own check over the raw body and headers before
 anything else is read (the shared-secret HMAC for a provider without one). A provider whose
 deliveries are not signed has its event confirmed by its API first, and only for payments we
-started with it, so an anonymous sender cannot choose what we ask the API about. Every delivery is recorded; of
-the deliveries of one provider event exactly one is ``processed`` (the others are duplicates), and
-it moves its payment from ``pending`` with a conditional UPDATE, so a late, repeated or
-out-of-order webhook changes nothing.
+started with it, so an anonymous sender cannot choose what we ask the API about. Every delivery
+that passes those checks is recorded; of the deliveries of one provider event exactly one is
+``processed`` (the others are duplicates), and it moves its payment from ``pending`` with a
+conditional UPDATE, so a late, repeated or out-of-order webhook changes nothing.
 
 What a confirmation grants is read from our own payment row (plan, months, user), never from the
 webhook: the event must name a payment we started with that provider, for its user when the
