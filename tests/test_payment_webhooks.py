@@ -283,16 +283,26 @@ def test_a_delivery_without_a_valid_signature_is_a_401_and_changes_nothing(
     assert delivery_rows(shop) == []  # unsigned junk is not stored
 
 
-def test_a_timestamp_within_the_tolerance_is_accepted(
-    shop: Flask, shop_client: FlaskClient, provider: TestPaymentProvider
+@pytest.mark.parametrize("offset", [-TOLERANCE, TOLERANCE])
+def test_a_timestamp_within_the_tolerance_either_way_is_accepted_and_grants(
+    shop: Flask,
+    shop_client: FlaskClient,
+    shop_billing: ProfileBilling,
+    provider: TestPaymentProvider,
+    offset: int,
 ) -> None:
     payment = start_payment(shop_client)
 
     response = deliver(
-        shop_client, event_body(provider, payment), timestamp=int(NOW.timestamp()) - TOLERANCE
+        shop_client, event_body(provider, payment), timestamp=int(NOW.timestamp()) + offset
     )
 
+    # A 200 alone says little: ignored and rejected deliveries are answered 200 too.
     assert response.status_code == 200
+    assert response.get_json()["data"]["outcome"] == "processed"
+    subscription = shop_billing.subscription("alice")
+    assert (subscription.plan_code, subscription.expires_at) == ("professional", ONE_YEAR_LATER)
+    assert [row.status for row in payment_rows(shop)] == ["succeeded"]
 
 
 def test_without_a_secret_webhooks_are_disabled(

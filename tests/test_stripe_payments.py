@@ -272,6 +272,26 @@ def test_an_event_stripe_sends_that_is_not_handled_is_recorded_and_ignored(
 # --- refused deliveries grant nothing ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("offset", [-250, 250])
+def test_a_signature_dated_within_the_tolerance_either_way_is_accepted_and_grants(
+    stripe_shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_stripe: FakeStripe,
+    offset: int,
+) -> None:
+    payment = start_checkout(client)
+    raw = fake_stripe.event(session_of(stripe_shop, payment))
+    # 250 s off, well inside the 300 s tolerance: the test's own run time cannot push it out.
+    header = stripe_signature(WEBHOOK_SECRET, raw, int(time.time()) + offset)
+
+    response = deliver(client, raw, header)
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["data"]["outcome"] == "processed"
+    assert billing.subscription("alice").expires_at == ONE_YEAR_LATER
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -280,6 +300,8 @@ def test_an_event_stripe_sends_that_is_not_handled_is_recorded_and_ignored(
         "signed with another secret",
         "stale timestamp",
         "replayed an hour later",
+        "dated past the tolerance in the future",
+        "dated a day in the future",
         "body changed after signing",
         "our own scheme instead of Stripe's",
     ],
@@ -300,6 +322,9 @@ def test_a_delivery_stripe_did_not_sign_now_is_refused_and_grants_nothing(
         "signed with another secret": stripe_signature("whsec_other", raw),
         "stale timestamp": stripe_signature(WEBHOOK_SECRET, raw, now - 301),
         "replayed an hour later": stripe_signature(WEBHOOK_SECRET, raw, now - 3600),
+        # Dated ahead, a captured delivery would stay replayable until long after its capture.
+        "dated past the tolerance in the future": stripe_signature(WEBHOOK_SECRET, raw, now + 400),
+        "dated a day in the future": stripe_signature(WEBHOOK_SECRET, raw, now + 86400),
         "body changed after signing": stripe_signature(WEBHOOK_SECRET, raw),
         "our own scheme instead of Stripe's": stripe_signature(WEBHOOK_SECRET, raw),
     }

@@ -8,6 +8,7 @@ A user's own cancel here is passed on to Stripe, so a cancelled user is not char
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -279,6 +280,78 @@ def test_a_deleted_subscription_ends_with_the_paid_period(
     assert billing.plan("alice").code == "free"
 
 
+ENDING_EVENTS = ["completed", "first invoice", "deleted"]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(ENDING_EVENTS)), ids=" then ".join)
+def test_a_subscription_deleted_at_stripe_ends_the_plan_whatever_order_the_events_come_in(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_stripe: FakeStripe,
+    clock: Any,
+    order: tuple[str, ...],
+) -> None:
+    response = upgrade(client, STARTER_MONTH)
+    [row] = payment_rows(shop)
+    session = fake_stripe.complete(row.provider_payment_id)
+    events = {
+        "completed": fake_stripe.event(session["id"]),
+        "first invoice": fake_stripe.invoice_paid(session["subscription"], "subscription_create"),
+        "deleted": fake_stripe.subscription_event(
+            session["subscription"], "customer.subscription.deleted", status="canceled"
+        ),
+    }
+
+    outcomes = [deliver(client, events[name]) for name in order]
+
+    assert response.status_code == 202
+    assert "processed" in outcomes
+    # Paid for once, then over at Stripe: the paid month is kept, and it does not renew.
+    subscription = billing.subscription("alice")
+    assert (subscription.plan_code, subscription.status.value, subscription.expires_at) == (
+        "starter",
+        "cancelled",
+        ONE_MONTH_LATER,
+    )
+    assert arrangement(shop).status == "ended"
+    assert [r.status for r in payment_rows(shop)] == ["succeeded"]
+    clock.set(ONE_MONTH_LATER)
+    assert billing.plan("alice").code == "free"
+
+
+@pytest.mark.parametrize(
+    "order",
+    list(itertools.permutations(["completed", "cancel at period end"])),
+    ids=" then ".join,
+)
+def test_a_cancel_at_period_end_before_the_first_payment_still_cancels(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_stripe: FakeStripe,
+    order: tuple[str, ...],
+) -> None:
+    upgrade(client, STARTER_MONTH)
+    [row] = payment_rows(shop)
+    session = fake_stripe.complete(row.provider_payment_id)
+    events = {
+        "completed": fake_stripe.event(session["id"]),
+        "cancel at period end": fake_stripe.subscription_event(
+            session["subscription"], cancel_at_period_end=True
+        ),
+    }
+
+    for name in order:
+        deliver(client, events[name])
+
+    subscription = billing.subscription("alice")
+    assert (subscription.plan_code, subscription.status.value) == ("starter", "cancelled")
+    assert arrangement(shop).status == "cancelling"
+    # Stripe was not told again what it told us.
+    assert not [r for r in fake_stripe.requests if r.path.startswith("/v1/subscriptions/")]
+
+
 def test_a_users_own_cancel_and_resume_are_passed_on_to_stripe(
     shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_stripe: FakeStripe
 ) -> None:
@@ -362,3 +435,63 @@ def test_the_stripe_provider_built_by_name_sells_the_configured_prices_as_subscr
     provider = app.extensions["profile_billing"].payments.provider
     assert provider.price_for("starter", 12) == "price_starter_yearly"
     assert provider.price_for("professional", 1) is None
+
+
+def test_stripe_prices_in_the_config_that_the_provider_object_lacks_fail_init_app(
+    make_app: AppFactory, fake_stripe: FakeStripe
+) -> None:
+    # Built as a host builds it to point it elsewhere; the prices only in the config.
+    provider = StripeProvider("sk_test_key", WEBHOOK_SECRET, api_base=fake_stripe.api_base)
+
+    with pytest.raises(BillingConfigError, match=r"prices=app.config\['BILLING_STRIPE_PRICES'\]"):
+        make_app(BILLING_PAYMENT_PROVIDER=provider, BILLING_STRIPE_PRICES=PRICES)
+
+
+def test_stripe_prices_in_the_config_and_other_prices_on_the_object_fail_init_app(
+    make_app: AppFactory, fake_stripe: FakeStripe
+) -> None:
+    provider = StripeProvider(
+        "sk_test_key",
+        WEBHOOK_SECRET,
+        api_base=fake_stripe.api_base,
+        prices={"starter": {"monthly": "price_starter_monthly"}},
+    )
+
+    with pytest.raises(BillingConfigError, match="was built with other prices"):
+        make_app(BILLING_PAYMENT_PROVIDER=provider, BILLING_STRIPE_PRICES=PRICES)
+
+
+def test_the_same_prices_in_the_config_and_on_the_object_sell_subscriptions(
+    make_app: AppFactory, fake_stripe: FakeStripe
+) -> None:
+    provider = StripeProvider(
+        "sk_test_key", WEBHOOK_SECRET, api_base=fake_stripe.api_base, prices=PRICES
+    )
+    app = make_app(BILLING_PAYMENT_PROVIDER=provider, BILLING_STRIPE_PRICES=PRICES)
+
+    response = upgrade(app.test_client(), STARTER_MONTH)
+
+    assert response.status_code == 202, response.get_json()
+    [request] = fake_stripe.requests
+    assert request.form["mode"] == "subscription"
+    assert request.form["line_items[0][price]"] == "price_starter_monthly"
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        {"gold": {"monthly": "price_gold"}},
+        {"free": {"monthly": "price_free"}},
+        {"starter": {"weekly": "price_starter_weekly"}},
+        {"starter": {"monthly": "starter-monthly"}},
+    ],
+)
+def test_prices_on_a_provider_object_that_do_not_fit_the_catalog_fail_init_app(
+    make_app: AppFactory, fake_stripe: FakeStripe, prices: Any
+) -> None:
+    provider = StripeProvider(
+        "sk_test_key", WEBHOOK_SECRET, api_base=fake_stripe.api_base, prices=prices
+    )
+
+    with pytest.raises(BillingConfigError, match="do not fit the catalog"):
+        make_app(BILLING_PAYMENT_PROVIDER=provider)

@@ -9,7 +9,10 @@ grants nothing, whatever the notification said.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +21,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
+from flask_profile_billing.store.models import webhook_deliveries
 from tests.support.host_app import AppFactory
-from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, upgrade
+from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, rows, upgrade
 from tests.support.provider_fakes import FakeYooKassa
 
 SHOP_ID = "100001"
@@ -217,17 +222,142 @@ def test_a_payment_the_api_reports_for_another_amount_grants_nothing(
     assert [s["to_status"] for s in state.payments.events(payment["id"])] == ["pending", "pending"]
 
 
-def test_a_notification_about_a_payment_the_api_does_not_know_is_a_502(
+def api_reads(fake: FakeYooKassa) -> list[str]:
+    """The paths of every GET the extension sent to the API."""
+    return [r.path for r in fake.requests if r.method == "GET"]
+
+
+@pytest.mark.parametrize("event", ["payment.succeeded", "payment.waiting_for_capture"])
+def test_a_notification_naming_a_payment_we_never_started_is_rejected_without_asking_the_api(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_yookassa: FakeYooKassa,
+    caplog: pytest.LogCaptureFixture,
+    event: str,
+) -> None:
+    start_payment(client)
+    stranger = str(uuid.uuid4())
+    raw = json.dumps(
+        {"type": "notification", "event": event, "object": {"id": stranger, "status": "succeeded"}}
+    ).encode()
+
+    responses = [notify(client, raw) for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200] * 3
+    assert {r.get_json()["data"]["outcome"] for r in responses} == {"rejected"}
+    assert responses[0].get_json()["data"]["reason"] == "no such payment"
+    assert api_reads(fake_yookassa) == []  # an anonymous POST costs no call to YooKassa
+    assert rows(shop, select(webhook_deliveries)) == []  # nor a row: it is not stored
+    assert_nothing_granted(shop, billing)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3  # one line per delivery, no traceback
+    assert all(r.exc_info is None for r in warnings)
+
+
+def test_a_refund_notification_for_a_payment_we_never_started_is_rejected_without_asking(
     shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_yookassa: FakeYooKassa
 ) -> None:
-    payment = start_payment(client)
-    raw = fake_yookassa.notification(yookassa_id(shop, payment))
-    fake_yookassa.payments.clear()
+    start_payment(client)
+    raw = json.dumps(
+        {
+            "type": "notification",
+            "event": "refund.succeeded",
+            "object": {"id": str(uuid.uuid4()), "payment_id": str(uuid.uuid4())},
+        }
+    ).encode()
 
     response = notify(client, raw)
 
+    assert response.status_code == 200
+    assert response.get_json()["data"]["outcome"] == "rejected"
+    assert api_reads(fake_yookassa) == []
+    assert_nothing_granted(shop, billing)
+
+
+def test_a_payment_of_ours_the_api_does_not_know_is_rejected_for_good_not_retried(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_yookassa: FakeYooKassa,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    payment = start_payment(client)
+    provider_id = yookassa_id(shop, payment)
+    raw = fake_yookassa.notification(provider_id)
+    fake_yookassa.payments.clear()  # the API answers 404: it knows no such payment
+
+    response = notify(client, raw)
+
+    # A 404 is an answer, not an outage: a 5xx would only make YooKassa send it for a day.
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["data"]["outcome"] == "rejected"
+    assert response.get_json()["data"]["reason"] == f"YooKassa knows no payment {provider_id}"
+    assert api_reads(fake_yookassa) == [f"/v3/payments/{provider_id}"]
+    assert [d.outcome for d in rows(shop, select(webhook_deliveries))] == ["rejected"]
+    assert_nothing_granted(shop, billing)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].exc_info is None
+
+
+def test_a_notification_the_api_cannot_answer_is_a_502_so_yookassa_delivers_it_again(
+    shop: Flask, client: FlaskClient, billing: ProfileBilling, fake_yookassa: FakeYooKassa
+) -> None:
+    payment = start_payment(client)
+    provider_id = yookassa_id(shop, payment)
+    fake_yookassa.settle(provider_id)
+    fake_yookassa.outage = True
+
+    response = notify(client, fake_yookassa.notification(provider_id))
+
     assert response.status_code == 502
     assert response.get_json()["error"] == "PAYMENT_PROVIDER_ERROR"
+    assert_nothing_granted(shop, billing)
+    fake_yookassa.outage = False
+    assert notify(client, fake_yookassa.notification(provider_id)).status_code == 200
+    assert billing.plan("alice").code == "professional"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "notification", "event": "payment.succeeded"},
+        {"type": "notification", "event": "payment.succeeded", "object": None},
+        {"type": "notification", "event": "payment.succeeded", "object": "pay_1"},
+        {"type": "notification", "event": "payment.succeeded", "object": []},
+        {"type": "notification", "event": "payment.succeeded", "object": {}},
+        {"type": "notification", "event": "payment.succeeded", "object": {"id": 5}},
+        {"type": "notification", "event": "payment.succeeded", "object": {"id": ""}},
+        {"type": "notification", "event": "payment.succeeded", "object": {"id": ["x"]}},
+        {"type": "notification", "event": "payment.succeeded", "object": {"id": "a" * 300}},
+        {"type": "notification", "event": "refund.succeeded", "object": {"id": "r1"}},
+        {
+            "type": "notification",
+            "event": "refund.succeeded",
+            "object": {"id": "r1", "payment_id": {"id": "p"}},
+        },
+        {"type": "notification", "event": None, "object": {"id": "p1"}},
+        {"type": "notification", "event": 5, "object": {"id": "p1"}},
+        {"type": "notification", "object": {"id": "p1"}},
+        {"event": "payment.succeeded", "object": {"id": "p1"}},
+        {"type": "payment", "event": "payment.succeeded", "object": {"id": "p1"}},
+    ],
+)
+def test_a_notification_of_a_malformed_shape_is_a_422_and_asks_nothing(
+    shop: Flask,
+    client: FlaskClient,
+    billing: ProfileBilling,
+    fake_yookassa: FakeYooKassa,
+    body: dict[str, Any],
+) -> None:
+    start_payment(client)
+
+    response = notify(client, json.dumps(body).encode())
+
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["error"] == "INVALID_EVENT"
+    assert api_reads(fake_yookassa) == []
     assert_nothing_granted(shop, billing)
 
 
@@ -296,3 +426,22 @@ def test_the_yookassa_provider_is_set_up_by_name_from_keys_in_the_environment(
     state = app.extensions["profile_billing"]
     assert isinstance(state.payments.provider, YooKassaProvider)
     assert "live_secret_from_env" not in f"{state.payments.provider!r} {state.runtime.settings!r}"
+
+
+@pytest.mark.parametrize(
+    "api_url", ["http://127.0.0.1:8080", "https://api.yookassa.ru", "api.yookassa.ru/v3"]
+)
+def test_an_api_url_without_the_version_is_refused_when_the_provider_is_built(api_url: str) -> None:
+    with pytest.raises(ValueError, match="ending in /v3"):
+        YooKassaProvider(SHOP_ID, SECRET_KEY, api_url=api_url)
+
+
+def test_an_api_url_with_a_trailing_slash_is_the_same_api(
+    make_app: AppFactory, fake_yookassa: FakeYooKassa
+) -> None:
+    provider = YooKassaProvider(SHOP_ID, SECRET_KEY, api_url=fake_yookassa.api_url + "/")
+    app = make_app(BILLING_PAYMENT_PROVIDER=provider)
+
+    start_payment(app.test_client())
+
+    assert [(r.method, r.path) for r in fake_yookassa.requests] == [("POST", "/v3/payments")]

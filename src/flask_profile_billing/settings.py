@@ -385,6 +385,11 @@ class PaymentSettings:
         )
 
 
+def check_stripe_prices(value: Any, catalog: Catalog | None) -> dict[str, dict[str, str]]:
+    """The checks of BILLING_STRIPE_PRICES, for the ``prices`` given to a StripeProvider object."""
+    return _stripe_prices(value, catalog)
+
+
 def _stripe_prices(value: Any, catalog: Catalog | None) -> dict[str, dict[str, str]]:
     """BILLING_STRIPE_PRICES checked: paid plans of the catalog, known cadences, price ids."""
     if value is None:

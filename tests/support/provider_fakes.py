@@ -358,6 +358,8 @@ class FakeYooKassa:
     renewal_status: str = "succeeded"
     """What an autopayment (a charge of a saved method) comes out as: ``succeeded``,
     ``canceled`` (declined) or ``pending``."""
+    outage: bool = False
+    """When set, reading a payment answers 503, as YooKassa does when it cannot say."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def install(self) -> None:
@@ -426,6 +428,8 @@ class FakeYooKassa:
 
     def _find(self, request: Request) -> Response:
         self.requests.append(_record(request))
+        if self.outage:
+            return _json({"type": "error", "code": "internal_server_error"}, 503)
         return self._found(self.payments.get(request.path.rsplit("/", 1)[1]), "Payment")
 
     def _find_refund(self, request: Request) -> Response:

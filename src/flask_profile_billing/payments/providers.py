@@ -57,6 +57,11 @@ class InvalidEvent(ValueError):
     """A verified webhook body that is not an event the provider can read (answered with a 422)."""
 
 
+class PaymentNotFound(InvalidEvent):
+    """The provider's API knows no payment (or refund) of the id an event names: permanent, so
+    the delivery is recorded ``rejected`` and answered 200, and the provider stops sending it."""
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentIntent:
     """What the user is about to pay for, as the provider needs it to create its payment."""
@@ -146,6 +151,17 @@ class SavedMethodCharger(Protocol):
 
 
 @runtime_checkable
+class SubscriptionPrices(Protocol):
+    """A provider that sells some plans as subscriptions renewed on its side, each plan and
+    cadence at a price of the provider's (Stripe: ``prices``, as BILLING_STRIPE_PRICES)."""
+
+    @property
+    def prices(self) -> Mapping[str, Mapping[str, str]]:
+        """Plan code -> ``{"monthly": price id, "yearly": price id}``."""
+        ...
+
+
+@runtime_checkable
 class RecurringCanceller(Protocol):
     """A provider whose recurring arrangements renew on its side (Stripe subscriptions): told
     when the user cancels or resumes here, or when a refund ends the period."""
@@ -212,8 +228,13 @@ class PaymentConfirmer(Protocol):
 
     def confirm(self, event: ProviderEvent) -> ProviderEvent:
         """The event as the provider's API reports the payment now (its status, amount and
-        currency), read by the provider's own id; raise any exception when the API cannot say,
-        and the delivery is answered 502, so the provider delivers it again later."""
+        currency), read by the provider's own id; ``PaymentNotFound`` when the API knows no such
+        payment (permanent: rejected); any other exception when the API cannot say, and the
+        delivery is answered 502, so the provider delivers it again later.
+
+        It is only asked about payments we started with the provider: an event whose
+        ``provider_payment_id`` no payment row of ours has is rejected without asking, so an
+        anonymous sender cannot make us call the API for ids of its choosing."""
         ...
 
 

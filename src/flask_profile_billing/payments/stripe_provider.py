@@ -10,8 +10,9 @@ comes back to the return URL.
 
 Webhooks are checked by the library (``stripe.WebhookSignature.verify_header``, what
 ``stripe.Webhook.construct_event`` runs): the ``Stripe-Signature`` header's HMAC-SHA256 over the raw
-body with the endpoint's signing secret, and the library's tolerance against the system clock, so a
-delivery captured and replayed later is refused. The events acted on:
+body with the endpoint's signing secret; and here, its timestamp within the tolerance of the
+system clock either way (the library checks only its age), so a delivery captured and replayed
+later is refused, however it is dated. The events acted on:
 
 - ``checkout.session.completed`` with ``payment_status`` ``paid``, and
   ``checkout.session.async_payment_succeeded``: the payment succeeded (a subscription's first
@@ -32,6 +33,7 @@ versions before and after 2025-03-31 (where an invoice's subscription and paymen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -195,6 +197,11 @@ class StripeProvider:
         )
         return ProviderPayment(str(session.id), str(session.url))
 
+    @property
+    def prices(self) -> Mapping[str, Mapping[str, str]]:
+        """The plans and cadences sold as Stripe subscriptions (the ``prices`` given)."""
+        return {plan: dict(cadences) for plan, cadences in self._prices.items()}
+
     def price_for(self, plan_code: str, months: int) -> str | None:
         """The Stripe price of ``months`` of the plan, when it is sold as a subscription."""
         cadence = CADENCES.get(months)
@@ -209,17 +216,23 @@ class StripeProvider:
         self._client.v1.subscriptions.cancel(recurring_reference)
 
     def verify(self, headers: Mapping[str, str], raw_body: bytes, now: datetime) -> None:
+        """The library checks the MAC; the time is checked here, both ways: the library refuses
+        only a signature older than the tolerance, and one dated in the future would stay
+        replayable until long after it was captured. Against the system clock, as Stripe dates
+        its signatures by its own (``now``, the extension's clock, may be a test's or a
+        simulation's)."""
+        header = headers.get(SIGNATURE_HEADER)
         try:
             stripe.WebhookSignature.verify_header(
-                raw_body.decode("utf-8"),
-                headers.get(SIGNATURE_HEADER),
-                self._webhook_secret,
-                self._tolerance_seconds,
+                raw_body.decode("utf-8"), header, self._webhook_secret, tolerance=None
             )
         except stripe.SignatureVerificationError as error:
             raise InvalidSignature(str(error).split(". ")[0]) from None
         except UnicodeDecodeError:
             raise InvalidSignature("the body is not UTF-8 text, which Stripe signs") from None
+        assert header is not None  # verify_header refuses a missing one
+        if abs(time.time() - _signed_at(header)) > self._tolerance_seconds:
+            raise InvalidSignature("the signature's timestamp is too far from now")
 
     def parse_event(self, payload: Mapping[str, Any]) -> ProviderEvent:
         event_id = payload.get("id")
@@ -230,12 +243,7 @@ class StripeProvider:
         item = data.get("object") if isinstance(data, Mapping) else None
         if not isinstance(item, Mapping):
             raise InvalidEvent("a Stripe event has data.object")
-        created = payload.get("created")
-        occurred_at = (
-            datetime.fromtimestamp(created, UTC)
-            if isinstance(created, int) and not isinstance(created, bool)
-            else None
-        )
+        occurred_at = _created(payload.get("created"))
         if event_type.startswith("checkout.session."):
             return _session_event(event_id, event_type, item)
         if event_type == "invoice.paid":
@@ -245,6 +253,31 @@ class StripeProvider:
         if event_type in ("charge.refunded", "charge.dispute.created"):
             return _reversal_event(event_id, event_type, item)
         return _ignored(event_id, event_type)
+
+
+def _signed_at(header: str) -> int:
+    """The ``t=`` of a ``Stripe-Signature`` header the library accepted (the first one, which is
+    the one it checked the MAC with)."""
+    for item in header.split(","):
+        parts = item.split("=", 2)  # as the library splits it
+        if parts[0] == "t" and len(parts) > 1:
+            try:
+                return int(parts[1])
+            except ValueError:
+                break
+    raise InvalidSignature("the signature has no timestamp")
+
+
+def _created(value: Any) -> datetime | None:
+    """The event's ``created`` (Unix seconds) as a time; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEvent("a Stripe event's created is a whole number of seconds")
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InvalidEvent("a Stripe event's created is not a time") from None
 
 
 def _ignored(event_id: str, event_type: str) -> ProviderEvent:
@@ -258,11 +291,14 @@ def _session_event(event_id: str, event_type: str, session: Mapping[str, Any]) -
         return _ignored(event_id, event_type)
     if event_type == "checkout.session.completed":
         # Paid now, or (bank debits, vouchers) later: async_payment_succeeded then follows.
-        paid = session.get("payment_status") in {"paid", "no_payment_required"}
+        payment_status = session.get("payment_status")
+        if not isinstance(payment_status, str):
+            raise InvalidEvent("a completed checkout session has a payment_status")
+        paid = payment_status in {"paid", "no_payment_required"}
         kind = PAYMENT_SUCCEEDED if paid else "checkout.session.completed.unpaid"
     else:
         kind = _CHECKOUT_EVENTS.get(event_type, event_type)
-    metadata = _mapping(session.get("metadata"))
+    metadata = _metadata(session.get("metadata"))
     currency = session.get("currency")
     if not isinstance(currency, str):
         raise InvalidEvent("a checkout session has a currency")
@@ -287,8 +323,8 @@ def _invoice_event(
     parent = _mapping(invoice.get("parent"))
     details = _mapping(parent.get("subscription_details") or invoice.get("subscription_details"))
     subscription = _id_of(details.get("subscription") or invoice.get("subscription"))
-    metadata = _mapping(details.get("metadata"))
-    reason = invoice.get("billing_reason")
+    metadata = _metadata(details.get("metadata"))
+    reason = _optional_text(invoice.get("billing_reason"))
     currency = invoice.get("currency")
     if subscription is None or not metadata.get("payment_id") or not isinstance(currency, str):
         return _ignored(event_id, "invoice.paid")
@@ -327,14 +363,14 @@ def _invoice_payment_intent(invoice: Mapping[str, Any]) -> str | None:
 def _subscription_event(
     event_id: str, event_type: str, subscription: Mapping[str, Any], occurred_at: datetime | None
 ) -> ProviderEvent:
-    status = subscription.get("status")
+    status = _optional_text(subscription.get("status"))
     if event_type == "customer.subscription.deleted" or status in _ENDED_STATUSES:
         kind = RECURRING_ENDED
     elif subscription.get("cancel_at_period_end") or subscription.get("cancel_at"):
         kind = RECURRING_CANCEL_SCHEDULED
     else:
         kind = RECURRING_RESUMED
-    metadata = _mapping(subscription.get("metadata"))
+    metadata = _metadata(subscription.get("metadata"))
     reference = _optional_text(subscription.get("id"))
     if reference is None:
         raise InvalidEvent("a subscription has an id")
@@ -358,7 +394,7 @@ def _reversal_event(event_id: str, event_type: str, item: Mapping[str, Any]) -> 
     if not isinstance(currency, str):
         raise InvalidEvent("a charge or dispute has a currency")
     refunded = event_type == "charge.refunded"
-    metadata = _mapping(item.get("metadata")) if refunded else {}
+    metadata = _metadata(item.get("metadata")) if refunded else {}
     intent = _id_of(item.get("payment_intent"))
     if intent is None and not metadata.get("payment_id"):
         return _ignored(event_id, event_type)
@@ -372,6 +408,16 @@ def _reversal_event(event_id: str, event_type: str, item: Mapping[str, Any]) -> 
         user_id=_optional_text(metadata.get("user_id")),
         refund_reference=intent,
     )
+
+
+def _metadata(value: Any) -> Mapping[str, Any]:
+    """An object's metadata: where our ids travel, so one that is not an object is a malformed
+    event rather than an event without ids."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEvent("a Stripe object's metadata is an object")
+    return value
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -5,11 +5,14 @@ to the return URL), captured at once, with our payment id and the user's id in i
 payment id as the ``Idempotence-Key``, so a retried start never makes a second payment. With a VAT
 code configured it carries a receipt (54-FZ): the customer's email and one item, the plan's period.
 
-YooKassa does not sign its notifications. So a notification is only a hint: it is parsed with the
-library (``WebhookNotificationFactory``), and the payment it names is fetched again from the API by
-its id (``Payment.find_one``); what the API says (status, amount, currency, metadata) is what the
-extension acts on. A forged notification can at most make us read a payment we already know. The
-deliveries can also be limited to YooKassa's published networks (the library's ``SecurityHelper``).
+YooKassa does not sign its notifications. So a notification is only a hint: only its ``type``,
+``event`` and its object's ``id`` (and a refund's ``payment_id``) are read, and the payment it names
+is fetched again from the API by its id (``Payment.find_one``); what the API says (status, amount,
+currency, metadata) is what the extension acts on. The webhook service asks only about payments it
+started (a row of ours has that YooKassa id), so a forged notification can at most make us read a
+payment we already know, and an id YooKassa does not know is refused for good (``PaymentNotFound``).
+The deliveries can also be limited to YooKassa's published networks (the library's
+``SecurityHelper``).
 
 With ``save_payment_method`` each payment asks YooKassa to save the payment method (the shop needs
 autopayments enabled by YooKassa); when the API reports it saved, its id comes with the confirmed
@@ -31,9 +34,7 @@ from typing import Any
 
 from yookassa import Configuration, Payment, Refund
 from yookassa.domain.common import SecurityHelper
-from yookassa.domain.notification import (
-    WebhookNotificationFactory,
-)
+from yookassa.domain.exceptions import NotFoundError
 
 from .providers import (
     PAYMENT_CANCELLED,
@@ -41,6 +42,7 @@ from .providers import (
     PAYMENT_SUCCEEDED,
     InvalidEvent,
     PaymentIntent,
+    PaymentNotFound,
     ProviderEvent,
     ProviderPayment,
     RenewalCharge,
@@ -60,7 +62,8 @@ class YooKassaProvider:
     which then needs the user's email. ``trusted_networks_only`` refuses notifications from
     addresses outside YooKassa's networks (behind a proxy, the app must see the client's address:
     Werkzeug's ``ProxyFix``). ``save_payment_method`` saves each payment's method for renewals.
-    ``api_url`` points the library at another address (tests).
+    ``api_url`` points the library at another address (a local fake of the API in tests): the
+    API's root with its version, ending in ``/v3``; anything else is a ``ValueError``.
     """
 
     def __init__(
@@ -80,7 +83,7 @@ class YooKassaProvider:
         self._receipt_vat_code = receipt_vat_code
         self._trusted_networks_only = trusted_networks_only
         self._save_payment_method = save_payment_method
-        Configuration.configure(shop_id, secret_key, api_url=api_url or DEFAULT_API_URL)
+        Configuration.configure(shop_id, secret_key, api_url=_checked_api_url(api_url))
 
     def __repr__(self) -> str:  # the key never reaches a log line
         return f"YooKassaProvider(name={self.name!r})"
@@ -149,22 +152,37 @@ class YooKassaProvider:
             return False
 
     def parse_event(self, payload: Mapping[str, Any]) -> ProviderEvent:
-        notification = WebhookNotificationFactory().create(dict(payload))
-        event_type = str(notification.event)
-        object_id = _text(notification.object.id)
-        if event_type == _REFUND_SUCCEEDED and object_id is not None:
+        """The notification's event and the id of its object, nothing more: every other field is
+        read back from the API (``confirm``). The shape is checked here rather than by the
+        library's ``WebhookNotificationFactory``, which accepts a notification without an
+        ``object`` and fails on odd values with exceptions of its own choosing."""
+        if payload.get("type") != "notification":
+            raise InvalidEvent('a YooKassa notification has "type": "notification"')
+        event_type = _text(payload.get("event"))
+        if event_type is None:
+            raise InvalidEvent("a YooKassa notification names its event")
+        item = payload.get("object")
+        if not isinstance(item, Mapping):
+            raise InvalidEvent("a YooKassa notification carries its object")
+        object_id = _text(item.get("id"))
+        if object_id is None:
+            raise InvalidEvent("a YooKassa notification's object has a string id")
+        if event_type == _REFUND_SUCCEEDED:
+            payment_id = _text(item.get("payment_id"))
+            if payment_id is None:
+                raise InvalidEvent("a refund notification names its payment")
             # Only a hint, as for payments: ``confirm`` reads the refund (its id travels in
             # ``refund_reference`` until then) and its payment back from the API.
             return ProviderEvent(
                 event_id=f"{object_id}:{event_type}",
                 event_type=PAYMENT_REFUNDED,
                 payment_id=None,
-                provider_payment_id=_text(getattr(notification.object, "payment_id", None)),
+                provider_payment_id=payment_id,
                 amount=Decimal(0),
                 currency="",
                 refund_reference=object_id,
             )
-        if event_type not in _PAYMENT_EVENTS or object_id is None:
+        if event_type not in _PAYMENT_EVENTS:
             # Payouts, deals, saved payment methods: recorded and ignored.
             return ProviderEvent(
                 f"{event_type}:{object_id}", event_type, None, None, Decimal(0), ""
@@ -184,7 +202,7 @@ class YooKassaProvider:
             return self._confirm_refund(event)
         if event.provider_payment_id is None:
             return event
-        payment = Payment.find_one(event.provider_payment_id)
+        payment = _find_payment(event.provider_payment_id)
         status = str(payment.status)
         metadata = payment.metadata if isinstance(payment.metadata, Mapping) else {}
         amount = _amount(payment.amount)
@@ -211,7 +229,10 @@ class YooKassaProvider:
     def _confirm_refund(self, event: ProviderEvent) -> ProviderEvent:
         if event.refund_reference is None:
             raise InvalidEvent("a refund notification names its refund")
-        refund = Refund.find_one(event.refund_reference)
+        try:
+            refund = Refund.find_one(event.refund_reference)
+        except NotFoundError:
+            raise PaymentNotFound(f"YooKassa knows no refund {event.refund_reference}") from None
         refund_id = _text(refund.id)
         payment_id = _text(refund.payment_id)
         if refund_id != event.refund_reference or payment_id is None:
@@ -225,7 +246,7 @@ class YooKassaProvider:
                 Decimal(0),
                 "",
             )
-        payment = Payment.find_one(payment_id)
+        payment = _find_payment(payment_id)
         metadata = payment.metadata if isinstance(payment.metadata, Mapping) else {}
         refunded = getattr(payment, "refunded_amount", None) or refund.amount
         return ProviderEvent(
@@ -237,6 +258,29 @@ class YooKassaProvider:
             currency=str(refunded.currency).upper(),
             user_id=_text(metadata.get("user_id")),
         )
+
+
+def _checked_api_url(api_url: str | None) -> str:
+    """The API's address as the library wants it: with the version, ``.../v3``, to which it adds
+    ``/payments``. Without it every call would be a 404, found at the first customer's payment."""
+    if api_url is None:
+        return DEFAULT_API_URL
+    url = api_url.rstrip("/")
+    if not url.startswith(("https://", "http://")) or not url.endswith("/v3"):
+        raise ValueError(
+            "api_url is the address of YooKassa's API with its version, ending in /v3 (such as "
+            f"{DEFAULT_API_URL}), not {api_url!r}"
+        )
+    return url
+
+
+def _find_payment(provider_payment_id: str) -> Any:
+    """The payment as the API reports it; ``PaymentNotFound`` when it knows no such payment (a
+    404 is an answer, not an outage: asking again changes nothing)."""
+    try:
+        return Payment.find_one(provider_payment_id)
+    except NotFoundError:
+        raise PaymentNotFound(f"YooKassa knows no payment {provider_payment_id}") from None
 
 
 def _amount(value: Any) -> Decimal:

@@ -24,10 +24,15 @@ from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
-from ..domain.catalog import Plan, amount_as_number
+from ..domain.catalog import Catalog, Plan, amount_as_number
 from ..errors import BillingConfigError, PaymentProviderError, TooManyPendingPayments
-from ..payments.providers import PaymentIntent, PaymentProvider, ProviderPayment
-from ..settings import PaymentSettings
+from ..payments.providers import (
+    PaymentIntent,
+    PaymentProvider,
+    ProviderPayment,
+    SubscriptionPrices,
+)
+from ..settings import PaymentSettings, check_stripe_prices
 from ..store import payments as stored
 from ..store.transactions import read_connection, write_transaction
 from .runtime import Runtime
@@ -87,6 +92,8 @@ class PaymentService:
             provider = _checked_provider(_built(value, settings))
             if provider is None:
                 continue
+            if isinstance(provider, SubscriptionPrices):
+                _check_prices(provider, settings, runtime.catalog)
             if provider.name in self._providers and self._providers[provider.name] is not provider:
                 raise BillingConfigError(f"two payment providers are named {provider.name!r}")
             self._providers[provider.name] = provider
@@ -282,6 +289,27 @@ def _built(value: Any, settings: PaymentSettings) -> Any:
         f"BILLING_PAYMENT_PROVIDER: unknown payment provider {value!r}; the built-in ones are "
         "'stripe' and 'yookassa'"
     )
+
+
+def _check_prices(
+    provider: SubscriptionPrices, settings: PaymentSettings, catalog: Catalog
+) -> None:
+    """A provider object's subscription prices must fit the catalog, and agree with
+    BILLING_STRIPE_PRICES when that is set too: otherwise the plans the config maps would quietly
+    be sold as one-off payments (or at prices the config does not show)."""
+    try:
+        own = check_stripe_prices(provider.prices, catalog)
+    except BillingConfigError as error:
+        raise BillingConfigError(
+            f"the prices of {provider!r} do not fit the catalog: {error}"
+        ) from None
+    if settings.stripe.prices and own != settings.stripe.prices:
+        raise BillingConfigError(
+            f"BILLING_STRIPE_PRICES is set, but {provider!r} was built with other prices "
+            f"({own or 'none'}), and they are what it sells: build it with "
+            "prices=app.config['BILLING_STRIPE_PRICES'], or leave BILLING_STRIPE_PRICES out of "
+            "the config"
+        )
 
 
 def _checked_start(started: ProviderPayment) -> ProviderPayment:

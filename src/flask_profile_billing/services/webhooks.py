@@ -2,10 +2,11 @@
 
 A delivery is authenticated by its provider's own check over the raw body and headers before
 anything else is read (the shared-secret HMAC for a provider without one). A provider whose
-deliveries are not signed has its event confirmed by its API first. Every delivery is recorded; of
-the deliveries of one provider event exactly one is ``processed`` (the others are duplicates), and
-it moves its payment from ``pending`` with a conditional UPDATE, so a late, repeated or
-out-of-order webhook changes nothing.
+deliveries are not signed has its event confirmed by its API first, and only for payments we
+started with it, so an anonymous sender cannot choose what we ask the API about. Every delivery
+that passes those checks is recorded; of the deliveries of one provider event exactly one is
+``processed`` (the others are duplicates), and it moves its payment from ``pending`` with a
+conditional UPDATE, so a late, repeated or out-of-order webhook changes nothing.
 
 What a confirmation grants is read from our own payment row (plan, months, user), never from the
 webhook: the event must name a payment we started with that provider, for its user when the
@@ -49,6 +50,7 @@ from ..payments.providers import (
     HmacWebhookVerifier,
     InvalidEvent,
     PaymentConfirmer,
+    PaymentNotFound,
     PaymentProvider,
     ProviderEvent,
     SourceChecker,
@@ -57,7 +59,7 @@ from ..payments.providers import (
 from ..store import payments as stored_payments
 from ..store import recurring as stored_recurring
 from ..store import webhooks as deliveries
-from ..store.transactions import write_transaction
+from ..store.transactions import read_connection, write_transaction
 from .payments import MAX_PROVIDER_PAYMENT_ID, PaymentService, PaymentStatus
 from .recurring import RecurringService
 from .runtime import Runtime
@@ -130,7 +132,9 @@ class WebhookService:
         ``BILLING_WEBHOOK_SECRET``, ``INVALID_SIGNATURE`` for a delivery that fails the provider's
         check (nothing stored), ``INVALID_JSON``/``INVALID_EVENT`` for an authentic body that is
         not an event (stored as ``rejected``). ``PaymentProviderError`` when the provider's API
-        cannot confirm the event (502: the provider delivers it again). Everything else is a
+        cannot confirm the event (502: the provider delivers it again); an event of a provider
+        that confirms, naming no payment of ours or one its API does not know, is ``rejected``
+        (for good: a 200). Everything else is a
         ``WebhookResult``, answered with a 200 whatever the outcome: the delivery is authentic and
         recorded, and a retry could not change the answer, so a non-2xx would only make the
         provider retry for days.
@@ -160,8 +164,58 @@ class WebhookService:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
         if isinstance(provider, PaymentConfirmer):
-            event = self._confirmed(provider, event, payload_text)
+            # Only payments we started are worth a call to the provider's API: an id of no row of
+            # ours costs an anonymous sender one database read, never an outbound request.
+            # Nor a write: like a delivery with a wrong signature, it is not stored.
+            if not self._is_ours(provider.name, event):
+                return self._rejected_unconfirmed(provider.name, event, None, "no such payment")
+            try:
+                event = self._confirmed(provider, event, payload_text)
+            except PaymentNotFound as error:
+                return self._rejected_unconfirmed(provider.name, event, payload_text, str(error))
         return self._process(provider.name, event, payload_text)
+
+    def _is_ours(self, provider_name: str, event: ProviderEvent) -> bool:
+        """Whether the payment an unconfirmed event names is one we started with the provider
+        (an event that names none, such as an ignored type, has nothing to ask the API)."""
+        if event.payment_id is None and event.provider_payment_id is None:
+            return True
+        with read_connection(self._runtime.engine) as connection:
+            payment = stored_payments.find_payment(
+                connection,
+                provider_name,
+                payment_id=event.payment_id,
+                provider_payment_id=event.provider_payment_id,
+            )
+        return payment is not None
+
+    def _rejected_unconfirmed(
+        self, provider_name: str, event: ProviderEvent, payload_text: str | None, reason: str
+    ) -> WebhookResult:
+        """Refuse for good an event about a payment that is not ours, or one of ours that the
+        provider's API does not know (then recorded with ``payload_text``): one log line, and a
+        200, since delivering it again could not change the answer."""
+        log.warning(
+            "webhook event %s from %r rejected before confirmation: %s",
+            event.event_id,
+            provider_name,
+            reason,
+        )
+        if payload_text is None:
+            return WebhookResult(DeliveryOutcome.REJECTED, event.event_id, event.event_type, reason)
+        with write_transaction(self._runtime.engine) as connection:
+            deliveries.record(
+                connection,
+                {
+                    "provider": provider_name,
+                    "event_id": event.event_id,
+                    "event_type": event.event_type,
+                    "payload": payload_text,
+                    "received_at": self._runtime.now(),
+                },
+                DeliveryOutcome.REJECTED.value,
+            )
+        return WebhookResult(DeliveryOutcome.REJECTED, event.event_id, event.event_type, reason)
 
     def _verifier(self, provider: PaymentProvider) -> WebhookVerifier:
         """The provider's own check, else the shared-secret HMAC (``BILLING_WEBHOOK_SECRET``)."""
@@ -183,6 +237,8 @@ class WebhookService:
         name = getattr(provider, "name", "?")
         try:
             confirmed = provider.confirm(event)
+        except PaymentNotFound:
+            raise
         except InvalidEvent as error:
             self._record_rejected(name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
@@ -303,12 +359,54 @@ class WebhookService:
                 then=self._ending(replaced),
             )
         if target is PaymentStatus.PAID:
-            return _Decision(DeliveryOutcome.PROCESSED, grant=payment, then=self._ending(replaced))
+            return _Decision(
+                DeliveryOutcome.PROCESSED,
+                grant=payment,
+                then=self._after_grant(
+                    self._ending(replaced),
+                    self._schedule_to_follow(connection, provider_name, payment, event),
+                ),
+            )
         if payment.recurring_id is not None:  # a renewal the provider declined
             return _Decision(
                 DeliveryOutcome.PROCESSED, then=lambda: self._after_declined_renewal(payment)
             )
         return _Decision(DeliveryOutcome.PROCESSED)
+
+    @staticmethod
+    def _schedule_to_follow(
+        connection: Connection, provider_name: str, payment: Row[Any], event: ProviderEvent
+    ) -> Row[Any] | None:
+        """The arrangement a first payment set up, when the provider already said it ends
+        (cancelled at the period's end, or deleted) before this confirmation arrived: the plan
+        about to be granted follows it, so the end state does not depend on the delivery order."""
+        if event.recurring_reference is None:
+            return None
+        arrangement = stored_recurring.find(connection, provider_name, event.recurring_reference)
+        if (
+            arrangement is None
+            or arrangement.user_id != payment.user_id
+            or arrangement.status not in (stored_recurring.CANCELLING, stored_recurring.ENDED)
+        ):
+            return None
+        return arrangement
+
+    def _after_grant(
+        self, ending: Callable[[], None] | None, ended: Row[Any] | None
+    ) -> Callable[[], Subscription | None] | None:
+        """What runs once a first payment's grant is done: end the arrangements it replaced, and
+        cancel the plan just granted when its arrangement already ends."""
+        if ending is None and ended is None:
+            return None
+
+        def then() -> Subscription | None:
+            if ending is not None:
+                ending()
+            if ended is None:
+                return None
+            return self._recurring.follow_schedule(ended, ended.status)
+
+        return then
 
     def _ending(self, replaced: list[Row[Any]]) -> Callable[[], None] | None:
         """What ends the arrangements a new one replaced, once committed; None when none did."""
@@ -572,7 +670,7 @@ def _parse_event(provider: PaymentProvider, raw_body: bytes, content_type: str) 
         event = provider.parse_event(payload)
     except InvalidEvent:
         raise
-    except (LookupError, TypeError, ValueError, ArithmeticError) as error:
+    except (LookupError, TypeError, ValueError, ArithmeticError, AttributeError) as error:
         # An adapter that trips over an odd payload is still an unreadable event, not a 500.
         log.warning("payment provider %r could not read an event", provider.name, exc_info=True)
         raise InvalidEvent(f"unreadable event: {error}") from None
