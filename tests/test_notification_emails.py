@@ -24,7 +24,7 @@ from flask_mail import Mail as FlaskMail
 from flask_mailman import Mail as Mailman
 from sqlalchemy import select
 
-from flask_profile_billing import OutgoingEmail, ProfileBilling, QuotaExceeded
+from flask_profile_billing import OutgoingEmail, ProfileBilling, QuotaExceeded, signals
 from flask_profile_billing.store.models import notifications
 from tests.support.host_app import AppFactory, Clock
 from tests.support.subscriptions import run_together
@@ -449,30 +449,90 @@ def test_two_concurrent_runs_send_each_email_once(make_app: AppFactory) -> None:
     assert {row[2] for row in email_rows(app)} == {"sent"}
 
 
-def test_a_worker_that_dies_mid_send_never_sends_that_email_again(
-    make_app: AppFactory, clock: Clock
-) -> None:
-    calls: list[str] = []
-    dying = True
+class DyingSender:
+    """Stops the worker at its first email, while the mail server has the message (it may have
+    gone out); sends the later ones. ``calls``: the addresses of every attempt."""
 
-    def sender(email: OutgoingEmail) -> None:
-        calls.append(email.to)
-        if dying:
-            # Like a worker killed while the mail server had the message: it may have gone out.
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, email: OutgoingEmail) -> None:
+        self.calls.append(email.to)
+        if len(self.calls) == 1:
             raise SystemExit("the worker was stopped")
 
-    app = make_app(BILLING_EMAIL_SENDER=sender, BILLING_USER_INFO=user_info)
+
+def die_mid_send(app: Flask) -> None:
+    """Reach alice's low mark and run maintenance with the app's ``DyingSender``: her email is
+    left ``sending``."""
     with app.app_context():
         billing = billing_of(app)
         reach_low_mark(billing, "alice")
         with pytest.raises(SystemExit):
             billing.run_maintenance()
-        dying = False
-        clock.advance(days=1)
-        billing.run_maintenance()
 
-    assert calls == ["alice@example.com"]
-    assert email_rows(app) == [("alice", "quota_low", "sending", 1, False)]
+
+def test_a_worker_that_dies_mid_send_leaves_the_email_uncertain_never_sent_again(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    sender = DyingSender()
+    app = make_app(BILLING_EMAIL_SENDER=sender, BILLING_USER_INFO=user_info)
+    announced: list[tuple[str, str, bool]] = []
+
+    def on_uncertain(sender: Flask, *, user_id: str, kind: str, resent: bool, **_: Any) -> None:
+        announced.append((user_id, kind, resent))
+
+    signals.email_uncertain.connect(on_uncertain, sender=app, weak=False)
+    die_mid_send(app)
+    with app.app_context():
+        billing = billing_of(app)
+        # Before BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS: the run may still be sending it.
+        clock.advance(minutes=59)
+        early = billing.run_maintenance()
+        assert (early.emails_uncertain, announced) == (0, [])
+        assert email_rows(app) == [("alice", "quota_low", "sending", 1, False)]
+        clock.advance(minutes=2)
+        late = billing.run_maintenance()
+        again = billing.run_maintenance()
+
+    assert sender.calls == ["alice@example.com"]
+    assert (late.emails_uncertain, late.emails_resent, late.emails_sent) == (1, 0, 0)
+    assert announced == [("alice", "quota_low", False)]
+    assert again.emails_uncertain == 0
+    assert email_rows(app) == [("alice", "quota_low", "uncertain", 1, False)]
+    result = app.test_cli_runner().invoke(args=["billing", "maintenance"])
+    assert "uncertain" not in result.output  # said once, by the run that found it
+
+
+def test_uncertain_emails_are_sent_again_when_the_host_opts_in(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    sender = DyingSender()
+    app = make_app(
+        BILLING_EMAIL_SENDER=sender,
+        BILLING_USER_INFO=user_info,
+        BILLING_EMAIL_RESEND_UNCERTAIN=True,
+    )
+    die_mid_send(app)
+    with app.app_context():
+        billing = billing_of(app)
+        clock.advance(hours=2)
+        report = billing.run_maintenance()
+
+    assert sender.calls == ["alice@example.com", "alice@example.com"]
+    assert (report.emails_resent, report.emails_uncertain, report.emails_sent) == (1, 0, 1)
+    assert email_rows(app) == [("alice", "quota_low", "sent", 2, True)]
+
+
+def test_the_cli_reports_the_uncertain_emails(make_app: AppFactory, clock: Clock) -> None:
+    app = make_app(BILLING_EMAIL_SENDER=DyingSender(), BILLING_USER_INFO=user_info)
+    die_mid_send(app)
+    clock.advance(hours=2)
+    dry = app.test_cli_runner().invoke(args=["billing", "maintenance", "--dry-run"])
+    real = app.test_cli_runner().invoke(args=["billing", "maintenance"])
+
+    assert "Emails stranded mid-send that would be marked uncertain: 1." in dry.output
+    assert "marked uncertain (may not have gone out, not sent again): 1." in real.output
 
 
 # --- on and off -----------------------------------------------------------------------------------

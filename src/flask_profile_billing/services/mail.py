@@ -39,6 +39,7 @@ from flask import current_app, url_for
 from jinja2 import Template
 from werkzeug.routing import BuildError
 
+from .. import signals
 from ..domain.catalog import MetricKind, render
 from ..domain.notifications import (
     Notification,
@@ -51,6 +52,7 @@ from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import UnknownUserError
 from ..store import notifications as stored
 from ..store.transactions import read_connection, write_transaction
+from .leases import LeaseLost
 from .profiles import ProfileService, describe_host_user
 from .quotas import QuotaService
 from .runtime import Runtime
@@ -158,6 +160,20 @@ def find_sender(extensions: Mapping[str, Any], configured: object) -> EmailSende
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class EmailRun:
+    """What the email step of one maintenance run did (or with ``dry_run`` would do)."""
+
+    sent: int = 0
+    """Emails sent (a dry run: how many are due)."""
+    failed: int = 0
+    """Emails failed for good."""
+    uncertain: int = 0
+    """Emails found stranded in ``sending`` and marked ``uncertain``."""
+    resent: int = 0
+    """Emails found stranded and due again (BILLING_EMAIL_RESEND_UNCERTAIN)."""
+
+
 class _Outcome(Enum):
     SENT = "sent"
     RETRY = "retry"
@@ -203,32 +219,92 @@ class MailService:
         maintenance_batch_size: int,
         after_batch: Callable[[], None] | None,
         dry_run: bool,
-    ) -> tuple[int, int]:
-        """Send the emails due at ``now``, in batches of BILLING_EMAIL_BATCH_SIZE (emails take
-        longer than rows; ``maintenance_batch_size`` is not used); (sent, failed for good). With
-        ``dry_run``, (how many are due, 0)."""
+        keep_lease: Callable[[], None] | None = None,
+    ) -> EmailRun:
+        """Settle the emails stranded in ``sending`` (``uncertain``, or due again with
+        BILLING_EMAIL_RESEND_UNCERTAIN), then send the emails due at ``now``, in batches of
+        BILLING_EMAIL_BATCH_SIZE (emails take longer than rows; ``maintenance_batch_size`` is not
+        used). With ``dry_run``, count what is due and stranded and change nothing.
+
+        ``keep_lease`` (the scheduler's run) is called before each email: it renews the lease
+        when due and raises ``LeaseLost`` when another worker took the job over, and then this
+        run stops before its next email, its batch's unsent ones given back."""
         sender = self.sender
         engine = self._runtime.engine
+        settings = self._runtime.settings.email
         if dry_run:
+            if sender is None:
+                return EmailRun()
             with read_connection(engine) as connection:
-                return (stored.count_due_emails(connection, now=now) if sender else 0), 0
+                due = stored.count_due_emails(connection, now=now)
+                stranded = stored.count_stranded(connection, now=now)
+            resend = settings.resend_uncertain
+            return EmailRun(
+                sent=due, uncertain=0 if resend else stranded, resent=stranded if resend else 0
+            )
         if sender is None:
-            return 0, 0
-        batch_size = self._runtime.settings.email.batch_size
+            return EmailRun()
+        uncertain, resent = self._settle_stranded(now, after_batch)
         sent = failed = 0
         while True:
+            if keep_lease is not None:
+                keep_lease()
+            # The moment a taken email counts as stranded, from the clock of the taking: a long
+            # run takes its last batch long after its `now`.
+            taken_at = max(now, self._runtime.now())
+            uncertain_at = taken_at + timedelta(seconds=settings.uncertain_after_seconds)
             with write_transaction(engine) as connection:
-                taken = stored.take_due_emails(connection, now=now, batch_size=batch_size)
+                taken = stored.take_due_emails(
+                    connection, now=now, batch_size=settings.batch_size, uncertain_at=uncertain_at
+                )
             if not taken:
-                return sent, failed
-            outcomes = self._send_batch(sender, taken, now)
+                return EmailRun(sent=sent, failed=failed, uncertain=uncertain, resent=resent)
+            outcomes = self._send_batch(sender, taken, now, keep_lease)
             sent += outcomes.count(_Outcome.SENT)
             failed += outcomes.count(_Outcome.FAILED)
             if after_batch is not None:
                 after_batch()
 
+    def _settle_stranded(
+        self, now: datetime, after_batch: Callable[[], None] | None
+    ) -> tuple[int, int]:
+        """Make the emails stranded in ``sending`` ``uncertain`` (or due again), in batches, each
+        announced with ``email_uncertain``; (left uncertain, to be sent again)."""
+        settings = self._runtime.settings.email
+        batch_size = settings.batch_size
+        settled = 0
+        while True:
+            with write_transaction(self._runtime.engine) as connection:
+                found = stored.settle_stranded(
+                    connection, now=now, batch_size=batch_size, resend=settings.resend_uncertain
+                )
+            if not found:
+                break
+            settled += len(found)
+            log.warning(
+                "%s notification emails were taken for sending and never recorded: %s",
+                len(found),
+                "sending them again" if settings.resend_uncertain else "marked uncertain",
+            )
+            if signals.email_uncertain.receivers:
+                for notification in found:
+                    signals.email_uncertain.send(
+                        self._runtime.app,
+                        user_id=notification.user_id,
+                        kind=notification.kind.value,
+                        notification=notification,
+                        resent=settings.resend_uncertain,
+                    )
+            if after_batch is not None:
+                after_batch()
+        return (0, settled) if settings.resend_uncertain else (settled, 0)
+
     def _send_batch(
-        self, sender: EmailSender, taken: list[Notification], now: datetime
+        self,
+        sender: EmailSender,
+        taken: list[Notification],
+        now: datetime,
+        keep_lease: Callable[[], None] | None,
     ) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
         batch = getattr(sender, "batch", None)
@@ -239,12 +315,19 @@ class MailService:
         try:
             with opened as send:
                 for notification in taken:
+                    if keep_lease is not None:
+                        keep_lease()
                     # Counted before the attempt: an email whose outcome could not be recorded
-                    # stays `sending` (it may have gone out), never retried.
+                    # stays `sending` (it may have gone out) until it is found stranded.
                     attempted += 1
                     outcome = self._deliver(notification, send, now)
                     outcomes.append(outcome)
                     self._record(notification, outcome, now)
+        except LeaseLost:
+            # Another worker runs the job now: the emails this run did not attempt are its.
+            with write_transaction(self._runtime.engine) as connection:
+                stored.give_back(connection, [n.id for n in taken[attempted:]], now=now)
+            raise
         except Exception:
             # The connection could not be opened, or an outcome not recorded: the emails not
             # attempted yet go back to `pending`, for the next attempt.
