@@ -25,6 +25,7 @@ from flask_mailman import Mail as Mailman
 from sqlalchemy import select
 
 from flask_profile_billing import OutgoingEmail, ProfileBilling, QuotaExceeded, signals
+from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
 from tests.support.host_app import AppFactory, Clock
 from tests.support.subscriptions import run_together
@@ -421,6 +422,64 @@ def test_an_email_whose_period_is_over_is_skipped(make_app: AppFactory, clock: C
 
     assert sender.calls == 0
     assert email_rows(app) == [("alice", "quota_low", "skipped", 1, False)]
+
+
+def test_the_name_the_user_set_on_the_profile_wins_over_the_hosts(mailman_app: Flask) -> None:
+    billing = billing_of(mailman_app)
+    get_state(mailman_app).profiles.update("alice", {"first_name": "Ally"})
+    reach_low_mark(billing, "alice")
+    billing.run_maintenance()
+
+    (email,) = outbox(mailman_app)
+    assert email.body.startswith("Hello, Ally,\n\n")
+
+
+@pytest.mark.parametrize("plan", ["enterprise", "starter"])
+def test_quota_notices_that_a_plan_change_made_untrue_are_dropped(
+    mailman_app: Flask, plan: str
+) -> None:
+    """Low and blocked on the free plan, then moved, before maintenance ran, to a plan without a
+    limit (enterprise) or with a far higher one (starter): neither notice holds any more."""
+    billing = billing_of(mailman_app)
+    use_up_and_get_refused(billing, "alice")
+    billing.change_plan("alice", plan)
+    report = billing.run_maintenance()
+
+    assert (report.emails_sent, report.emails_failed) == (0, 0)
+    assert outbox(mailman_app) == []
+    assert [row[1:3] for row in email_rows(mailman_app)] == [
+        ("quota_low", "skipped"),
+        ("quota_blocked", "skipped"),
+    ]
+
+
+def test_using_the_last_unit_and_being_refused_is_one_email(mailman_app: Flask) -> None:
+    billing = billing_of(mailman_app)
+    billing.consume("alice", "analysis", 20)  # from none to all in one charge: low at 0 left
+    with pytest.raises(QuotaExceeded):
+        billing.consume("alice", "analysis")
+    report = billing.run_maintenance()
+
+    assert report.emails_sent == 1
+    (email,) = outbox(mailman_app)
+    assert email.subject == "Limit reached: Analyses"
+    assert "Limit reached: 20 analyses of this period are used." in email.body
+    assert [row[1:3] for row in email_rows(mailman_app)] == [
+        ("quota_low", "sent"),
+        ("quota_blocked", "skipped"),
+    ]
+
+
+def test_a_refusal_after_the_last_unit_was_emailed_sends_nothing_more(mailman_app: Flask) -> None:
+    billing = billing_of(mailman_app)
+    billing.consume("alice", "analysis", 20)
+    first = billing.run_maintenance()
+    with pytest.raises(QuotaExceeded):
+        billing.consume("alice", "analysis")
+    second = billing.run_maintenance()
+
+    assert (first.emails_sent, second.emails_sent) == (1, 0)
+    assert [email.subject for email in outbox(mailman_app)] == ["Limit reached: Analyses"]
 
 
 # --- never twice ----------------------------------------------------------------------------------

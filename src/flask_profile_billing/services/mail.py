@@ -51,6 +51,7 @@ from ..domain.notifications import (
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import UnknownUserError
 from ..store import notifications as stored
+from ..store import profiles as stored_profiles
 from ..store.transactions import read_connection, write_transaction
 from .leases import LeaseLost
 from .profiles import ProfileService, describe_host_user
@@ -394,7 +395,7 @@ class MailService:
             "_pbn": translator.ngettext,
             "t": translator,
             "user": user,
-            "name": host.first_name,
+            "name": self._first_name(notification.user_id) or host.first_name,
             "email": host.email,
             "kind": notification.kind.value,
             "notification": notification,
@@ -402,8 +403,21 @@ class MailService:
             "profile_url": self._profile_url(),
             **self._details(notification, now, translator, zone),
         }
-        subject, text = _subject_and_body(self._template(notification.kind, "txt"), variables)
-        html = self._template(notification.kind, "html").render(variables).strip()
+        kind = notification.kind
+        if kind is NotificationKind.QUOTA_LOW and variables.get("remaining") == 0:
+            # The last unit was used: "only 0 left" is "limit reached", said once (the later
+            # refusal's notice is covered by this email, see `_still_applies`).
+            kind = NotificationKind.QUOTA_BLOCKED
+            with write_transaction(self._runtime.engine) as connection:
+                stored.cover_limit_reached(
+                    connection,
+                    user_id=notification.user_id,
+                    metric=notification.subject,
+                    period_key=notification.period_key,
+                    now=now,
+                )
+        subject, text = _subject_and_body(self._template(kind, "txt"), variables)
+        html = self._template(kind, "html").render(variables).strip()
         return OutgoingEmail(
             to=host.email,
             subject=subject,
@@ -413,6 +427,12 @@ class MailService:
             locale=translator.locale,
             notification=notification,
         )
+
+    def _first_name(self, user_id: str) -> str | None:
+        """The first name the user set on the profile: it wins over the host's, as everywhere."""
+        with read_connection(self._runtime.engine) as connection:
+            row = stored_profiles.find(connection, user_id)
+        return None if row is None else row.first_name
 
     def translator_for(self, user: Any) -> Translator:
         """The translator of ``user``'s emails: BILLING_EMAIL_LOCALE (a locale, or a callable of
@@ -485,6 +505,7 @@ class MailService:
             allowance = self._quotas.allowance(notification.user_id, metric_name)
             resets_at = period.end.astimezone(zone)
         limit = allowance.limit
+        self._still_applies(notification, allowance.used, limit, period.start)
         return {
             "metric": metric_name,
             "metric_title": metric_title(t, metric_name),
@@ -504,6 +525,27 @@ class MailService:
             "resets_at": resets_at,
             "resets_on": None if resets_at is None else t.day(resets_at),
         }
+
+    def _still_applies(
+        self, notification: Notification, used: int, limit: int | None, period_start: datetime
+    ) -> None:
+        """``_NotSent`` (skipped) when a quota notice no longer holds for the usage as it now
+        stands: the user moved to a plan without a limit or with a higher one (below the mark:
+        no longer low; not used up: no longer reached), or the "limit reached" news already went
+        out by the low notice's email, which said the limit was reached."""
+        if limit is None:
+            raise _NotSent(_Outcome.SKIPPED, "the metric has no limit on the plan now")
+        if notification.kind is NotificationKind.QUOTA_LOW:
+            mark = math.ceil(limit * self._runtime.settings.quota_low_threshold)
+            if used < mark or limit <= 0:
+                raise _NotSent(_Outcome.SKIPPED, "the usage is no longer at the mark")
+            return
+        if used < limit:
+            raise _NotSent(_Outcome.SKIPPED, "the limit is no longer reached")
+        with read_connection(self._runtime.engine) as connection:
+            told = stored.covered(connection, notification.id)
+        if told:
+            raise _NotSent(_Outcome.SKIPPED, "the low notice's email said the limit is reached")
 
     def _subscription(self, notification: Notification) -> Subscription | None:
         wanted = notification.subject

@@ -425,6 +425,47 @@ def finish_email(
     )
 
 
+def covered(connection: Connection, notification_id: int) -> bool:
+    """Whether a taken notification was skipped meanwhile: another email said what it says
+    (``cover_limit_reached``)."""
+    query = select(_NOTES.status).where(_NOTES.id == notification_id)
+    return connection.execute(query).scalar_one_or_none() == NotificationStatus.SKIPPED.value
+
+
+def cover_limit_reached(
+    connection: Connection, *, user_id: str, metric: str, period_key: str, now: datetime
+) -> None:
+    """A ``quota_low`` email is telling the user the limit of ``metric`` is reached: the period's
+    ``quota_blocked`` notice is claimed now as done (a later refusal finds it claimed), or, when
+    claimed already and waiting or taken for sending, skipped (``covered``)."""
+    row = new_row(
+        user_id=user_id,
+        kind=NotificationKind.QUOTA_BLOCKED,
+        subject=metric,
+        period_key=period_key,
+        now=now,
+        pending=False,
+    )
+    connection.execute(
+        dialect_insert(connection, notifications)
+        .values(**row)
+        .on_conflict_do_nothing(
+            index_elements=[_NOTES.user_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
+        )
+    )
+    connection.execute(
+        update(notifications)
+        .where(
+            _NOTES.user_id == user_id,
+            _NOTES.kind == NotificationKind.QUOTA_BLOCKED.value,
+            _NOTES.subject == metric,
+            _NOTES.period_key == period_key,
+            _NOTES.status.in_([NotificationStatus.PENDING.value, NotificationStatus.SENDING.value]),
+        )
+        .values(status=NotificationStatus.SKIPPED.value, next_attempt_at=None)
+    )
+
+
 def to_notification_values(notification_id: int, values: Mapping[str, Any]) -> Notification:
     """The notification inserted with ``values`` (from ``new_row``) as ``notification_id``."""
     return Notification(
