@@ -24,10 +24,17 @@ from flask_mail import Mail as FlaskMail
 from flask_mailman import Mail as Mailman
 from sqlalchemy import select
 
-from flask_profile_billing import OutgoingEmail, ProfileBilling, QuotaExceeded, signals
+from flask_profile_billing import (
+    BillingConfigError,
+    OutgoingEmail,
+    ProfileBilling,
+    QuotaExceeded,
+    signals,
+)
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
 from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import db as host_db
 from tests.support.subscriptions import run_together
 
 HOUR = timedelta(hours=1)
@@ -480,6 +487,49 @@ def test_a_refusal_after_the_last_unit_was_emailed_sends_nothing_more(mailman_ap
 
     assert (first.emails_sent, second.emails_sent) == (1, 0)
     assert [email.subject for email in outbox(mailman_app)] == ["Limit reached: Analyses"]
+
+
+def test_the_from_address_defaults_to_the_mail_extensions_default_sender(
+    make_app: AppFactory,
+) -> None:
+    sender = RecordingSender()
+    app = make_app(
+        BILLING_EMAIL_SENDER=sender,
+        BILLING_USER_INFO=user_info,
+        MAIL_DEFAULT_SENDER=("Billing", "billing@example.com"),  # Flask-Mail's (name, address)
+    )
+    with app.app_context():
+        reach_low_mark(billing_of(app), "alice")
+        billing_of(app).run_maintenance()
+
+    assert [email.from_address for email in sender.sent] == ["Billing <billing@example.com>"]
+
+
+def test_emails_through_a_mail_extension_without_any_from_address_fail_at_init(
+    database_url: str,
+) -> None:
+    app = Flask("no_from_address")
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, MAIL_BACKEND="locmem")
+    host_db.init_app(app)
+    Mailman(app)
+
+    with pytest.raises(BillingConfigError, match="MAIL_DEFAULT_SENDER"):
+        ProfileBilling(app, host_db)
+
+
+def test_a_mail_extension_set_up_later_without_a_from_address_leaves_the_emails_waiting(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(**{**MAIL_CONFIG, "MAIL_DEFAULT_SENDER": None})
+    Mailman(app)
+    with app.app_context():
+        reach_low_mark(billing_of(app), "alice")
+        report = billing_of(app).run_maintenance()
+
+    assert (report.emails_sent, report.emails_failed) == (0, 0)
+    assert outbox(app) == []
+    assert email_rows(app) == [("alice", "quota_low", "pending", 0, False)]
+    assert "no From address" in caplog.text
 
 
 # --- never twice ----------------------------------------------------------------------------------

@@ -8,13 +8,19 @@ and stored as ``sent`` at once.
 
 With a sender, each notification is claimed ``pending`` (``NotificationService.emails_enabled``) and
 the next maintenance run sends it, so an email follows its notice within the scheduler's interval.
-A run takes the due ones in batches (BILLING_EMAIL_BATCH_SIZE) with one conditional update that
-moves them to ``sending``, so two workers never take the same one; then renders and sends each and
-records the outcome: ``sent``; ``pending`` again with a later next attempt when the sender raised,
-until BILLING_EMAIL_MAX_ATTEMPTS, then ``failed``; ``failed`` at once when the user has no address;
-``skipped`` when the notice no longer applies (its period is over). Delivery is *at most once*: a
-worker that dies between taking an email and recording its outcome leaves it ``sending`` for good,
-as the email may have gone out, rather than risk a second one.
+A run takes the due ones in batches of at most BILLING_EMAIL_BATCH_SIZE (the ids selected with their
+limit, then exactly those moved to ``sending``), so two workers never take the same one; then
+renders and sends each and records the outcome: ``sent``; ``pending`` again with a later next
+attempt when the sender raised, until BILLING_EMAIL_MAX_ATTEMPTS, then ``failed``; ``failed`` at
+once when the user has no address; ``skipped`` when the notice no longer applies (its period is
+over, a plan change made it untrue, another email said it). The scheduler's run keeps its lease
+before each email and stops when it lost it. A worker that dies between taking a batch and
+recording its outcomes leaves that batch ``sending``; after BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS
+the next run makes those ``uncertain`` (reported, logged, ``email_uncertain``), and sends them again
+only with BILLING_EMAIL_RESEND_UNCERTAIN: at most once by default, at least once by choice.
+
+The From address is BILLING_EMAIL_FROM, else the host's MAIL_DEFAULT_SENDER; with a mail extension
+and neither, ``init_app`` raises.
 
 Templates: ``profile_billing/email/<kind>.txt`` (its ``subject`` block is the subject) and
 ``<kind>.html`` (an empty rendering sends text only), found by Flask's loader, so a host's own
@@ -32,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from email.utils import formataddr
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,7 +56,7 @@ from ..domain.notifications import (
     retry_delay,
 )
 from ..domain.subscriptions import Subscription, SubscriptionStatus
-from ..errors import UnknownUserError
+from ..errors import BillingConfigError, UnknownUserError
 from ..store import notifications as stored
 from ..store import profiles as stored_profiles
 from ..store.transactions import read_connection, write_transaction
@@ -77,7 +84,8 @@ class OutgoingEmail:
     html: str | None
     """None: text only."""
     from_address: str | None
-    """BILLING_EMAIL_FROM; None for the mail extension's default sender."""
+    """BILLING_EMAIL_FROM, else the host's MAIL_DEFAULT_SENDER; None (a sender of the host's own
+    only) when neither is set."""
     locale: str
     notification: Notification
 
@@ -175,6 +183,15 @@ class EmailRun:
     """Emails found stranded and due again (BILLING_EMAIL_RESEND_UNCERTAIN)."""
 
 
+def default_from(config: Mapping[str, Any]) -> str | None:
+    """The host's MAIL_DEFAULT_SENDER, which flask-mailman and Flask-Mail both read; Flask-Mail
+    also takes a (name, address) pair."""
+    value = config.get("MAIL_DEFAULT_SENDER")
+    if isinstance(value, tuple | list) and len(value) == 2:
+        return formataddr((str(value[0]), str(value[1])))
+    return str(value) if value else None
+
+
 class _Outcome(Enum):
     SENT = "sent"
     RETRY = "retry"
@@ -212,6 +229,23 @@ class MailService:
     def enabled(self) -> bool:
         return self.sender is not None
 
+    @property
+    def from_address(self) -> str | None:
+        """BILLING_EMAIL_FROM, else the mail extension's MAIL_DEFAULT_SENDER (read at each use)."""
+        configured = self._runtime.settings.email.from_address
+        return configured or default_from(self._runtime.app.config)
+
+    def check_from_address(self) -> None:
+        """``BillingConfigError`` when the emails go through a mail extension and nothing gives
+        them a From address: every one of them would fail. A sender of the host's own may do
+        without (its own queue knows where mail comes from)."""
+        if isinstance(self.sender, FlaskMailmanSender | FlaskMailSender) and not self.from_address:
+            raise BillingConfigError(
+                "The notification emails have no From address: set MAIL_DEFAULT_SENDER for "
+                "your mail extension (or BILLING_EMAIL_FROM), or turn the emails off with "
+                "BILLING_EMAIL_SENDER = False."
+            )
+
     # -- the maintenance step ------------------------------------------------------------------
 
     def send_due(
@@ -244,6 +278,12 @@ class MailService:
                 sent=due, uncertain=0 if resend else stranded, resent=stranded if resend else 0
             )
         if sender is None:
+            return EmailRun()
+        try:
+            # Checked again here: the mail extension may have been set up after this one.
+            self.check_from_address()
+        except BillingConfigError:
+            log.exception("the notification emails wait, unsent")
             return EmailRun()
         uncertain, resent = self._settle_stranded(now, after_batch)
         sent = failed = 0
@@ -423,7 +463,7 @@ class MailService:
             subject=subject,
             text=text,
             html=html or None,
-            from_address=self._runtime.settings.email.from_address,
+            from_address=self.from_address,
             locale=translator.locale,
             notification=notification,
         )
