@@ -35,6 +35,8 @@ from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
 from tests.support.host_app import AppFactory, Clock
 from tests.support.host_app import db as host_db
+from tests.support.mail_worker import mail_config
+from tests.support.smtp import SmtpServer
 from tests.support.subscriptions import run_together
 
 HOUR = timedelta(hours=1)
@@ -403,6 +405,45 @@ def test_a_mail_server_that_cannot_be_reached_is_retried(
     assert back.emails_sent == 1
     assert [email.to for email in outbox(app)] == [["alice@example.com"]]
     assert email_rows(app) == [("alice", "quota_low", "sent", 2, True)]
+
+
+def test_emails_go_through_a_real_smtp_server_that_goes_away_and_comes_back(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    smtp = SmtpServer()
+    smtp.start()
+    try:
+        app = make_app(**{**MAIL_CONFIG, **mail_config(smtp.port), "BILLING_USER_INFO": user_info})
+        Mailman(app)
+        with app.app_context():
+            billing = billing_of(app)
+            reach_low_mark(billing, "alice")
+            reach_low_mark(billing, "bob")
+            first = billing.run_maintenance()
+            smtp.stop()  # the mail server goes away
+            use_up_and_get_refused(billing, "alice")
+            away = billing.run_maintenance()
+            assert email_rows(app)[-1] == ("alice", "quota_blocked", "pending", 1, False)
+            smtp.start()  # and comes back, on the same port
+            clock.advance(minutes=5)
+            back = billing.run_maintenance()
+    finally:
+        smtp.stop()
+
+    assert (first.emails_sent, away.emails_sent, back.emails_sent) == (2, 0, 1)
+    assert (away.emails_failed, back.emails_failed) == (0, 0)
+    received = [(to, message["From"], message["Subject"]) for [to], message in smtp.messages]
+    assert received == [
+        ("alice@example.com", "billing@example.com", "Only 4 analyses left this period"),
+        ("bob@example.com", "billing@example.com", "Only 4 analyses left this period"),
+        ("alice@example.com", "billing@example.com", "Limit reached: Analyses"),
+    ]
+    _to, message = smtp.messages[0]
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = (part.get_payload(decode=True).decode() for part in message.get_payload())
+    assert text.startswith("Hello, Alice,")
+    assert "<strong>Only 4 analyses left until November 1, 2025.</strong>" in html
+    assert [row[2] for row in email_rows(app)] == ["sent", "sent", "sent"]
 
 
 def test_a_user_without_an_address_fails_at_once_without_a_send(make_app: AppFactory) -> None:
