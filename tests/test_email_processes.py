@@ -95,7 +95,7 @@ def statuses(app: Flask) -> Counter[str]:
             .where(notifications.c.user_id.like("user-%"))
             .group_by(notifications.c.status)
         )
-        return Counter(dict(connection.execute(query).tuples().all()))
+        return Counter(dict(connection.execute(query).all()))
 
 
 def lease_holder_pid(app: Flask) -> int:
