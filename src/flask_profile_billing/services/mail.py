@@ -420,7 +420,8 @@ class MailService:
     # -- rendering -----------------------------------------------------------------------------
 
     def compose(self, notification: Notification, now: datetime) -> OutgoingEmail:
-        """The email of ``notification`` at ``now``; ``_NotSent`` when there is none to send."""
+        """The email of ``notification`` at ``now``; ``_NotSent`` when there is none to send. A
+        ``quota_low`` one with nothing left marks the period's ``quota_blocked`` covered."""
         try:
             user = load_host_user(self._runtime, notification.user_id)
         except UnknownUserError:
@@ -545,7 +546,7 @@ class MailService:
             allowance = self._quotas.allowance(notification.user_id, metric_name)
             resets_at = period.end.astimezone(zone)
         limit = allowance.limit
-        self._still_applies(notification, allowance.used, limit, period.start)
+        self._still_applies(notification, allowance.used, limit)
         return {
             "metric": metric_name,
             "metric_title": metric_title(t, metric_name),
@@ -566,9 +567,7 @@ class MailService:
             "resets_on": None if resets_at is None else t.day(resets_at),
         }
 
-    def _still_applies(
-        self, notification: Notification, used: int, limit: int | None, period_start: datetime
-    ) -> None:
+    def _still_applies(self, notification: Notification, used: int, limit: int | None) -> None:
         """``_NotSent`` (skipped) when a quota notice no longer holds for the usage as it now
         stands: the user moved to a plan without a limit or with a higher one (below the mark:
         no longer low; not used up: no longer reached), or the "limit reached" news already went
