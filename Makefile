@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[postgresql,redis,yaml,metrics,babel,mail,test,dev]'
+	$(BIN)/pip install --quiet -e '.[postgresql,redis,yaml,metrics,babel,mailman,flask-mail,test,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)

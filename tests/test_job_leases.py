@@ -7,10 +7,13 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
-from flask_profile_billing.services.leases import JobLeases, LeaseLost
+from flask_profile_billing import OutgoingEmail, ProfileBilling
+from flask_profile_billing.services.leases import JobLeases, Lease, LeaseLost
 from flask_profile_billing.state import get_state
-from tests.support.host_app import Clock
+from flask_profile_billing.store.models import notifications
+from tests.support.host_app import AppFactory, Clock
 from tests.support.subscriptions import run_together
 
 EVERY = 60
@@ -106,3 +109,50 @@ def test_maintenance_runs_once_per_tick_across_schedulers(app: Flask, clock: Clo
     assert run_together(6, tick).count(True) == 1
     clock.advance(seconds=timedelta(days=90).total_seconds())  # a scheduler off for months
     assert run_together(6, tick).count(True) == 1
+
+
+def test_a_run_that_lost_its_lease_stops_before_its_next_email(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    """The holder stalls inside its first email for longer than its lease (a paused process); a
+    second scheduler takes the job over. The stalled one, when it wakes, sends nothing more: the
+    rest of its batch is given back, due, for the new holder."""
+    users = ["alice", "bob", "carol"]
+    sent: list[str] = []
+    successor: list[Lease] = []
+
+    def stalling_sender(email: OutgoingEmail) -> None:
+        sent.append(email.to)
+        if len(sent) == 1:
+            clock.advance(seconds=LEASE + 1)
+            taken = get_state().leases.claim("maintenance", every_seconds=1, lease_seconds=LEASE)
+            assert taken is not None
+            successor.append(taken)
+
+    app = make_app(
+        BILLING_EMAIL_SENDER=stalling_sender,
+        BILLING_EMAIL_BATCH_SIZE=10,
+        BILLING_SCHEDULER_LEASE_SECONDS=LEASE,
+        BILLING_SCHEDULER_INTERVAL_SECONDS=10,
+        BILLING_USER_INFO=lambda user: {"email": f"{user.id}@example.com"},
+    )
+    with app.app_context():
+        billing: ProfileBilling = app.extensions["test_billing"]
+        for user in users:
+            billing.consume(user, "analysis", 16)  # the low mark: one email each
+        report = get_state().maintenance.run_if_due()
+
+    assert report is None  # stopped: the run was no longer its own
+    assert sent == ["alice@example.com"]
+    assert len(successor) == 1
+    with app.app_context(), get_state(app).runtime.engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                notifications.c.user_id, notifications.c.status, notifications.c.attempts
+            ).order_by(notifications.c.user_id)
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("alice", "sent", 1),
+        ("bob", "pending", 0),
+        ("carol", "pending", 0),
+    ]

@@ -24,9 +24,19 @@ from flask_mail import Mail as FlaskMail
 from flask_mailman import Mail as Mailman
 from sqlalchemy import select
 
-from flask_profile_billing import OutgoingEmail, ProfileBilling, QuotaExceeded
+from flask_profile_billing import (
+    BillingConfigError,
+    OutgoingEmail,
+    ProfileBilling,
+    QuotaExceeded,
+    signals,
+)
+from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
 from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import db as host_db
+from tests.support.mail_worker import mail_config
+from tests.support.smtp import SmtpServer
 from tests.support.subscriptions import run_together
 
 HOUR = timedelta(hours=1)
@@ -397,6 +407,45 @@ def test_a_mail_server_that_cannot_be_reached_is_retried(
     assert email_rows(app) == [("alice", "quota_low", "sent", 2, True)]
 
 
+def test_emails_go_through_a_real_smtp_server_that_goes_away_and_comes_back(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    smtp = SmtpServer()
+    smtp.start()
+    try:
+        app = make_app(**{**MAIL_CONFIG, **mail_config(smtp.port), "BILLING_USER_INFO": user_info})
+        Mailman(app)
+        with app.app_context():
+            billing = billing_of(app)
+            reach_low_mark(billing, "alice")
+            reach_low_mark(billing, "bob")
+            first = billing.run_maintenance()
+            smtp.stop()  # the mail server goes away
+            use_up_and_get_refused(billing, "alice")
+            away = billing.run_maintenance()
+            assert email_rows(app)[-1] == ("alice", "quota_blocked", "pending", 1, False)
+            smtp.start()  # and comes back, on the same port
+            clock.advance(minutes=5)
+            back = billing.run_maintenance()
+    finally:
+        smtp.stop()
+
+    assert (first.emails_sent, away.emails_sent, back.emails_sent) == (2, 0, 1)
+    assert (away.emails_failed, back.emails_failed) == (0, 0)
+    received = [(to, message["From"], message["Subject"]) for [to], message in smtp.messages]
+    assert received == [
+        ("alice@example.com", "billing@example.com", "Only 4 analyses left this period"),
+        ("bob@example.com", "billing@example.com", "Only 4 analyses left this period"),
+        ("alice@example.com", "billing@example.com", "Limit reached: Analyses"),
+    ]
+    _to, message = smtp.messages[0]
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = (part.get_payload(decode=True).decode() for part in message.get_payload())
+    assert text.startswith("Hello, Alice,")
+    assert "<strong>Only 4 analyses left until November 1, 2025.</strong>" in html
+    assert [row[2] for row in email_rows(app)] == ["sent", "sent", "sent"]
+
+
 def test_a_user_without_an_address_fails_at_once_without_a_send(make_app: AppFactory) -> None:
     sender = RecordingSender()
     app = make_app(BILLING_EMAIL_SENDER=sender, BILLING_USER_INFO=user_info)
@@ -421,6 +470,107 @@ def test_an_email_whose_period_is_over_is_skipped(make_app: AppFactory, clock: C
 
     assert sender.calls == 0
     assert email_rows(app) == [("alice", "quota_low", "skipped", 1, False)]
+
+
+def test_the_name_the_user_set_on_the_profile_wins_over_the_hosts(mailman_app: Flask) -> None:
+    billing = billing_of(mailman_app)
+    get_state(mailman_app).profiles.update("alice", {"first_name": "Ally"})
+    reach_low_mark(billing, "alice")
+    billing.run_maintenance()
+
+    (email,) = outbox(mailman_app)
+    assert email.body.startswith("Hello, Ally,\n\n")
+
+
+@pytest.mark.parametrize("plan", ["enterprise", "starter"])
+def test_quota_notices_that_a_plan_change_made_untrue_are_dropped(
+    mailman_app: Flask, plan: str
+) -> None:
+    """Low and blocked on the free plan, then moved, before maintenance ran, to a plan without a
+    limit (enterprise) or with a far higher one (starter): neither notice holds any more."""
+    billing = billing_of(mailman_app)
+    use_up_and_get_refused(billing, "alice")
+    billing.change_plan("alice", plan)
+    report = billing.run_maintenance()
+
+    assert (report.emails_sent, report.emails_failed) == (0, 0)
+    assert outbox(mailman_app) == []
+    assert [row[1:3] for row in email_rows(mailman_app)] == [
+        ("quota_low", "skipped"),
+        ("quota_blocked", "skipped"),
+    ]
+
+
+def test_using_the_last_unit_and_being_refused_is_one_email(mailman_app: Flask) -> None:
+    billing = billing_of(mailman_app)
+    billing.consume("alice", "analysis", 20)  # from none to all in one charge: low at 0 left
+    with pytest.raises(QuotaExceeded):
+        billing.consume("alice", "analysis")
+    report = billing.run_maintenance()
+
+    assert report.emails_sent == 1
+    (email,) = outbox(mailman_app)
+    assert email.subject == "Limit reached: Analyses"
+    assert "Limit reached: 20 analyses of this period are used." in email.body
+    assert [row[1:3] for row in email_rows(mailman_app)] == [
+        ("quota_low", "sent"),
+        ("quota_blocked", "skipped"),
+    ]
+
+
+def test_a_refusal_after_the_last_unit_was_emailed_sends_nothing_more(mailman_app: Flask) -> None:
+    billing = billing_of(mailman_app)
+    billing.consume("alice", "analysis", 20)
+    first = billing.run_maintenance()
+    with pytest.raises(QuotaExceeded):
+        billing.consume("alice", "analysis")
+    second = billing.run_maintenance()
+
+    assert (first.emails_sent, second.emails_sent) == (1, 0)
+    assert [email.subject for email in outbox(mailman_app)] == ["Limit reached: Analyses"]
+
+
+def test_the_from_address_defaults_to_the_mail_extensions_default_sender(
+    make_app: AppFactory,
+) -> None:
+    sender = RecordingSender()
+    app = make_app(
+        BILLING_EMAIL_SENDER=sender,
+        BILLING_USER_INFO=user_info,
+        MAIL_DEFAULT_SENDER=("Billing", "billing@example.com"),  # Flask-Mail's (name, address)
+    )
+    with app.app_context():
+        reach_low_mark(billing_of(app), "alice")
+        billing_of(app).run_maintenance()
+
+    assert [email.from_address for email in sender.sent] == ["Billing <billing@example.com>"]
+
+
+def test_emails_through_a_mail_extension_without_any_from_address_fail_at_init(
+    database_url: str,
+) -> None:
+    app = Flask("no_from_address")
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, MAIL_BACKEND="locmem")
+    host_db.init_app(app)
+    Mailman(app)
+
+    with pytest.raises(BillingConfigError, match="MAIL_DEFAULT_SENDER"):
+        ProfileBilling(app, host_db)
+
+
+def test_a_mail_extension_set_up_later_without_a_from_address_leaves_the_emails_waiting(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(**{**MAIL_CONFIG, "MAIL_DEFAULT_SENDER": None})
+    Mailman(app)
+    with app.app_context():
+        reach_low_mark(billing_of(app), "alice")
+        report = billing_of(app).run_maintenance()
+
+    assert (report.emails_sent, report.emails_failed) == (0, 0)
+    assert outbox(app) == []
+    assert email_rows(app) == [("alice", "quota_low", "pending", 0, False)]
+    assert "no From address" in caplog.text
 
 
 # --- never twice ----------------------------------------------------------------------------------
@@ -449,30 +599,90 @@ def test_two_concurrent_runs_send_each_email_once(make_app: AppFactory) -> None:
     assert {row[2] for row in email_rows(app)} == {"sent"}
 
 
-def test_a_worker_that_dies_mid_send_never_sends_that_email_again(
-    make_app: AppFactory, clock: Clock
-) -> None:
-    calls: list[str] = []
-    dying = True
+class DyingSender:
+    """Stops the worker at its first email, while the mail server has the message (it may have
+    gone out); sends the later ones. ``calls``: the addresses of every attempt."""
 
-    def sender(email: OutgoingEmail) -> None:
-        calls.append(email.to)
-        if dying:
-            # Like a worker killed while the mail server had the message: it may have gone out.
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, email: OutgoingEmail) -> None:
+        self.calls.append(email.to)
+        if len(self.calls) == 1:
             raise SystemExit("the worker was stopped")
 
-    app = make_app(BILLING_EMAIL_SENDER=sender, BILLING_USER_INFO=user_info)
+
+def die_mid_send(app: Flask) -> None:
+    """Reach alice's low mark and run maintenance with the app's ``DyingSender``: her email is
+    left ``sending``."""
     with app.app_context():
         billing = billing_of(app)
         reach_low_mark(billing, "alice")
         with pytest.raises(SystemExit):
             billing.run_maintenance()
-        dying = False
-        clock.advance(days=1)
-        billing.run_maintenance()
 
-    assert calls == ["alice@example.com"]
-    assert email_rows(app) == [("alice", "quota_low", "sending", 1, False)]
+
+def test_a_worker_that_dies_mid_send_leaves_the_email_uncertain_never_sent_again(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    sender = DyingSender()
+    app = make_app(BILLING_EMAIL_SENDER=sender, BILLING_USER_INFO=user_info)
+    announced: list[tuple[str, str, bool]] = []
+
+    def on_uncertain(sender: Flask, *, user_id: str, kind: str, resent: bool, **_: Any) -> None:
+        announced.append((user_id, kind, resent))
+
+    signals.email_uncertain.connect(on_uncertain, sender=app, weak=False)
+    die_mid_send(app)
+    with app.app_context():
+        billing = billing_of(app)
+        # Before BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS: the run may still be sending it.
+        clock.advance(minutes=59)
+        early = billing.run_maintenance()
+        assert (early.emails_uncertain, announced) == (0, [])
+        assert email_rows(app) == [("alice", "quota_low", "sending", 1, False)]
+        clock.advance(minutes=2)
+        late = billing.run_maintenance()
+        again = billing.run_maintenance()
+
+    assert sender.calls == ["alice@example.com"]
+    assert (late.emails_uncertain, late.emails_resent, late.emails_sent) == (1, 0, 0)
+    assert announced == [("alice", "quota_low", False)]
+    assert again.emails_uncertain == 0
+    assert email_rows(app) == [("alice", "quota_low", "uncertain", 1, False)]
+    result = app.test_cli_runner().invoke(args=["billing", "maintenance"])
+    assert "uncertain" not in result.output  # said once, by the run that found it
+
+
+def test_uncertain_emails_are_sent_again_when_the_host_opts_in(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    sender = DyingSender()
+    app = make_app(
+        BILLING_EMAIL_SENDER=sender,
+        BILLING_USER_INFO=user_info,
+        BILLING_EMAIL_RESEND_UNCERTAIN=True,
+    )
+    die_mid_send(app)
+    with app.app_context():
+        billing = billing_of(app)
+        clock.advance(hours=2)
+        report = billing.run_maintenance()
+
+    assert sender.calls == ["alice@example.com", "alice@example.com"]
+    assert (report.emails_resent, report.emails_uncertain, report.emails_sent) == (1, 0, 1)
+    assert email_rows(app) == [("alice", "quota_low", "sent", 2, True)]
+
+
+def test_the_cli_reports_the_uncertain_emails(make_app: AppFactory, clock: Clock) -> None:
+    app = make_app(BILLING_EMAIL_SENDER=DyingSender(), BILLING_USER_INFO=user_info)
+    die_mid_send(app)
+    clock.advance(hours=2)
+    dry = app.test_cli_runner().invoke(args=["billing", "maintenance", "--dry-run"])
+    real = app.test_cli_runner().invoke(args=["billing", "maintenance"])
+
+    assert "Emails stranded mid-send that would be marked uncertain: 1." in dry.output
+    assert "marked uncertain (may not have gone out, not sent again): 1." in real.output
 
 
 # --- on and off -----------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def test_wheel_metadata(wheel: zipfile.ZipFile) -> None:
     requirements = metadata.get_all("Requires-Dist") or []
     assert "flask>=3.0" in [requirement.lower() for requirement in requirements]
     assert any(requirement.startswith("alembic") for requirement in requirements)
-    extras = {"postgresql", "redis", "yaml", "stripe", "yookassa"}
+    extras = {"postgresql", "redis", "yaml", "stripe", "yookassa", "mailman", "flask-mail", "mail"}
     assert extras <= set(metadata.get_all("Provides-Extra") or [])
 
 

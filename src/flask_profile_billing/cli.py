@@ -138,6 +138,17 @@ def _maintenance_lines(report: MaintenanceReport) -> list[str]:
         lines.append(f"Notifications that would be claimed: {notices}.")
         if report.renewals_charged:
             lines.append(f"Renewals that would be charged: {report.renewals_charged}.")
+        if report.emails_sent:
+            lines.append(f"Emails that would be sent: {report.emails_sent}.")
+        if report.emails_uncertain:
+            lines.append(
+                f"Emails stranded mid-send that would be marked uncertain: "
+                f"{report.emails_uncertain}."
+            )
+        if report.emails_resent:
+            lines.append(
+                f"Emails stranded mid-send that would be sent again: {report.emails_resent}."
+            )
         return lines
     lines = [
         f"Expired subscriptions moved to the free plan: {report.ended} ({breakdown}).",
@@ -148,6 +159,17 @@ def _maintenance_lines(report: MaintenanceReport) -> list[str]:
     lines.append(f"Notifications claimed: {notices}.")
     if report.emails_sent or report.emails_failed:
         lines.append(f"Emails sent: {report.emails_sent}; failed for good: {report.emails_failed}.")
+    if report.emails_uncertain:
+        # Said apart and plainly: these need a person, the run cannot tell whether they went out.
+        lines.append(
+            f"Emails stranded mid-send, marked uncertain (may not have gone out, not sent again): "
+            f"{report.emails_uncertain}."
+        )
+    if report.emails_resent:
+        lines.append(
+            f"Emails stranded mid-send, to be sent again (BILLING_EMAIL_RESEND_UNCERTAIN): "
+            f"{report.emails_resent}."
+        )
     if report.renewals_charged or report.renewals_declined:
         lines.append(
             f"Renewals charged: {report.renewals_charged}; declined: {report.renewals_declined}."

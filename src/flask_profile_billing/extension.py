@@ -146,6 +146,7 @@ class ProfileBilling:
             app, settings, catalog, db, BillingCache(app, settings), self._capacity_loaders
         )
         state = build_state(runtime)
+        state.mail.check_from_address()
         app.extensions[EXTENSION_KEY] = state
         # The activity feed records this app's plan changes, expiry and refusals from its signals.
         state.activity.connect_receivers()

@@ -190,6 +190,12 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_EMAIL_RETRY_SECONDS": 300,
     # Emails one maintenance batch takes and sends (the lease is renewed after each batch).
     "BILLING_EMAIL_BATCH_SIZE": 100,
+    # Seconds after which an email taken for sending whose outcome was never recorded (its run
+    # died or stalled mid-batch) is marked uncertain: it may or may not have gone out.
+    "BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS": 3600,
+    # True: send the uncertain emails again (at least once: some may arrive twice); False: never
+    # (at most once: some may never arrive), they stay uncertain for the host to look at.
+    "BILLING_EMAIL_RESEND_UNCERTAIN": False,
     # The profile page's settings, under the names hosts already use (no BILLING_ prefix).
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
@@ -659,6 +665,8 @@ class EmailSettings:
     max_attempts: int
     retry_seconds: int
     batch_size: int
+    uncertain_after_seconds: int
+    resend_uncertain: bool
 
     @classmethod
     def read(cls, get: Callable[[str], Any]) -> EmailSettings:
@@ -693,6 +701,11 @@ class EmailSettings:
                 get("BILLING_EMAIL_RETRY_SECONDS"), "BILLING_EMAIL_RETRY_SECONDS"
             ),
             batch_size=_positive_int(get("BILLING_EMAIL_BATCH_SIZE"), "BILLING_EMAIL_BATCH_SIZE"),
+            uncertain_after_seconds=_positive_int(
+                get("BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS"),
+                "BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS",
+            ),
+            resend_uncertain=bool(get("BILLING_EMAIL_RESEND_UNCERTAIN")),
         )
 
 

@@ -50,3 +50,9 @@ notification_due = _signals.signal("notification-due")
 of the usage period, an aware UTC datetime) and ``notification``: sent once per user, kind, subject
 and period, after the transaction that claimed it committed (a charge, a refusal, an expiry, or a
 maintenance sweep)."""
+email_uncertain = _signals.signal("email-uncertain")
+"""``user_id``, ``kind``, ``notification`` and ``resent``: the email of a notification was taken
+for sending and its outcome never recorded within BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS (the run
+died or stalled mid-batch), so it may or may not have gone out. ``resent`` is True when
+BILLING_EMAIL_RESEND_UNCERTAIN sends it again, False when it stays ``uncertain``. Sent once per
+notification, by the maintenance run that finds it."""

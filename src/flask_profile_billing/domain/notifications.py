@@ -32,14 +32,19 @@ class NotificationStatus(StrEnum):
     PENDING = "pending"
     """An email is to be sent (or retried, at ``next_attempt_at``)."""
     SENDING = "sending"
-    """Taken by a maintenance run that is sending its email now. Never taken again: a run that
-    died while sending leaves it here for good, since its email may have gone out (at most
-    once)."""
+    """Taken by a maintenance run that is sending its email now (at most one batch per run at a
+    time). Never taken again while so: its email may be going out. If its outcome is not recorded
+    by BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS (the run died or stalled), it becomes
+    ``uncertain``, or ``pending`` again with BILLING_EMAIL_RESEND_UNCERTAIN."""
     SENT = "sent"
     """The email was sent, or there was no email to send (the signals are the whole delivery)."""
     FAILED = "failed"
     """The email could not be sent: every attempt failed, or the user has no address. It is not
     tried again."""
+    UNCERTAIN = "uncertain"
+    """Its email was being sent when its run died or stalled: it may or may not have gone out.
+    Not sent again (at most once), unless the host opts in (BILLING_EMAIL_RESEND_UNCERTAIN). A
+    run that was only slow still records the outcome over it."""
     SKIPPED = "skipped"
     """The email was not sent because it no longer applied when its turn came (the period it
     speaks of was over)."""

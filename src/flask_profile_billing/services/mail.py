@@ -8,13 +8,19 @@ and stored as ``sent`` at once.
 
 With a sender, each notification is claimed ``pending`` (``NotificationService.emails_enabled``) and
 the next maintenance run sends it, so an email follows its notice within the scheduler's interval.
-A run takes the due ones in batches (BILLING_EMAIL_BATCH_SIZE) with one conditional update that
-moves them to ``sending``, so two workers never take the same one; then renders and sends each and
-records the outcome: ``sent``; ``pending`` again with a later next attempt when the sender raised,
-until BILLING_EMAIL_MAX_ATTEMPTS, then ``failed``; ``failed`` at once when the user has no address;
-``skipped`` when the notice no longer applies (its period is over). Delivery is *at most once*: a
-worker that dies between taking an email and recording its outcome leaves it ``sending`` for good,
-as the email may have gone out, rather than risk a second one.
+A run takes the due ones in batches of at most BILLING_EMAIL_BATCH_SIZE (the ids selected with their
+limit, then exactly those moved to ``sending``), so two workers never take the same one; then
+renders and sends each and records the outcome: ``sent``; ``pending`` again with a later next
+attempt when the sender raised, until BILLING_EMAIL_MAX_ATTEMPTS, then ``failed``; ``failed`` at
+once when the user has no address; ``skipped`` when the notice no longer applies (its period is
+over, a plan change made it untrue, another email said it). The scheduler's run keeps its lease
+before each email and stops when it lost it. A worker that dies between taking a batch and
+recording its outcomes leaves that batch ``sending``; after BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS
+the next run makes those ``uncertain`` (reported, logged, ``email_uncertain``), and sends them again
+only with BILLING_EMAIL_RESEND_UNCERTAIN: at most once by default, at least once by choice.
+
+The From address is BILLING_EMAIL_FROM, else the host's MAIL_DEFAULT_SENDER; with a mail extension
+and neither, ``init_app`` raises.
 
 Templates: ``profile_billing/email/<kind>.txt`` (its ``subject`` block is the subject) and
 ``<kind>.html`` (an empty rendering sends text only), found by Flask's loader, so a host's own
@@ -32,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from email.utils import formataddr
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
@@ -39,6 +46,7 @@ from flask import current_app, url_for
 from jinja2 import Template
 from werkzeug.routing import BuildError
 
+from .. import signals
 from ..domain.catalog import MetricKind, render
 from ..domain.notifications import (
     Notification,
@@ -48,9 +56,11 @@ from ..domain.notifications import (
     retry_delay,
 )
 from ..domain.subscriptions import Subscription, SubscriptionStatus
-from ..errors import UnknownUserError
+from ..errors import BillingConfigError, UnknownUserError
 from ..store import notifications as stored
+from ..store import profiles as stored_profiles
 from ..store.transactions import read_connection, write_transaction
+from .leases import LeaseLost
 from .profiles import ProfileService, describe_host_user
 from .quotas import QuotaService
 from .runtime import Runtime
@@ -74,7 +84,8 @@ class OutgoingEmail:
     html: str | None
     """None: text only."""
     from_address: str | None
-    """BILLING_EMAIL_FROM; None for the mail extension's default sender."""
+    """BILLING_EMAIL_FROM, else the host's MAIL_DEFAULT_SENDER; None (a sender of the host's own
+    only) when neither is set."""
     locale: str
     notification: Notification
 
@@ -158,6 +169,29 @@ def find_sender(extensions: Mapping[str, Any], configured: object) -> EmailSende
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class EmailRun:
+    """What the email step of one maintenance run did (or with ``dry_run`` would do)."""
+
+    sent: int = 0
+    """Emails sent (a dry run: how many are due)."""
+    failed: int = 0
+    """Emails failed for good."""
+    uncertain: int = 0
+    """Emails found stranded in ``sending`` and marked ``uncertain``."""
+    resent: int = 0
+    """Emails found stranded and due again (BILLING_EMAIL_RESEND_UNCERTAIN)."""
+
+
+def default_from(config: Mapping[str, Any]) -> str | None:
+    """The host's MAIL_DEFAULT_SENDER, which flask-mailman and Flask-Mail both read; Flask-Mail
+    also takes a (name, address) pair."""
+    value = config.get("MAIL_DEFAULT_SENDER")
+    if isinstance(value, tuple | list) and len(value) == 2:
+        return formataddr((str(value[0]), str(value[1])))
+    return str(value) if value else None
+
+
 class _Outcome(Enum):
     SENT = "sent"
     RETRY = "retry"
@@ -195,6 +229,23 @@ class MailService:
     def enabled(self) -> bool:
         return self.sender is not None
 
+    @property
+    def from_address(self) -> str | None:
+        """BILLING_EMAIL_FROM, else the mail extension's MAIL_DEFAULT_SENDER (read at each use)."""
+        configured = self._runtime.settings.email.from_address
+        return configured or default_from(self._runtime.app.config)
+
+    def check_from_address(self) -> None:
+        """``BillingConfigError`` when the emails go through a mail extension and nothing gives
+        them a From address: every one of them would fail. A sender of the host's own may do
+        without (its own queue knows where mail comes from)."""
+        if isinstance(self.sender, FlaskMailmanSender | FlaskMailSender) and not self.from_address:
+            raise BillingConfigError(
+                "The notification emails have no From address: set MAIL_DEFAULT_SENDER for "
+                "your mail extension (or BILLING_EMAIL_FROM), or turn the emails off with "
+                "BILLING_EMAIL_SENDER = False."
+            )
+
     # -- the maintenance step ------------------------------------------------------------------
 
     def send_due(
@@ -203,32 +254,98 @@ class MailService:
         maintenance_batch_size: int,
         after_batch: Callable[[], None] | None,
         dry_run: bool,
-    ) -> tuple[int, int]:
-        """Send the emails due at ``now``, in batches of BILLING_EMAIL_BATCH_SIZE (emails take
-        longer than rows; ``maintenance_batch_size`` is not used); (sent, failed for good). With
-        ``dry_run``, (how many are due, 0)."""
+        keep_lease: Callable[[], None] | None = None,
+    ) -> EmailRun:
+        """Settle the emails stranded in ``sending`` (``uncertain``, or due again with
+        BILLING_EMAIL_RESEND_UNCERTAIN), then send the emails due at ``now``, in batches of
+        BILLING_EMAIL_BATCH_SIZE (emails take longer than rows; ``maintenance_batch_size`` is not
+        used). With ``dry_run``, count what is due and stranded and change nothing.
+
+        ``keep_lease`` (the scheduler's run) is called before each email: it renews the lease
+        when due and raises ``LeaseLost`` when another worker took the job over, and then this
+        run stops before its next email, its batch's unsent ones given back."""
         sender = self.sender
         engine = self._runtime.engine
+        settings = self._runtime.settings.email
         if dry_run:
+            if sender is None:
+                return EmailRun()
             with read_connection(engine) as connection:
-                return (stored.count_due_emails(connection, now=now) if sender else 0), 0
+                due = stored.count_due_emails(connection, now=now)
+                stranded = stored.count_stranded(connection, now=now)
+            resend = settings.resend_uncertain
+            return EmailRun(
+                sent=due, uncertain=0 if resend else stranded, resent=stranded if resend else 0
+            )
         if sender is None:
-            return 0, 0
-        batch_size = self._runtime.settings.email.batch_size
+            return EmailRun()
+        try:
+            # Checked again here: the mail extension may have been set up after this one.
+            self.check_from_address()
+        except BillingConfigError:
+            log.exception("the notification emails wait, unsent")
+            return EmailRun()
+        uncertain, resent = self._settle_stranded(now, after_batch)
         sent = failed = 0
         while True:
+            if keep_lease is not None:
+                keep_lease()
+            # The moment a taken email counts as stranded, from the clock of the taking: a long
+            # run takes its last batch long after its `now`.
+            taken_at = max(now, self._runtime.now())
+            uncertain_at = taken_at + timedelta(seconds=settings.uncertain_after_seconds)
             with write_transaction(engine) as connection:
-                taken = stored.take_due_emails(connection, now=now, batch_size=batch_size)
+                taken = stored.take_due_emails(
+                    connection, now=now, batch_size=settings.batch_size, uncertain_at=uncertain_at
+                )
             if not taken:
-                return sent, failed
-            outcomes = self._send_batch(sender, taken, now)
+                return EmailRun(sent=sent, failed=failed, uncertain=uncertain, resent=resent)
+            outcomes = self._send_batch(sender, taken, now, keep_lease)
             sent += outcomes.count(_Outcome.SENT)
             failed += outcomes.count(_Outcome.FAILED)
             if after_batch is not None:
                 after_batch()
 
+    def _settle_stranded(
+        self, now: datetime, after_batch: Callable[[], None] | None
+    ) -> tuple[int, int]:
+        """Make the emails stranded in ``sending`` ``uncertain`` (or due again), in batches, each
+        announced with ``email_uncertain``; (left uncertain, to be sent again)."""
+        settings = self._runtime.settings.email
+        batch_size = settings.batch_size
+        settled = 0
+        while True:
+            with write_transaction(self._runtime.engine) as connection:
+                found = stored.settle_stranded(
+                    connection, now=now, batch_size=batch_size, resend=settings.resend_uncertain
+                )
+            if not found:
+                break
+            settled += len(found)
+            log.warning(
+                "%s notification emails were taken for sending and never recorded: %s",
+                len(found),
+                "sending them again" if settings.resend_uncertain else "marked uncertain",
+            )
+            if signals.email_uncertain.receivers:
+                for notification in found:
+                    signals.email_uncertain.send(
+                        self._runtime.app,
+                        user_id=notification.user_id,
+                        kind=notification.kind.value,
+                        notification=notification,
+                        resent=settings.resend_uncertain,
+                    )
+            if after_batch is not None:
+                after_batch()
+        return (0, settled) if settings.resend_uncertain else (settled, 0)
+
     def _send_batch(
-        self, sender: EmailSender, taken: list[Notification], now: datetime
+        self,
+        sender: EmailSender,
+        taken: list[Notification],
+        now: datetime,
+        keep_lease: Callable[[], None] | None,
     ) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
         batch = getattr(sender, "batch", None)
@@ -239,12 +356,19 @@ class MailService:
         try:
             with opened as send:
                 for notification in taken:
+                    if keep_lease is not None:
+                        keep_lease()
                     # Counted before the attempt: an email whose outcome could not be recorded
-                    # stays `sending` (it may have gone out), never retried.
+                    # stays `sending` (it may have gone out) until it is found stranded.
                     attempted += 1
                     outcome = self._deliver(notification, send, now)
                     outcomes.append(outcome)
                     self._record(notification, outcome, now)
+        except LeaseLost:
+            # Another worker runs the job now: the emails this run did not attempt are its.
+            with write_transaction(self._runtime.engine) as connection:
+                stored.give_back(connection, [n.id for n in taken[attempted:]], now=now)
+            raise
         except Exception:
             # The connection could not be opened, or an outcome not recorded: the emails not
             # attempted yet go back to `pending`, for the next attempt.
@@ -296,7 +420,8 @@ class MailService:
     # -- rendering -----------------------------------------------------------------------------
 
     def compose(self, notification: Notification, now: datetime) -> OutgoingEmail:
-        """The email of ``notification`` at ``now``; ``_NotSent`` when there is none to send."""
+        """The email of ``notification`` at ``now``; ``_NotSent`` when there is none to send. A
+        ``quota_low`` one with nothing left marks the period's ``quota_blocked`` covered."""
         try:
             user = load_host_user(self._runtime, notification.user_id)
         except UnknownUserError:
@@ -311,7 +436,7 @@ class MailService:
             "_pbn": translator.ngettext,
             "t": translator,
             "user": user,
-            "name": host.first_name,
+            "name": self._first_name(notification.user_id) or host.first_name,
             "email": host.email,
             "kind": notification.kind.value,
             "notification": notification,
@@ -319,17 +444,36 @@ class MailService:
             "profile_url": self._profile_url(),
             **self._details(notification, now, translator, zone),
         }
-        subject, text = _subject_and_body(self._template(notification.kind, "txt"), variables)
-        html = self._template(notification.kind, "html").render(variables).strip()
+        kind = notification.kind
+        if kind is NotificationKind.QUOTA_LOW and variables.get("remaining") == 0:
+            # The last unit was used: "only 0 left" is "limit reached", said once (the later
+            # refusal's notice is covered by this email, see `_still_applies`).
+            kind = NotificationKind.QUOTA_BLOCKED
+            with write_transaction(self._runtime.engine) as connection:
+                stored.cover_limit_reached(
+                    connection,
+                    user_id=notification.user_id,
+                    metric=notification.subject,
+                    period_key=notification.period_key,
+                    now=now,
+                )
+        subject, text = _subject_and_body(self._template(kind, "txt"), variables)
+        html = self._template(kind, "html").render(variables).strip()
         return OutgoingEmail(
             to=host.email,
             subject=subject,
             text=text,
             html=html or None,
-            from_address=self._runtime.settings.email.from_address,
+            from_address=self.from_address,
             locale=translator.locale,
             notification=notification,
         )
+
+    def _first_name(self, user_id: str) -> str | None:
+        """The first name the user set on the profile: it wins over the host's, as everywhere."""
+        with read_connection(self._runtime.engine) as connection:
+            row = stored_profiles.find(connection, user_id)
+        return None if row is None else row.first_name
 
     def translator_for(self, user: Any) -> Translator:
         """The translator of ``user``'s emails: BILLING_EMAIL_LOCALE (a locale, or a callable of
@@ -402,6 +546,7 @@ class MailService:
             allowance = self._quotas.allowance(notification.user_id, metric_name)
             resets_at = period.end.astimezone(zone)
         limit = allowance.limit
+        self._still_applies(notification, allowance.used, limit)
         return {
             "metric": metric_name,
             "metric_title": metric_title(t, metric_name),
@@ -421,6 +566,25 @@ class MailService:
             "resets_at": resets_at,
             "resets_on": None if resets_at is None else t.day(resets_at),
         }
+
+    def _still_applies(self, notification: Notification, used: int, limit: int | None) -> None:
+        """``_NotSent`` (skipped) when a quota notice no longer holds for the usage as it now
+        stands: the user moved to a plan without a limit or with a higher one (below the mark:
+        no longer low; not used up: no longer reached), or the "limit reached" news already went
+        out by the low notice's email, which said the limit was reached."""
+        if limit is None:
+            raise _NotSent(_Outcome.SKIPPED, "the metric has no limit on the plan now")
+        if notification.kind is NotificationKind.QUOTA_LOW:
+            mark = math.ceil(limit * self._runtime.settings.quota_low_threshold)
+            if used < mark or limit <= 0:
+                raise _NotSent(_Outcome.SKIPPED, "the usage is no longer at the mark")
+            return
+        if used < limit:
+            raise _NotSent(_Outcome.SKIPPED, "the limit is no longer reached")
+        with read_connection(self._runtime.engine) as connection:
+            told = stored.covered(connection, notification.id)
+        if told:
+            raise _NotSent(_Outcome.SKIPPED, "the low notice's email said the limit is reached")
 
     def _subscription(self, notification: Notification) -> Subscription | None:
         wanted = notification.subject

@@ -25,6 +25,7 @@ from ..store import retention
 from ..store.transactions import read_connection, write_transaction
 from .idempotency import IdempotencyService
 from .leases import JobLeases, LeaseLost
+from .mail import EmailRun
 from .notifications import NotificationService, SweepResult
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 
 JOB_NAME = "maintenance"
 AfterBatch = Callable[[], None]
-EmailStep = Callable[[datetime, int, AfterBatch | None, bool], tuple[int, int]]
-RenewalStep = EmailStep
-"""``(now, batch_size, after_batch, dry_run) -> (done, failed)``, as the email step."""
+EmailStep = Callable[[datetime, int, AfterBatch | None, bool, AfterBatch | None], EmailRun]
+"""``(now, batch_size, after_batch, dry_run, keep_lease) -> what it did``."""
+RenewalStep = Callable[[datetime, int, AfterBatch | None, bool], tuple[int, int]]
+"""``(now, batch_size, after_batch, dry_run) -> (done, failed)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,11 @@ class MaintenanceReport:
     notifications: SweepResult = field(default_factory=SweepResult)
     emails_sent: int = 0
     emails_failed: int = 0
+    emails_uncertain: int = 0
+    """Emails found taken for sending and never recorded (a run died or stalled mid-batch):
+    they may or may not have gone out, and are not sent again (``uncertain``)."""
+    emails_resent: int = 0
+    """The same, due again because BILLING_EMAIL_RESEND_UNCERTAIN is on."""
     renewals_charged: int = 0
     """Saved payment methods charged for the periods ending soon (a dry run: how many are due)."""
     renewals_declined: int = 0
@@ -85,9 +92,11 @@ class MaintenanceService:
         *,
         dry_run: bool = False,
         after_batch: AfterBatch | None = None,
+        keep_lease: AfterBatch | None = None,
     ) -> MaintenanceReport:
         """Run every step at ``now`` (the clock's time by default); with ``dry_run``, change
-        nothing and report what would change. ``after_batch`` runs after every batch written."""
+        nothing and report what would change. ``after_batch`` runs after every batch written;
+        ``keep_lease`` before every email sent (raising ``LeaseLost`` stops the run there)."""
         now = now or self._runtime.now()
         settings = self._runtime.settings.maintenance
         batch_size = settings.batch_size
@@ -104,9 +113,9 @@ class MaintenanceService:
         swept = self._notifications.sweep(
             now, batch_size=batch_size, dry_run=dry_run, after_batch=after_batch
         )
-        sent = failed = 0
+        emails = EmailRun()
         if self.email_step is not None:
-            sent, failed = self.email_step(now, batch_size, after_batch, dry_run)
+            emails = self.email_step(now, batch_size, after_batch, dry_run, keep_lease)
         report = MaintenanceReport(
             now=now,
             dry_run=dry_run,
@@ -115,8 +124,10 @@ class MaintenanceService:
             idempotency_keys=keys,
             pruned=pruned,
             notifications=swept,
-            emails_sent=sent,
-            emails_failed=failed,
+            emails_sent=emails.sent,
+            emails_failed=emails.failed,
+            emails_uncertain=emails.uncertain,
+            emails_resent=emails.resent,
             renewals_charged=renewed,
             renewals_declined=declined,
         )
@@ -129,7 +140,8 @@ class MaintenanceService:
 
     def run_if_due(self) -> MaintenanceReport | None:
         """Run with the maintenance job's lease, if the job is due and nobody else runs it; None
-        when skipped. The lease is renewed after every batch and released at the end."""
+        when skipped. The lease is renewed after every batch, and before an email when a third of it
+        has passed; it is released at the end."""
         settings = self._runtime.settings.maintenance
         # Due again a little before the interval is over, so that a worker whose clock or timer
         # runs slightly early does not skip a whole interval.
@@ -140,7 +152,7 @@ class MaintenanceService:
         if lease is None:
             return None
         try:
-            return self.run(after_batch=lease.renew)
+            return self.run(after_batch=lease.renew, keep_lease=lease.keep)
         except LeaseLost:
             log.warning("billing maintenance stopped: its lease ran out and was taken over")
             return None

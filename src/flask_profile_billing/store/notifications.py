@@ -284,11 +284,18 @@ def count_selected(connection: Connection, candidates: Any) -> int:
 
 
 def take_due_emails(
-    connection: Connection, *, now: datetime, batch_size: int
+    connection: Connection, *, now: datetime, batch_size: int, uncertain_at: datetime
 ) -> list[Notification]:
-    """Take up to ``batch_size`` pending notifications whose next attempt is due, oldest first:
-    one conditional update moves them to ``sending`` and counts the attempt, so two workers never
-    take the same one, and none is taken again before its outcome is recorded."""
+    """Take up to ``batch_size`` pending notifications whose next attempt is due, oldest first,
+    and move them to ``sending``, counting the attempt: two workers never take the same one, and
+    none is taken again before its outcome is recorded. A taken one's ``next_attempt_at`` is
+    ``uncertain_at``: the moment it counts as ``uncertain`` if its outcome was never recorded.
+
+    Two statements, never ``UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP
+    LOCKED)``: PostgreSQL may plan that subquery as the inner side of a nested loop and run it
+    again for every row of the outer one, each run skipping the rows the update already changed
+    and finding ``n`` more, so one "batch" took hundreds of rows. The ids are selected (and
+    locked) with their limit first, and exactly those are updated."""
     due = (
         select(_NOTES.id)
         .where(_NOTES.status == NotificationStatus.PENDING.value, _NOTES.next_attempt_at <= now)
@@ -297,24 +304,88 @@ def take_due_emails(
     )
     if connection.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
+    ids = list(connection.execute(due).scalars())
+    if not ids:
+        return []
     statement = (
         update(notifications)
         .where(
-            _NOTES.id.in_(due.scalar_subquery()),
-            # Checked again on the row itself: PostgreSQL re-reads a row a concurrent taker just
-            # changed, and finds it no longer pending.
+            _NOTES.id.in_(ids),
+            # Checked again on the row itself, though the rows are locked (PostgreSQL) or the
+            # transaction holds the database (SQLite): a taken row is never taken twice.
             _NOTES.status == NotificationStatus.PENDING.value,
-            _NOTES.next_attempt_at <= now,
         )
         .values(
             status=NotificationStatus.SENDING.value,
             attempts=_NOTES.attempts + 1,
-            next_attempt_at=None,
+            next_attempt_at=uncertain_at,
         )
         .returning(*_RETURNED)
     )
     found = [to_notification(row) for row in connection.execute(statement)]
     return sorted(found, key=lambda notification: notification.id)
+
+
+def give_back(connection: Connection, notification_ids: Sequence[int], *, now: datetime) -> None:
+    """Put taken notifications whose email was never attempted back to ``pending``, due at
+    ``now``, their taking not counted as an attempt (the run lost its lease before them)."""
+    if not notification_ids:
+        return
+    connection.execute(
+        update(notifications)
+        .where(
+            _NOTES.id.in_(list(notification_ids)),
+            _NOTES.status == NotificationStatus.SENDING.value,
+        )
+        .values(
+            status=NotificationStatus.PENDING.value,
+            attempts=_NOTES.attempts - 1,
+            next_attempt_at=now,
+        )
+    )
+
+
+def settle_stranded(
+    connection: Connection, *, now: datetime, batch_size: int, resend: bool
+) -> list[Notification]:
+    """Up to ``batch_size`` notifications left ``sending`` past their ``uncertain_at`` (their run
+    died or stalled before recording the outcome): made ``uncertain``, or with ``resend``
+    ``pending`` again, due at ``now``. Ids first, then exactly those, as ``take_due_emails``.
+
+    A ``sending`` row without that moment was taken by an earlier version of this code, which did
+    not record it: stranded as well."""
+    stranded = (
+        select(_NOTES.id)
+        .where(
+            _NOTES.status == NotificationStatus.SENDING.value,
+            or_(_NOTES.next_attempt_at.is_(None), _NOTES.next_attempt_at <= now),
+        )
+        .order_by(_NOTES.id)
+        .limit(batch_size)
+    )
+    if connection.dialect.name == "postgresql":
+        stranded = stranded.with_for_update(skip_locked=True)
+    ids = list(connection.execute(stranded).scalars())
+    if not ids:
+        return []
+    status = NotificationStatus.PENDING if resend else NotificationStatus.UNCERTAIN
+    statement = (
+        update(notifications)
+        .where(_NOTES.id.in_(ids), _NOTES.status == NotificationStatus.SENDING.value)
+        .values(status=status.value, next_attempt_at=now if resend else None)
+        .returning(*_RETURNED)
+    )
+    found = [to_notification(row) for row in connection.execute(statement)]
+    return sorted(found, key=lambda notification: notification.id)
+
+
+def count_stranded(connection: Connection, *, now: datetime) -> int:
+    """How many notifications ``settle_stranded`` would settle at ``now`` (a dry run)."""
+    query = select(func.count()).where(
+        _NOTES.status == NotificationStatus.SENDING.value,
+        or_(_NOTES.next_attempt_at.is_(None), _NOTES.next_attempt_at <= now),
+    )
+    return int(connection.execute(query).scalar_one())
 
 
 def count_due_emails(connection: Connection, *, now: datetime) -> int:
@@ -334,7 +405,9 @@ def finish_email(
     retry_at: datetime | None = None,
 ) -> None:
     """Record the outcome of a taken notification's email: ``sent`` (at ``now``), ``failed``,
-    ``skipped``, or ``pending`` again with its next attempt at ``retry_at``."""
+    ``skipped``, or ``pending`` again with its next attempt at ``retry_at``. An ``uncertain`` one
+    (its run stalled past ``uncertain_at`` and was presumed dead) takes the outcome too: it is
+    the truth, arrived late."""
     values: dict[str, Any] = {"status": status.value, "next_attempt_at": None}
     if status is NotificationStatus.SENT:
         values["sent_at"] = now
@@ -342,8 +415,54 @@ def finish_email(
         values["next_attempt_at"] = retry_at
     connection.execute(
         update(notifications)
-        .where(_NOTES.id == notification_id, _NOTES.status == NotificationStatus.SENDING.value)
+        .where(
+            _NOTES.id == notification_id,
+            _NOTES.status.in_(
+                [NotificationStatus.SENDING.value, NotificationStatus.UNCERTAIN.value]
+            ),
+        )
         .values(**values)
+    )
+
+
+def covered(connection: Connection, notification_id: int) -> bool:
+    """Whether a taken notification was skipped meanwhile: another email said what it says
+    (``cover_limit_reached``)."""
+    query = select(_NOTES.status).where(_NOTES.id == notification_id)
+    return connection.execute(query).scalar_one_or_none() == NotificationStatus.SKIPPED.value
+
+
+def cover_limit_reached(
+    connection: Connection, *, user_id: str, metric: str, period_key: str, now: datetime
+) -> None:
+    """A ``quota_low`` email is telling the user the limit of ``metric`` is reached: the period's
+    ``quota_blocked`` notice is claimed now as done (a later refusal finds it claimed), or, when
+    claimed already and waiting or taken for sending, skipped (``covered``)."""
+    row = new_row(
+        user_id=user_id,
+        kind=NotificationKind.QUOTA_BLOCKED,
+        subject=metric,
+        period_key=period_key,
+        now=now,
+        pending=False,
+    )
+    connection.execute(
+        dialect_insert(connection, notifications)
+        .values(**row)
+        .on_conflict_do_nothing(
+            index_elements=[_NOTES.user_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
+        )
+    )
+    connection.execute(
+        update(notifications)
+        .where(
+            _NOTES.user_id == user_id,
+            _NOTES.kind == NotificationKind.QUOTA_BLOCKED.value,
+            _NOTES.subject == metric,
+            _NOTES.period_key == period_key,
+            _NOTES.status.in_([NotificationStatus.PENDING.value, NotificationStatus.SENDING.value]),
+        )
+        .values(status=NotificationStatus.SKIPPED.value, next_attempt_at=None)
     )
 
 
