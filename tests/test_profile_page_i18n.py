@@ -130,7 +130,8 @@ def test_every_message_of_the_code_is_in_the_catalog(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "babel.messages.frontend", "extract", "-F", "babel.cfg",
         "--no-default-keywords", "-k", "_pb", "-k", "_pbn:1,2", "-k", "gettext",
-        "-k", "ngettext:1,2", "-k", "translatable", "--no-location", "-o", str(template), ".",
+        "-k", "ngettext:1,2", "-k", "plural_forms:1,2", "-k", "translatable", "--no-location",
+        "-o", str(template), ".",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
