@@ -25,6 +25,7 @@ from flask_profile_billing.services.translations import (
     metric_title,
 )
 from tests.support.host_app import AppFactory
+from tests.support.servers import required_module
 from tests.test_profile_page import PAGE, Markup
 
 POST_UNIT = {
@@ -181,3 +182,35 @@ def test_the_activity_feed_counts_in_the_units_words(
 
     for expected in words:
         assert expected in text
+
+
+def test_the_emails_count_in_the_units_words(make_app: AppFactory) -> None:
+    """The low-quota and limit-reached emails, in English and Russian, for a host's metric."""
+    mailman = required_module("flask_mailman")
+    users = {"alice": None, "ivan": "ru"}
+    app = make_app(
+        BILLING_PLANS=CATALOG,
+        MAIL_BACKEND="locmem",
+        MAIL_DEFAULT_SENDER="billing@example.com",
+        BILLING_USER_INFO=lambda user: {"email": f"{user.id}@example.com"},
+        BILLING_EMAIL_LOCALE=lambda user: users[user.id],
+    )
+    mailman.Mail(app)
+    billing: ProfileBilling = app.extensions["test_billing"]
+    with app.app_context():
+        for user in users:
+            billing.consume(user, "post", 5)
+            with pytest.raises(QuotaExceeded):
+                billing.consume(user, "post")
+        billing.run_maintenance()
+    subjects = sorted(email.subject for email in app.extensions["mailman"].outbox)
+    bodies = " ".join(email.body for email in app.extensions["mailman"].outbox)
+
+    assert subjects == [
+        "Limit reached: Posts",
+        "Only 0 posts left this period",
+        "Лимит исчерпан: Posts",
+        "Осталось всего 0 постов в этом периоде",
+    ]
+    assert "Limit reached: 5 posts of this period are used." in bodies
+    assert "Лимит исчерпан: использовано 5 постов за этот период." in bodies
