@@ -30,6 +30,7 @@ from . import auth, demo, views
 from .boot import boot_lock
 from .config import default_config
 from .extensions import CSRFError, billing, csrf, db, login_manager, migrate
+from .pages import protect_pages, serve_the_icon
 from .responses import csrf_error
 
 
@@ -52,6 +53,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_error_handler(CSRFError, csrf_error)
+    protect_pages(app)
+    serve_the_icon(app)
 
     # Under gunicorn every worker runs this at the same moment: they take turns (boot.py).
     with app.app_context(), boot_lock(db.engine):

@@ -19,9 +19,10 @@ from flask.testing import FlaskClient
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.page.i18n import DOMAIN, TRANSLATIONS_DIRECTORY, Translator
 from tests.support.host_app import AppFactory
+from tests.support.servers import required_module
 from tests.test_profile_page import HTML, PAGE, Markup
 
-babel_messages = pytest.importorskip("babel.messages")
+required_module("babel.messages")
 from babel.messages.mofile import write_mo  # noqa: E402
 from babel.messages.pofile import read_po  # noqa: E402
 
@@ -76,7 +77,7 @@ def test_the_activity_timeline_in_russian(make_app: AppFactory) -> None:
 
 
 def test_the_locale_follows_the_hosts_flask_babel_selector(make_app: AppFactory) -> None:
-    flask_babel = pytest.importorskip("flask_babel")
+    flask_babel = required_module("flask_babel")
     app = make_app()
     flask_babel.Babel(app, locale_selector=lambda: "ru")
     with app.app_context():
@@ -129,7 +130,8 @@ def test_every_message_of_the_code_is_in_the_catalog(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "babel.messages.frontend", "extract", "-F", "babel.cfg",
         "--no-default-keywords", "-k", "_pb", "-k", "_pbn:1,2", "-k", "gettext",
-        "-k", "ngettext:1,2", "-k", "translatable", "--no-location", "-o", str(template), ".",
+        "-k", "ngettext:1,2", "-k", "plural_forms:1,2", "-k", "translatable", "--no-location",
+        "-o", str(template), ".",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

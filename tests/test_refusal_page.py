@@ -17,6 +17,7 @@ from flask_profile_billing.domain.errors import BillingConfigError, BillingError
 from flask_profile_billing.responses import error_response
 from tests.support.host_app import AppFactory
 from tests.support.profile import patch
+from tests.support.servers import required_module
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 # The test clock is 13 Oct 2025, so the free plan's calendar month resets at 1 Nov, 00:00 UTC.
@@ -170,7 +171,7 @@ def test_the_reset_date_is_in_the_users_own_time_zone(
 def test_with_flask_babel_the_reset_date_is_in_the_requests_locale(
     make_app: AppFactory,
 ) -> None:
-    flask_babel = pytest.importorskip("flask_babel")
+    flask_babel = required_module("flask_babel")
     app = make_app(BABEL_DEFAULT_LOCALE="de")
     flask_babel.Babel(app)
     with app.app_context():

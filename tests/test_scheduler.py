@@ -182,7 +182,8 @@ def test_the_reloaders_parent_starts_no_scheduler(database_url: str, tmp_path: P
             return True
 
         assert wait_for(served, timeout=30)
-        time.sleep(1)  # time for a scheduler the parent might start
+        # A scheduler of the parent's would have started before the parent started the child
+        # that answered, whose own start is recorded before its answer: all are recorded now.
         started = [
             int(pid) for pid, event, *_ in read_events(events) if event == "scheduler-started"
         ]
@@ -207,20 +208,27 @@ def seed_busy_users(database_url: str, users: int) -> None:
 
 
 def seed_trials(database_url: str, users: int) -> dict[str, int]:
-    """Trials that end one after another, from three seconds from now on (all due an
-    ``expiring`` notice at once, and an ``expired`` one when they end); the trial ids."""
+    """Trials that end one after another, an hour from now and a minute apart (all due an
+    ``expiring`` notice at once, and an ``expired`` one once the processes' clock passes their
+    end); the trial ids."""
     clock = Clock()
     app = create_host_app(database_url, {"BILLING_CLOCK": clock})
     billing: ProfileBilling = app.extensions["test_billing"]
-    start = datetime.now(UTC) + timedelta(seconds=3)
+    start = datetime.now(UTC) + timedelta(hours=1)
     trials = {}
     with app.app_context():
         for index in range(users):
-            ends = start + timedelta(seconds=index * 0.5)
+            ends = start + timedelta(minutes=index)
             clock.set(ends - timedelta(days=1))
             trials[f"trial-{index}"] = billing.start_trial(f"trial-{index}", "starter", 1).id
         get_state(app).runtime.engine.dispose()
     return trials
+
+
+LATER = timedelta(days=2)
+"""How far the test moves the scheduler processes' clock: past the end of every trial, and less
+than their lease (``LEASE``), so that no run in progress loses its lease to the move."""
+LEASE = timedelta(days=3)
 
 
 def test_two_scheduler_processes_end_each_subscription_and_send_each_notice_once(
@@ -231,7 +239,14 @@ def test_two_scheduler_processes_end_each_subscription_and_send_each_notice_once
     # The consume() calls claim their quota_low notices; the lines the processes write are
     # compared with what the table holds at the end.
     seed_busy_users(database_url, users // 2)
-    env = environment(database_url, events, BILLING_TEST_INTERVAL="1")
+    offset = tmp_path / "clock-offset"
+    env = environment(
+        database_url,
+        events,
+        BILLING_TEST_INTERVAL="1",
+        BILLING_TEST_LEASE_SECONDS=str(int(LEASE.total_seconds())),
+        BILLING_TEST_CLOCK_OFFSET=str(offset),
+    )
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.support.scheduler_host"],
@@ -243,19 +258,32 @@ def test_two_scheduler_processes_end_each_subscription_and_send_each_notice_once
         for _ in range(2)
     ]
     try:
-        # The trials start ending only once both processes tick: however slowly they started,
-        # each trial is due its expiring notice for a while before it ends.
+        # The trials are seeded once both processes tick, and end only when the test moves the
+        # processes' clock past them, once every expiring notice went out: however slowly the
+        # machine runs, each trial is announced as expiring before it ends.
         pids = {str(worker.pid) for worker in workers}
         assert wait_for(
             lambda: {line[0] for line in read_events(events) if line[1] == "tick"} == pids,
             timeout=60,
         )
         trials = seed_trials(database_url, users)
+
+        def notified(kind: str) -> set[str]:
+            lines = read_events(events)
+            return {line[2] for line in lines if line[1] == "notification" and line[3] == kind}
+
+        assert wait_for(lambda: notified("expiring") == set(trials), timeout=60)
+        assert not notified("expired")
+        offset.write_text(str(LATER.total_seconds()))
         assert wait_for(
             lambda: (
                 {line[2] for line in read_events(events) if line[1] == "expired"} == set(trials)
             ),
             timeout=60,
+        )
+        # The schedule goes on: more runs, one at a time.
+        assert wait_for(
+            lambda: sum(line[1] == "run" for line in read_events(events)) >= 10, timeout=60
         )
     finally:
         for worker in workers:

@@ -49,6 +49,7 @@ from .payments import (
     ProviderPayment,
     TestPaymentProvider,
 )
+from .responses import with_security_headers
 from .services.activity import ActivityEvent
 from .services.mail import EmailSender, OutgoingEmail
 from .services.quotas import Reservation
@@ -118,4 +119,5 @@ __all__ = [
     "requires_quota",
     "signals",
     "upgrade_with_host_migrations",
+    "with_security_headers",
 ]

@@ -7,6 +7,12 @@ The shape (documented in docs/configuration.md)::
         kind: periodic                 # or gauge: a level the host counts (active vacancies)
         limit_key: analyses_per_month  # the key plans publish the limit under
         message: "Analysis limit reached ({limit} per month)"
+      post:
+        unit:                          # "1 post", "5 posts"; per locale, its plural categories
+          one: post
+          other: posts
+          ru: {one: пост, few: поста, many: постов, other: поста}
+        title: Posts                   # the heading; the unit's plural form when left out
       gpu_minutes: {kind: periodic}
     plans:
       - code: free
@@ -17,14 +23,15 @@ The shape (documented in docs/configuration.md)::
       - {code: pro, name: Pro, price_monthly: 990, price_yearly: 9900, limits: {analysis: null}}
     feature_labels: {api_access: API access}
 
-Plan names and descriptions, feature labels and limit messages may be lazy translations (given in a
-dict: Flask-Babel's ``lazy_gettext("Pro")``); they stay lazy, and are shown in the locale of the
-request that shows them.
+Plan names and descriptions, feature labels, metric titles, units' forms and limit messages may be
+lazy translations (given in a dict: Flask-Babel's ``lazy_gettext("Pro")``); they stay lazy, and
+are shown in the locale of the request that shows them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from numbers import Number
@@ -33,7 +40,16 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .domain.catalog import Catalog, LazyText, Metric, MetricKind, Plan, default_catalog
+from .domain.catalog import (
+    PLURAL_CATEGORIES,
+    Catalog,
+    LazyText,
+    Metric,
+    MetricKind,
+    Plan,
+    Unit,
+    default_catalog,
+)
 from .errors import BillingConfigError
 
 _CODE = validate.Regexp(
@@ -74,6 +90,68 @@ def _is_lazy_text(value: object) -> bool:
     return callable(getattr(value, "__html__", None)) or type(value).__str__ is not object.__str__
 
 
+_LOCALE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,8})*$")
+
+
+class _UnitField(fields.Field[Unit]):
+    """A metric's unit: ``{one: post, other: posts}`` (the English forms), and for each other
+    locale the form of each plural category its language uses: ``ru: {one: пост, few: поста,
+    many: постов, other: поста}``."""
+
+    default_error_messages = {  # noqa: RUF012
+        "invalid": "Give the forms: {{one: post, other: posts, ru: {{one: ..., other: ...}}}}.",
+    }
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Unit:
+        if not isinstance(value, Mapping):
+            raise self.make_error("invalid")
+        errors: dict[str, Any] = {}
+        text = _Text(required=True, validate=validate.Length(min=1, max=120))
+        english: dict[str, str] = {}
+        for category in ("one", "other"):
+            if value.get(category) is None:
+                errors[category] = ["The English form is required."]
+                continue
+            try:
+                english[category] = _text(text, value[category])
+            except ValidationError as exc:
+                errors[category] = exc.messages
+        locales: dict[str, dict[str, str]] = {}
+        for locale, forms in value.items():
+            if locale in {"one", "other"}:
+                continue
+            if not isinstance(locale, str) or _LOCALE.match(locale) is None:
+                errors[str(locale)] = ["Use a locale (ru, pt_BR) or one and other."]
+                continue
+            if not isinstance(forms, Mapping) or "other" not in forms:
+                errors[locale] = ["Give the form of each plural category, other at least."]
+                continue
+            unknown = sorted(set(map(str, forms)) - PLURAL_CATEGORIES)
+            if unknown:
+                errors[locale] = [f"Unknown plural categories {unknown}: use {_CATEGORIES}."]
+                continue
+            try:
+                locales[locale] = {
+                    str(category): _text(text, form) for category, form in forms.items()
+                }
+            except ValidationError as exc:
+                errors[locale] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+        return Unit(english["one"], english["other"], locales)
+
+
+_CATEGORIES = ", ".join(sorted(PLURAL_CATEGORIES))
+
+
+def _text(field: _Text, value: object) -> str:
+    # Not str(): that would render a lazy text once, here, in no request's locale.
+    text: str = field.deserialize(value)
+    return text
+
+
 class _MetricSchema(Schema):
     kind = fields.String(
         load_default="periodic", validate=validate.OneOf([k.value for k in MetricKind])
@@ -83,6 +161,8 @@ class _MetricSchema(Schema):
     usage_key = fields.String(load_default="")
     check_key = fields.String(load_default="")
     message_key = fields.String(load_default="")
+    unit = _UnitField(load_default=None)
+    title = _Text(load_default="", validate=validate.Length(max=120))
 
 
 class _PlanSchema(Schema):
@@ -129,10 +209,12 @@ def load_catalog(source: Mapping[str, Any] | str | Path | None, currency: str) -
             name,
             MetricKind(spec["kind"]),
             spec["limit_key"] or name,
-            spec["message"] or f"{name.replace('_', ' ').capitalize()} limit reached ({{limit}})",
+            spec["message"] or _default_message(name, spec["unit"]),
             usage_key=spec["usage_key"],
             check_key=spec["check_key"],
             message_key=spec["message_key"],
+            unit=spec["unit"],
+            title=spec["title"],
         )
         for name, spec in (data.get("metrics") or {}).items()
     }
@@ -157,6 +239,12 @@ def load_catalog(source: Mapping[str, Any] | str | Path | None, currency: str) -
         return Catalog(metrics, plans, data["feature_labels"])
     except ValueError as exc:
         raise BillingConfigError(f"BILLING_PLANS is invalid: {exc}") from None
+
+
+def _default_message(name: str, unit: Unit | None) -> str:
+    if unit is None:
+        return f"{name.replace('_', ' ').capitalize()} limit reached ({{limit}})"
+    return "Limit reached: {amount}"  # "Limit reached: 5 posts", in the unit's words
 
 
 def _read_file(path: Path) -> Any:

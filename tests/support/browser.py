@@ -73,6 +73,30 @@ class StrictPolicy:
         return self.app(environ, start)
 
 
+@dataclass(frozen=True)
+class Answer:
+    method: str
+    path: str
+    status: int
+
+
+class AnswerLog:
+    """WSGI middleware keeping the status of every answer: what the browser asks for by itself
+    (``/favicon.ico``) never reaches Playwright's request events, only the server."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+        self.answers: list[Answer] = []
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            path = environ.get("PATH_INFO", "")
+            self.answers.append(Answer(environ["REQUEST_METHOD"], path, int(status.split()[0])))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
 @dataclass
 class LiveServer:
     """The example app answering on `url` from a thread of the test process."""
@@ -83,6 +107,8 @@ class LiveServer:
     clock: Clock
     """The app's clock (BILLING_CLOCK): fixed unless a test moves it."""
     database: Path
+    answers: list[Answer] = field(repr=False)
+    """Every answer the server sent, in order."""
     _server: BaseWSGIServer = field(repr=False)
     _thread: threading.Thread = field(repr=False)
 
@@ -113,12 +139,13 @@ def start_example_app(
             **config,
         }
     )
-    served: WSGIApplication = StrictPolicy(app) if strict_csp else app
+    log = AnswerLog(app)
+    served: WSGIApplication = StrictPolicy(log) if strict_csp else log
     server = make_server(HOST, 0, served, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="example-app", daemon=True)
     thread.start()
     url = f"http://{HOST}:{server.server_port}"
-    return LiveServer(app, url, clock, database, server, thread)
+    return LiveServer(app, url, clock, database, log.answers, server, thread)
 
 
 # -- what every page must pass ---------------------------------------------------------------------

@@ -7,16 +7,21 @@ Configured by environment variables:
   ``<pid> <event> <details>``;
 - optionally ``BILLING_TEST_INTERVAL`` (seconds, 1), ``BILLING_TEST_LEASE_SECONDS`` (10) and
   ``BILLING_TEST_BATCH_SIZE`` (5);
+- optionally ``BILLING_TEST_CLOCK_OFFSET``: a file holding a number of seconds, re-read at every
+  reading of the app's clock (BILLING_CLOCK), which is the wall clock moved by that many seconds
+  (none while the file does not exist): a test moves every process's time forward at once, without
+  waiting for it;
 - optionally ``BILLING_TEST_FREEZE_AFTER_BATCHES`` (a number n) with ``BILLING_TEST_FREEZE_MARKER``
   (a path): the first process whose maintenance run completes n batches creates the marker, records
   ``frozen``, and then hangs inside the next transaction it writes, before its commit, until it is
   killed. The marker makes it one process only: the one that takes the job over runs normally.
 
 Events: ``app-created`` (the process that built the app: with ``gunicorn --preload``, the master),
-``scheduler-started``, ``tick`` (``ran``, or ``skipped`` when it got no lease or failed), ``run``
-(start and end of a maintenance run, Unix time), ``batch`` (the number of batches of the current
-run done, each committed and announced), ``frozen``, ``notification`` (user, kind,
-subject) and ``expired`` (user, subscription id).
+``scheduler-started``, ``tick`` (``ran``, or ``skipped`` when it got no lease or failed),
+``claimed`` (the start, on the app's clock, that the maintenance job's lease it just claimed
+records; Unix time), ``run`` (start and end of a maintenance run, on the app's clock), ``batch``
+(the number of batches of the current run done, each committed and announced), ``frozen``,
+``notification`` (user, kind, subject) and ``expired`` (user, subscription id).
 
 ``python -m tests.support.scheduler_host`` runs ``flask billing scheduler``'s loop in the foreground;
 ``flask --app tests.support.scheduler_host:create_app run`` and
@@ -29,15 +34,19 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask, jsonify, request
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, select
 
 from flask_profile_billing import signals
+from flask_profile_billing.services.leases import Lease
 from flask_profile_billing.services.maintenance import MaintenanceReport
 from flask_profile_billing.state import get_state
+from flask_profile_billing.store.models import job_leases
 from tests.support.host_app import create_host_app
 
 
@@ -74,6 +83,25 @@ class _Freezer:
             threading.Event().wait()  # until SIGKILL
 
 
+class _OffsetClock:
+    """The wall clock, moved forward by the seconds the test writes to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self) -> datetime:
+        try:
+            offset = float(self.path.read_text() or 0)
+        except FileNotFoundError:
+            offset = 0.0
+        return datetime.now(UTC) + timedelta(seconds=offset)
+
+
+def _unix(moment: datetime) -> float:
+    # SQLite hands back naive UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 def _record_background_scheduler_starts() -> None:
     """Record every start of an APScheduler background thread in this process, whoever starts
     it: the extension's first request, or anything that would start one earlier (``init_app`` in
@@ -93,9 +121,12 @@ def _record_background_scheduler_starts() -> None:
 def create_app() -> Flask:
     _record("app-created -")
     _record_background_scheduler_starts()
+    offset_file = os.environ.get("BILLING_TEST_CLOCK_OFFSET")
+    clock = _OffsetClock(Path(offset_file)) if offset_file else (lambda: datetime.now(UTC))
     app = create_host_app(
         os.environ["BILLING_TEST_DATABASE_URL"],
         {
+            "BILLING_CLOCK": clock,
             "BILLING_SCHEDULER_ENABLED": True,
             "BILLING_SCHEDULER_INTERVAL_SECONDS": int(os.environ.get("BILLING_TEST_INTERVAL", "1")),
             "BILLING_SCHEDULER_JITTER_SECONDS": 0,
@@ -127,6 +158,22 @@ def create_app() -> Flask:
     freezer = _Freezer(engine) if freeze_after else None
 
     maintenance = state.maintenance
+    leases = state.leases
+    claim = leases.claim
+
+    def claim_and_record(name: str, **kwargs: Any) -> Lease | None:
+        lease = claim(name, **kwargs)
+        if lease is not None:
+            # The start the claim wrote: nobody else writes the row while this lease is live.
+            with engine.connect() as connection:
+                started = connection.execute(
+                    select(job_leases.c.last_started_at).where(job_leases.c.name == name)
+                ).scalar_one()
+            _record(f"claimed {_unix(started)!r}")
+        return lease
+
+    leases.claim = claim_and_record  # type: ignore[method-assign]
+
     run = maintenance.run
 
     def run_and_record(*args: Any, after_batch: Any = None, **kwargs: Any) -> MaintenanceReport:
@@ -145,9 +192,9 @@ def create_app() -> Flask:
             ):
                 freezer.armed.set()
 
-        started = time.time()
+        started = clock().timestamp()
         report = run(*args, after_batch=after_each_batch, **kwargs)
-        _record(f"run {started!r} {time.time()!r}")
+        _record(f"run {started!r} {clock().timestamp()!r}")
         return report
 
     maintenance.run = run_and_record  # type: ignore[method-assign]

@@ -8,6 +8,7 @@ silent skip would hide an untested backend.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import psycopg
@@ -99,7 +101,17 @@ def missing(what: str, remedy: str) -> NoReturn:
     reason = f"{what} not found; {remedy} to run these tests"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: a missing dependency is a failure)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)  # also from a module's top, as an import
+
+
+def required_module(name: str) -> ModuleType:
+    """The module ``name`` of a package the tests need (the test extra has it), imported; when it is
+    not installed, the test, or the module that calls this at its top, fails under CI=true and is
+    skipped elsewhere, like a missing server."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"Python module {name!r}", "install the test extra: pip install -e '.[test]'")
 
 
 def _missing(what: str, package: str) -> NoReturn:

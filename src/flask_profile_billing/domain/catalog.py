@@ -75,6 +75,51 @@ def amount_as_number(amount: Decimal | None) -> int | float | None:
     return int(amount) if amount == amount.to_integral_value() else float(amount)
 
 
+PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
+"""CLDR's plural categories: which of them a language uses, and for which numbers, is its rule
+(English: one, other; Russian: one, few, many, other)."""
+
+
+def plural_forms(singular: str, plural: str) -> tuple[str, str]:
+    """Marks a plural pair of the extension's own translation catalog (extracted with the page's
+    messages), translated where it is shown."""
+    return singular, plural
+
+
+def english_plural_category(n: int) -> str:
+    return "one" if n == 1 else "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """What a metric counts, in the words a number of it is written with: "1 post", "5 posts";
+    in Russian "1 пост", "2 поста", "5 постов", "21 пост"."""
+
+    one: str
+    other: str
+    """The English (source) forms: of 1, and of any other number."""
+    locales: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Per locale ("ru", "pt_BR"), the form of each plural category the language uses ("one",
+    "few", "many", "other"; "other" at least)."""
+    messages: tuple[str, str] | None = None
+    """Instead of ``locales``: a plural pair of the extension's own catalog ("%(num)s analysis",
+    "%(num)s analyses"), translated by it (the default catalog's metrics)."""
+
+    def forms(self, locale: str) -> tuple[str, Mapping[str, str]]:
+        """The forms for ``locale`` and the locale whose plural rule picks among them: the
+        locale's own, else its language's ("ru" for "ru_RU"), else English."""
+        language = locale.replace("-", "_").split("_")[0]
+        for candidate in (locale, language):
+            if candidate in self.locales:
+                return candidate, self.locales[candidate]
+        return "en", {"one": self.one, "other": self.other}
+
+    def english(self, n: int) -> str:
+        """``n`` in the English forms: "1 post", "5 posts" (the messages of the API)."""
+        form = self.one if english_plural_category(n) == "one" else self.other
+        return f"{n} {render(form)}"
+
+
 class MetricKind(StrEnum):
     # A periodic metric is counted by the extension and starts from zero every billing period;
     # a gauge is a level that the host app counts (active vacancies) and the plan caps.
@@ -89,28 +134,48 @@ class Metric:
     limit_key: str
     """The key under which plans publish this limit (``analyses_per_month`` in the plans API)."""
     message: str
-    """Shown when the limit refuses an action; ``{limit}`` is replaced by the plan's limit."""
+    """Shown when the limit refuses an action; ``{limit}`` is replaced by the plan's limit, and
+    ``{amount}`` by the limit counted in the metric's unit ("5 posts")."""
     usage_key: str = ""
     """The key of this metric in usage reports (``analyses``); the name when empty."""
     check_key: str = ""
     """Its flag in the limits check (``can_analyze``); ``can_use_<name>`` when empty."""
     message_key: str = ""
     """Its key in the limits check's ``messages`` (``analyze``); the name when empty."""
+    unit: Unit | None = None
+    """The words a number of it is written with; without one, the number and the title's
+    words ("3 gpu minutes")."""
+    title: str = ""
+    """Its heading ("Posts"); the unit's plural form, capitalised, when empty, else the name's
+    words ("Gpu minutes")."""
 
     def __post_init__(self) -> None:
         # Frozen: fill the defaults through object.__setattr__, once, at construction.
+        if self.unit is not None:
+            other = render(self.unit.other)
+            title = other[:1].upper() + other[1:]
+        else:
+            title = self.name.replace("_", " ").capitalize()
         defaults = {
             "usage_key": self.name,
             "check_key": f"can_use_{self.name}",
             "message_key": self.name,
+            "title": title,
         }
         for key, default in defaults.items():
             if not getattr(self, key):
                 object.__setattr__(self, key, default)
 
+    def amount(self, n: int) -> str:
+        """``n`` of this metric in English: "1 post", "5 posts", "3 gpu minutes"."""
+        if self.unit is not None:
+            return self.unit.english(n)
+        return f"{n} {render(self.title).lower()}"
+
     def limit_message(self, limit: int | None) -> str:
         # render() first: str.format on a LazyText would format its untranslated source.
-        return render(self.message).format(limit=limit)
+        amount = "unlimited" if limit is None else self.amount(limit)
+        return render(self.message).format(limit=limit, amount=amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +328,12 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             usage_key="analyses",
             check_key="can_analyze",
             message_key="analyze",
+            unit=Unit(
+                "analysis",
+                "analyses",
+                messages=plural_forms("%(num)s analysis", "%(num)s analyses"),
+            ),
+            title="Analyses",
         ),
         "export": Metric(
             "export",
@@ -272,6 +343,10 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             usage_key="exports",
             check_key="can_export",
             message_key="export",
+            unit=Unit(
+                "export", "exports", messages=plural_forms("%(num)s export", "%(num)s exports")
+            ),
+            title="Exports",
         ),
         "active_vacancies": Metric(
             "active_vacancies",
@@ -280,6 +355,12 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             "Active vacancy limit reached ({limit})",
             check_key="can_add_vacancy",
             message_key="vacancy",
+            unit=Unit(
+                "active vacancy",
+                "active vacancies",
+                messages=plural_forms("%(num)s active vacancy", "%(num)s active vacancies"),
+            ),
+            title="Active vacancies",
         ),
     }
 

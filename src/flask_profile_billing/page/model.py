@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from ..domain.catalog import Catalog, MetricKind, Plan, render
+from ..domain.catalog import Catalog, Metric, MetricKind, Plan, render
 from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..services.activity import ActivityEvent
@@ -54,6 +54,10 @@ DEFAULT_CATALOG_TEXTS = (
     translatable("Custom integrations"),
     translatable("SLA guarantee"),
     translatable("Onboarding assistance"),
+    # The default catalog's metric titles.
+    translatable("Analyses"),
+    translatable("Exports"),
+    translatable("Active vacancies"),
 )
 
 
@@ -292,7 +296,8 @@ def quota_rows(
 ) -> list[QuotaRow]:
     rows = []
     for name, allowance in [*allowances.items(), *gauges.items()]:
-        gauge = catalog.metric(name).kind is MetricKind.GAUGE
+        metric = catalog.metric(name)
+        gauge = metric.kind is MetricKind.GAUGE
         resets_at = None if allowance.resets_at is None else allowance.resets_at.astimezone(zone)
         if allowance.limit is None:
             state = "unlimited"
@@ -326,7 +331,7 @@ def quota_rows(
                     parts.append(t.gettext("resets %(date)s", date=t.day(resets_at)))
                 summary = " · ".join(parts)
         rows.append(
-            QuotaRow(name, metric_title(t, name), allowance, gauge, state, summary, resets_at)
+            QuotaRow(name, metric_title(t, metric), allowance, gauge, state, summary, resets_at)
         )
     return rows
 
@@ -337,11 +342,13 @@ def low_quota_banner(
     percent: int,
     remaining_at_most: int,
     zone: tzinfo,
+    catalog: Catalog | None = None,
 ) -> Banner | None:
     """The banner when what is left of the primary metric is at most ``percent`` % of its limit
     or at most ``remaining_at_most``; worded "limit reached" when nothing is left."""
     if allowance is None or allowance.limit is None:
         return None
+    metric = _metric(catalog, allowance.metric)
     left = allowance.remaining or 0
     low = left <= remaining_at_most or left * 100 <= allowance.limit * percent
     if not low:
@@ -351,16 +358,16 @@ def low_quota_banner(
         if resets is None:
             message = t.gettext(
                 "Limit reached: %(amount)s of this period are used.",
-                amount=counted(t, allowance.metric, allowance.limit),
+                amount=counted(t, metric, allowance.limit),
             )
         else:
             message = t.gettext(
                 "Limit reached: %(amount)s of this period are used. The quota resets on %(date)s.",
-                amount=counted(t, allowance.metric, allowance.limit),
+                amount=counted(t, metric, allowance.limit),
                 date=resets,
             )
         return Banner(True, message, allowance)
-    amount = counted(t, allowance.metric, left)
+    amount = counted(t, metric, left)
     if resets is None:
         message = t.gettext("Only %(amount)s left.", amount=amount)
     else:
@@ -377,12 +384,14 @@ def usage_view(
     allowances: Mapping[str, Allowance],
     now: datetime,
     zone: tzinfo,
+    catalog: Catalog | None = None,
 ) -> Usage:
     """Daily columns of the last ``days`` days (UTC days, as the rollup counts them) per metric,
     the same numbers as a table, and each metric's forecast."""
     span = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
     charts = []
     for name in metrics:
+        metric = _metric(catalog, name)
         values = [int(daily.get(day, {}).get(name, 0)) for day in span]
         peak = max(values, default=0)
         columns = []
@@ -395,11 +404,11 @@ def usage_view(
                     x=index * (COLUMN_WIDTH + COLUMN_GAP),
                     y=CHART_HEIGHT - height,
                     height=height,
-                    label=f"{t.short_day(day)}: {counted(t, name, value)}",
+                    label=f"{t.short_day(day)}: {counted(t, metric, value)}",
                 )
             )
         total = sum(values)
-        title = metric_title(t, name)
+        title = metric_title(t, metric)
         charts.append(
             MetricChart(
                 metric=name,
@@ -411,11 +420,11 @@ def usage_view(
                 height=CHART_HEIGHT,
                 description=t.gettext(
                     "%(total)s in %(days)s days, at most %(peak)s a day.",
-                    total=counted(t, name, total),
+                    total=counted(t, metric, total),
                     days=t.number(days),
                     peak=t.number(peak),
                 ),
-                forecast=_forecast(t, name, values, allowances.get(name), now, zone),
+                forecast=_forecast(t, metric, values, allowances.get(name), now, zone),
             )
         )
     rows = [
@@ -447,7 +456,7 @@ def run_out_at(
 
 def _forecast(
     t: Translator,
-    name: str,
+    metric: Metric | str,
     values: list[int],
     allowance: Allowance | None,
     now: datetime,
@@ -460,7 +469,7 @@ def _forecast(
         return None
     return t.gettext(
         "At this rate your %(metric)s run out around %(date)s, before the quota resets.",
-        metric=metric_title(t, name).lower(),
+        metric=metric_title(t, metric).lower(),
         date=t.short_day(moment.astimezone(zone)),
     )
 
@@ -486,7 +495,7 @@ def plan_options(
                 text = t.number(limit)
             else:
                 text = t.gettext("%(limit)s / month", limit=t.number(limit))
-            limits.append((metric_title(t, metric.name), text))
+            limits.append((metric_title(t, metric), text))
         over_cap = []
         for metric_name, gauge in gauges.items():
             cap = plan.limit_for(metric_name)
@@ -494,7 +503,7 @@ def plan_options(
                 over_cap.append(
                     t.gettext(
                         "You have %(amount)s; %(plan)s allows %(limit)s.",
-                        amount=counted(t, metric_name, gauge.used),
+                        amount=counted(t, catalog.metric(metric_name), gauge.used),
                         plan=name,
                         limit=t.number(cap),
                     )
@@ -524,7 +533,7 @@ def plan_options(
     return options
 
 
-def packages(t: Translator, items: list[dict[str, Any]], metric: str) -> list[Package]:
+def packages(t: Translator, items: list[dict[str, Any]], metric: Metric | str) -> list[Package]:
     """The purchase dialog's packages, from ``presenters.package_dict``."""
     statuses = {
         "coming_soon": t.gettext("Coming soon"),
@@ -624,11 +633,12 @@ def _activity_title(t: Translator, event: ActivityEvent, catalog: Catalog) -> st
         found = catalog.plans.get(code)
         return code if found is None else render(found.name)
 
-    metric, amount = data.get("metric"), data.get("amount")
-    if event.type == "quota.consumed" and isinstance(metric, str) and isinstance(amount, int):
-        return counted(t, metric, amount)
-    if event.type == "quota.exceeded" and isinstance(metric, str):
-        return t.gettext("%(metric)s refused: limit reached", metric=metric_title(t, metric))
+    name, amount = data.get("metric"), data.get("amount")
+    if event.type == "quota.consumed" and isinstance(name, str) and isinstance(amount, int):
+        return counted(t, _metric(catalog, name), amount)
+    if event.type == "quota.exceeded" and isinstance(name, str):
+        title = metric_title(t, _metric(catalog, name))
+        return t.gettext("%(metric)s refused: limit reached", metric=title)
     after, before = plan("to_plan"), plan("from_plan")
     if event.type == "plan.changed" and after is not None:
         if data.get("status") == "trial":
@@ -645,6 +655,13 @@ def _activity_title(t: Translator, event: ActivityEvent, catalog: Catalog) -> st
     if retold is not None and named is not None:
         return t.gettext(retold, plan=named)
     return t.gettext(event.title)
+
+
+def _metric(catalog: Catalog | None, name: str) -> Metric | str:
+    """The catalog's metric of that name (its unit and title); a metric the catalog no longer
+    has (an old activity entry) by its name."""
+    found = None if catalog is None else catalog.metrics.get(name)
+    return name if found is None else found
 
 
 def _aware(moment: datetime) -> datetime:

@@ -145,9 +145,18 @@ def render_page(
             settings.page.banner_percent,
             settings.page.banner_remaining,
             zone,
+            runtime.catalog,
         ),
         usage=model.usage_view(
-            t, days, now.astimezone(UTC).date(), usage.daily, metrics, allowances, now, zone
+            t,
+            days,
+            now.astimezone(UTC).date(),
+            usage.daily,
+            metrics,
+            allowances,
+            now,
+            zone,
+            runtime.catalog,
         ),
         plans=model.plan_options(t, runtime.catalog, plan.code, gauges, billing),
         billing=billing,
@@ -158,7 +167,7 @@ def render_page(
                 for item in runtime.catalog.plans.values()
                 if not item.is_free
             ],
-            primary,
+            runtime.catalog.metric(primary),
         )
         if payments_ui
         else [],

@@ -549,19 +549,17 @@ class MailService:
         self._still_applies(notification, allowance.used, limit)
         return {
             "metric": metric_name,
-            "metric_title": metric_title(t, metric_name),
+            "metric_title": metric_title(t, metric),
             "plan_name": render(catalog.plan(subscription_now.plan_code).name),
             "default_plan_name": default_plan,
             "allowance": allowance,
             "used": allowance.used,
             "limit": limit,
             "remaining": allowance.remaining,
-            "used_amount": counted(t, metric_name, allowance.used),
-            "limit_amount": None if limit is None else counted(t, metric_name, limit),
+            "used_amount": counted(t, metric, allowance.used),
+            "limit_amount": None if limit is None else counted(t, metric, limit),
             "remaining_amount": (
-                None
-                if allowance.remaining is None
-                else counted(t, metric_name, allowance.remaining)
+                None if allowance.remaining is None else counted(t, metric, allowance.remaining)
             ),
             "resets_at": resets_at,
             "resets_on": None if resets_at is None else t.day(resets_at),

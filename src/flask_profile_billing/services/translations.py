@@ -12,7 +12,7 @@ from __future__ import annotations
 import gettext as stdlib_gettext
 import importlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,6 +20,14 @@ from functools import cache, lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
+
+from ..domain.catalog import (
+    Metric,
+    MetricKind,
+    default_catalog,
+    english_plural_category,
+    render,
+)
 
 DOMAIN = "flask_profile_billing"
 """The extension's translation domain: ``translations/<locale>/LC_MESSAGES/<DOMAIN>.mo``."""
@@ -122,44 +130,49 @@ class Translator:
 
 # -- the metrics' words ----------------------------------------------------------------
 
-Words = Callable[[Translator, int], str]
+
+def _metric(metric: Metric | str) -> Metric:
+    """A metric of the catalog, or by its name one of the default catalog's (the emails name
+    them), else a metric known by its name only."""
+    if isinstance(metric, Metric):
+        return metric
+    return _DEFAULT_METRICS.get(metric) or Metric(metric, MetricKind.PERIODIC, metric, "")
 
 
-def _analyses(t: Translator, n: int) -> str:
-    return t.ngettext("%(num)s analysis", "%(num)s analyses", n)
+_DEFAULT_METRICS: Mapping[str, Metric] = default_catalog().metrics
 
 
-def _exports(t: Translator, n: int) -> str:
-    return t.ngettext("%(num)s export", "%(num)s exports", n)
+def metric_title(t: Translator, metric: Metric | str) -> str:
+    """The heading of a metric, from the catalog ("Analyses"; a host's own: its title, or its
+    unit's plural form)."""
+    return t.gettext(render(_metric(metric).title))
 
 
-def _vacancies(t: Translator, n: int) -> str:
-    return t.ngettext("%(num)s active vacancy", "%(num)s active vacancies", n)
+def counted(t: Translator, metric: Metric | str, n: int) -> str:
+    """``n`` of a metric in the words its unit gives, in the plural form the reader's language
+    takes for ``n``: "1 анализ", "2 анализа", "5 анализов", "21 анализ"."""
+    found = _metric(metric)
+    unit = found.unit
+    if unit is None:
+        return f"{t.number(n)} {metric_title(t, found).lower()}"
+    if unit.messages is not None:
+        return t.ngettext(*unit.messages, n)
+    locale, forms = unit.forms(t.locale)
+    form = forms.get(plural_category(locale, n)) or forms["other"]
+    return f"{t.number(n)} {render(form)}"
 
 
-_COUNTED: Mapping[str, Words] = {
-    "analysis": _analyses,
-    "export": _exports,
-    "active_vacancies": _vacancies,
-}
-
-
-def metric_title(t: Translator, name: str) -> str:
-    """The heading of a metric ("Analyses"); a host's own metric is named after its key."""
-    titles = {
-        "analysis": t.gettext("Analyses"),
-        "export": t.gettext("Exports"),
-        "active_vacancies": t.gettext("Active vacancies"),
-    }
-    return titles.get(name) or name.replace("_", " ").capitalize()
-
-
-def counted(t: Translator, name: str, n: int) -> str:
-    """``n`` of a metric with its noun in the right plural form: "1 анализ", "5 анализов"."""
-    words = _COUNTED.get(name)
-    if words is not None:
-        return words(t, n)
-    return f"{t.number(n)} {metric_title(t, name).lower()}"
+def plural_category(locale: str, n: int) -> str:
+    """The CLDR plural category of ``n`` in ``locale`` ("one", "few", "many", "other"), by
+    Babel's rules; English's without the ``babel`` package."""
+    core = _babel("core")
+    if core is None:
+        return english_plural_category(n)
+    try:
+        category: str = _cldr_locale(locale).plural_form(n)
+    except (ValueError, core.UnknownLocaleError):  # a locale CLDR does not know
+        return english_plural_category(n)
+    return category
 
 
 @cache
@@ -197,7 +210,7 @@ def _cldr_locale(locale: str) -> Any:
 
 @cache
 def _babel(module: str) -> ModuleType | None:
-    """``babel.dates`` or ``babel.numbers``, or None without the ``babel`` package."""
+    """``babel.core``, ``babel.dates`` or ``babel.numbers``, or None without the ``babel`` package."""
     try:
         return importlib.import_module(f"babel.{module}")
     except ImportError:
