@@ -347,10 +347,22 @@ def upgrade_with_host_migrations(context: AlembicEnvironment) -> None:
     leaves them as they are, and so do ``flask db migrate``, ``check`` and ``current``. With
     ``--sql`` nothing of the extension is written: its script comes from ``flask billing db
     upgrade`` against a database.
-    """
-    from .migrate import migrating_to_head, upgrade_inside_host_command
 
-    if context.is_offline_mode() or not migrating_to_head(context):
+    It also guards the host's ``flask db migrate`` and ``flask db check``: if their autogenerate
+    would touch the ``billing_*`` tables (an ``env.py`` that does not pass Flask-Migrate's
+    ``configure_args``, so that ``exclude_billing_tables`` is ignored), the command fails with
+    the fix, before a revision that drops the extension's tables is written.
+    """
+    from .migrate import (
+        migrating_to_head,
+        refuse_billing_changes_in_host_autogenerate,
+        upgrade_inside_host_command,
+    )
+
+    if context.is_offline_mode():
+        return
+    refuse_billing_changes_in_host_autogenerate(context)
+    if not migrating_to_head(context):
         return
     upgrade_inside_host_command(context, get_state().runtime.engine)
 
