@@ -317,10 +317,25 @@ class ProfileBilling:
     # -- the database --------------------------------------------------------------------------
 
     def create_all(self) -> None:
-        """Create the extension's tables (for hosts that use ``db.create_all()`` and no migrations)."""
+        """Create the extension's tables (for hosts that use ``db.create_all()`` and no migrations,
+        and for tests: next to ``db.create_all()``). Tables already there are left as they are."""
         from .store.models import Base
 
         Base.metadata.create_all(get_state().runtime.engine)
+
+    def drop_all(self) -> None:
+        """Drop the extension's tables, and the version table of its migrations, as
+        ``db.drop_all()`` drops the app's; the extension's cached reads are forgotten with them.
+
+        For tests on a database that outlives them (``db.drop_all()`` leaves the ``billing_*``
+        tables, and with them every subscription and charge of the previous test)."""
+        from .migrate import drop_version_table
+        from .store.models import Base
+
+        runtime = get_state().runtime
+        Base.metadata.drop_all(runtime.engine)
+        drop_version_table(runtime.engine)
+        runtime.cache.clear()
 
     def upgrade_database(self, revision: str = "head") -> None:
         """Apply the extension's migrations to the app's database."""

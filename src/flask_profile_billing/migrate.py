@@ -25,7 +25,7 @@ from alembic.operations import ops
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, MetaData, Table
 
 SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 VERSION_TABLE = "billing_alembic_version"
@@ -82,6 +82,11 @@ def downgrade(engine: Engine, revision: str) -> None:
     config = alembic_config(engine)
     config.attributes[DROP_VERSION_TABLE_AT_BASE] = True
     command.downgrade(config, revision)
+
+
+def drop_version_table(engine: Engine) -> None:
+    """Drop ``billing_alembic_version`` if it is there, so that the migrations start afresh."""
+    Table(VERSION_TABLE, MetaData()).drop(engine, checkfirst=True)
 
 
 def current_revision(engine: Engine) -> str | None:
