@@ -9,6 +9,11 @@ both, with one call at the end of its ``migrations/env.py``
 Upgrades and downgrades run under a database lock, so that processes migrating one database at the
 same moment (every worker of a server that runs ``upgrade_database()`` at start) take turns: the
 first applies the revisions, the others then find the database at head and do nothing.
+
+The host's own autogenerate must leave the ``billing_*`` tables alone (``exclude_billing_tables``).
+An ``env.py`` that does not hand Flask-Migrate's ``configure_args`` to ``context.configure()``
+loses that hook without a word; ``host_autogenerate_touches`` (``flask billing db check``) and
+``refuse_billing_changes_in_host_autogenerate`` (inside ``upgrade_with_host_migrations``) say so.
 """
 
 from __future__ import annotations
