@@ -21,6 +21,7 @@ from flask_profile_billing import ProfileBilling
 from flask_profile_billing.testing import FrozenClock, frozen_clock
 from tests.conftest import BACKENDS
 from tests.support.host_app import AppFactory, Clock
+from tests.support.profile import me, patch
 from tests.support.servers import PostgresServer
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
@@ -119,3 +120,21 @@ def test_frozen_clock_moves_the_extensions_time_and_gives_the_apps_back(
     assert after.started_at == clock.now
     with pytest.raises(ValueError, match="aware"):
         FrozenClock(datetime(2030, 1, 1))
+
+
+def test_drop_all_forgets_what_the_extension_cached_and_seeded(make_app: AppFactory) -> None:
+    # One app for the whole session, as many host suites keep it: the profile read it cached
+    # before the tables were dropped must not come back after they are created again, and the
+    # plan rows it had written must be written again (PostgreSQL enforces the subscriptions'
+    # foreign key to them).
+    app = make_app()
+    billing: ProfileBilling = app.extensions["test_billing"]
+    client = app.test_client()
+    patch(client, "alice", {"company": "Acme"})
+    assert me(client, "alice")["company"] == "Acme"  # read, and cached
+
+    with app.app_context():
+        billing.drop_all()
+        billing.create_all()
+
+    assert me(client, "alice")["company"] is None

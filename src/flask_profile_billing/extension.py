@@ -325,17 +325,19 @@ class ProfileBilling:
 
     def drop_all(self) -> None:
         """Drop the extension's tables, and the version table of its migrations, as
-        ``db.drop_all()`` drops the app's; the extension's cached reads are forgotten with them.
+        ``db.drop_all()`` drops the app's; the extension's cached reads are forgotten with them,
+        and the plan rows are written again on next use.
 
         For tests on a database that outlives them (``db.drop_all()`` leaves the ``billing_*``
         tables, and with them every subscription and charge of the previous test)."""
         from .migrate import drop_version_table
         from .store.models import Base
 
-        runtime = get_state().runtime
-        Base.metadata.drop_all(runtime.engine)
-        drop_version_table(runtime.engine)
-        runtime.cache.clear()
+        state = get_state()
+        Base.metadata.drop_all(state.runtime.engine)
+        drop_version_table(state.runtime.engine)
+        state.runtime.cache.clear()
+        state.plans.forget_seeded()
 
     def upgrade_database(self, revision: str = "head") -> None:
         """Apply the extension's migrations to the app's database."""
