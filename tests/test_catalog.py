@@ -50,7 +50,7 @@ def plan_limits(vacancies: int | None, analyses: int | None, exports: int | None
 
 
 # code: (name, monthly, yearly, limits, yearly discount %, enabled features)
-DEFAULT_PLANS: dict[str, tuple[str, Decimal | None, Decimal | None, dict, int, set[str]]] = {
+DEFAULT_PLANS: dict[str, tuple[str, Decimal | None, Decimal | None, dict, int | None, set[str]]] = {
     "free": ("Free", Decimal(0), Decimal(0), plan_limits(1, 20, 5), 0, FREE_FEATURES),
     "starter": (
         "Starter",
@@ -73,7 +73,7 @@ DEFAULT_PLANS: dict[str, tuple[str, Decimal | None, Decimal | None, dict, int, s
         None,
         None,
         plan_limits(None, None, None),
-        0,
+        None,
         ENTERPRISE_FEATURES,
     ),
 }

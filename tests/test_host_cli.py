@@ -34,7 +34,7 @@ APP_COMMANDS: list[tuple[list[str], str]] = [
     (["report", "top-users"], "user_id  total"),
     (["report", "plans"], "plan_code     plan_name     users  average_used"),
 ]
-DB_COMMANDS = ["current", "upgrade", "downgrade"]
+DB_COMMANDS = ["current", "upgrade", "downgrade", "check"]
 
 
 def invoke(app: Flask, *args: str) -> Result:
@@ -116,6 +116,7 @@ def test_the_db_commands_run_under_the_test_runner(database_url: str) -> None:
     ProfileBilling(app)
 
     assert succeeded(invoke(app, "db", "current")).strip() == "none (not migrated)"
+    assert succeeded(invoke(app, "db", "check")).startswith("This app has no Flask-Migrate")
     upgraded = succeeded(invoke(app, "db", "upgrade")).strip()
     assert upgraded.startswith("Billing tables at revision ")
     head = upgraded.removeprefix("Billing tables at revision ").rstrip(".")

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from numbers import Number
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -173,9 +173,8 @@ class _PlanSchema(Schema):
     price_monthly = fields.Decimal(
         load_default=Decimal(0), allow_none=True, validate=validate.Range(min=0)
     )
-    price_yearly = fields.Decimal(
-        load_default=Decimal(0), allow_none=True, validate=validate.Range(min=0)
-    )
+    # No default here: a missing yearly price depends on the monthly one (_yearly_price).
+    price_yearly = fields.Decimal(allow_none=True, validate=validate.Range(min=0))
     # None: the catalog's currency (BILLING_CURRENCY), filled in by load_catalog.
     currency = fields.String(load_default=None, validate=_CURRENCY)
     limits = fields.Dict(
@@ -191,6 +190,14 @@ class _CatalogSchema(Schema):
     metrics = fields.Dict(keys=fields.String(validate=_CODE), values=fields.Nested(_MetricSchema))
     plans = fields.List(fields.Nested(_PlanSchema), required=True, validate=validate.Length(min=1))
     feature_labels = fields.Dict(keys=fields.String(), values=_Text(), load_default=dict)
+
+
+def _yearly_price(spec: Mapping[str, Any]) -> Decimal | None:
+    """The plan's yearly price; when the catalog gives none, a free plan is free by the year too,
+    and any other is not sold by the year (``None``, on request), rather than given away for 0."""
+    if "price_yearly" in spec:
+        return cast(Decimal | None, spec["price_yearly"])
+    return Decimal(0) if spec["price_monthly"] == 0 else None
 
 
 def load_catalog(source: Mapping[str, Any] | str | Path | None, currency: str) -> Catalog:
@@ -224,7 +231,7 @@ def load_catalog(source: Mapping[str, Any] | str | Path | None, currency: str) -
             name=spec["name"],
             description=spec["description"],
             price_monthly=spec["price_monthly"],
-            price_yearly=spec["price_yearly"],
+            price_yearly=_yearly_price(spec),
             currency=(spec["currency"] or currency).upper(),
             limits=spec["limits"],
             features=spec["features"],

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 from .domain.catalog import render
@@ -245,6 +246,44 @@ def downgrade(revision: str) -> None:
 def current() -> None:
     """Show the revision of the extension's tables."""
     click.echo(_revision())
+
+
+@database.command()
+@click.option(
+    "-d",
+    "--directory",
+    default=None,
+    help="The app's Flask-Migrate folder (default: the one Migrate was given, 'migrations').",
+)
+def check(directory: str | None) -> None:
+    """Check that the app's own 'flask db migrate' leaves the billing tables alone.
+
+    Runs the app's migrations/env.py the way 'flask db check' does, against the database, and
+    fails (exit 1) naming the billing tables its autogenerate would drop or alter, and the fix.
+    """
+    from alembic.util import CommandError
+
+    from . import migrate
+
+    migrate_extension = current_app.extensions.get("migrate")
+    if migrate_extension is None:
+        click.echo(
+            "This app has no Flask-Migrate: nothing of its own can touch the billing tables."
+        )
+        return
+    if migrate.current_revision(get_state().runtime.engine) is None:
+        raise click.ClickException(
+            "the billing tables are not in the database yet, so nothing can be checked: run "
+            "'flask billing db upgrade' first"
+        )
+    config = migrate_extension.migrate.get_config(directory)
+    try:
+        changes = migrate.host_autogenerate_touches(config)
+    except CommandError as error:
+        raise click.ClickException(f"the app's migrations could not be compared: {error}") from None
+    if changes:
+        raise click.ClickException(migrate.refusal(changes))
+    click.echo("The app's autogenerate leaves the billing tables alone.")
 
 
 def _report_metric(metric: str | None) -> str:

@@ -320,10 +320,27 @@ class ProfileBilling:
     # -- the database --------------------------------------------------------------------------
 
     def create_all(self) -> None:
-        """Create the extension's tables (for hosts that use ``db.create_all()`` and no migrations)."""
+        """Create the extension's tables (for hosts that use ``db.create_all()`` and no migrations,
+        and for tests: next to ``db.create_all()``). Tables already there are left as they are."""
         from .store.models import Base
 
         Base.metadata.create_all(get_state().runtime.engine)
+
+    def drop_all(self) -> None:
+        """Drop the extension's tables, and the version table of its migrations, as
+        ``db.drop_all()`` drops the app's; the extension's cached reads are forgotten with them,
+        and the plan rows are written again on next use.
+
+        For tests on a database that outlives them (``db.drop_all()`` leaves the ``billing_*``
+        tables, and with them every subscription and charge of the previous test)."""
+        from .migrate import drop_version_table
+        from .store.models import Base
+
+        state = get_state()
+        Base.metadata.drop_all(state.runtime.engine)
+        drop_version_table(state.runtime.engine)
+        state.runtime.cache.clear()
+        state.plans.forget_seeded()
 
     def upgrade_database(self, revision: str = "head") -> None:
         """Apply the extension's migrations to the app's database."""
@@ -350,10 +367,22 @@ def upgrade_with_host_migrations(context: AlembicEnvironment) -> None:
     leaves them as they are, and so do ``flask db migrate``, ``check`` and ``current``. With
     ``--sql`` nothing of the extension is written: its script comes from ``flask billing db
     upgrade`` against a database.
-    """
-    from .migrate import migrating_to_head, upgrade_inside_host_command
 
-    if context.is_offline_mode() or not migrating_to_head(context):
+    It also guards the host's ``flask db migrate`` and ``flask db check``: if their autogenerate
+    would touch the ``billing_*`` tables (an ``env.py`` that does not pass Flask-Migrate's
+    ``configure_args``, so that ``exclude_billing_tables`` is ignored), the command fails with
+    the fix, before a revision that drops the extension's tables is written.
+    """
+    from .migrate import (
+        migrating_to_head,
+        refuse_billing_changes_in_host_autogenerate,
+        upgrade_inside_host_command,
+    )
+
+    if context.is_offline_mode():
+        return
+    refuse_billing_changes_in_host_autogenerate(context)
+    if not migrating_to_head(context):
         return
     upgrade_inside_host_command(context, get_state().runtime.engine)
 

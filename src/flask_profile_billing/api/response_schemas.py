@@ -21,9 +21,13 @@ class PricingSchema(Schema):
     monthly = fields.Float(
         required=True, allow_none=True, metadata={"description": "null: on request"}
     )
-    yearly = fields.Float(required=True, allow_none=True)
+    yearly = fields.Float(
+        required=True, allow_none=True, metadata={"description": "null: not sold by the year"}
+    )
     currency = fields.String(required=True)
-    yearly_discount = fields.Integer(required=True)
+    yearly_discount = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: a price is on request"}
+    )
 
 
 class PlanSchema(Schema):

@@ -204,9 +204,12 @@ class Plan:
         return self.price_monthly == 0 and self.price_yearly == 0
 
     @property
-    def yearly_discount(self) -> int:
-        """Whole percent saved by paying yearly ("~16%" for 29900 against 12 x 2990)."""
-        if not self.price_monthly or self.price_yearly is None:
+    def yearly_discount(self) -> int | None:
+        """Whole percent saved by paying yearly ("~16%" for 29900 against 12 x 2990); ``None``
+        when either price is on request (nothing to compare), 0 for a free plan."""
+        if self.price_monthly is None or self.price_yearly is None:
+            return None
+        if not self.price_monthly:
             return 0
         saved = 1 - self.price_yearly / (self.price_monthly * 12)
         return int((saved * 100).to_integral_value(rounding=ROUND_FLOOR))

@@ -517,7 +517,7 @@ def plan_options(
                 price=price_text(t, price, plan.currency, months),
                 discount=(
                     t.gettext("Save %(percent)s %%", percent=plan.yearly_discount)
-                    if months == 12 and plan.yearly_discount > 0
+                    if months == 12 and (plan.yearly_discount or 0) > 0
                     else None
                 ),
                 limits=limits,
@@ -526,7 +526,8 @@ def plan_options(
                     for feature in catalog.feature_names
                 ],
                 over_cap=over_cap,
-                on_request=plan.price_monthly is None,
+                # For the period shown: a plan sold only by the month is on request by the year.
+                on_request=price is None,
                 is_default=plan.is_default,
             )
         )

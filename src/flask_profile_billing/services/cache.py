@@ -83,6 +83,12 @@ class BillingCache:
             with self._lock:
                 self._unforgotten.update(keys)
 
+    def clear(self) -> None:
+        """Forget every cached read (the tables they were read from were dropped)."""
+        with self._lock:
+            self._unforgotten.clear()
+        self._call(self._cache.clear)
+
     def _call(self, operation: Callable[[], Any]) -> tuple[bool, Any]:
         """Run one cache operation: (True, its result), or (False, None) when the cache is
         bypassed or fails. Never raises; a failure is logged and starts a bypass."""

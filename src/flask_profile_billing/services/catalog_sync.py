@@ -52,6 +52,11 @@ class CatalogSync:
         self._seeded = True
         return SeedResult(created, updated, unchanged)
 
+    def forget_seeded(self) -> None:
+        """The plan rows are gone (the tables were dropped): seed them again on next use."""
+        with self._lock:
+            self._seeded = False
+
     def ensure_seeded(self) -> None:
         """Insert the plans the database lacks, once per process, before the first subscription."""
         if self._seeded or not self._runtime.settings.auto_seed_plans:

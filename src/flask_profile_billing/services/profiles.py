@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC as UTC_OFFSET
 from datetime import date, datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -282,13 +283,31 @@ def _host_user_from(user: Any, info: Mapping[str, Any] | None) -> HostUser:
                 return found
         return None
 
-    role = value("role")
     return HostUser(
         email=_text(value("email")),
         first_name=_text(value("first_name", "name")),
-        role=DEFAULT_ROLE if role is None else str(getattr(role, "value", role)),
+        role=_role_text(value("role", "roles")) or DEFAULT_ROLE,
         created_at=_iso(value("created_at")),
     )
+
+
+def _role_text(role: Any) -> str:
+    """A host's role as a reader sees it: a string as it is, an enum member's value, a role
+    object's ``name`` (a Flask-Security or SQLAlchemy ``Role`` row), a list of roles their names
+    joined; "" for nothing, never an object's repr (``<Role 'User'>``)."""
+    if role is None:
+        return ""
+    if isinstance(role, str):
+        return role
+    if isinstance(role, Enum):
+        return str(role.value)
+    if isinstance(role, Iterable) and not isinstance(role, Mapping | bytes):
+        return ", ".join(text for text in map(_role_text, role) if text)
+    for attribute in ("name", "value"):
+        found = getattr(role, attribute, None)
+        if isinstance(found, str | int) and not isinstance(found, bool):
+            return str(found)
+    return str(role)
 
 
 def _text(value: Any) -> str | None:

@@ -42,13 +42,17 @@ USER_ID = String(255)
 _IS_CURRENT = text("ended_at IS NULL")
 
 
+# None is SQL NULL, not JSON null: as the one-statement reservation writes it, and what IS NULL
+# finds. Named on each column too: SQLAlchemy 2.0.23 and older cannot look a string annotation's
+# ``dict[str, Any]`` up in the type_annotation_map (and these annotations are strings).
+JSON_OBJECT = JSON(none_as_null=True)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
-        # None is SQL NULL, not JSON null: as the one-statement reservation writes it, and what
-        # IS NULL finds.
-        dict[str, Any]: JSON(none_as_null=True),
+        dict[str, Any]: JSON_OBJECT,
     }
 
 
@@ -63,8 +67,8 @@ class PlanRow(Base):
     price_monthly: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     price_yearly: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3))
-    limits: Mapped[dict[str, Any]]
-    features: Mapped[dict[str, Any]]
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON_OBJECT)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON_OBJECT)
     sort_order: Mapped[int] = mapped_column(Integer, default=0)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime]
@@ -136,8 +140,8 @@ class UsageEventRow(Base):
     metric: Mapped[str] = mapped_column(String(64))
     amount: Mapped[int] = mapped_column(Integer)
     period_start: Mapped[datetime]
-    resources: Mapped[dict[str, Any] | None]
-    event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON_OBJECT)
+    event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON_OBJECT)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
 
@@ -190,7 +194,7 @@ class ActivityRow(Base):
     user_id: Mapped[str] = mapped_column(USER_ID)
     type: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(200))
-    event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON_OBJECT)
     occurred_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_billing_activity_user_id_occurred_at", "user_id", "occurred_at"),)
@@ -329,7 +333,7 @@ class IdempotencyKeyRow(Base):
     """The usage event charged for the running request, given back if its worker died."""
     locked_until: Mapped[datetime | None]
     response_status: Mapped[int | None] = mapped_column(Integer)
-    response_headers: Mapped[dict[str, Any] | None]
+    response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSON_OBJECT)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
