@@ -49,6 +49,7 @@ from .payments import (
     ProviderPayment,
     TestPaymentProvider,
 )
+from .responses import answer_database_faults, database_fault_response
 from .services.activity import ActivityEvent
 from .services.mail import EmailSender, OutgoingEmail
 from .services.quotas import Reservation
@@ -111,6 +112,8 @@ __all__ = [
     "UsageEventRow",
     "WebhookRefused",
     "__version__",
+    "answer_database_faults",
+    "database_fault_response",
     "exclude_billing_tables",
     "metadata",
     "requires_capacity",
