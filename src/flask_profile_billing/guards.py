@@ -176,10 +176,23 @@ def requires_capacity(
     validate_amount(amount)
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
+        answered: list[Response] = []
+
+        def lock_lost(kind: object, error: BaseException | None, trace: object) -> bool:
+            # Ending the lock's transaction failed after the view answered (the database went
+            # away meanwhile): the view's work is done, so its answer goes out; the lock ended
+            # with the connection.
+            if not answered or error is None or not is_database_fault(error):
+                return False
+            log.warning("a gauge's lock ended on a database that went away", exc_info=error)
+            return True
+
         with ExitStack() as held:
+            held.push(lock_lost)
             with _unavailable_as_503(state):
                 before = held.enter_context(state.quotas.capacity_held(user_id, metric, amount))
-            response = run()
+            answered.append(run())
+        response = answered[0]
         used = before.used + (amount if response.status_code < 400 else 0)
         return _with_headers(state, response, Allowance(metric, before.limit, used))
 

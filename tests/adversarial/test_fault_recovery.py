@@ -21,7 +21,7 @@ import pytest
 from flask import Flask, jsonify
 from sqlalchemy import func, select
 
-from flask_profile_billing import ProfileBilling, requires_quota, signals
+from flask_profile_billing import ProfileBilling, requires_capacity, requires_quota, signals
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import usage_counters, usage_daily, usage_events
 from tests.adversarial.harness import DedicatedPostgres, DedicatedRedis
@@ -244,6 +244,30 @@ def test_a_request_answered_before_the_database_went_away_keeps_its_answer(
     assert answered.status_code == 200
     assert after[-1] == 200
     assert stored_usage(app, "alice")[0] == 1 + after.count(200)
+
+
+def test_a_gauge_view_answered_before_the_database_went_away_keeps_its_answer(
+    app_on_own_postgres: Flask, own_postgres: DedicatedPostgres, figures: Figures
+) -> None:
+    """The capacity guard holds the gauge's lock in a transaction until its view returns; when
+    the database stops in between, the view's answer still goes out (its work is done)."""
+    app = app_on_own_postgres
+
+    @app.post("/vacancies/then-stop")
+    @requires_capacity("active_vacancies")
+    def vacancy_then_stop() -> Any:
+        own_postgres.stop("fast")
+        return jsonify(success=True), 201
+
+    client = app.test_client()
+    try:
+        answered = client.post("/vacancies/then-stop", headers=as_user("alice"))
+    finally:
+        own_postgres.start()
+
+    figures.count = 1
+    assert answered.status_code == 201
+    assert answered.get_json() == {"success": True}
 
 
 def test_a_locked_sqlite_database_answers_503_and_charges_nothing(
