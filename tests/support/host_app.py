@@ -92,12 +92,16 @@ def known_user(user_id: str) -> bool:
     identity map, as a loader that must see a deleted user does."""
     try:
         query = select(HostUser.id).where(HostUser.id == user_id)
-        return db.session.execute(query).scalar_one_or_none() is not None
+        found = db.session.execute(query).scalar_one_or_none() is not None
+        # The read ends here, so the request does not hold a pooled connection through its view:
+        # the concurrency tests send far more requests at once than the pool has connections.
+        db.session.commit()
     except Exception:
         # The session is left usable for the next request (Flask-SQLAlchemy would remove it at
         # the end of the app context, which the tests' fixtures keep pushed).
         db.session.rollback()
         raise
+    return found
 
 
 def sign_up(user_id: str) -> None:
