@@ -119,6 +119,17 @@ def sign_up(user_id: str) -> None:
         raise
 
 
+def load_user(user_id: str) -> User | None:
+    """The host's user_loader: the user of the host's table; every id but a "ghost-*" one is a
+    user, from its first request on (it signs up then)."""
+    if known_user(user_id):
+        return User(user_id)
+    if user_id.startswith("ghost"):
+        return None
+    sign_up(user_id)
+    return User(user_id)
+
+
 def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask("host_app")
     app.config.update(
@@ -147,14 +158,7 @@ def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) 
         # is logged in even though the host has no row for them.
         return load_user(user_id) or User(user_id)
 
-    @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        if known_user(user_id):
-            return User(user_id)
-        if user_id.startswith("ghost"):
-            return None
-        sign_up(user_id)  # every other id is a user of the host's, from its first request on
-        return User(user_id)
+    login_manager.user_loader(load_user)
 
     @app.post("/session-login/<user_id>")
     def session_login(user_id: str) -> Any:
