@@ -385,7 +385,8 @@ def test_the_example_app_answers_a_database_restart_under_load_with_503_only(
         engine = create_engine(database_url)
         try:
             with engine.connect() as connection:
-                ids = dict(connection.execute(text("SELECT email, id FROM users")))
+                rows = connection.execute(text("SELECT email, id FROM users")).all()
+            ids = {row.email: row.id for row in rows}
             user_ids = {email: str(ids[email]) for email in demo}
             deadline = time.monotonic() + SETTLE_SECONDS
             while True:
