@@ -26,6 +26,8 @@ import flask_migrate
 from flask import Flask, request
 from sqlalchemy import inspect
 
+from flask_profile_billing import answer_database_faults
+
 from . import auth, demo, views
 from .boot import boot_lock
 from .config import default_config
@@ -55,6 +57,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_error_handler(CSRFError, csrf_error)
     protect_pages(app)
     serve_the_icon(app)
+    # The app's own views (and the user loader) read the database too: down or locked, they
+    # answer 503 with Retry-After like the extension's, in the client's format, not a bare 500.
+    answer_database_faults(app)
 
     # Under gunicorn every worker runs this at the same moment: they take turns (boot.py).
     with app.app_context(), boot_lock(db.engine):

@@ -7,9 +7,11 @@ another request 422. Keys belong to one user and one endpoint, and expire.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,8 @@ from flask.testing import FlaskClient
 
 from flask_profile_billing import ProfileBilling, requires_quota
 from flask_profile_billing.state import get_state
-from tests.support.host_app import AppFactory, Clock, as_user
+from flask_profile_billing.store import idempotency as keys
+from tests.support.host_app import AppFactory, Clock, as_user, create_host_app
 
 FREE_ANALYSES = 20
 
@@ -114,6 +117,42 @@ def test_one_key_cannot_cover_another_resource_or_body(
     assert billing.allowance("alice", "analysis").used == 1
 
 
+def test_the_same_json_spelled_differently_is_the_same_request(
+    client: FlaskClient, billing: ProfileBilling, runs: Runs
+) -> None:
+    """A client that serialises its body anew for the retry (other spacing, other key order)
+    sends the same request: it gets the stored answer, not 422."""
+    first = post(
+        client,
+        "/counted/a",
+        "spelled",
+        data='{"n": 1, "tags": ["x", "y"]}',
+        content_type="application/json",
+    )
+    respelled = post(
+        client,
+        "/counted/a",
+        "spelled",
+        data='{"tags":["x","y"],\n  "n":1}',
+        content_type="application/json; charset=utf-8",
+    )
+    other_value = post(
+        client,
+        "/counted/a",
+        "spelled",
+        data='{"tags": ["y", "x"], "n": 1}',
+        content_type="application/json",
+    )
+
+    assert first.status_code == 200
+    assert respelled.status_code == 200
+    assert respelled.headers["Idempotent-Replayed"] == "true"
+    assert other_value.status_code == 422
+    assert other_value.get_json()["error"] == "IDEMPOTENCY_KEY_REUSED"
+    assert runs.count["counted"] == 1
+    assert billing.allowance("alice", "analysis").used == 1
+
+
 def test_keys_are_scoped_to_the_user_and_the_endpoint(
     client: FlaskClient, billing: ProfileBilling, runs: Runs
 ) -> None:
@@ -187,7 +226,11 @@ def test_a_repeat_while_the_first_runs_gets_409_with_retry_after(
 
     assert repeat.status_code == 409
     assert repeat.get_json()["error"] == "IDEMPOTENCY_KEY_IN_USE"
-    assert repeat.headers["Retry-After"] == "1"
+    # The time the key's lock still holds (the clock stands still here): a repeat sent then
+    # gets the stored answer, or takes over a holder that died.
+    assert repeat.headers["Retry-After"] == str(
+        get_state(app).runtime.settings.idempotency_lock_seconds
+    )
     assert first["response"].status_code == 200
     assert runs.count["slow"] == 1
 
@@ -309,14 +352,18 @@ def test_a_key_whose_holder_stopped_is_taken_over_and_its_charge_given_back(
     holder.start()
     assert stalled.wait(10)
     try:
+        lock_seconds = get_state(app).runtime.settings.idempotency_lock_seconds
+        clock.advance(seconds=100)
         while_locked = post(app.test_client(), "/stalls-once", "orphan")
-        clock.advance(seconds=get_state(app).runtime.settings.idempotency_lock_seconds)
+        clock.advance(seconds=lock_seconds - 100)
         after_lock = post(app.test_client(), "/stalls-once", "orphan")
     finally:
         resume.set()
         holder.join(30)
 
     assert while_locked.status_code == 409
+    # What the lock still holds, not "1": a client that retries once, then, takes the key over.
+    assert while_locked.headers["Retry-After"] == str(lock_seconds - 100)
     assert after_lock.status_code == 200
     assert "Idempotent-Replayed" not in after_lock.headers
     assert runs.count["stalls"] == 2
@@ -339,3 +386,100 @@ def test_maintenance_deletes_expired_keys_only(
 
     assert "Expired idempotency keys deleted: 1." in output.splitlines()
     assert repeat_new.headers["Idempotent-Replayed"] == "true"
+
+
+def key_record(app: Flask, scope: str, key: str, user: str = "alice") -> keys.KeyRecord | None:
+    with app.app_context(), get_state(app).runtime.engine.connect() as connection:
+        return keys.find(connection, user_id=user, scope=scope, key=key)
+
+
+def test_a_view_slower_than_the_lock_keeps_its_key_and_runs_once(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    """The lock is renewed while the view runs: a repeat that arrives after the lock's first
+    period is refused (409), not let in to run the view a second time for one charge."""
+    app = make_app(BILLING_IDEMPOTENCY_LOCK_SECONDS=3)
+    runs = Runs()
+    in_view, resume = threading.Event(), threading.Event()
+
+    @app.post("/long")
+    @requires_quota("analysis")
+    def long() -> Any:
+        if runs.ran("long") == 1:
+            in_view.set()
+            resume.wait(30)
+        return jsonify(success=True)
+
+    first: dict[str, Any] = {}
+    holder = threading.Thread(
+        target=lambda: first.update(response=post(app.test_client(), "/long", "slow-job"))
+    )
+    holder.start()
+    try:
+        assert in_view.wait(10)
+        clock.advance(seconds=4)  # the view has run longer than the lock's 3 s
+        # The holder renews once a second (a third of the lock): wait for it, by event-free
+        # polling of the row, bounded.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            record = key_record(app, "long", "slow-job")
+            assert record is not None
+            if record.locked_until is not None and record.locked_until > clock.now:
+                break
+            time.sleep(0.05)
+        repeat = post(app.test_client(), "/long", "slow-job")
+    finally:
+        resume.set()
+        holder.join(30)
+    with app.app_context():
+        used = app.extensions["test_billing"].allowance("alice", "analysis").used
+
+    assert repeat.status_code == 409
+    assert repeat.get_json()["error"] == "IDEMPOTENCY_KEY_IN_USE"
+    assert 1 <= int(repeat.headers["Retry-After"]) <= 3
+    assert first["response"].status_code == 200
+    assert runs.count["long"] == 1
+    assert used == 1
+
+
+def test_a_response_the_database_could_not_store_is_answered_and_stored_later(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The database becomes unavailable between the charge and the storing of the response (a
+    lock held past the busy timeout, here): the view's answer goes out as it was, charged once,
+    and the response is stored once the database is back, so a repeat gets it replayed."""
+    path = tmp_path / "bookkeeping.sqlite3"
+    app = create_host_app(
+        f"sqlite:///{path}",
+        {"BILLING_CLOCK": clock, "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"timeout": 0.2}}},
+    )
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    @app.post("/then-locked")
+    @requires_quota("analysis")
+    def then_locked() -> Any:
+        holder.execute("BEGIN EXCLUSIVE")  # taken after the charge, kept past the answer
+        return jsonify(success=True)
+
+    client = app.test_client()
+    try:
+        answered = post(client, "/then-locked", "late-store")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = time.monotonic() + 30
+    record = key_record(app, "then_locked", "late-store")
+    while record is not None and record.state != keys.COMPLETED and time.monotonic() < deadline:
+        time.sleep(0.05)  # the background retry lands within a second of the lock's end
+        record = key_record(app, "then_locked", "late-store")
+    repeat = post(client, "/then-locked", "late-store")
+    with app.app_context():
+        used = app.extensions["test_billing"].allowance("alice", "analysis").used
+
+    assert answered.status_code == 200
+    assert answered.get_json() == {"success": True}
+    assert record is not None
+    assert record.state == keys.COMPLETED
+    assert repeat.status_code == 200
+    assert repeat.headers["Idempotent-Replayed"] == "true"
+    assert used == 1

@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFProtect, generate_csrf
 
 from flask_profile_billing import ProfileBilling, requires_quota
 from flask_profile_billing.payments import TestPaymentProvider
-from tests.support.host_app import Clock, User, db
+from tests.support.host_app import Clock, User, db, load_user
 
 # What a host keeps (hashed) in its database: the token a user created for a script.
 API_TOKENS = {"alice-api-token": "alice"}
@@ -37,7 +37,7 @@ def load_token_client(request: Request) -> User | None:
     if scheme.lower() != "bearer" or not token:
         return None
     user_id = API_TOKENS.get(token)
-    return None if user_id is None else User(user_id)
+    return None if user_id is None else load_user(user_id)  # read from the host's users table
 
 
 def build_host(database_url: str, clock: Clock, host_csrf: HostCsrf) -> Flask:
@@ -53,7 +53,7 @@ def build_host(database_url: str, clock: Clock, host_csrf: HostCsrf) -> Flask:
     db.init_app(app)
     login_manager = LoginManager(app)
     login_manager.request_loader(load_token_client)
-    login_manager.user_loader(User)
+    login_manager.user_loader(load_user)
     csrf = CSRFProtect()
     if host_csrf == "before":
         csrf.init_app(app)
@@ -73,7 +73,7 @@ def build_host(database_url: str, clock: Clock, host_csrf: HostCsrf) -> Flask:
     @app.get("/browser-login/<user_id>")
     def browser_login(user_id: str) -> Any:
         # A form login, as a browser does it: the user id lands in the session cookie.
-        login_user(User(user_id))
+        login_user(load_user(user_id))
         return jsonify(csrf_token=generate_csrf())
 
     @app.post("/notes")
@@ -87,6 +87,7 @@ def build_host(database_url: str, clock: Clock, host_csrf: HostCsrf) -> Flask:
         return jsonify(success=True)
 
     with app.app_context():
+        db.create_all()  # the host's users table
         billing.create_all()
     app.extensions["test_billing"] = billing
     return app

@@ -49,7 +49,7 @@ from .payments import (
     ProviderPayment,
     TestPaymentProvider,
 )
-from .responses import with_security_headers
+from .responses import answer_database_faults, database_fault_response, with_security_headers
 from .services.activity import ActivityEvent
 from .services.mail import EmailSender, OutgoingEmail
 from .services.quotas import Reservation
@@ -112,6 +112,8 @@ __all__ = [
     "UsageEventRow",
     "WebhookRefused",
     "__version__",
+    "answer_database_faults",
+    "database_fault_response",
     "exclude_billing_tables",
     "metadata",
     "requires_capacity",

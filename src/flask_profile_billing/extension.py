@@ -6,8 +6,9 @@ object serves any number of apps, as with Flask-SQLAlchemy and app factories.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +27,7 @@ from .responses import error_response, keep_refusal_headers
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
+from .services.faults import DATABASE_FAULTS, is_database_fault
 from .services.idempotency import IdempotencyService
 from .services.leases import JobLeases
 from .services.mail import MailService
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from .migrate import AlembicEnvironment
 
 Loader = TypeVar("Loader", bound=CapacityLoader)
+log = logging.getLogger(__name__)
 
 
 def build_state(runtime: Runtime) -> BillingState:
@@ -158,6 +161,10 @@ class ProfileBilling:
         app.register_error_handler(BillingError, error_response)
         # And a host's handler (for 429, or QuotaExceeded) still sends the refusal's headers.
         app.after_request(keep_refusal_headers)
+        # Registered after the host's db.init_app (checked above), so it runs before
+        # Flask-SQLAlchemy's own teardown, which would otherwise turn an answered request into a
+        # 500 when the database went away during it.
+        app.teardown_appcontext(_host_session_ender(db))
 
         register_api(app)
         register_page(app)
@@ -385,6 +392,34 @@ def upgrade_with_host_migrations(context: AlembicEnvironment) -> None:
     if not migrating_to_head(context):
         return
     upgrade_inside_host_command(context, get_state().runtime.engine)
+
+
+def _host_session_ender(db: SQLAlchemy) -> Callable[[BaseException | None], None]:
+    """A teardown that ends the host's ``db.session`` at the end of each app context, as
+    Flask-SQLAlchemy's does, except that a database gone meanwhile is no error.
+
+    Closing a session rolls its transaction back; on a connection the database dropped (a
+    restart) that raises, in the teardown, after the request was answered and charged: the
+    client would get a bare 500 for a request that succeeded. The session's connections are
+    invalidated instead (closed without a word to the database), and the fault is logged.
+    """
+
+    def end_host_session(error: BaseException | None) -> None:
+        session = db.session
+        try:
+            session.remove()
+        except DATABASE_FAULTS as fault:
+            if not is_database_fault(fault):
+                raise
+            log.warning("the host's session ended on a database that went away", exc_info=True)
+            # Should invalidating fail too, the session is as good as closed: only the
+            # registry keeps it, and it is dropped next.
+            if session.registry.has():
+                with suppress(*DATABASE_FAULTS):
+                    session.registry().invalidate()
+            session.registry.clear()
+
+    return end_host_session
 
 
 def _start_scheduler_on_first_request(app: Flask, state: BillingState) -> None:

@@ -9,6 +9,7 @@ so do the methods a guard's ``methods=`` leaves out (the form page a view shows 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -78,20 +79,33 @@ def requires_quota(
         if isinstance(outcome, StoredResponse):
             return _replay(outcome)
         try:
-            # The claim's token keys the charge, so a takeover of a dead holder finds it.
-            response, charged = _charge_and_run(
-                state, user_id, metric, amount, run, outcome.token, charge_when
-            )
+            # The claim's token keys the charge, so a takeover of a dead holder finds it; the
+            # lock is renewed while the view runs, so a slow view keeps its key.
+            with state.idempotency.hold(outcome):
+                response, charged = _charge_and_run(
+                    state, user_id, metric, amount, run, outcome.token, charge_when
+                )
         except BaseException:
-            state.idempotency.release(outcome)
+            _bookkeeping(state.idempotency.release, outcome)
             raise
         if charged:
-            state.idempotency.complete(outcome, _to_stored(response))
+            _bookkeeping(state.idempotency.complete, outcome, _to_stored(response))
         else:
-            state.idempotency.release(outcome)
+            _bookkeeping(state.idempotency.release, outcome)
         return response
 
     return _guard(charge, methods)
+
+
+def _bookkeeping(operation: Callable[..., None], *args: Any) -> None:
+    """Storing or releasing a key after the view ran: what fails here is logged, never the
+    request's answer (the view ran, and its charge was kept or given back already). Faults of the
+    database are retried by the service; anything else leaves the key locked until its lock runs
+    out, when a repeat takes it over."""
+    try:
+        operation(*args)
+    except Exception:
+        log.exception("the bookkeeping of an idempotency key failed after its view ran")
 
 
 def _charge_and_run(
@@ -163,10 +177,23 @@ def requires_capacity(
     validate_amount(amount)
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
+        answered: list[Response] = []
+
+        def lock_lost(kind: object, error: BaseException | None, trace: object) -> bool:
+            # Ending the lock's transaction failed after the view answered (the database went
+            # away meanwhile): the view's work is done, so its answer goes out; the lock ended
+            # with the connection.
+            if not answered or error is None or not is_database_fault(error):
+                return False
+            log.warning("a gauge's lock ended on a database that went away", exc_info=error)
+            return True
+
         with ExitStack() as held:
+            held.push(lock_lost)
             with _unavailable_as_503(state):
                 before = held.enter_context(state.quotas.capacity_held(user_id, metric, amount))
-            response = run()
+            answered.append(run())
+        response = answered[0]
         used = before.used + (amount if response.status_code < 400 else 0)
         return _with_headers(state, response, Allowance(metric, before.limit, used))
 
@@ -187,7 +214,9 @@ def _guard(check: Check, methods: Iterable[str] | None = None) -> Callable[[View
             ):
                 return current_app.ensure_sync(view)(*args, **kwargs)
             state = get_state()  # first: an app without init_app fails loudly, even for anonymous
-            user_id = _current_user_id()
+            # The host's user loader reads its database too: down, it is the same 503.
+            with _unavailable_as_503(state):
+                user_id = _current_user_id()
             if user_id is None:
                 return _unauthorized()
             return check(state, user_id, lambda: _run(view, args, kwargs))
@@ -233,14 +262,18 @@ def _unavailable(state: BillingState, error: BaseException) -> BillingUnavailabl
 def _fingerprint() -> str:
     """What makes two requests "the same request": method, path, query string and body.
 
-    The body is the raw bytes, or the parsed form fields where the host parsed the form before the
-    guard ran (Flask-WTF's CSRFProtect does), when the raw bytes are no longer there.
+    A JSON body counts by its value, not its bytes: the same document sent again with other
+    spacing or key order (a client that serialises anew for its retry) is the same request. Any
+    other body is its raw bytes, or the parsed form fields where the host parsed the form before
+    the guard ran (Flask-WTF's CSRFProtect does), when the raw bytes are no longer there.
     """
     digest = hashlib.sha256()
     for part in (request.method, request.path, request.query_string.decode("latin-1")):
         digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
     body = request.get_data(cache=True)
-    if not body and "form" in request.__dict__:
+    if body and request.is_json:
+        body = _canonical_json(body)
+    elif not body and "form" in request.__dict__:
         fields = sorted(request.form.items(multi=True))
         files = sorted(
             (name, upload.filename or "", upload.content_type or "")
@@ -249,6 +282,17 @@ def _fingerprint() -> str:
         body = repr((fields, files)).encode("utf-8", "surrogateescape")
     digest.update(body)
     return digest.hexdigest()
+
+
+def _canonical_json(body: bytes) -> bytes:
+    """A JSON body in one canonical spelling (keys sorted, no spaces), marked apart from raw
+    bytes; the body as it is when it is not JSON (its bytes are then the request)."""
+    try:
+        value = json.loads(body)
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return body
+    return b"json\0" + canonical.encode("utf-8", "surrogatepass")
 
 
 def _to_stored(response: Response) -> StoredResponse:

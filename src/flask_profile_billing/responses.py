@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from flask import (
+    Blueprint,
+    Flask,
     current_app,
     g,
     has_app_context,
@@ -41,7 +43,13 @@ from .errors import (
 
 # Re-exported: the guards add them to every charged answer.
 from .errors import quota_headers as quota_headers
-from .services.faults import DATABASE_FAULTS, migrations_pending, missing_table_behind
+from .services.faults import (
+    DATABASE_FAULTS,
+    database_unavailable,
+    is_database_fault,
+    migrations_pending,
+    missing_table_behind,
+)
 from .settings import DEFAULTS, PageSecuritySettings, RefusalPageSettings, with_sources
 from .state import BillingState, get_state
 
@@ -251,7 +259,8 @@ def error_response(
     error = _naming_missing_tables(error)
     status = status_of(error) if status is None else status
     if page and wants_html():
-        response = current_app.make_response(_error_page(error, status))
+        body = _unavailable_page(error, status) if status == 503 else _error_page(error, status)
+        response = current_app.make_response(body)
         response.content_type = "text/html; charset=utf-8"
     else:
         response = jsonify(error_body(error))
@@ -260,6 +269,30 @@ def error_response(
     # headers besides Retry-After.
     response.headers.update(error.headers())
     return with_security_headers(response)
+
+
+def database_fault_response(error: Exception) -> Response:
+    """An error handler for the host's own views: a database fault they raise (the database
+    down, restarting, locked, out of pooled connections; the extension's tables missing) is
+    answered like the extension's own, 503 with ``Retry-After`` in the client's format, and any
+    other error is raised again (a bug stays a 500). Registered by ``answer_database_faults``."""
+    if not is_database_fault(error):
+        raise error
+    state = _state()
+    retry_after = (
+        state.runtime.settings.unavailable_retry_after
+        if state is not None
+        else int(DEFAULTS["BILLING_UNAVAILABLE_RETRY_AFTER"])
+    )
+    return error_response(database_unavailable(error, retry_after_seconds=retry_after))
+
+
+def answer_database_faults(target: Flask | Blueprint) -> None:
+    """Answer the database faults of every view of ``target`` (an app, or one blueprint) with
+    ``database_fault_response``: 503 with ``Retry-After``, never a bare 500, also when the fault
+    came from the host's user loader while Flask-Login loaded ``current_user``."""
+    for fault in DATABASE_FAULTS:
+        target.register_error_handler(fault, database_fault_response)
 
 
 def _naming_missing_tables(error: BillingError) -> BillingError:
@@ -302,6 +335,33 @@ def _error_page(error: BillingError, status: int) -> str:
         # Or the host disabled the extension's templates.
         status_name = escape(context["status_name"])
         return f"<!doctype html><title>{status_name}</title><p>{escape(error.message)}</p>"
+
+
+UNAVAILABLE_TEMPLATE = "profile_billing/unavailable.html"
+
+
+def _unavailable_page(error: BillingError, status: int) -> str:
+    """The page of a 503, drawn from what is at hand without the database.
+
+    The database may be the reason for the 503, and so may the host's user loader that reads it:
+    the page touches neither. It is rendered without the app's context processors (Flask-Login's
+    loads ``current_user`` to offer it to templates) and does not extend the host's layout (which
+    usually shows the user); it names no user, no time zone and no profile link.
+    """
+    context = {
+        "error": error,
+        "body": error_body(error),
+        "status": status,
+        "status_name": HTTP_STATUS_CODES.get(status, "Error"),
+        "message": error.message,
+        "retry_after": error.headers().get("Retry-After"),
+    }
+    try:
+        template = current_app.jinja_env.get_template(UNAVAILABLE_TEMPLATE)
+    except TemplateNotFound:  # a host that disabled the extension's templates
+        status_name = escape(context["status_name"])
+        return f"<!doctype html><title>{status_name}</title><p>{escape(error.message)}</p>"
+    return template.render(context)
 
 
 def error_page_context(error: BillingError, status: int) -> dict[str, Any]:
@@ -372,12 +432,13 @@ def _viewer_zone() -> tzinfo:
     state = _state()
     if state is None or getattr(current_app, "login_manager", None) is None:
         return _UTC
-    if not getattr(current_user, "is_authenticated", False):
-        return _UTC
-    user_id = current_user.get_id()
-    if user_id is None:
-        return _UTC
     try:
+        # Loading the user may read the host's database too.
+        if not getattr(current_user, "is_authenticated", False):
+            return _UTC
+        user_id = current_user.get_id()
+        if user_id is None:
+            return _UTC
         return state.profiles.timezone_of(str(user_id))
     except DATABASE_FAULTS:
         log.warning("the refusal page shows UTC: the user's time zone is unreadable", exc_info=True)

@@ -39,8 +39,9 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_IDEMPOTENCY_HEADER": "Idempotency-Key",
     # How long the first response of an idempotency key is kept and replayed (seconds).
     "BILLING_IDEMPOTENCY_TTL_SECONDS": 86400,
-    # How long a running first request holds its key; after that a repeat takes it over, taking
-    # the charge of a worker that died mid-request back first (seconds; above your slowest view).
+    # How long a key stays locked after its running request last renewed it (renewed three times
+    # per period while the view runs); then a repeat takes it over, taking the charge of a worker
+    # that died mid-request back first (seconds).
     "BILLING_IDEMPOTENCY_LOCK_SECONDS": 300,
     # Responses larger than this are not stored: a repeat then gets 409 and nothing runs again.
     "BILLING_IDEMPOTENCY_MAX_RESPONSE_BYTES": 65536,

@@ -198,7 +198,9 @@ def start_gunicorn(spec: ServerSpec, env: Mapping[str, str], log_dir: Path) -> G
     ]
     process = subprocess.Popen(
         command,
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        # This checkout's package before any installed copy (an editable install may point
+        # at another checkout of the repository).
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -291,6 +293,8 @@ class LoadResult:
     unsent: int
     """Jobs not sent because the run's time limit was reached first."""
     seconds: float
+    without_retry_after: int = 0
+    """Answers of 503 without a ``Retry-After`` header (a client cannot tell when to retry)."""
 
     @property
     def sent(self) -> int:
@@ -314,6 +318,7 @@ def run_load(jobs: Sequence[Job], *, clients: int, time_limit: float) -> LoadRes
     started = time.monotonic()
     deadline = started + time_limit
     unsent = 0
+    without_retry_after = [0]
 
     def next_job() -> Job | None:
         nonlocal unsent
@@ -337,6 +342,8 @@ def run_load(jobs: Sequence[Job], *, clients: int, time_limit: float) -> LoadRes
                     continue
                 with lock:
                     statuses.setdefault(job.user, Counter())[response.status_code] += 1
+                    if response.status_code == 503 and "Retry-After" not in response.headers:
+                        without_retry_after[0] += 1
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
@@ -347,7 +354,9 @@ def run_load(jobs: Sequence[Job], *, clients: int, time_limit: float) -> LoadRes
         thread.join(timeout=max(0.0, join_deadline - time.monotonic()))
     if any(thread.is_alive() for thread in threads):
         raise RuntimeError("a load client did not finish; requests are hanging past their timeout")
-    return LoadResult(statuses, dict(unanswered), unsent, time.monotonic() - started)
+    return LoadResult(
+        statuses, dict(unanswered), unsent, time.monotonic() - started, without_retry_after[0]
+    )
 
 
 def interleaved_jobs(

@@ -11,10 +11,12 @@ gunicorn imports ``tests.adversarial.host:create_app()``, so everything comes fr
 - ``ADVERSARIAL_WEBHOOK_SECRET``: when set, payments go through the extension's test provider and
   its webhooks are signed with this secret.
 
-Users need no table: a user is whoever holds a valid token. Load clients send
-``Authorization: Bearer <token>`` (Flask-Login's request_loader: no cookie, so no CSRF token), and
-``POST /login`` with ``{"token": ...}`` logs a browser in with the session cookie instead, whose
-writes to the JSON API then need the CSRF token it answers with.
+A user is whoever holds a valid token. Load clients send ``Authorization: Bearer <token>``
+(Flask-Login's request_loader: no cookie, so no CSRF token), and ``POST /login`` with
+``{"token": ...}`` logs a browser in with the session cookie instead, whose writes to the JSON API
+then need the CSRF token it answers with. Like a real host's, both loaders then read the host's
+users table through its Flask-SQLAlchemy session, on every request (a user's first request adds
+their row): a database that is down fails the loading of the user too.
 
 Every worker migrates the billing tables at start, as the example app does: workers and servers
 started together on an empty database all run the migrations at the same moment.
@@ -33,11 +35,16 @@ from flask import Flask, Request, abort, jsonify, request
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import generate_csrf
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import String, inspect, select, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_profile_billing import (
     ProfileBilling,
     TestPaymentProvider,
+    answer_database_faults,
     requires_feature,
     requires_quota,
 )
@@ -82,10 +89,32 @@ def user_from_token(secret_key: str, token: str) -> User | None:
     return User(user_id)
 
 
+class HostUser(Model):
+    """The host's own users table, which its loaders read."""
+
+    __tablename__ = "host_users"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+def user_row(user_id: str) -> User:
+    """The host's user ``user_id``, read from its table (a query each request, as a loader that
+    must see a deleted user makes); added on their first request."""
+    try:
+        found = db.session.execute(select(HostUser.id).where(HostUser.id == user_id))
+        if found.scalar_one_or_none() is None:
+            insert = postgresql_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+            db.session.execute(insert(HostUser).values(id=user_id).on_conflict_do_nothing())
+            db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return User(user_id)
+
+
 @login_manager.user_loader  # type: ignore[untyped-decorator]
 def load_user(user_id: str) -> User:
     # Any id in a session cookie the app signed is a user: the cookie is the proof.
-    return User(user_id)
+    return user_row(user_id)
 
 
 @login_manager.request_loader  # type: ignore[untyped-decorator]
@@ -93,7 +122,8 @@ def load_user_from_token(incoming: Request) -> User | None:
     scheme, _, token = incoming.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
-    return user_from_token(_secret_key(), token.strip())
+    user = user_from_token(_secret_key(), token.strip())
+    return None if user is None else user_row(user.id)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -121,6 +151,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     login_manager.init_app(app)
     billing.init_app(app)
+    # As docs/deployment.md recommends: the host's own database faults (its user loader under
+    # @login_required included) answer 503 with Retry-After, like the extension's.
+    answer_database_faults(app)
 
     @app.get("/health")
     def health() -> Any:
@@ -168,7 +201,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     with app.app_context():
         billing.upgrade_database()
+        create_users_table()
     return app
+
+
+def create_users_table() -> None:
+    """The host's users table, created once while every worker starts at the same moment."""
+    with db.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Workers take turns: concurrent CREATE TABLE IF NOT EXISTS can still collide.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7316001)"))
+        try:
+            Model.metadata.create_all(connection)
+        except OperationalError:  # SQLite: another worker created it in between
+            if not inspect(connection).has_table(HostUser.__tablename__):
+                raise
 
 
 def _secret_key() -> str:

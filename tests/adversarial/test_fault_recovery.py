@@ -21,12 +21,12 @@ import pytest
 from flask import Flask, jsonify
 from sqlalchemy import func, select
 
-from flask_profile_billing import ProfileBilling, requires_quota, signals
+from flask_profile_billing import ProfileBilling, requires_capacity, requires_quota, signals
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import usage_counters, usage_daily, usage_events
 from tests.adversarial.harness import DedicatedPostgres, DedicatedRedis
 from tests.adversarial.report import Figures
-from tests.support.host_app import AppFactory, Clock, as_user, create_host_app
+from tests.support.host_app import AppFactory, Clock, HostUser, as_user, create_host_app, db
 
 FREE_ANALYSES = 20
 BOUND_SECONDS = 60.0
@@ -218,6 +218,58 @@ def test_a_refund_the_database_refused_is_applied_when_it_is_back(
     assert stored_usage(app, "alice") == (1, 1, 1)
 
 
+def test_a_request_answered_before_the_database_went_away_keeps_its_answer(
+    app_on_own_postgres: Flask, own_postgres: DedicatedPostgres, figures: Figures
+) -> None:
+    """The view succeeded and was charged, then the database stopped before the request ended:
+    ending the host's session (a rollback on a dropped connection) must not turn the success
+    into a 500. Its answer goes out, and its charge is the one the client was told of."""
+    app = app_on_own_postgres
+
+    @app.post("/analyze/then-stop")
+    @requires_quota("analysis")
+    def then_stop() -> Any:
+        db.session.execute(select(HostUser.id)).all()  # the host's own read, in its session
+        own_postgres.stop("fast")
+        return jsonify(success=True)
+
+    client = app.test_client()
+    try:
+        answered = client.post("/analyze/then-stop", headers=as_user("alice"))
+    finally:
+        own_postgres.start()
+    after = [client.post("/analyze", headers=as_user("alice")).status_code for _ in range(3)]
+
+    figures.count = 4
+    assert answered.status_code == 200
+    assert after[-1] == 200
+    assert stored_usage(app, "alice")[0] == 1 + after.count(200)
+
+
+def test_a_gauge_view_answered_before_the_database_went_away_keeps_its_answer(
+    app_on_own_postgres: Flask, own_postgres: DedicatedPostgres, figures: Figures
+) -> None:
+    """The capacity guard holds the gauge's lock in a transaction until its view returns; when
+    the database stops in between, the view's answer still goes out (its work is done)."""
+    app = app_on_own_postgres
+
+    @app.post("/vacancies/then-stop")
+    @requires_capacity("active_vacancies")
+    def vacancy_then_stop() -> Any:
+        own_postgres.stop("fast")
+        return jsonify(success=True), 201
+
+    client = app.test_client()
+    try:
+        answered = client.post("/vacancies/then-stop", headers=as_user("alice"))
+    finally:
+        own_postgres.start()
+
+    figures.count = 1
+    assert answered.status_code == 201
+    assert answered.get_json() == {"success": True}
+
+
 def test_a_locked_sqlite_database_answers_503_and_charges_nothing(
     tmp_path: Path, clock: Clock, figures: Figures
 ) -> None:
@@ -244,3 +296,131 @@ def test_a_locked_sqlite_database_answers_503_and_charges_nothing(
     assert locked.headers["Retry-After"] == "5"
     assert after.status_code == 200
     assert stored_usage(fast, "alice") == (2, 2, 2)
+
+
+# -- every face during an outage, the user's loading included ----------------------------------------
+
+FaceAnswer = tuple[int, str, str | None]
+"""Status, content type and Retry-After of an answer."""
+
+
+def faces_during(app: Flask, session_client: Any) -> dict[str, FaceAnswer]:
+    """Ask every face once: the guards (JSON and HTML), the page (as a browser, and with
+    ``Accept: */*``), the JSON API; the users are loaded by the host's request_loader (the
+    ``X-User`` header) and, for ``session_client``, by its user_loader from the session cookie."""
+    client = app.test_client()
+    html = {"X-User": "alice", "Accept": "text/html"}
+    any_type = {"X-User": "alice", "Accept": "*/*"}
+    requests = {
+        "quota guard, JSON": lambda: client.post("/analyze", headers=as_user("alice")),
+        "quota guard, HTML": lambda: client.post("/analyze", headers=html),
+        "feature guard": lambda: client.get("/api/data", headers=as_user("alice")),
+        "capacity guard": lambda: client.post("/vacancies", headers=as_user("alice")),
+        "page, HTML": lambda: client.get("/profile/", headers=html),
+        "page, */*": lambda: client.get("/profile/", headers=any_type),
+        "page, session cookie": lambda: session_client.get(
+            "/profile/", headers={"Accept": "text/html"}
+        ),
+        "API": lambda: client.get("/api/subscription/current", headers=as_user("alice")),
+        "profile API": lambda: client.get("/api/profile/me", headers=as_user("alice")),
+    }
+    answers: dict[str, FaceAnswer] = {}
+    for name, send in requests.items():
+        try:
+            response = send()
+        except Exception as error:  # raised through the test client: what a server answers 500
+            answers[name] = (500, type(error).__name__, None)
+            continue
+        answers[name] = (
+            response.status_code,
+            response.mimetype,
+            response.headers.get("Retry-After"),
+        )
+    return answers
+
+
+EXPECTED_DURING_OUTAGE: dict[str, FaceAnswer] = {
+    "quota guard, JSON": (503, "application/json", "7"),
+    "quota guard, HTML": (503, "text/html", "7"),
+    "feature guard": (503, "application/json", "7"),
+    "capacity guard": (503, "application/json", "7"),
+    "page, HTML": (503, "text/html", "7"),
+    "page, */*": (503, "application/json", "7"),
+    "page, session cookie": (503, "text/html", "7"),
+    "API": (503, "application/json", "7"),
+    "profile API": (503, "application/json", "7"),
+}
+
+
+def until_served(client: Any) -> int:
+    """Analyses sent after the database is back until one succeeds (the first may meet a pooled
+    connection of the stopped server); how many succeeded (one)."""
+    for _ in range(5):
+        if client.post("/analyze", headers=as_user("alice")).status_code == 200:
+            return 1
+    raise AssertionError("the app did not recover once the database was back")
+
+
+def test_every_face_answers_a_stopped_postgresql_with_503_in_the_clients_format(
+    own_postgres: DedicatedPostgres, clock: Clock, figures: Figures
+) -> None:
+    url = own_postgres.new_database("faces")
+    app = create_host_app(url, {"BILLING_CLOCK": clock, "BILLING_UNAVAILABLE_RETRY_AFTER": 7})
+    session_client = app.test_client()
+    session_client.post("/session-login/alice")
+    assert session_client.get("/profile/", headers={"Accept": "text/html"}).status_code == 200
+
+    own_postgres.stop("fast")
+    try:
+        answers = within_bound(lambda: faces_during(app, session_client))
+        page = app.test_client().get(
+            "/profile/", headers={"X-User": "alice", "Accept": "text/html"}
+        )
+    finally:
+        own_postgres.start()
+    succeeded = until_served(app.test_client())
+
+    figures.count = len(answers) + 2
+    figures.server_errors = sum(
+        1 for status, _, _ in answers.values() if status >= 500 and status != 503
+    )
+    assert answers == EXPECTED_DURING_OUTAGE
+    # The page of a 503 is drawn from nothing the outage took: no user, no profile.
+    assert "The service is temporarily unavailable" in page.get_data(as_text=True)
+    # Nothing answered with an error was charged; the one success after the outage was.
+    assert stored_usage(app, "alice") == (succeeded, succeeded, succeeded)
+
+
+def test_every_face_answers_a_locked_sqlite_database_with_503_in_the_clients_format(
+    tmp_path: Path, clock: Clock, figures: Figures
+) -> None:
+    path = tmp_path / "faces.sqlite3"
+    app = create_host_app(
+        f"sqlite:///{path}",
+        {
+            "BILLING_CLOCK": clock,
+            "BILLING_UNAVAILABLE_RETRY_AFTER": 7,
+            "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"timeout": 0.2}},
+        },
+    )
+    session_client = app.test_client()
+    session_client.post("/session-login/alice")
+    assert session_client.get("/profile/", headers={"Accept": "text/html"}).status_code == 200
+
+    # Another process holds the database's exclusive lock past the busy timeout: neither a
+    # write nor a read (the user's loading) gets through.
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        answers = within_bound(lambda: faces_during(app, session_client))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    succeeded = until_served(app.test_client())
+
+    figures.count = len(answers) + 1
+    figures.server_errors = sum(
+        1 for status, _, _ in answers.values() if status >= 500 and status != 503
+    )
+    assert answers == EXPECTED_DURING_OUTAGE
+    assert stored_usage(app, "alice") == (succeeded, succeeded, succeeded)

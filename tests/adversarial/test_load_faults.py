@@ -13,6 +13,8 @@ charges recorded.
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import subprocess
 import threading
@@ -24,13 +26,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from flask_profile_billing.domain.catalog import default_catalog
 from tests.adversarial.harness import (
     DedicatedPostgres,
     DedicatedRedis,
     GunicornServer,
+    Job,
     LoadResult,
     ServerSpec,
     UsageRecord,
@@ -50,7 +53,15 @@ from tests.adversarial.host import (
     token_for,
 )
 from tests.adversarial.report import Figures
-from tests.adversarial.scenarios import CLIENTS, HOST_APP, METRIC, planned_requests, time_limit
+from tests.adversarial.scenarios import (
+    CLIENTS,
+    EXAMPLE_APP,
+    EXAMPLE_SECRET_KEY,
+    HOST_APP,
+    METRIC,
+    planned_requests,
+    time_limit,
+)
 from tests.support.servers import PostgresServer
 
 FREE_LIMIT = default_catalog().plan("free").limit_for(METRIC) or 0
@@ -155,9 +166,11 @@ def test_a_database_stopped_and_restarted_mid_load_charges_only_what_succeeded(
         statuses.update(counts)
     figures.count, figures.lost = result.sent, lost(result, records)
     figures.server_errors = result.server_errors
-    assert problems == []
+    # Every answer other than a success or the quota's refusal is a 503 that says when to retry.
     assert set(statuses) <= {200, 429, 503}, statuses
+    assert result.without_retry_after == 0
     assert statuses[503] > 0, "the outage did not reach any request"
+    assert problems == []
     assert sum(result.unanswered.values()) == 0
 
 
@@ -296,3 +309,107 @@ def worker_pids(server: GunicornServer) -> list[int]:
         ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=False
     )
     return [int(pid) for pid in listing.stdout.split()]
+
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def example_session_headers(server: GunicornServer, email: str, password: str) -> dict[str, str]:
+    """Log a demo user in with the example app's form; the headers of a JSON client that
+    carries that session: its cookie and its CSRF token."""
+    with http_session() as session:
+        form = session.get(server.url("/login"), timeout=30)
+        field = CSRF_FIELD.search(form.text)
+        assert field is not None, form.text
+        login = session.post(
+            server.url("/login"),
+            data={"email": email, "password": password, "csrf_token": field[1]},
+            timeout=30,
+        )
+        meta = CSRF_META.search(login.text)
+        assert meta is not None, login.text
+        cookie = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+    return {"Cookie": cookie, "X-CSRFToken": meta[1], "Accept": "application/json"}
+
+
+def test_the_example_app_answers_a_database_restart_under_load_with_503_only(
+    own_postgres: DedicatedPostgres, log_dir: Path, figures: Figures
+) -> None:
+    """The example app as it ships: its users come from its own table through Flask-Login's
+    user_loader, read on every request, and its view reads the quota after the charge. Every
+    answer during a PostgreSQL restart is a success, the quota's refusal, or a 503 with
+    Retry-After; and each user is charged exactly the successes they were told of."""
+    database_url = own_postgres.new_database("example_outage")
+    env = {"DATABASE_URL": database_url, "SECRET_KEY": EXAMPLE_SECRET_KEY}
+    specs = [
+        ServerSpec(EXAMPLE_APP, workers=2, worker_class="sync", ready_path="/login"),
+        ServerSpec(EXAMPLE_APP, workers=2, worker_class="gthread", threads=4, ready_path="/login"),
+    ]
+    demo = {"alice@example.com": "alice", "bob@example.com": "bob"}
+    total = scaled(1500)
+    planned = {"alice@example.com": total // 5, "bob@example.com": total - total // 5}
+
+    def outage() -> None:
+        own_postgres.stop("fast")
+        time.sleep(2)
+        own_postgres.start()
+
+    with gunicorn_servers(specs, env, log_dir) as servers:
+        # One session per user and server, as a browser keeps one per site.
+        headers = {
+            (email, index): example_session_headers(server, email, password)
+            for email, password in demo.items()
+            for index, server in enumerate(servers)
+        }
+        jobs = [
+            Job(email, "POST", servers[n % len(servers)].url("/analyze"), headers[(email, n % 2)])
+            for email, count in planned.items()
+            for n in range(count)
+        ]
+        random.Random(0).shuffle(jobs)
+        errors: list[BaseException] = []
+
+        def strike() -> None:
+            time.sleep(1.5)
+            try:
+                outage()
+            except BaseException as error:
+                errors.append(error)
+
+        striker = threading.Thread(target=strike, daemon=True)
+        striker.start()
+        result = run_load(jobs, clients=CLIENTS, time_limit=time_limit(len(jobs)))
+        striker.join(SETTLE_SECONDS)
+        assert not errors, errors
+        engine = create_engine(database_url)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT email, id FROM users")).all()
+            ids = {row.email: row.id for row in rows}
+            user_ids = {email: str(ids[email]) for email in demo}
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while True:
+                records = usage_records(engine, METRIC, list(user_ids.values()))
+                told = {e: result.statuses.get(e, Counter())[200] for e in demo}
+                charged = {e: records[user_ids[e]].counter_used for e in demo}
+                if charged == told or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        finally:
+            engine.dispose()
+
+    statuses = Counter[int]()
+    for counts in result.statuses.values():
+        statuses.update(counts)
+    figures.count = result.sent
+    figures.lost = sum(abs(told[e] - charged[e]) for e in demo)
+    figures.server_errors = result.server_errors
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert result.without_retry_after == 0
+    assert statuses[503] > 0, "the outage did not reach any request"
+    assert sum(result.unanswered.values()) == 0
+    assert charged == told
+    for email in demo:
+        record = records[user_ids[email]]
+        assert (record.events, record.daily_total) == (told[email], told[email])

@@ -58,7 +58,8 @@ def grant(host: Deployment, user: str) -> subprocess.CompletedProcess[str]:
         **os.environ,
         DATABASE_URL_ENV: host.engine.url.render_as_string(hide_password=False),
         WEBHOOK_SECRET_ENV: WEBHOOK_SECRET,
-        "PYTHONPATH": str(ROOT),
+        # This checkout's package before any installed copy, as the harness's servers run it.
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
     }
     command = [sys.executable, "-m", "flask", "--app", "tests.adversarial.host:create_app"]
     return subprocess.run(

@@ -1,8 +1,11 @@
 """A minimal host app for the tests: Flask-SQLAlchemy, Flask-Login and the extension.
 
 Users are whoever the ``X-User`` header names (Flask-Login's request_loader; ``as_user`` builds the
-headers), so concurrent tests need no login round trip. Importable by worker processes of the
-multi-process tests.
+headers), so concurrent tests need no login round trip. Like a real host's, both loaders read the
+host's users table through its Flask-SQLAlchemy session on every request (an id seen for the
+first time signs up: a row is added), so a database that is down fails the user's loading too; a
+``ghost-*`` id has no row, and the user_loader knows no such user. Importable by worker processes
+of the multi-process tests.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from flask_login import LoginManager, UserMixin, login_user
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import String, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_profile_billing import (
@@ -57,6 +62,9 @@ class Clock:
         return moment
 
 
+HOST_USERS_TABLE = "host_users"
+"""The host's users table, which its loaders read on every request."""
+
 # One SQLAlchemy object serves every app the tests build, as in a host's app factory.
 db = SQLAlchemy(model_class=Model)
 
@@ -67,9 +75,59 @@ class Vacancy(db.Model):  # type: ignore[name-defined,misc]
     user_id: Mapped[str] = mapped_column(String(64), index=True)
 
 
+class HostUser(db.Model):  # type: ignore[name-defined,misc]
+    """The host's own users table, which its loaders read."""
+
+    __tablename__ = HOST_USERS_TABLE
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class User(UserMixin):
     def __init__(self, user_id: str) -> None:
         self.id = user_id
+
+
+def known_user(user_id: str) -> bool:
+    """Whether the host's users table has ``user_id``: a query each time, never the session's
+    identity map, as a loader that must see a deleted user does."""
+    try:
+        query = select(HostUser.id).where(HostUser.id == user_id)
+        found = db.session.execute(query).scalar_one_or_none() is not None
+        # The read ends here, so the request does not hold a pooled connection through its view:
+        # the concurrency tests send far more requests at once than the pool has connections.
+        db.session.commit()
+    except Exception:
+        # The session is left usable for the next request (Flask-SQLAlchemy would remove it at
+        # the end of the app context, which the tests' fixtures keep pushed).
+        db.session.rollback()
+        raise
+    return found
+
+
+def sign_up(user_id: str) -> None:
+    """Add ``user_id`` to the host's users, once even when concurrent first requests race."""
+    try:
+        table = HostUser.__table__
+        if db.engine.dialect.name == "postgresql":
+            statement: Any = postgresql_insert(table).on_conflict_do_nothing()
+        else:
+            statement = sqlite_insert(table).on_conflict_do_nothing()
+        db.session.execute(statement.values(id=user_id))
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def load_user(user_id: str) -> User | None:
+    """The host's user_loader: the user of the host's table; every id but a "ghost-*" one is a
+    user, from its first request on (it signs up then)."""
+    if known_user(user_id):
+        return User(user_id)
+    if user_id.startswith("ghost"):
+        return None
+    sign_up(user_id)
+    return User(user_id)
 
 
 def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) -> Flask:
@@ -94,15 +152,19 @@ def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) 
     @login_manager.request_loader
     def load_from_header(request: Request) -> User | None:
         user_id = request.headers.get("X-User")
-        return User(user_id) if user_id else None
+        if not user_id:
+            return None
+        # The header is trusted (the tests' stand-in for a verified token): a "ghost-*" user
+        # is logged in even though the host has no row for them.
+        return load_user(user_id) or User(user_id)
 
-    @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        return User(user_id) if not user_id.startswith("ghost") else None
+    login_manager.user_loader(load_user)
 
     @app.post("/session-login/<user_id>")
     def session_login(user_id: str) -> Any:
         # A browser-style login: the user id lands in the session cookie (CSRF applies).
+        if not user_id.startswith("ghost"):
+            sign_up(user_id)
         login_user(User(user_id))
         return jsonify(success=True, csrf_token=generate_csrf())
 

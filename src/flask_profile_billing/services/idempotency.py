@@ -3,15 +3,26 @@
 The first request with a key claims it and runs; its response, once charged, is stored and a repeat
 of the key gets that response back without the view running again. A repeat while the first still
 runs is refused (409), and so is a key reused for another request (422). A request that ended
-uncharged (refused, or failed and refunded) releases its key, so its retry runs anew. A key whose
-holder died (its lock expired before it completed) is taken over by the next repeat, which first
-refunds what the dead holder was charged.
+uncharged (refused, or failed and refunded) releases its key, so its retry runs anew.
+
+A running request renews its lock while its view runs (``hold``), so a slow view keeps its key
+however long it takes. A key whose holder died (it stopped renewing, and the lock ran out) is taken
+over by the next repeat, which first refunds what the dead holder was charged. A refused repeat is
+told how long the lock still holds (``Retry-After``).
+
+Storing the response (or releasing the key) happens after the view ran: when the database cannot
+take it at that moment, it is retried in the background, and the request's answer goes out as the
+view gave it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,6 +35,11 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 3
+# A running request renews its lock this many times per lock period: two renewals may fail (the
+# database briefly away) before a live holder's key can be taken over.
+_RENEWALS_PER_LOCK = 3
+FIRST_RETRY_SECONDS = 0.5
+LAST_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,10 @@ class IdempotencyService:
     def __init__(self, runtime: Runtime, refunds: RefundService) -> None:
         self._runtime = runtime
         self._refunds = refunds
+        # Completions and releases the database could not take when they were due.
+        self._pending: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._retrier: threading.Thread | None = None
 
     def begin(self, request: IdempotentRequest) -> KeyClaim | StoredResponse:
         """Claim the key for ``request``, or the stored response of its first use.
@@ -73,7 +93,54 @@ class IdempotencyService:
             if outcome is not None:
                 return outcome
         # The key kept changing hands under us: another request with it is clearly in flight.
-        raise _in_progress()
+        raise _in_progress(None, self._runtime.now())
+
+    @contextmanager
+    def hold(self, claim: KeyClaim) -> Iterator[None]:
+        """Keep ``claim``'s key locked while the block runs (the view): a background thread
+        renews the lock a few times per ``BILLING_IDEMPOTENCY_LOCK_SECONDS``, so only a holder
+        that stopped (a worker killed mid-request) loses its key to a repeat."""
+        stop = threading.Event()
+        lock_seconds = self._runtime.settings.idempotency_lock_seconds
+        interval = lock_seconds / _RENEWALS_PER_LOCK
+
+        def renew_until_stopped() -> None:
+            while not stop.wait(interval):
+                try:
+                    if not self._renew(claim, lock_seconds):
+                        return  # completed, released or taken over: nothing left to hold
+                except Exception:  # a renewal that failed is tried again at the next tick
+                    log.warning("could not renew an idempotency key's lock", exc_info=True)
+
+        heartbeat = threading.Thread(
+            target=renew_until_stopped, name="billing-idempotency-lock", daemon=True
+        )
+        heartbeat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+
+    @property
+    def pending(self) -> int:
+        """How many completions and releases wait for the database."""
+        with self._lock:
+            return len(self._pending)
+
+    def retry_pending(self) -> int:
+        """Try every waiting completion and release once now; how many are still waiting."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        failed: list[Callable[[], None]] = []
+        for operation in batch:
+            try:
+                with self._runtime.app.app_context():  # the engine is the app's
+                    operation()
+            except UNAVAILABLE_ERRORS:
+                failed.append(operation)
+        with self._lock:
+            self._pending[:0] = failed
+            return len(self._pending)
 
     def complete(self, claim: KeyClaim, response: StoredResponse) -> None:
         """Store the charged response of ``claim``'s request for its repeats."""
@@ -85,7 +152,8 @@ class IdempotencyService:
         for name, value in response.headers:
             headers.setdefault(name, []).append(value)
         request = claim.request
-        try:
+
+        def store() -> None:
             with read_connection(self._runtime.engine) as connection:
                 kept = keys.complete(
                     connection,
@@ -97,21 +165,21 @@ class IdempotencyService:
                     headers=headers,
                     body=body,
                 )
-        except UNAVAILABLE_ERRORS:
-            # The request itself succeeded and was charged: its answer still goes out. The key
-            # stays locked until it expires, and a repeat then takes it over (and refunds this).
-            log.exception("could not store the response of an idempotent request")
-            return
-        if not kept:
-            log.warning(
-                "an idempotent request finished after its key was taken over",
-                extra={"user_id": request.user_id, "scope": request.scope},
-            )
+            if not kept:
+                log.warning(
+                    "an idempotent request finished after its key was taken over",
+                    extra={"user_id": request.user_id, "scope": request.scope},
+                )
+
+        # The request itself succeeded and was charged: its answer goes out whatever happens
+        # here. Until the response is stored, repeats are told to wait (the key stays locked).
+        self._now_or_later(store, "could not store the response of an idempotent request")
 
     def release(self, claim: KeyClaim) -> None:
         """Forget the key of a request that ended uncharged, so its retry runs anew."""
         request = claim.request
-        try:
+
+        def forget() -> None:
             with read_connection(self._runtime.engine) as connection:
                 keys.release(
                     connection,
@@ -120,9 +188,9 @@ class IdempotencyService:
                     key=request.key,
                     token=claim.token,
                 )
-        except UNAVAILABLE_ERRORS:
-            # Not fatal: the key stays locked until its lock expires; then a retry takes it over.
-            log.exception("could not release an idempotency key")
+
+        # Until it lands, a retry is told to wait (and, past the lock, takes the key over).
+        self._now_or_later(forget, "could not release an idempotency key")
 
     def prune_expired(self, now: datetime | None = None, *, dry_run: bool = False) -> int:
         """Delete the stored responses whose time is over (at ``now``); how many. With
@@ -134,6 +202,56 @@ class IdempotencyService:
             return keys.prune_expired(connection, moment)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _renew(self, claim: KeyClaim, lock_seconds: int) -> bool:
+        request = claim.request
+        locked_until = self._runtime.now() + timedelta(seconds=lock_seconds)
+        # Called from the heartbeat's own thread: the engine is the app's.
+        with self._runtime.app.app_context(), read_connection(self._runtime.engine) as connection:
+            return keys.renew(
+                connection,
+                user_id=request.user_id,
+                scope=request.scope,
+                key=request.key,
+                token=claim.token,
+                locked_until=locked_until,
+            )
+
+    def _now_or_later(self, operation: Callable[[], None], failure: str) -> None:
+        """Run ``operation`` now, or queue it for the background retrier when the database is
+        unavailable."""
+        try:
+            operation()
+        except UNAVAILABLE_ERRORS as error:
+            log.error(
+                "%s: the database is unavailable (%s); retrying in the background",
+                failure,
+                type(error).__name__,
+            )
+            with self._lock:
+                self._pending.append(operation)
+                if self._retrier is None or not self._retrier.is_alive():
+                    self._retrier = threading.Thread(
+                        target=self._retry_until_done, name="billing-idempotency", daemon=True
+                    )
+                    self._retrier.start()
+
+    def _retry_until_done(self) -> None:
+        delay = FIRST_RETRY_SECONDS
+        stop = threading.Event()
+        while True:
+            stop.wait(delay)
+            try:
+                left = self.retry_pending()
+            except Exception:  # a bug must not kill the retrier and strand the others
+                log.exception("retrying an idempotency key's bookkeeping failed")
+                left = self.pending
+            if left == 0:
+                with self._lock:
+                    if not self._pending:
+                        self._retrier = None
+                        return
+            delay = min(delay * 2, LAST_RETRY_SECONDS)
 
     def _try_begin(self, request: IdempotentRequest) -> KeyClaim | StoredResponse | None:
         settings = self._runtime.settings
@@ -161,7 +279,7 @@ class IdempotencyService:
                 return _stored(record)
             stalled = record.locked_until is not None and record.locked_until <= now
             if not expired and not stalled:
-                raise _in_progress()
+                raise _in_progress(record, now)
             if not keys.take_over(
                 connection,
                 user_id=user_id,
@@ -194,8 +312,14 @@ def _stored(record: keys.KeyRecord) -> StoredResponse:
     return StoredResponse(record.response_status, headers, bytes(record.response_body))
 
 
-def _in_progress() -> IdempotencyConflict:
+def _in_progress(record: keys.KeyRecord | None, now: datetime) -> IdempotencyConflict:
+    """409 for a repeat of a running request, with ``Retry-After`` the time its lock still holds:
+    the holder answers sooner if it is alive, and a repeat after that takes over a dead one (a
+    shorter wait would have a client give up while the key is still locked)."""
+    seconds = 1
+    if record is not None and record.locked_until is not None:
+        seconds = max(1, math.ceil((record.locked_until - now).total_seconds()))
     return IdempotencyConflict(
         "A request with this Idempotency-Key is still being processed; retry shortly",
-        retry_after_seconds=1,
+        retry_after_seconds=seconds,
     )

@@ -137,6 +137,25 @@ def complete(
     return result.rowcount == 1
 
 
+def renew(
+    connection: Connection,
+    *,
+    user_id: str,
+    scope: str,
+    key: str,
+    token: str,
+    locked_until: datetime,
+) -> bool:
+    """Extend the lock of the running request holding ``token``; False once it completed, released
+    or lost the key (a late renewal then changes nothing)."""
+    result = connection.execute(
+        update(idempotency_keys)
+        .where(_is_key(user_id, scope, key), _KEYS.token == token, _KEYS.state == RUNNING)
+        .values(locked_until=locked_until)
+    )
+    return result.rowcount == 1
+
+
 def release(connection: Connection, *, user_id: str, scope: str, key: str, token: str) -> None:
     """Forget a key whose request was not charged, so that a retry runs anew."""
     connection.execute(
