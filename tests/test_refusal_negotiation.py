@@ -238,3 +238,22 @@ def test_a_refusal_the_host_answered_otherwise_gets_no_refusal_headers(
     assert "X-Quota-Remaining" not in fallback.headers
     assert (feature.status_code, feature.get_json()) == (403, {"ok": False, "upgrade_to": "pro"})
     assert "X-Quota-Remaining" not in feature.headers
+
+
+def test_a_refusal_of_billing_consume_in_a_hosts_view_keeps_its_headers_too(
+    make_app: AppFactory,
+) -> None:
+    app = host_with_handler(make_app, "json")
+    billing: ProfileBilling = app.extensions["test_billing"]
+
+    @app.post("/batch")
+    def batch() -> Any:
+        billing.consume("alice", "analysis", FREE_ANALYSES + 1)  # more than the plan allows
+        return jsonify(ok=True)
+
+    response = app.test_client().post("/batch", headers={"X-User": "alice"})
+
+    assert (response.status_code, response.get_json()["ok"]) == (429, False)
+    assert response.headers["X-Quota-Limit"] == str(FREE_ANALYSES)
+    assert response.headers["X-Quota-Remaining"] == str(FREE_ANALYSES)  # nothing was charged
+    assert int(response.headers["Retry-After"]) > 0

@@ -23,7 +23,7 @@ from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, BillingError
 from .page.blueprint import register_page
-from .responses import error_response, keep_refusal_headers
+from .responses import error_response, keep_refusal_headers, refusals_noted
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
@@ -251,14 +251,15 @@ class ProfileBilling:
         metadata: Mapping[str, Any] | None = None,
     ) -> Reservation:
         """Charge a periodic metric now, or raise ``QuotaExceeded`` having charged nothing."""
-        return get_state().quotas.reserve(
-            str(user_id),
-            metric,
-            amount,
-            idempotency_key=idempotency_key,
-            resources=resources,
-            metadata=metadata,
-        )
+        with refusals_noted():
+            return get_state().quotas.reserve(
+                str(user_id),
+                metric,
+                amount,
+                idempotency_key=idempotency_key,
+                resources=resources,
+                metadata=metadata,
+            )
 
     def release(self, reservation: Reservation) -> None:
         """Give back a charge whose work failed."""
@@ -295,14 +296,16 @@ class ProfileBilling:
 
     def require_feature(self, user_id: str, feature: str) -> None:
         """Raise ``FeatureNotAvailable`` unless the user's plan includes ``feature``."""
-        get_state().quotas.require_feature(str(user_id), feature)
+        with refusals_noted():
+            get_state().quotas.require_feature(str(user_id), feature)
 
     def capacity(self, user_id: str, metric: str) -> Allowance:
         return get_state().quotas.capacity(str(user_id), metric)
 
     def require_capacity(self, user_id: str, metric: str, amount: int = 1) -> Allowance:
         """Raise ``QuotaExceeded`` unless ``amount`` more of a gauge fits under the plan's cap."""
-        return get_state().quotas.require_capacity(str(user_id), metric, amount)
+        with refusals_noted():
+            return get_state().quotas.require_capacity(str(user_id), metric, amount)
 
     # -- the activity feed ---------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response
 
 from .domain.limits import Allowance, validate_amount
 from .errors import ApiError, BillingUnavailable, InvalidRequest
-from .responses import quota_headers, wants_json
+from .responses import quota_headers, refusals_noted, wants_json
 from .services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
 from .services.idempotency import IdempotentRequest, StoredResponse
 from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
@@ -219,7 +219,8 @@ def _guard(check: Check, methods: Iterable[str] | None = None) -> Callable[[View
                 user_id = _current_user_id()
             if user_id is None:
                 return _unauthorized()
-            return check(state, user_id, lambda: _run(view, args, kwargs))
+            with refusals_noted():
+                return check(state, user_id, lambda: _run(view, args, kwargs))
 
         return cast(View, guarded)
 

@@ -7,7 +7,8 @@ import importlib
 import logging
 import secrets
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, tzinfo
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,6 +164,20 @@ def is_api_client() -> bool:
         or bool(headers.get("Authorization"))
         or headers.get("X-Requested-With", "").lower() == "xmlhttprequest"
     )
+
+
+@contextmanager
+def refusals_noted() -> Iterator[None]:
+    """Keep a refusal raised inside on the request (``flask.g``) and let it go on: a host's own
+    ``@app.errorhandler`` for it then still gets its headers (``keep_refusal_headers``). The faces
+    that can refuse (the guards, the extension's checks) run inside it; the services know nothing
+    of requests."""
+    try:
+        yield
+    except (QuotaExceeded, FeatureNotAvailable) as refusal:
+        if has_request_context():
+            setattr(g, REFUSAL_ATTRIBUTE, refusal)
+        raise
 
 
 def keep_refusal_headers(response: Response) -> Response:

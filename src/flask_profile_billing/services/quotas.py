@@ -12,9 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn, TypeVar
-
-from flask import g, has_request_context
+from typing import Any, NoReturn
 
 from .. import signals
 from ..domain.catalog import Metric, MetricKind, Plan
@@ -23,7 +21,6 @@ from ..domain.notifications import Notification, NotificationKind
 from ..domain.periods import Period, PeriodRule, period_containing
 from ..domain.subscriptions import Subscription
 from ..errors import (
-    REFUSAL_ATTRIBUTE,
     BillingConfigError,
     FeatureNotAvailable,
     QuotaExceeded,
@@ -419,7 +416,7 @@ class QuotaService:
         if not plan.has_feature(feature):
             label = self._runtime.catalog.feature_label(feature)
             message = f"{label} is not available on the {plan.name} plan"
-            raise _noted(FeatureNotAvailable(message, feature, plan.code))
+            raise FeatureNotAvailable(message, feature, plan.code)
         return plan
 
     def has_feature(self, user_id: str, feature: str) -> bool:
@@ -511,7 +508,7 @@ class QuotaService:
         if notice is not None:
             self._notifications.announce([notice])
         now = self._runtime.now()
-        raise _noted(QuotaExceeded(metric.limit_message(allowance.limit), allowance, now))
+        raise QuotaExceeded(metric.limit_message(allowance.limit), allowance, now)
 
     def _announce_consumption(
         self,
@@ -530,17 +527,6 @@ class QuotaService:
             # Once per user, metric and period: only the charge that claimed the notice sends it.
             signals.quota_low.send(app, user_id=user_id, metric=metric, allowance=allowance)
             self._notifications.announce([notice])
-
-
-Refusal = TypeVar("Refusal", QuotaExceeded, FeatureNotAvailable)
-
-
-def _noted(refusal: Refusal) -> Refusal:
-    """``refusal``, kept on the request as the one it raised: a host's own error handler for it
-    then still gets its headers (``responses.keep_refusal_headers``)."""
-    if has_request_context():
-        setattr(g, REFUSAL_ATTRIBUTE, refusal)
-    return refusal
 
 
 def _utc_day(moment: datetime) -> date:
