@@ -88,18 +88,96 @@ def test_a_form_page_is_charged_only_for_the_post_that_creates(
     assert notes == ["Call the bank"]
 
 
-def test_without_methods_every_method_is_charged(
+def test_without_methods_a_form_views_get_and_head_are_not_charged_its_post_is(
     app: Flask, client: FlaskClient, billing: ProfileBilling
 ) -> None:
     @app.route("/plain-form", methods=["GET", "POST"])
     @requires_quota("analysis")
     def plain_form() -> Any:
+        return jsonify(success=True, method=request.method)
+
+    pages = [client.get("/plain-form", headers=as_user("alice")) for _ in range(3)]
+    head = client.head("/plain-form", headers=as_user("alice"))
+    posted = client.post("/plain-form", headers=as_user("alice"))
+
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    assert all("X-Quota-Remaining" not in page.headers for page in [*pages, head])
+    assert posted.headers["X-Quota-Remaining"] == str(FREE_ANALYSES - 1)
+    assert billing.allowance("alice", "analysis").used == 1
+
+
+@pytest.mark.parametrize("unsafe", ["PUT", "PATCH", "DELETE"])
+def test_any_unsafe_method_makes_a_view_a_form_view(
+    app: Flask, client: FlaskClient, billing: ProfileBilling, unsafe: str
+) -> None:
+    @app.route("/document", methods=["GET", unsafe])
+    @requires_quota("analysis")
+    def document() -> Any:
+        return jsonify(success=True)
+
+    assert client.get("/document", headers=as_user("alice")).status_code == 200
+    assert client.open("/document", method=unsafe, headers=as_user("alice")).status_code == 200
+
+    assert billing.allowance("alice", "analysis").used == 1
+
+
+def test_a_view_that_only_accepts_get_is_charged_for_every_get(
+    app: Flask, client: FlaskClient, billing: ProfileBilling
+) -> None:
+    @app.get("/report")
+    @requires_quota("analysis")
+    def report() -> Any:
         return jsonify(success=True)
 
     for _ in range(3):
-        assert client.get("/plain-form", headers=as_user("alice")).status_code == 200
+        assert client.get("/report", headers=as_user("alice")).status_code == 200
 
     assert billing.allowance("alice", "analysis").used == 3
+
+
+def test_methods_listing_get_charges_the_get_of_a_form_view(
+    app: Flask, client: FlaskClient, billing: ProfileBilling
+) -> None:
+    @app.route("/preview", methods=["GET", "POST"])
+    @requires_quota("analysis", methods=["GET", "POST"])
+    def preview() -> Any:
+        return jsonify(success=True)
+
+    client.get("/preview", headers=as_user("alice"))
+    client.post("/preview", headers=as_user("alice"))
+
+    assert billing.allowance("alice", "analysis").used == 2
+
+
+def test_without_methods_the_capacity_guard_leaves_the_form_page_alone(
+    app: Flask, client: FlaskClient, billing: ProfileBilling
+) -> None:
+    @app.route("/vacancies/create", methods=["GET", "POST"])
+    @requires_capacity("active_vacancies")
+    def create_vacancy() -> Any:
+        if request.method == "GET":
+            return jsonify(success=True, form="vacancy")
+        db.session.add(Vacancy(user_id="alice"))
+        db.session.commit()
+        return jsonify(success=True), 201
+
+    created_one = client.post("/vacancies/create", headers=as_user("alice"))
+    page = client.get("/vacancies/create", headers=as_user("alice"))  # at the cap: still shown
+    over_the_cap = client.post("/vacancies/create", headers=as_user("alice"))
+
+    assert [created_one.status_code, page.status_code, over_the_cap.status_code] == [201, 200, 429]
+    assert "X-Quota-Remaining" not in page.headers
+
+
+def test_without_methods_the_feature_guard_still_gates_the_form_page(
+    app: Flask, client: FlaskClient
+) -> None:
+    @app.route("/exports/new", methods=["GET", "POST"])
+    @requires_feature("api_access")
+    def new_export() -> Any:
+        return jsonify(success=True)
+
+    assert client.get("/exports/new", headers=as_user("alice")).status_code == 403
 
 
 def test_the_form_page_still_opens_when_the_quota_is_used_up(

@@ -3,7 +3,9 @@
 Each resolves the user through Flask-Login, checks or reserves before the view runs (so concurrent
 requests cannot all pass), and delegates anonymous users to the login manager's ``unauthorized()``,
 like ``@login_required``. ``OPTIONS`` requests pass untouched (CORS preflights carry no cookies), and
-so do the methods a guard's ``methods=`` leaves out (the form page a view shows for ``GET``).
+so do the methods a guard's ``methods=`` leaves out. Without ``methods=``, the guards that charge or
+count (quota, capacity) leave ``GET`` and ``HEAD`` alone on a view that also accepts an unsafe
+method: that ``GET`` shows the form, the ``POST`` does the work.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from .state import BillingState, get_state
 
 View = TypeVar("View", bound=Callable[..., Any])
 EXEMPT_METHODS = frozenset({"OPTIONS"})
+# Read-only methods: on a view that also accepts a write, they show what the write will do.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Not part of a stored response: they belong to the connection or the session, not the answer.
 _UNSTORED_HEADERS = frozenset(
@@ -56,13 +60,14 @@ def requires_quota(
 
     The charge is reserved before the view and given back when the view raises or answers with an
     error status (unless ``BILLING_CHARGE_FAILED_REQUESTS``). ``methods`` limits the charge to the
-    listed HTTP methods; the others run the view untouched. ``charge_when(response)`` replaces the
-    status rule for a view that answered: the charge is kept when it returns true, else given back
-    like a failed request's (a form page re-rendered with its errors answers 200 but did nothing).
-    A request that carries an ``Idempotency-Key`` header is answered once: its charged response is
-    stored, and a repeat of the key gets it back without the view running (see
-    ``services.idempotency``); an uncharged one releases its key. The URL's view arguments are
-    logged as the usage event's resources.
+    listed HTTP methods; the others run the view untouched. Without it, a view whose rule also
+    accepts an unsafe method has its ``GET`` and ``HEAD`` (the form page) untouched.
+    ``charge_when(response)`` replaces the status rule for a view that answered: the charge is kept
+    when it returns true, else given back like a failed request's (a form page re-rendered with
+    its errors answers 200 but did nothing). A request that carries an ``Idempotency-Key`` header
+    is answered once: its charged response is stored, and a repeat of the key gets it back without
+    the view running (see ``services.idempotency``); an uncharged one releases its key. The URL's
+    view arguments are logged as the usage event's resources.
     """
     validate_amount(amount)
 
@@ -94,7 +99,7 @@ def requires_quota(
             _bookkeeping(state.idempotency.release, outcome)
         return response
 
-    return _guard(charge, methods)
+    return _guard(charge, methods, spare_form_pages=True)
 
 
 def _bookkeeping(operation: Callable[..., None], *args: Any) -> None:
@@ -197,13 +202,16 @@ def requires_capacity(
         used = before.used + (amount if response.status_code < 400 else 0)
         return _with_headers(state, response, Allowance(metric, before.limit, used))
 
-    return _guard(check, methods)
+    return _guard(check, methods, spare_form_pages=True)
 
 
-def _guard(check: Check, methods: Iterable[str] | None = None) -> Callable[[View], View]:
+def _guard(
+    check: Check, methods: Iterable[str] | None = None, *, spare_form_pages: bool = False
+) -> Callable[[View], View]:
     """What every guard shares: ``OPTIONS`` and the methods outside ``methods`` (when given) pass
     untouched, an anonymous user goes to Flask-Login's ``unauthorized()``, and ``check`` runs
-    around the view."""
+    around the view. With ``spare_form_pages`` and no ``methods``, ``GET`` and ``HEAD`` pass
+    untouched too when the view's rule also accepts an unsafe method (a form page)."""
     guarded_methods = _guarded_methods(methods)
 
     def decorator(view: View) -> View:
@@ -212,6 +220,8 @@ def _guard(check: Check, methods: Iterable[str] | None = None) -> Callable[[View
             if request.method in EXEMPT_METHODS or (
                 guarded_methods is not None and request.method not in guarded_methods
             ):
+                return current_app.ensure_sync(view)(*args, **kwargs)
+            if guarded_methods is None and spare_form_pages and _shows_a_form():
                 return current_app.ensure_sync(view)(*args, **kwargs)
             state = get_state()  # first: an app without init_app fails loudly, even for anonymous
             # The host's user loader reads its database too: down, it is the same 503.
@@ -225,6 +235,17 @@ def _guard(check: Check, methods: Iterable[str] | None = None) -> Callable[[View
         return cast(View, guarded)
 
     return decorator
+
+
+def _shows_a_form() -> bool:
+    """A ``GET`` or ``HEAD`` of a rule that also accepts an unsafe method (``POST``, ``PUT``,
+    ``PATCH``, ``DELETE``): it shows what the write will do, which costs nothing. A rule of ``GET``
+    alone is the work itself, and is checked."""
+    if request.method not in SAFE_METHODS:
+        return False
+    rule = request.url_rule
+    accepted = rule.methods if rule is not None and rule.methods is not None else ()
+    return any(method not in SAFE_METHODS for method in accepted)
 
 
 def _guarded_methods(methods: Iterable[str] | None) -> frozenset[str] | None:
