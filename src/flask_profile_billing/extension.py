@@ -26,6 +26,7 @@ from .responses import error_response, keep_refusal_headers
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
+from .services.charge_returns import ChargeReturnService
 from .services.idempotency import IdempotencyService
 from .services.leases import JobLeases
 from .services.mail import MailService
@@ -36,7 +37,6 @@ from .services.plan_changes import PlanChangeService
 from .services.profiles import ProfileService
 from .services.quotas import QuotaService, Reservation
 from .services.recurring import RecurringService
-from .services.refunds import RefundService
 from .services.reports import ReportService
 from .services.runtime import CapacityLoader, Runtime
 from .services.scheduler import MaintenanceScheduler
@@ -60,12 +60,12 @@ def build_state(runtime: Runtime) -> BillingState:
     notifications = NotificationService(runtime)
     subscriptions = SubscriptionService(runtime, plans, notifications)
     profiles = ProfileService(runtime)
-    refunds = RefundService(runtime)
+    charge_returns = ChargeReturnService(runtime)
     payments = PaymentService(runtime)
-    idempotency = IdempotencyService(runtime, refunds)
+    idempotency = IdempotencyService(runtime, charge_returns)
     leases = JobLeases(runtime)
     maintenance = MaintenanceService(runtime, subscriptions, idempotency, notifications, leases)
-    quotas = QuotaService(runtime, subscriptions, refunds, notifications)
+    quotas = QuotaService(runtime, subscriptions, charge_returns, notifications)
     # Emails follow the notifications whenever the host has a sender (services.mail).
     mail = MailService(runtime, subscriptions, quotas, profiles)
     notifications.wants_emails = lambda: mail.enabled
@@ -78,7 +78,7 @@ def build_state(runtime: Runtime) -> BillingState:
         plans=plans,
         subscriptions=subscriptions,
         quotas=quotas,
-        refunds=refunds,
+        charge_returns=charge_returns,
         idempotency=idempotency,
         reports=ReportService(runtime),
         usage=UsageStatsService(runtime),
