@@ -32,6 +32,7 @@ from .services.leases import JobLeases
 from .services.mail import MailService
 from .services.maintenance import MaintenanceReport, MaintenanceService
 from .services.notifications import NotificationService
+from .services.payment_grants import PaymentGrantService
 from .services.payments import PaymentService
 from .services.plan_changes import PlanChangeService
 from .services.profiles import ProfileService
@@ -70,7 +71,8 @@ def build_state(runtime: Runtime) -> BillingState:
     mail = MailService(runtime, subscriptions, quotas, profiles)
     notifications.wants_emails = lambda: mail.enabled
     maintenance.email_step = mail.send_due
-    recurring = RecurringService(runtime, subscriptions, payments, notifications)
+    grants = PaymentGrantService(runtime, subscriptions, payments)
+    recurring = RecurringService(runtime, subscriptions, payments, notifications, grants)
     maintenance.renewal_step = recurring.renew_due
     _follow_cancels(runtime, recurring)
     return BillingState(
@@ -84,7 +86,7 @@ def build_state(runtime: Runtime) -> BillingState:
         usage=UsageStatsService(runtime),
         payments=payments,
         plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles.timezone_of),
-        webhooks=WebhookService(runtime, payments, recurring),
+        webhooks=WebhookService(runtime, payments, grants, recurring),
         recurring=recurring,
         profiles=profiles,
         activity=ActivityService(runtime),
