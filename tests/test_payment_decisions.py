@@ -14,39 +14,21 @@ from decimal import Decimal
 
 import pytest
 
+from flask_profile_billing.domain import payments
 from flask_profile_billing.domain.payments import (
     ARRANGEMENT_MOVES,
     DELIVERY_MOVES,
     EVENT_TYPES,
-    PAYMENT_CANCELLED,
-    PAYMENT_CHARGED_BACK,
-    PAYMENT_FAILED,
     PAYMENT_MOVES,
-    PAYMENT_REFUNDED,
-    PAYMENT_SUCCEEDED,
-    RECURRING_CANCEL_SCHEDULED,
-    RECURRING_ENDED,
-    RECURRING_PAID,
-    RECURRING_RESUMED,
     RECURRING_TYPES,
     Arrangement,
-    ArrangementMove,
     ArrangementStatus,
-    Decision,
     DeliveryOutcome,
-    EndPaidPeriod,
     EventRecords,
-    FollowSchedule,
-    Grant,
-    KeepReferences,
-    NewPayment,
     Payment,
-    PaymentMove,
-    PaymentNote,
+    PaymentFollowUp,
     PaymentStatus,
     ProviderEvent,
-    RenewalFailed,
-    StopReplaced,
     arrangement_sources,
     decide,
 )
@@ -54,8 +36,9 @@ from flask_profile_billing.domain.payments import (
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PRICE = Decimal("9.90")
 UNKNOWN = "payment.disputed_in_a_way_we_do_not_handle"
-"""An event type no rule handles (and the partial refund, a refund of less than was paid)."""
+"""An event type no rule handles."""
 PARTIAL_REFUND = "payment.refunded (partial)"
+"""A ``payment.refunded`` of less than was paid: a row of its own in the table."""
 
 PAYMENT = Payment(
     id="pay-1",
@@ -86,77 +69,61 @@ ARRANGEMENT = Arrangement(
 )
 
 
-def payment_event(kind: str, **changes: object) -> ProviderEvent:
-    event_type = PAYMENT_REFUNDED if kind == PARTIAL_REFUND else kind
-    amount = PRICE - Decimal("1.00") if kind == PARTIAL_REFUND else PRICE
-    event = ProviderEvent(
+def event(kind: str, **changes: object) -> ProviderEvent:
+    """An event of ``kind`` about PAYMENT (a payment event) or ARRANGEMENT (a recurring one), as
+    the provider would report it for them; ``changes`` make it differ."""
+    recurring = kind.startswith("recurring.")
+    partial = kind == PARTIAL_REFUND
+    base = ProviderEvent(
         event_id="evt-1",
-        event_type=event_type,
-        payment_id="pay-1",
-        provider_payment_id="pi_1",
-        amount=amount,
+        event_type="payment.refunded" if partial else kind,
+        payment_id=None if recurring else "pay-1",
+        provider_payment_id="pi_2" if kind == "recurring.paid" else None if recurring else "pi_1",
+        amount=PRICE - 1 if partial else PRICE,
         currency="EUR",
         user_id="alice",
+        recurring_reference="sub_1" if recurring else None,
+        occurred_at=NOW if recurring else None,
     )
-    return replace(event, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def recurring_event(kind: str, **changes: object) -> ProviderEvent:
-    event = ProviderEvent(
-        event_id="evt-2",
-        event_type=kind,
-        payment_id=None,
-        provider_payment_id="pi_2" if kind == RECURRING_PAID else None,
-        amount=PRICE,
-        currency="EUR",
-        user_id="alice",
-        recurring_reference="sub_1",
-        occurred_at=NOW,
-    )
-    return replace(event, **changes)  # type: ignore[arg-type]
-
-
-def summary(decision: Decision) -> tuple[str, str | None, str, str]:
+def summary(decision: payments.Decision) -> tuple[str, str | None, str, str]:
     """A decision as one line of the table: outcome, reason, writes, what follows."""
     effects = []
     for effect in decision.effects:
-        if isinstance(effect, PaymentMove):
+        if isinstance(effect, payments.PaymentMove):
             settled = " settled" if effect.settle else ""
             effects.append(f"{effect.payment.status}->{effect.target}{settled}")
-        elif isinstance(effect, ArrangementMove):
+        elif isinstance(effect, payments.ArrangementMove):
             effects.append(f"arrangement {effect.arrangement.status}->{effect.target}")
-        elif isinstance(effect, PaymentNote):
+        elif isinstance(effect, payments.PaymentNote):
             effects.append(f"note {effect.payment.status}: {effect.reason}")
-        elif isinstance(effect, NewPayment):
+        elif isinstance(effect, payments.NewPayment):
             effects.append("new payment")
         else:
-            assert isinstance(effect, KeepReferences)
+            assert isinstance(effect, payments.KeepReferences)
             effects.append("keep references")
     after = []
     for step in decision.after:
-        if isinstance(step, FollowSchedule):
+        if isinstance(step, payments.FollowSchedule):
             after.append(f"follow {step.status}")
+        elif isinstance(step, payments.AfterPayment):
+            after.append(step.what.value)
         else:
-            after.append(
-                {
-                    Grant: "grant",
-                    EndPaidPeriod: "end paid period",
-                    RenewalFailed: "renewal failed",
-                    StopReplaced: "stop replaced",
-                }[type(step)]
-            )
+            after.append("stop replaced")
     return decision.outcome.value, decision.reason, ", ".join(effects), ", ".join(after)
 
 
 P = PaymentStatus
 NOT_PENDING = "the payment is no longer pending"
 PAYMENT_KINDS = [
-    PAYMENT_SUCCEEDED,
-    PAYMENT_FAILED,
-    PAYMENT_CANCELLED,
-    PAYMENT_REFUNDED,
+    "payment.succeeded",
+    "payment.failed",
+    "payment.cancelled",
+    "payment.refunded",
     PARTIAL_REFUND,
-    PAYMENT_CHARGED_BACK,
+    "payment.charged_back",
     UNKNOWN,
 ]
 
@@ -179,38 +146,43 @@ _UNHANDLED = ("ignored", f"event type {UNKNOWN!r} is not handled", "", "")
 
 PAYMENT_TABLE: dict[tuple[PaymentStatus, str], tuple[str, str | None, str, str]] = {
     # pending: the confirmation grants, a failure or cancellation settles, a reversal ends it.
-    (P.PENDING, PAYMENT_SUCCEEDED): (
+    (P.PENDING, "payment.succeeded"): (
         "processed",
         None,
         "pending->paid settled, keep references",
         "grant, stop replaced",
     ),
-    (P.PENDING, PAYMENT_FAILED): ("processed", None, "pending->failed settled", ""),
-    (P.PENDING, PAYMENT_CANCELLED): ("processed", None, "pending->cancelled settled", ""),
-    (P.PENDING, PAYMENT_REFUNDED): ("processed", None, "pending->refunded settled", ""),
+    (P.PENDING, "payment.failed"): ("processed", None, "pending->failed settled", ""),
+    (P.PENDING, "payment.cancelled"): ("processed", None, "pending->cancelled settled", ""),
+    (P.PENDING, "payment.refunded"): ("processed", None, "pending->refunded settled", ""),
     (P.PENDING, PARTIAL_REFUND): _partial(P.PENDING),
-    (P.PENDING, PAYMENT_CHARGED_BACK): ("processed", None, "pending->charged_back settled", ""),
+    (P.PENDING, "payment.charged_back"): ("processed", None, "pending->charged_back settled", ""),
     (P.PENDING, UNKNOWN): _UNHANDLED,
     # paid: the grant is under way; a reversal is followed by the grant itself.
-    (P.PAID, PAYMENT_SUCCEEDED): ("ignored", NOT_PENDING, "keep references", "stop replaced"),
-    (P.PAID, PAYMENT_FAILED): ("ignored", NOT_PENDING, "", ""),
-    (P.PAID, PAYMENT_CANCELLED): ("ignored", NOT_PENDING, "", ""),
-    (P.PAID, PAYMENT_REFUNDED): ("processed", None, "paid->refunded", ""),
+    (P.PAID, "payment.succeeded"): ("ignored", NOT_PENDING, "keep references", "stop replaced"),
+    (P.PAID, "payment.failed"): ("ignored", NOT_PENDING, "", ""),
+    (P.PAID, "payment.cancelled"): ("ignored", NOT_PENDING, "", ""),
+    (P.PAID, "payment.refunded"): ("processed", None, "paid->refunded", ""),
     (P.PAID, PARTIAL_REFUND): _partial(P.PAID),
-    (P.PAID, PAYMENT_CHARGED_BACK): ("processed", None, "paid->charged_back", ""),
+    (P.PAID, "payment.charged_back"): ("processed", None, "paid->charged_back", ""),
     (P.PAID, UNKNOWN): _UNHANDLED,
     # succeeded: a reversal ends the paid period once committed.
-    (P.SUCCEEDED, PAYMENT_SUCCEEDED): (
+    (P.SUCCEEDED, "payment.succeeded"): (
         "ignored",
         NOT_PENDING,
         "keep references",
         "stop replaced",
     ),
-    (P.SUCCEEDED, PAYMENT_FAILED): ("ignored", NOT_PENDING, "", ""),
-    (P.SUCCEEDED, PAYMENT_CANCELLED): ("ignored", NOT_PENDING, "", ""),
-    (P.SUCCEEDED, PAYMENT_REFUNDED): ("processed", None, "succeeded->refunded", "end paid period"),
+    (P.SUCCEEDED, "payment.failed"): ("ignored", NOT_PENDING, "", ""),
+    (P.SUCCEEDED, "payment.cancelled"): ("ignored", NOT_PENDING, "", ""),
+    (P.SUCCEEDED, "payment.refunded"): (
+        "processed",
+        None,
+        "succeeded->refunded",
+        "end paid period",
+    ),
     (P.SUCCEEDED, PARTIAL_REFUND): _partial(P.SUCCEEDED),
-    (P.SUCCEEDED, PAYMENT_CHARGED_BACK): (
+    (P.SUCCEEDED, "payment.charged_back"): (
         "processed",
         None,
         "succeeded->charged_back",
@@ -222,17 +194,17 @@ for _final in (P.FAILED, P.CANCELLED, P.REFUNDED, P.CHARGED_BACK):
     # A settled payment stays as it is; a reversal of it is kept in its history.
     PAYMENT_TABLE.update(
         {
-            (_final, PAYMENT_SUCCEEDED): (
+            (_final, "payment.succeeded"): (
                 "ignored",
                 NOT_PENDING,
                 "keep references",
                 "stop replaced",
             ),
-            (_final, PAYMENT_FAILED): ("ignored", NOT_PENDING, "", ""),
-            (_final, PAYMENT_CANCELLED): ("ignored", NOT_PENDING, "", ""),
-            (_final, PAYMENT_REFUNDED): _ignored_reversal(_final, PAYMENT_REFUNDED),
+            (_final, "payment.failed"): ("ignored", NOT_PENDING, "", ""),
+            (_final, "payment.cancelled"): ("ignored", NOT_PENDING, "", ""),
+            (_final, "payment.refunded"): _ignored_reversal(_final, "payment.refunded"),
             (_final, PARTIAL_REFUND): _partial(_final),
-            (_final, PAYMENT_CHARGED_BACK): _ignored_reversal(_final, PAYMENT_CHARGED_BACK),
+            (_final, "payment.charged_back"): _ignored_reversal(_final, "payment.charged_back"),
             (_final, UNKNOWN): _UNHANDLED,
         }
     )
@@ -246,62 +218,67 @@ def test_the_payment_table_is_complete() -> None:
 @pytest.mark.parametrize(("status", "kind"), list(PAYMENT_TABLE), ids=str)
 def test_a_payment_event_decides_as_the_table_says(status: PaymentStatus, kind: str) -> None:
     records = EventRecords(payment=replace(PAYMENT, status=status), new_id="new-1")
-    decision = decide(payment_event(kind), records, NOW)
+    decision = decide(event(kind), records, NOW)
     assert summary(decision) == PAYMENT_TABLE[status, kind]
     for effect in decision.effects:
-        if isinstance(effect, PaymentMove):
+        if isinstance(effect, payments.PaymentMove):
             assert effect.target in PAYMENT_MOVES[effect.payment.status]
             assert effect.event_id == "evt-1"
 
 
 A = ArrangementStatus
-SCHEDULE_KINDS = [RECURRING_CANCEL_SCHEDULED, RECURRING_RESUMED, RECURRING_ENDED, RECURRING_PAID]
+SCHEDULE_KINDS = [
+    "recurring.cancel_scheduled",
+    "recurring.resumed",
+    "recurring.ended",
+    "recurring.paid",
+]
 _NOT_APPLIED = ("ignored", "the arrangement ended, or a newer change was applied", "", "")
 _RENEWED = ("processed", None, "new payment, pending->paid settled", "grant")
 
 ARRANGEMENT_TABLE: dict[tuple[ArrangementStatus, str], tuple[str, str | None, str, str]] = {
-    (A.ACTIVE, RECURRING_CANCEL_SCHEDULED): (
+    (A.ACTIVE, "recurring.cancel_scheduled"): (
         "processed",
         None,
         "arrangement active->cancelling",
         "follow cancelling",
     ),
-    (A.ACTIVE, RECURRING_RESUMED): (
+    (A.ACTIVE, "recurring.resumed"): (
         "processed",
         None,
         "arrangement active->active",
         "follow active",
     ),
-    (A.ACTIVE, RECURRING_ENDED): ("processed", None, "arrangement active->ended", "follow ended"),
-    (A.ACTIVE, RECURRING_PAID): _RENEWED,
-    (A.CANCELLING, RECURRING_CANCEL_SCHEDULED): (
+    (A.ACTIVE, "recurring.ended"): ("processed", None, "arrangement active->ended", "follow ended"),
+    (A.ACTIVE, "recurring.paid"): _RENEWED,
+    (A.CANCELLING, "recurring.cancel_scheduled"): (
         "processed",
         None,
         "arrangement cancelling->cancelling",
         "follow cancelling",
     ),
-    (A.CANCELLING, RECURRING_RESUMED): (
+    (A.CANCELLING, "recurring.resumed"): (
         "processed",
         None,
         "arrangement cancelling->active",
         "follow active",
     ),
-    (A.CANCELLING, RECURRING_ENDED): (
+    (A.CANCELLING, "recurring.ended"): (
         "processed",
         None,
         "arrangement cancelling->ended",
         "follow ended",
     ),
-    (A.CANCELLING, RECURRING_PAID): _RENEWED,
+    (A.CANCELLING, "recurring.paid"): _RENEWED,
     # A declined renewal stops the method; only the provider's end still applies.
-    (A.FAILED, RECURRING_CANCEL_SCHEDULED): _NOT_APPLIED,
-    (A.FAILED, RECURRING_RESUMED): _NOT_APPLIED,
-    (A.FAILED, RECURRING_ENDED): ("processed", None, "arrangement failed->ended", "follow ended"),
-    (A.FAILED, RECURRING_PAID): _RENEWED,
-    (A.ENDED, RECURRING_CANCEL_SCHEDULED): _NOT_APPLIED,
-    (A.ENDED, RECURRING_RESUMED): _NOT_APPLIED,
-    (A.ENDED, RECURRING_ENDED): _NOT_APPLIED,
-    (A.ENDED, RECURRING_PAID): _RENEWED,
+    (A.FAILED, "recurring.cancel_scheduled"): _NOT_APPLIED,
+    (A.FAILED, "recurring.resumed"): _NOT_APPLIED,
+    (A.FAILED, "recurring.ended"): ("processed", None, "arrangement failed->ended", "follow ended"),
+    (A.FAILED, "recurring.paid"): _RENEWED,
+    (A.ENDED, "recurring.cancel_scheduled"): _NOT_APPLIED,
+    (A.ENDED, "recurring.resumed"): _NOT_APPLIED,
+    (A.ENDED, "recurring.ended"): _NOT_APPLIED,
+    (A.ENDED, "recurring.paid"): _RENEWED,
 }
 
 
@@ -315,10 +292,10 @@ def test_an_arrangement_event_decides_as_the_table_says(
     status: ArrangementStatus, kind: str
 ) -> None:
     records = EventRecords(arrangement=replace(ARRANGEMENT, status=status), new_id="new-1")
-    decision = decide(recurring_event(kind), records, NOW)
+    decision = decide(event(kind), records, NOW)
     assert summary(decision) == ARRANGEMENT_TABLE[status, kind]
     for effect in decision.effects:
-        if isinstance(effect, ArrangementMove):
+        if isinstance(effect, payments.ArrangementMove):
             assert effect.target in ARRANGEMENT_MOVES[effect.arrangement.status]
             assert effect.event_at == NOW
 
@@ -329,16 +306,16 @@ def test_an_arrangement_event_decides_as_the_table_says(
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        (PAYMENT_SUCCEEDED, ("rejected", "no such payment", "", "")),
-        (PAYMENT_FAILED, ("rejected", "no such payment", "", "")),
-        (PAYMENT_CANCELLED, ("rejected", "no such payment", "", "")),
+        ("payment.succeeded", ("rejected", "no such payment", "", "")),
+        ("payment.failed", ("rejected", "no such payment", "", "")),
+        ("payment.cancelled", ("rejected", "no such payment", "", "")),
         # A shared provider account refunds other products' payments too.
-        (PAYMENT_REFUNDED, ("ignored", "not a payment of ours", "", "")),
-        (PAYMENT_CHARGED_BACK, ("ignored", "not a payment of ours", "", "")),
+        ("payment.refunded", ("ignored", "not a payment of ours", "", "")),
+        ("payment.charged_back", ("ignored", "not a payment of ours", "", "")),
     ],
 )
 def test_an_event_about_no_payment_of_ours(kind: str, expected: tuple[str, str, str, str]) -> None:
-    assert summary(decide(payment_event(kind), EventRecords(), NOW)) == expected
+    assert summary(decide(event(kind), EventRecords(), NOW)) == expected
 
 
 @pytest.mark.parametrize(
@@ -354,28 +331,28 @@ def test_a_confirmation_that_differs_is_refused_and_kept_in_the_history(
     changes: dict[str, object], reason: str
 ) -> None:
     records = EventRecords(payment=PAYMENT)
-    decision = decide(payment_event(PAYMENT_SUCCEEDED, **changes), records, NOW)
+    decision = decide(event("payment.succeeded", **changes), records, NOW)
     assert summary(decision) == ("rejected", reason, f"note pending: rejected: {reason}", "")
 
 
 def test_a_reversal_in_another_currency_is_refused() -> None:
     records = EventRecords(payment=replace(PAYMENT, status=P.SUCCEEDED))
-    decision = decide(payment_event(PAYMENT_REFUNDED, currency="USD"), records, NOW)
+    decision = decide(event("payment.refunded", currency="USD"), records, NOW)
     reason = "a reversal in USD"
     assert summary(decision) == ("rejected", reason, f"note succeeded: rejected: {reason}", "")
 
 
 def test_a_declined_renewal_gives_the_grace() -> None:
     renewal = replace(PAYMENT, recurring_id="rec-1")
-    decision = decide(payment_event(PAYMENT_CANCELLED), EventRecords(payment=renewal), NOW)
+    decision = decide(event("payment.cancelled"), EventRecords(payment=renewal), NOW)
     assert summary(decision) == ("processed", None, "pending->cancelled settled", "renewal failed")
 
 
 def test_a_confirmation_sets_up_its_arrangement_from_the_payment_not_the_event() -> None:
-    event = payment_event(PAYMENT_SUCCEEDED, recurring_reference="sub_9", refund_reference="pi_r")
-    decision = decide(event, EventRecords(payment=PAYMENT, new_id="new-1"), NOW)
+    delivered = event("payment.succeeded", recurring_reference="sub_9", refund_reference="pi_r")
+    decision = decide(delivered, EventRecords(payment=PAYMENT, new_id="new-1"), NOW)
     keep = decision.effects[-1]
-    assert isinstance(keep, KeepReferences)
+    assert isinstance(keep, payments.KeepReferences)
     assert keep.refund_reference == "pi_r"
     assert keep.arrangement == Arrangement(
         id="new-1",
@@ -407,29 +384,29 @@ def test_a_confirmation_after_its_arrangement_ended_follows_the_end(
     status: ArrangementStatus, follows: str
 ) -> None:
     records = EventRecords(payment=PAYMENT, arrangement=replace(ARRANGEMENT, status=status))
-    event = payment_event(PAYMENT_SUCCEEDED, recurring_reference="sub_1")
-    decision = decide(event, records, NOW)
+    delivered = event("payment.succeeded", recurring_reference="sub_1")
+    decision = decide(delivered, records, NOW)
     assert summary(decision)[3] == "grant, stop replaced" + follows
 
 
 def test_an_arrangement_of_another_user_is_not_followed() -> None:
     theirs = replace(ARRANGEMENT, user_id="bob", status=A.ENDED)
     records = EventRecords(payment=PAYMENT, arrangement=theirs)
-    event = payment_event(PAYMENT_SUCCEEDED, recurring_reference="sub_1")
-    assert summary(decide(event, records, NOW))[3] == "grant, stop replaced"
+    delivered = event("payment.succeeded", recurring_reference="sub_1")
+    assert summary(decide(delivered, records, NOW))[3] == "grant, stop replaced"
 
 
 def test_an_older_schedule_change_is_not_applied_over_a_newer_one() -> None:
     records = EventRecords(arrangement=replace(ARRANGEMENT, last_event_at=NOW))
-    older = recurring_event(RECURRING_CANCEL_SCHEDULED, occurred_at=NOW - timedelta(seconds=1))
+    older = event("recurring.cancel_scheduled", occurred_at=NOW - timedelta(seconds=1))
     assert summary(decide(older, records, NOW)) == _NOT_APPLIED
-    same_time = recurring_event(RECURRING_CANCEL_SCHEDULED, occurred_at=NOW)
+    same_time = event("recurring.cancel_scheduled", occurred_at=NOW)
     assert decide(same_time, records, NOW).outcome is DeliveryOutcome.PROCESSED
 
 
 def test_an_event_about_an_unknown_arrangement() -> None:
-    event = recurring_event(RECURRING_ENDED)
-    assert summary(decide(event, EventRecords(), NOW)) == (
+    delivered = event("recurring.ended")
+    assert summary(decide(delivered, EventRecords(), NOW)) == (
         "ignored",
         "not a recurring arrangement of ours",
         "",
@@ -438,47 +415,47 @@ def test_an_event_about_an_unknown_arrangement() -> None:
 
 
 def test_an_arrangement_event_before_the_first_confirmation_sets_it_up_then_decides_again() -> None:
-    event = recurring_event(RECURRING_CANCEL_SCHEDULED, payment_id="pay-1")
-    decision = decide(event, EventRecords(payment=PAYMENT, new_id="new-1"), NOW)
+    delivered = event("recurring.cancel_scheduled", payment_id="pay-1")
+    decision = decide(delivered, EventRecords(payment=PAYMENT, new_id="new-1"), NOW)
     assert decision.again
     assert summary(decision) == ("processed", None, "keep references", "")
-    for_another = replace(event, user_id="mallory")
+    for_another = replace(delivered, user_id="mallory")
     assert not decide(for_another, EventRecords(payment=PAYMENT), NOW).again
 
 
 def test_an_arrangement_event_for_another_user_is_refused() -> None:
-    event = recurring_event(RECURRING_ENDED, user_id="mallory")
-    decision = decide(event, EventRecords(arrangement=ARRANGEMENT), NOW)
+    delivered = event("recurring.ended", user_id="mallory")
+    decision = decide(delivered, EventRecords(arrangement=ARRANGEMENT), NOW)
     assert summary(decision) == ("rejected", "the event is for another user", "", "")
 
 
 def test_a_renewal_is_recorded_once_with_the_arrangements_terms() -> None:
     recorded = replace(PAYMENT, id="pay-2", provider_payment_id="pi_2")
     again = EventRecords(arrangement=ARRANGEMENT, renewal=recorded)
-    assert summary(decide(recurring_event(RECURRING_PAID), again, NOW)) == (
+    assert summary(decide(event("recurring.paid"), again, NOW)) == (
         "ignored",
         "this renewal was recorded before",
         "",
         "",
     )
-    first = decide(
-        recurring_event(RECURRING_PAID), EventRecords(arrangement=ARRANGEMENT, new_id="n"), NOW
-    )
+    first = decide(event("recurring.paid"), EventRecords(arrangement=ARRANGEMENT, new_id="n"), NOW)
     new = first.effects[0]
-    assert isinstance(new, NewPayment)
+    assert isinstance(new, payments.NewPayment)
     assert (new.payment.id, new.payment.plan_code, new.payment.recurring_id) == (
         "n",
         "pro",
         "rec-1",
     )
-    grant = first.after[0]
-    assert isinstance(grant, Grant)
-    assert grant.payment.status is P.PAID
+    assert first.after == (
+        payments.AfterPayment(
+            PaymentFollowUp.GRANT, replace(new.payment, status=P.PAID, settled_at=NOW)
+        ),
+    )
 
 
 def test_a_renewal_paid_with_another_amount_is_refused() -> None:
-    event = recurring_event(RECURRING_PAID, amount=PRICE + 1)
-    decision = decide(event, EventRecords(arrangement=ARRANGEMENT, new_id="n"), NOW)
+    delivered = event("recurring.paid", amount=PRICE + 1)
+    decision = decide(delivered, EventRecords(arrangement=ARRANGEMENT, new_id="n"), NOW)
     reason = "paid 10.90 EUR, expected 9.90 EUR"
     assert summary(decision) == (
         "rejected",

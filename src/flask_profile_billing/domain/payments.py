@@ -301,24 +301,23 @@ Effect = PaymentMove | PaymentNote | ArrangementMove | NewPayment | KeepReferenc
 """A write in the delivery's transaction. The conditional ones come first in a decision."""
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Give ``payment``'s plan for its months, then move it ``paid`` -> ``succeeded``."""
+class PaymentFollowUp(StrEnum):
+    """What a committed decision does next with a payment (plan changes have their own
+    transactions, so they follow the delivery's)."""
 
-    payment: Payment
-
-
-@dataclass(frozen=True, slots=True)
-class EndPaidPeriod:
-    """End the period the reversed ``payment`` bought, and stop its arrangement renewing."""
-
-    payment: Payment
+    GRANT = "grant"
+    """Give the payment's plan for its months, then move it ``paid`` -> ``succeeded``."""
+    END_PAID_PERIOD = "end paid period"
+    """End the period the reversed payment bought, and stop its arrangement renewing."""
+    RENEWAL_FAILED = "renewal failed"
+    """The renewal was declined: give the grace once, stop charging the method."""
 
 
 @dataclass(frozen=True, slots=True)
-class RenewalFailed:
-    """The renewal ``payment`` was declined: give the grace once, stop charging the method."""
+class AfterPayment:
+    """Do ``what`` with ``payment`` once the delivery's transaction is committed."""
 
+    what: PaymentFollowUp
     payment: Payment
 
 
@@ -335,7 +334,7 @@ class StopReplaced:
     """Tell the providers to stop renewing the arrangements the kept references replaced."""
 
 
-After = Grant | EndPaidPeriod | RenewalFailed | FollowSchedule | StopReplaced
+After = AfterPayment | FollowSchedule | StopReplaced
 """What runs once the delivery's transaction is committed (plan changes have their own)."""
 
 
@@ -382,7 +381,11 @@ def decide(event: ProviderEvent, records: EventRecords, now: datetime) -> Decisi
         return Decision(DeliveryOutcome.IGNORED, "the payment is no longer pending")
     move = PaymentMove(payment, target, event.event_id, settle=True)
     # A renewal the provider declined gives the grace.
-    after = (RenewalFailed(payment),) if payment.recurring_id is not None else ()
+    after = (
+        (AfterPayment(PaymentFollowUp.RENEWAL_FAILED, payment),)
+        if payment.recurring_id is not None
+        else ()
+    )
     return Decision(DeliveryOutcome.PROCESSED, effects=(move,), after=after)
 
 
@@ -407,7 +410,7 @@ def _decide_confirmation(
             after=(StopReplaced(),),
         )
     move = PaymentMove(payment, PaymentStatus.PAID, event.event_id, settle=True)
-    after: list[After] = [Grant(payment), StopReplaced()]
+    after: list[After] = [AfterPayment(PaymentFollowUp.GRANT, payment), StopReplaced()]
     ending = records.arrangement
     if (
         ending is not None
@@ -467,7 +470,7 @@ def _decide_reversal(event: ProviderEvent, payment: Payment) -> Decision:
         )
     if payment.status is PaymentStatus.SUCCEEDED:
         move = PaymentMove(payment, target, event.event_id, reason="the paid period is ended")
-        ended = EndPaidPeriod(replace(payment, status=target))
+        ended = AfterPayment(PaymentFollowUp.END_PAID_PERIOD, replace(payment, status=target))
         return Decision(DeliveryOutcome.PROCESSED, effects=(move,), after=(ended,))
     # A refund while the grant runs (paid) is followed by the grant itself; one before the
     # confirmation (pending) leaves nothing to grant.
@@ -521,19 +524,12 @@ def _decide_renewal(
     arrangement's plan, months and amount, once per provider payment, and granted."""
     if records.renewal is not None:
         return Decision(DeliveryOutcome.IGNORED, "this renewal was recorded before")
-    renewal = Payment(
-        id=records.new_id,
-        user_id=arrangement.user_id,
-        provider=arrangement.provider,
+    renewal = renewal_of(
+        arrangement,
+        records.new_id,
+        now,
         provider_payment_id=event.provider_payment_id,
-        plan_code=arrangement.plan_code,
-        months=arrangement.months,
-        amount=arrangement.amount,
-        currency=arrangement.currency,
-        status=PaymentStatus.PENDING,
-        created_at=now,
         refund_reference=event.refund_reference,
-        recurring_id=arrangement.id,
     )
     if (event.amount, event.currency) != (arrangement.amount, arrangement.currency):
         reason = (
@@ -548,7 +544,37 @@ def _decide_renewal(
     return Decision(
         DeliveryOutcome.PROCESSED,
         effects=(NewPayment(renewal), paid),
-        after=(Grant(replace(renewal, status=PaymentStatus.PAID, settled_at=now)),),
+        after=(
+            AfterPayment(
+                PaymentFollowUp.GRANT, replace(renewal, status=PaymentStatus.PAID, settled_at=now)
+            ),
+        ),
+    )
+
+
+def renewal_of(
+    arrangement: Arrangement,
+    payment_id: str,
+    now: datetime,
+    *,
+    provider_payment_id: str | None = None,
+    refund_reference: str | None = None,
+) -> Payment:
+    """A renewal of ``arrangement``, pending: the arrangement's plan, months, amount and
+    currency (copied from its first payment), never what a provider reports."""
+    return Payment(
+        id=payment_id,
+        user_id=arrangement.user_id,
+        provider=arrangement.provider,
+        provider_payment_id=provider_payment_id,
+        plan_code=arrangement.plan_code,
+        months=arrangement.months,
+        amount=arrangement.amount,
+        currency=arrangement.currency,
+        status=PaymentStatus.PENDING,
+        created_at=now,
+        refund_reference=refund_reference,
+        recurring_id=arrangement.id,
     )
 
 

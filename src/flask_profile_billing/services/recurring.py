@@ -29,6 +29,7 @@ from ..domain.payments import (
     Payment,
     PaymentStatus,
     arrangement_sources,
+    renewal_of,
 )
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import BillingError
@@ -261,7 +262,7 @@ class RecurringService:
                 if dry_run:
                     charged += 1
                     continue
-                outcome = self._renew(candidate, chargers[candidate.provider], now)
+                outcome = self._renew(candidate, chargers[candidate.arrangement.provider], now)
                 charged += outcome == PAYMENT_SUCCEEDED
                 declined += outcome == PAYMENT_CANCELLED
             if after_batch is not None and not dry_run:
@@ -272,37 +273,26 @@ class RecurringService:
     ) -> str | None:
         """Charge one renewal, unless another run has it; what came of it (a payment event
         type), or None when it is not this run's or the provider will say later."""
-        key = renewal_key(candidate.user_id, candidate.expires_at)
+        arrangement = candidate.arrangement
+        key = renewal_key(arrangement.user_id, candidate.expires_at)
         payment_id = renewal_payment_id(key)
-        renewal = Payment(
-            id=payment_id,
-            user_id=candidate.user_id,
-            provider=candidate.provider,
-            provider_payment_id=None,
-            plan_code=candidate.plan_code,
-            months=candidate.months,
-            amount=candidate.amount,
-            currency=candidate.currency,
-            status=PaymentStatus.PENDING,
-            created_at=now,
-            recurring_id=candidate.recurring_id,
-        )
+        renewal = renewal_of(arrangement, payment_id, now)
         with write_transaction(self._runtime.engine) as connection:
             if not stored_payments.insert_payment_once(connection, renewal):
                 return None  # charged (or being charged) by another run
-        plan = self._runtime.catalog.plans.get(candidate.plan_code)
+        plan = self._runtime.catalog.plans.get(renewal.plan_code)
         intent = PaymentIntent(
             id=payment_id,
-            user_id=candidate.user_id,
-            plan_code=candidate.plan_code,
-            plan_name=plan.name if plan is not None else candidate.plan_code,
-            months=candidate.months,
-            amount=candidate.amount,
-            currency=candidate.currency,
-            customer_email=self._payments.email_of(candidate.user_id),
+            user_id=renewal.user_id,
+            plan_code=renewal.plan_code,
+            plan_name=plan.name if plan is not None else renewal.plan_code,
+            months=renewal.months,
+            amount=renewal.amount,
+            currency=renewal.currency,
+            customer_email=self._payments.email_of(renewal.user_id),
         )
         try:
-            charge = provider.charge_saved_method(intent, candidate.reference, key)
+            charge = provider.charge_saved_method(intent, arrangement.reference, key)
         except Exception:
             # Whether the provider charged is unknown: the payment stays pending, and the
             # provider's notification settles it if it did (its idempotence key made it once).

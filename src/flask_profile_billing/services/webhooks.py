@@ -37,15 +37,14 @@ from ..domain.payments import (
     ArrangementMove,
     Decision,
     DeliveryOutcome,
-    EndPaidPeriod,
     EventRecords,
     FollowSchedule,
-    Grant,
     KeepReferences,
     NewPayment,
+    PaymentFollowUp,
     PaymentMove,
     PaymentNote,
-    RenewalFailed,
+    StopReplaced,
     decide,
 )
 from ..domain.subscriptions import Subscription
@@ -297,18 +296,19 @@ class WebhookService:
         user's subscription when one of the steps changed it."""
         subscription: Subscription | None = None
         for step in after:
-            if isinstance(step, Grant):
-                subscription = self._grants.grant(step.payment)
-            elif isinstance(step, EndPaidPeriod):
-                subscription = self._grants.end_paid_period(step.payment)
-            elif isinstance(step, RenewalFailed):
-                self._recurring.renewal_failed(step.payment)
-            elif isinstance(step, FollowSchedule):
+            if isinstance(step, FollowSchedule):
                 followed = self._recurring.follow_schedule(step.arrangement, step.status)
                 subscription = followed or subscription
-            elif replaced:  # StopReplaced
-                self._recurring.end_replaced(replaced)
-                replaced = []
+            elif isinstance(step, StopReplaced):
+                if replaced:
+                    self._recurring.end_replaced(replaced)
+                    replaced = []
+            elif step.what is PaymentFollowUp.GRANT:
+                subscription = self._grants.grant(step.payment)
+            elif step.what is PaymentFollowUp.END_PAID_PERIOD:
+                subscription = self._grants.end_paid_period(step.payment)
+            else:
+                self._recurring.renewal_failed(step.payment)
         return subscription
 
     def _record_rejected(self, provider_name: str, payload_text: str) -> None:

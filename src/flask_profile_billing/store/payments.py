@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Row, func, select, text, update
 from ..domain.payments import Payment, PaymentMove, PaymentNote, PaymentStatus
 from .dialect import insert_ignoring_conflict
 from .models import payment_events, payments
+from .records import from_row, to_columns
 
 # Advisory lock keys are two int4s: a constant naming the lock's kind, and the user id's hash.
 # Apart from the gauge locks' class (store.locks), so the two kinds never wait for each other.
@@ -69,46 +70,12 @@ def count_payments(
 
 
 def _payment(row: Row[Any] | None) -> Payment | None:
-    if row is None:
-        return None
-    return Payment(
-        id=row.id,
-        user_id=row.user_id,
-        provider=row.provider,
-        provider_payment_id=row.provider_payment_id,
-        plan_code=row.plan_code,
-        months=row.months,
-        amount=row.amount,
-        currency=row.currency,
-        status=PaymentStatus(row.status),
-        created_at=row.created_at,
-        settled_at=row.settled_at,
-        refund_reference=row.refund_reference,
-        recurring_id=row.recurring_id,
-    )
-
-
-def _columns(payment: Payment) -> dict[str, Any]:
-    return {
-        "id": payment.id,
-        "user_id": payment.user_id,
-        "provider": payment.provider,
-        "provider_payment_id": payment.provider_payment_id,
-        "plan_code": payment.plan_code,
-        "months": payment.months,
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "status": payment.status.value,
-        "created_at": payment.created_at,
-        "settled_at": payment.settled_at,
-        "refund_reference": payment.refund_reference,
-        "recurring_id": payment.recurring_id,
-    }
+    return None if row is None else from_row(Payment, row, PaymentStatus)
 
 
 def insert_payment(connection: Connection, payment: Payment) -> None:
     """Insert a payment and the first entry of its history."""
-    connection.execute(payments.insert().values(**_columns(payment)))
+    connection.execute(payments.insert().values(**to_columns(payment)))
     record_event(connection, payment.id, None, payment.status, payment.created_at)
 
 
@@ -190,7 +157,7 @@ def insert_payment_once(
     """Insert a payment and the first entry of its history unless a payment with the same
     ``unique`` columns exists; whether this call inserted it. Of concurrent callers exactly one
     does: a renewal is started, or an invoice recorded, once."""
-    row = insert_ignoring_conflict(connection, payments, _columns(payment), list(unique))
+    row = insert_ignoring_conflict(connection, payments, to_columns(payment), list(unique))
     if row is None:
         return False
     record_event(connection, payment.id, None, payment.status, payment.created_at)

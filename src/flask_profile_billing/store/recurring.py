@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, or_, select, update
@@ -21,6 +20,7 @@ from ..domain.payments import Arrangement, ArrangementMove, ArrangementStatus
 from ..domain.subscriptions import SubscriptionStatus
 from .dialect import insert_ignoring_conflict
 from .models import recurring, subscriptions
+from .records import from_row, to_columns
 from .subscriptions import IS_CURRENT
 
 _R = recurring.c
@@ -28,41 +28,13 @@ _S = subscriptions.c
 
 
 def _arrangement(row: Row[Any]) -> Arrangement:
-    return Arrangement(
-        id=row.id,
-        user_id=row.user_id,
-        provider=row.provider,
-        reference=row.reference,
-        customer_reference=row.customer_reference,
-        plan_code=row.plan_code,
-        months=row.months,
-        amount=row.amount,
-        currency=row.currency,
-        status=ArrangementStatus(row.status),
-        last_event_at=row.last_event_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return from_row(Arrangement, row, ArrangementStatus)
 
 
 def insert_once(connection: Connection, arrangement: Arrangement) -> Arrangement:
     """Record ``arrangement`` unless the provider's reference is already known; the arrangement
     as stored."""
-    values = {
-        "id": arrangement.id,
-        "user_id": arrangement.user_id,
-        "provider": arrangement.provider,
-        "reference": arrangement.reference,
-        "customer_reference": arrangement.customer_reference,
-        "plan_code": arrangement.plan_code,
-        "months": arrangement.months,
-        "amount": arrangement.amount,
-        "currency": arrangement.currency,
-        "status": arrangement.status.value,
-        "last_event_at": arrangement.last_event_at,
-        "created_at": arrangement.created_at,
-        "updated_at": arrangement.updated_at,
-    }
+    values = to_columns(arrangement)
     row = insert_ignoring_conflict(connection, recurring, values, ["provider", "reference"])
     if row is not None:
         return _arrangement(row)
@@ -152,15 +124,8 @@ class RenewalCandidate:
     """A subscription due for renewal, with the arrangement that renews it."""
 
     subscription_id: int
-    user_id: str
     expires_at: datetime
-    recurring_id: str
-    provider: str
-    reference: str
-    plan_code: str
-    months: int
-    amount: Decimal
-    currency: str
+    arrangement: Arrangement
 
 
 def renewal_candidates(
@@ -176,18 +141,7 @@ def renewal_candidates(
     ``now`` and by ``until``, with an active arrangement of one of ``providers`` for the same
     plan: up to ``batch_size``, by subscription id after ``after_subscription_id``."""
     query = (
-        select(
-            _S.id.label("subscription_id"),
-            _S.user_id,
-            _S.expires_at,
-            _R.id.label("recurring_id"),
-            _R.provider,
-            _R.reference,
-            _R.plan_code,
-            _R.months,
-            _R.amount,
-            _R.currency,
-        )
+        select(_S.id.label("subscription_id"), _S.expires_at.label("period_end"), *recurring.c)
         .select_from(
             subscriptions.join(
                 recurring,
@@ -209,4 +163,7 @@ def renewal_candidates(
         .order_by(_S.id, _R.created_at.desc())
         .limit(batch_size)
     )
-    return [RenewalCandidate(**row._mapping) for row in connection.execute(query)]
+    return [
+        RenewalCandidate(row.subscription_id, row.period_end, _arrangement(row))
+        for row in connection.execute(query)
+    ]
