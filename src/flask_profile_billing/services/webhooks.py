@@ -129,7 +129,21 @@ class WebhookService:
         recorded, and a retry could not change the answer, so a non-2xx would only make the
         provider retry for days.
         """
-        # Before the signature, as for any unknown URL: it tells a caller no more than the route.
+        provider = self._sender(provider_name, source_address)
+        self._verify(provider, headers, raw_body)
+        payload_text = _storable(raw_body.decode("utf-8", errors="replace"))
+        event = self._parse(provider, raw_body, headers, payload_text)
+        if isinstance(provider, PaymentConfirmer):
+            confirmed = self._confirm_ours(provider, event, payload_text)
+            if isinstance(confirmed, WebhookResult):
+                return confirmed
+            event = confirmed
+        return self._process(provider.name, event, payload_text)
+
+    def _sender(self, provider_name: str, source_address: str | None) -> PaymentProvider:
+        """The configured provider of that name, if the delivery comes from where it sends from.
+        Checked before the signature, as for any unknown URL: it tells a caller no more than the
+        route."""
         provider = self._payments.provider_named(provider_name)
         if provider is None:
             raise WebhookRefused(
@@ -140,30 +154,50 @@ class WebhookService:
             raise WebhookRefused(
                 "Deliveries are not accepted from this address", error_code="UNTRUSTED_SOURCE"
             )
+        return provider
+
+    def _verify(
+        self, provider: PaymentProvider, headers: Mapping[str, str], raw_body: bytes
+    ) -> None:
+        """The provider's check of the raw delivery; nothing is stored when it fails."""
         try:
             self._verifier(provider).verify(headers, raw_body, self._runtime.now())
         except signatures.InvalidSignature as error:
             raise WebhookRefused(str(error), error_code="INVALID_SIGNATURE") from None
-        payload_text = _storable(raw_body.decode("utf-8", errors="replace"))
+
+    def _parse(
+        self,
+        provider: PaymentProvider,
+        raw_body: bytes,
+        headers: Mapping[str, str],
+        payload_text: str,
+    ) -> ProviderEvent:
+        """The delivery's event; an authentic body that is not one is stored ``rejected``."""
         try:
-            event = _parse_event(provider, raw_body, headers.get("Content-Type", ""))
+            return _parse_event(provider, raw_body, headers.get("Content-Type", ""))
         except _NotJson as error:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_JSON") from None
         except InvalidEvent as error:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
-        if isinstance(provider, PaymentConfirmer):
-            # Only payments we started are worth a call to the provider's API: an id of no row of
-            # ours costs an anonymous sender one database read, never an outbound request.
-            # Nor a write: like a delivery with a wrong signature, it is not stored.
-            if not self._is_ours(provider.name, event):
-                return self._rejected_unconfirmed(provider.name, event, None, "no such payment")
-            try:
-                event = self._confirmed(provider, event, payload_text)
-            except PaymentNotFound as error:
-                return self._rejected_unconfirmed(provider.name, event, payload_text, str(error))
-        return self._process(provider.name, event, payload_text)
+
+    def _confirm_ours(
+        self, provider: PaymentProvider, event: ProviderEvent, payload_text: str
+    ) -> ProviderEvent | WebhookResult:
+        """The event as the API of a provider that does not sign reports it, or the delivery's
+        result when it is refused for good.
+
+        Only payments we started are worth a call to the provider's API: an id of no row of ours
+        costs an anonymous sender one database read, never an outbound request. Nor a write: like
+        a delivery with a wrong signature, it is not stored."""
+        assert isinstance(provider, PaymentConfirmer)
+        if not self._is_ours(provider.name, event):
+            return self._rejected_unconfirmed(provider.name, event, None, "no such payment")
+        try:
+            return self._confirmed(provider, event, payload_text)
+        except PaymentNotFound as error:
+            return self._rejected_unconfirmed(provider.name, event, payload_text, str(error))
 
     def _is_ours(self, provider_name: str, event: ProviderEvent) -> bool:
         """Whether the payment an unconfirmed event names is one we started with the provider
