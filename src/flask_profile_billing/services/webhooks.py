@@ -300,7 +300,9 @@ class WebhookService:
                 decision = decide(event, records, now)
                 applied = _apply(connection, decision, now)
                 if applied is None:
-                    continue  # a concurrent writer moved a record first: decide on it anew
+                    # A concurrent writer moved a record first: decide again on what it left.
+                    log.debug("webhook event %s: its records moved meanwhile", event.event_id)
+                    continue
                 after.extend(decision.after)
                 replaced.extend(applied)
                 if not decision.again:
