@@ -418,7 +418,7 @@ def test_an_arrangement_event_before_the_first_confirmation_sets_it_up_then_deci
     delivered = event("recurring.cancel_scheduled", payment_id="pay-1")
     decision = decide(delivered, EventRecords(payment=PAYMENT, new_id="new-1"), NOW)
     assert decision.again
-    assert summary(decision) == ("processed", None, "keep references", "")
+    assert summary(decision) == ("processed", None, "keep references", "stop replaced")
     for_another = replace(delivered, user_id="mallory")
     assert not decide(for_another, EventRecords(payment=PAYMENT), NOW).again
 

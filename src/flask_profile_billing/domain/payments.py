@@ -498,7 +498,11 @@ def _decide_recurring(event: ProviderEvent, records: EventRecords, now: datetime
             keep = KeepReferences(
                 first, event.refund_reference, _set_up(event, first, records, now)
             )
-            return Decision(DeliveryOutcome.PROCESSED, effects=(keep,), again=True)
+            # Like the confirmation would: the arrangement replaces the user's earlier ones, and
+            # the provider stops renewing them.
+            return Decision(
+                DeliveryOutcome.PROCESSED, effects=(keep,), after=(StopReplaced(),), again=True
+            )
         return Decision(DeliveryOutcome.IGNORED, "not a recurring arrangement of ours")
     if event.user_id is not None and event.user_id != arrangement.user_id:
         return Decision(DeliveryOutcome.REJECTED, "the event is for another user")
