@@ -13,9 +13,13 @@ webhook: the event must name a payment we started with that provider, for its us
 provider echoes one, for exactly its amount and currency. A confirmation that differs grants
 nothing, is logged and kept in the payment's history.
 
-``paid`` is the short step between the provider's confirmation and the plan grant (see ``_grant``):
-a payment that stays ``paid`` was confirmed but its grant did not finish (the process died in
-between); grant it by hand with ``flask billing grant``.
+``paid`` is the short step between the provider's confirmation and the plan grant
+(``services.payment_grants``): a payment that stays ``paid`` was confirmed but its grant did not
+finish (the process died in between); grant it by hand with ``flask billing grant``.
+
+A delivery goes: sender, verify, parse (confirm with the provider's API when it does not sign),
+then in one transaction claim, load, decide (``domain.payments.decide``), apply; what the
+decision asks for after the commit (a grant, the end of a paid period) follows.
 """
 
 from __future__ import annotations
