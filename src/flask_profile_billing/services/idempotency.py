@@ -21,15 +21,16 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..errors import IdempotencyConflict, IdempotencyKeyReused
 from ..store import idempotency as keys
-from ..store.transactions import UNAVAILABLE_ERRORS, read_connection, write_transaction
+from ..store.transactions import read_connection, write_transaction
 from .charge_returns import ChargeReturnService, PendingReturn
+from .retries import RetryQueue
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ _ATTEMPTS = 3
 # A running request renews its lock this many times per lock period: two renewals may fail (the
 # database briefly away) before a live holder's key can be taken over.
 _RENEWALS_PER_LOCK = 3
-FIRST_RETRY_SECONDS = 0.5
-LAST_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +77,7 @@ class IdempotencyService:
         self._runtime = runtime
         self._charge_returns = charge_returns
         # Completions and releases the database could not take when they were due.
-        self._pending: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
-        self._retrier: threading.Thread | None = None
+        self._waiting = RetryQueue(runtime.app, "billing-idempotency")
 
     def begin(self, request: IdempotentRequest) -> KeyClaim | StoredResponse:
         """Claim the key for ``request``, or the stored response of its first use.
@@ -124,23 +121,11 @@ class IdempotencyService:
     @property
     def pending(self) -> int:
         """How many completions and releases wait for the database."""
-        with self._lock:
-            return len(self._pending)
+        return self._waiting.pending
 
     def retry_pending(self) -> int:
         """Try every waiting completion and release once now; how many are still waiting."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        failed: list[Callable[[], None]] = []
-        for operation in batch:
-            try:
-                with self._runtime.app.app_context():  # the engine is the app's
-                    operation()
-            except UNAVAILABLE_ERRORS:
-                failed.append(operation)
-        with self._lock:
-            self._pending[:0] = failed
-            return len(self._pending)
+        return self._waiting.retry_pending()
 
     def complete(self, claim: KeyClaim, response: StoredResponse) -> None:
         """Store the charged response of ``claim``'s request for its repeats."""
@@ -173,7 +158,7 @@ class IdempotencyService:
 
         # The request itself succeeded and was charged: its answer goes out whatever happens
         # here. Until the response is stored, repeats are told to wait (the key stays locked).
-        self._now_or_later(store, "could not store the response of an idempotent request")
+        self._waiting.run_or_queue(store, "could not store the response of an idempotent request")
 
     def release(self, claim: KeyClaim) -> None:
         """Forget the key of a request that ended uncharged, so its retry runs anew."""
@@ -190,7 +175,7 @@ class IdempotencyService:
                 )
 
         # Until it lands, a retry is told to wait (and, past the lock, takes the key over).
-        self._now_or_later(forget, "could not release an idempotency key")
+        self._waiting.run_or_queue(forget, "could not release an idempotency key")
 
     def prune_expired(self, now: datetime | None = None, *, dry_run: bool = False) -> int:
         """Delete the stored responses whose time is over (at ``now``); how many. With
@@ -216,42 +201,6 @@ class IdempotencyService:
                 token=claim.token,
                 locked_until=locked_until,
             )
-
-    def _now_or_later(self, operation: Callable[[], None], failure: str) -> None:
-        """Run ``operation`` now, or queue it for the background retrier when the database is
-        unavailable."""
-        try:
-            operation()
-        except UNAVAILABLE_ERRORS as error:
-            log.error(
-                "%s: the database is unavailable (%s); retrying in the background",
-                failure,
-                type(error).__name__,
-            )
-            with self._lock:
-                self._pending.append(operation)
-                if self._retrier is None or not self._retrier.is_alive():
-                    self._retrier = threading.Thread(
-                        target=self._retry_until_done, name="billing-idempotency", daemon=True
-                    )
-                    self._retrier.start()
-
-    def _retry_until_done(self) -> None:
-        delay = FIRST_RETRY_SECONDS
-        stop = threading.Event()
-        while True:
-            stop.wait(delay)
-            try:
-                left = self.retry_pending()
-            except Exception:  # a bug must not kill the retrier and strand the others
-                log.exception("retrying an idempotency key's bookkeeping failed")
-                left = self.pending
-            if left == 0:
-                with self._lock:
-                    if not self._pending:
-                        self._retrier = None
-                        return
-            delay = min(delay * 2, LAST_RETRY_SECONDS)
 
     def _try_begin(self, request: IdempotentRequest) -> KeyClaim | StoredResponse | None:
         settings = self._runtime.settings
