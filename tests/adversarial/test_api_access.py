@@ -323,11 +323,13 @@ def test_stored_markup_in_profile_fields_is_never_served_as_html(
     profile = client.get(host_app.url("/api/profile/me"), headers={**bearer(user), **HTML})
     assert profile.status_code == 200
     assert profile.headers["Content-Type"].startswith("application/json")
-    # The refusal page is the extension's HTML: use the quota up, then ask as a browser.
+    # The refusal page is the extension's HTML: use the quota up, then ask as a browser (on the
+    # session cookie: a request with an Authorization header is a script's, answered in JSON).
+    browser, csrf = cookie_login(traffic, host_app, user)
     pages = []
     for _ in range(25):
-        answer = client.post(
-            host_app.url(f"/analyze/{quote(SVG)}"), headers={**bearer(user), **HTML}
+        answer = browser.post(
+            host_app.url(f"/analyze/{quote(SVG)}"), headers={**HTML, "X-CSRFToken": csrf}
         )
         assert answer.status_code in (200, 429), answer.text
         if answer.status_code == 429:
