@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from sqlalchemy import Engine
 
 from flask_profile_billing.store.models import (
@@ -20,7 +21,8 @@ from flask_profile_billing.store.models import (
     usage_counters,
     usage_events,
 )
-from tests.adversarial.harness import GunicornServer
+from tests.adversarial.harness import GunicornServer, Traffic
+from tests.adversarial.host import DEFAULT_SECRET_KEY, token_for
 from tests.adversarial.report import Figures
 
 # -- the apps -------------------------------------------------------------------------------------
@@ -84,3 +86,15 @@ def assert_unchanged(figures: Figures, before: Any, after: Any, what: str) -> No
     if before != after:
         figures.lost += 1
     assert before == after, f"{what} changed the database"
+
+
+def cookie_login(traffic: Traffic, host: Deployment, user: str) -> tuple[requests.Session, str]:
+    """A browser session of ``user`` on the host app, and its CSRF token."""
+    session = traffic.session()
+    response = session.post(
+        host.url("/login"), json={"token": token_for(DEFAULT_SECRET_KEY, user)}, headers=JSON
+    )
+    assert response.status_code == 200, response.text
+    assert session.cookies.get(SESSION_COOKIE)
+    token: str = response.json()["data"]["csrf_token"]
+    return session, token

@@ -45,6 +45,7 @@ from tests.adversarial.scenarios import (
     WEBHOOK_SECRET,
     Deployment,
     assert_unchanged,
+    cookie_login,
 )
 
 ALL_TABLES = (*USER_TABLES, webhook_deliveries)
@@ -115,18 +116,6 @@ BAD_AVATARS = (
 
 def bearer(user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(DEFAULT_SECRET_KEY, user)}", **JSON}
-
-
-def cookie_login(traffic: Traffic, host: Deployment, user: str) -> tuple[requests.Session, str]:
-    """A browser session of ``user`` on the host app, and its CSRF token."""
-    session = traffic.session()
-    response = session.post(
-        host.url("/login"), json={"token": token_for(DEFAULT_SECRET_KEY, user)}, headers=JSON
-    )
-    assert response.status_code == 200, response.text
-    assert session.cookies.get(SESSION_COOKIE)
-    token: str = response.json()["data"]["csrf_token"]
-    return session, token
 
 
 def first_visit(traffic: Traffic, host: Deployment, user: str) -> None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tests.adversarial.harness import Traffic, usage_records
 from tests.adversarial.host import DEFAULT_SECRET_KEY, token_for
 from tests.adversarial.report import Figures
-from tests.adversarial.scenarios import Deployment
+from tests.adversarial.scenarios import Deployment, cookie_login
 
 REPEATS = 40
 
@@ -76,10 +76,8 @@ def test_the_refusal_page_carries_the_security_headers(
     host_app: Deployment, traffic: Traffic
 ) -> None:
     user = f"browser-{time.monotonic_ns()}"
-    page = traffic.session().get(
-        host_app.url("/api/data"),
-        headers={**bearer(user), "Accept": "text/html"},
-    )
+    browser, _ = cookie_login(traffic, host_app, user)  # a browser: scripts get JSON refusals
+    page = browser.get(host_app.url("/api/data"), headers={"Accept": "text/html"})
 
     assert page.status_code == 403
     assert page.headers["Content-Type"].startswith("text/html")
