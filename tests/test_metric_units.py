@@ -18,12 +18,8 @@ from flask import Flask
 from flask_profile_billing import BillingConfigError, ProfileBilling, QuotaExceeded
 from flask_profile_billing.catalog_config import load_catalog
 from flask_profile_billing.domain.catalog import Metric, default_catalog
-from flask_profile_billing.services.translations import (
-    Translator,
-    counted,
-    file_catalog,
-    metric_title,
-)
+from flask_profile_billing.presentation.i18n import file_catalog
+from flask_profile_billing.presentation.translator import Translator, counted, metric_title
 from tests.support.host_app import AppFactory
 from tests.support.servers import required_module
 from tests.test_profile_page import PAGE, Markup

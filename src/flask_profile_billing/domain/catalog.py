@@ -80,6 +80,12 @@ PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
 (English: one, other; Russian: one, few, many, other)."""
 
 
+def translatable(message: str) -> str:
+    """Marks ``message`` for the extension's catalog where it is written (extracted with the
+    page's messages), to be translated where it is shown."""
+    return message
+
+
 def plural_forms(singular: str, plural: str) -> tuple[str, str]:
     """Marks a plural pair of the extension's own translation catalog (extracted with the page's
     messages), translated where it is shown."""
@@ -327,7 +333,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             "analysis",
             MetricKind.PERIODIC,
             "analyses_per_month",
-            "Analysis limit reached ({limit} per month)",
+            translatable("Analysis limit reached ({limit} per month)"),
             usage_key="analyses",
             check_key="can_analyze",
             message_key="analyze",
@@ -336,26 +342,26 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
                 "analyses",
                 messages=plural_forms("%(num)s analysis", "%(num)s analyses"),
             ),
-            title="Analyses",
+            title=translatable("Analyses"),
         ),
         "export": Metric(
             "export",
             MetricKind.PERIODIC,
             "exports_per_month",
-            "Export limit reached ({limit} per month)",
+            translatable("Export limit reached ({limit} per month)"),
             usage_key="exports",
             check_key="can_export",
             message_key="export",
             unit=Unit(
                 "export", "exports", messages=plural_forms("%(num)s export", "%(num)s exports")
             ),
-            title="Exports",
+            title=translatable("Exports"),
         ),
         "active_vacancies": Metric(
             "active_vacancies",
             MetricKind.GAUGE,
             "active_vacancies",
-            "Active vacancy limit reached ({limit})",
+            translatable("Active vacancy limit reached ({limit})"),
             check_key="can_add_vacancy",
             message_key="vacancy",
             unit=Unit(
@@ -363,7 +369,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
                 "active vacancies",
                 messages=plural_forms("%(num)s active vacancy", "%(num)s active vacancies"),
             ),
-            title="Active vacancies",
+            title=translatable("Active vacancies"),
         ),
     }
 

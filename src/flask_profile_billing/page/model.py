@@ -2,8 +2,8 @@
 
 The numbers are the services' (the quota service the guards use, the usage rollup, the payments),
 so the page shows what ``/api/...`` answers; this module only arranges them and words them in the
-reader's language (``i18n.Translator``). Templates receive these values and may ignore the worded
-texts and word their own.
+reader's language (``presentation.translator.Translator``). Templates receive these values and may
+ignore the worded texts and word their own.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 from ..domain.catalog import Catalog, Metric, MetricKind, Plan, render
 from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription, SubscriptionStatus
+from ..presentation.i18n import translatable
+from ..presentation.translator import Translator, counted, metric_title
 from ..services.activity import ActivityEvent
 from ..services.payments import PaymentRecord
 from ..services.profiles import ProfileSnapshot
-from ..services.translations import counted, metric_title
-from .i18n import Translator, translatable
 
 PERIODS = (7, 30, 90)
 """The usage chart's periods (days); 30 by default."""
@@ -54,20 +54,7 @@ DEFAULT_CATALOG_TEXTS = (
     translatable("Custom integrations"),
     translatable("SLA guarantee"),
     translatable("Onboarding assistance"),
-    # The default catalog's metric titles.
-    translatable("Analyses"),
-    translatable("Exports"),
-    translatable("Active vacancies"),
 )
-
-
-def _gauge_vacancies(t: Translator, used: int, limit: int) -> str:
-    return t.ngettext(
-        "%(used)s of %(num)s active vacancy",
-        "%(used)s of %(num)s active vacancies",
-        limit,
-        used=t.number(used),
-    )
 
 
 # The roles a host most often gives its users, translated on the profile card; any other role is
@@ -310,8 +297,13 @@ def quota_rows(
             else:
                 state = "ok"
             if gauge:
-                if name == "active_vacancies":
-                    summary = _gauge_vacancies(t, allowance.used, allowance.limit)
+                if metric.unit is not None:
+                    # The cap in the metric's own words: "3 of 5 active vacancies".
+                    summary = t.gettext(
+                        "%(used)s of %(amount)s",
+                        used=t.number(allowance.used),
+                        amount=counted(t, metric, allowance.limit),
+                    )
                 else:
                     summary = t.gettext(
                         "%(used)s of %(limit)s",
