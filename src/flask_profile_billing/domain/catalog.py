@@ -306,21 +306,22 @@ _ENTERPRISE = _PROFESSIONAL | {
     "sla_guarantee",
     "onboarding_assistance",
 }
+# Translated where they are shown (the extension's catalog has them).
 _FEATURE_LABELS = {
-    "basic_analysis": "Basic analysis",
-    "email_support": "Email support",
-    "excel_export": "Excel export",
-    "api_access": "API access",
-    "priority_support": "Priority support",
-    "advanced_filters": "Advanced filters",
-    "custom_reports": "Custom reports",
-    "bulk_operations": "Bulk operations",
-    "webhook_notifications": "Webhook notifications",
-    "team_collaboration": "Team collaboration",
-    "personal_manager": "Personal manager",
-    "custom_integrations": "Custom integrations",
-    "sla_guarantee": "SLA guarantee",
-    "onboarding_assistance": "Onboarding assistance",
+    "basic_analysis": translatable("Basic analysis"),
+    "email_support": translatable("Email support"),
+    "excel_export": translatable("Excel export"),
+    "api_access": translatable("API access"),
+    "priority_support": translatable("Priority support"),
+    "advanced_filters": translatable("Advanced filters"),
+    "custom_reports": translatable("Custom reports"),
+    "bulk_operations": translatable("Bulk operations"),
+    "webhook_notifications": translatable("Webhook notifications"),
+    "team_collaboration": translatable("Team collaboration"),
+    "personal_manager": translatable("Personal manager"),
+    "custom_integrations": translatable("Custom integrations"),
+    "sla_guarantee": translatable("SLA guarantee"),
+    "onboarding_assistance": translatable("Onboarding assistance"),
 }
 _ALL_FEATURES = list(_FEATURE_LABELS)
 
@@ -382,7 +383,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "free",
             "Free",
-            "For trying the platform: one vacancy and a few analyses a month.",
+            translatable("For trying the platform: one vacancy and a few analyses a month."),
             Decimal(0),
             Decimal(0),
             limits=limits(1, 20, 5),
@@ -394,7 +395,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "starter",
             "Starter",
-            "For small teams hiring regularly.",
+            translatable("For small teams hiring regularly."),
             Decimal(2990),
             Decimal(29900),
             limits=limits(5, 200, 50),
@@ -405,7 +406,9 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "professional",
             "Professional",
-            "For recruiting agencies: API access, priority support and bulk operations.",
+            translatable(
+                "For recruiting agencies: API access, priority support and bulk operations."
+            ),
             Decimal(5990),
             Decimal(59900),
             limits=limits(20, 1000, 200),
@@ -416,7 +419,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "enterprise",
             "Enterprise",
-            "Unlimited use, a personal manager and an SLA. Price on request.",
+            translatable("Unlimited use, a personal manager and an SLA. Price on request."),
             None,
             None,
             limits=limits(None, None, None),

@@ -33,29 +33,6 @@ CHART_HEIGHT = 100
 COLUMN_WIDTH = 8
 COLUMN_GAP = 2
 
-DEFAULT_CATALOG_TEXTS = (
-    # The default catalog's descriptions and feature labels, translated where they are shown
-    # (a host's own catalog brings its own translations, as lazy texts).
-    translatable("For trying the platform: one vacancy and a few analyses a month."),
-    translatable("For small teams hiring regularly."),
-    translatable("For recruiting agencies: API access, priority support and bulk operations."),
-    translatable("Unlimited use, a personal manager and an SLA. Price on request."),
-    translatable("Basic analysis"),
-    translatable("Email support"),
-    translatable("Excel export"),
-    translatable("API access"),
-    translatable("Priority support"),
-    translatable("Advanced filters"),
-    translatable("Custom reports"),
-    translatable("Bulk operations"),
-    translatable("Webhook notifications"),
-    translatable("Team collaboration"),
-    translatable("Personal manager"),
-    translatable("Custom integrations"),
-    translatable("SLA guarantee"),
-    translatable("Onboarding assistance"),
-)
-
 
 # The roles a host most often gives its users, translated on the profile card; any other role is
 # shown as the host wrote it.
