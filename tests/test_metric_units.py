@@ -18,12 +18,8 @@ from flask import Flask
 from flask_profile_billing import BillingConfigError, ProfileBilling, QuotaExceeded
 from flask_profile_billing.catalog_config import load_catalog
 from flask_profile_billing.domain.catalog import Metric, default_catalog
-from flask_profile_billing.services.translations import (
-    Translator,
-    counted,
-    file_catalog,
-    metric_title,
-)
+from flask_profile_billing.presentation.i18n import file_catalog
+from flask_profile_billing.presentation.translator import Translator, counted, metric_title
 from tests.support.host_app import AppFactory
 from tests.support.servers import required_module
 from tests.test_profile_page import PAGE, Markup
@@ -217,3 +213,31 @@ def test_the_emails_count_in_the_units_words(make_app: AppFactory) -> None:
     ]
     assert "Limit reached: 5 posts of this period are used." in bodies
     assert "Лимит исчерпан: использовано 5 постов за этот период." in bodies
+
+
+SEAT_UNIT = {
+    "one": "seat",
+    "other": "seats",
+    "ru": {"one": "место", "few": "места", "many": "мест", "other": "места"},
+}
+
+
+@pytest.mark.parametrize(
+    ("locale", "summary"), [("en", "2 of 5 seats"), ("ru", "2 из 5 мест")], ids=["en", "ru"]
+)
+def test_a_hosts_gauge_card_counts_its_cap_in_the_units_words(
+    make_app: AppFactory, locale: str, summary: str
+) -> None:
+    """A gauge's card words its cap as its unit does, whatever the metric is called (the default
+    catalog's active vacancies are no special case)."""
+    catalog = {
+        "metrics": {**CATALOG["metrics"], "seat": {"kind": "gauge", "unit": SEAT_UNIT}},
+        "plans": [
+            {"code": "free", "name": "Free", "default": True, "limits": {"post": 5, "seat": 5}}
+        ],
+    }
+    app = make_app(BILLING_PLANS=catalog, BILLING_PRIMARY_METRIC="post", BILLING_LOCALE=locale)
+    billing: ProfileBilling = app.extensions["test_billing"]
+    billing.capacity_loader("seat")(lambda user_id: 2)
+
+    assert summary in page_text(app, "alice")

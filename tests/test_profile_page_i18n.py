@@ -17,7 +17,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from flask_profile_billing import ProfileBilling
-from flask_profile_billing.page.i18n import DOMAIN, TRANSLATIONS_DIRECTORY, Translator
+from flask_profile_billing.presentation.i18n import DOMAIN, TRANSLATIONS_DIRECTORY
+from flask_profile_billing.presentation.translator import Translator
 from tests.support.host_app import AppFactory
 from tests.support.servers import required_module
 from tests.test_profile_page import HTML, PAGE, Markup
@@ -92,8 +93,8 @@ def test_the_locale_follows_the_hosts_flask_babel_selector(make_app: AppFactory)
     [(1, "1 анализ"), (2, "2 анализа"), (5, "5 анализов"), (11, "11 анализов"), (21, "21 анализ")],
 )
 def test_russian_plural_forms(app: object, count: int, words: str) -> None:
-    from flask_profile_billing.page.i18n import _file_catalog
     from flask_profile_billing.page.model import counted
+    from flask_profile_billing.presentation.i18n import file_catalog as _file_catalog
 
     translator = Translator("ru", _file_catalog("ru"))
 

@@ -3,7 +3,6 @@ security headers of everything the extension answers."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import secrets
 import sys
@@ -34,6 +33,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
+from .domain.catalog import render
 from .domain.errors import BillingError
 from .errors import (
     REFUSAL_ATTRIBUTE,
@@ -44,6 +44,9 @@ from .errors import (
 
 # Re-exported: the guards add them to every charged answer.
 from .errors import quota_headers as quota_headers
+from .presentation.formats import moment_in_zone
+from .presentation.i18n import ENGLISH, request_locale, translatable
+from .presentation.translator import Translator, counted
 from .services.faults import (
     DATABASE_FAULTS,
     database_unavailable,
@@ -333,8 +336,6 @@ def _naming_missing_tables(error: BillingError) -> BillingError:
 # -- the HTML page -------------------------------------------------------------------------------
 
 ERROR_TEMPLATE = "profile_billing/error.html"
-# Month names of the page's own English format, whatever the process's C locale says.
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _UTC = ZoneInfo("UTC")
 
 
@@ -386,43 +387,61 @@ def error_page_context(error: BillingError, status: int) -> dict[str, Any]:
     resets_at = _resets_at(error)
     if resets_at is not None:
         resets_at = resets_at.astimezone(_viewer_zone())
+    state = _state()
+    # The page speaks the profile page's language: BILLING_LOCALE, else the host's Flask-Babel
+    # locale, else English (and then writes the reset date in a plain English form).
+    chosen = request_locale(None if state is None else state.runtime.settings.page.locale)
+    t = Translator("en", ENGLISH) if chosen is None else Translator(*chosen)
     return {
+        "_pb": t.gettext,
+        "_pbn": t.ngettext,
+        "t": t,
+        "billing_locale": t.language,
         "error": error,
         "body": error_body(error),
         "status": status,
-        "status_name": HTTP_STATUS_CODES.get(status, "Error"),
-        "message": error.message,
+        "status_name": t.gettext(HTTP_STATUS_CODES.get(status, "Error")),
+        "message": _translated_message(error, t, state),
         "base_template": page.base_template,
         "back_url": _back_url(page.back_url),
         # The profile page when it is registered; a host's template may link its own.
         "profile_url": _profile_url(),
         "resets_at": resets_at,
-        "resets_at_text": None if resets_at is None else format_moment(resets_at),
+        "resets_at_text": (
+            None
+            if resets_at is None
+            else moment_in_zone(None if chosen is None else chosen[0], resets_at)
+        ),
     }
 
 
-def format_moment(moment: datetime) -> str:
-    """``moment`` for people, in its own time zone: with Flask-Babel's ``format_datetime`` in the
-    request's locale when the app initialised Flask-Babel, else "1 Nov 2025, 00:00 (UTC)"."""
-    zone_name = getattr(moment.tzinfo, "key", None) or moment.tzname() or "UTC"
-    babel_format = _babel_format_datetime()
-    if babel_format is not None:
-        # rebase=False: the moment is already in the user's zone (Flask-Babel would convert it
-        # to its own, the app's default, otherwise).
-        return f"{babel_format(moment, rebase=False)} ({zone_name})"
-    month = _MONTHS[moment.month - 1]
-    return f"{moment.day} {month} {moment.year}, {moment:%H:%M} ({zone_name})"
+# The statuses of the extension's refusals, for its catalog (the page shows their names).
+REFUSAL_STATUS_NAMES = (
+    translatable("Bad Request"),
+    translatable("Unauthorized"),
+    translatable("Payment Required"),
+    translatable("Forbidden"),
+    translatable("Not Found"),
+    translatable("Conflict"),
+    translatable("Unprocessable Entity"),
+    translatable("Too Many Requests"),
+    translatable("Error"),
+)
 
 
-def _babel_format_datetime() -> Callable[..., str] | None:
-    if "babel" not in current_app.extensions:
-        return None
-    try:  # an optional dependency, imported by name: the package does not require it
-        flask_babel = importlib.import_module("flask_babel")
-    except ImportError:
-        return None
-    formatter: Callable[..., str] = flask_babel.format_datetime
-    return formatter
+def _translated_message(error: BillingError, t: Translator, state: BillingState | None) -> str:
+    """The error's message in the page's language: a quota's from its metric's message in the
+    catalog (the limit counted in the metric's unit), any other through the extension's catalog
+    (unchanged when the catalog has no translation of it)."""
+    if isinstance(error, QuotaExceeded) and state is not None:
+        metric = state.runtime.catalog.metrics.get(error.metric)
+        limit = error.allowance.limit
+        if metric is not None and limit is not None:
+            source = render(metric.message)
+            template = t.gettext(source)
+            if template != source:  # else the message as the guards worded it, unchanged
+                return template.format(limit=t.number(limit), amount=counted(t, metric, limit))
+    return t.gettext(error.message)
 
 
 def _resets_at(error: BillingError) -> datetime | None:

@@ -196,7 +196,7 @@ def test_a_new_user_sees_the_empty_activity_state(page: Page) -> None:
     open_profile(page, ALICE)
     activity = page.locator("#pb-activity")
     expect(activity.locator("[data-pb-empty=activity]")).to_have_text(
-        "No activity yet. Your analyses, exports and plan changes will show here."
+        "No activity yet. What you use and your plan changes will show here."
     )
     expect(activity.locator("li")).to_have_count(0)
 

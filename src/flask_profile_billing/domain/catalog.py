@@ -80,6 +80,12 @@ PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
 (English: one, other; Russian: one, few, many, other)."""
 
 
+def translatable(message: str) -> str:
+    """Marks ``message`` for the extension's catalog where it is written (extracted with the
+    page's messages), to be translated where it is shown."""
+    return message
+
+
 def plural_forms(singular: str, plural: str) -> tuple[str, str]:
     """Marks a plural pair of the extension's own translation catalog (extracted with the page's
     messages), translated where it is shown."""
@@ -300,21 +306,22 @@ _ENTERPRISE = _PROFESSIONAL | {
     "sla_guarantee",
     "onboarding_assistance",
 }
+# Translated where they are shown (the extension's catalog has them).
 _FEATURE_LABELS = {
-    "basic_analysis": "Basic analysis",
-    "email_support": "Email support",
-    "excel_export": "Excel export",
-    "api_access": "API access",
-    "priority_support": "Priority support",
-    "advanced_filters": "Advanced filters",
-    "custom_reports": "Custom reports",
-    "bulk_operations": "Bulk operations",
-    "webhook_notifications": "Webhook notifications",
-    "team_collaboration": "Team collaboration",
-    "personal_manager": "Personal manager",
-    "custom_integrations": "Custom integrations",
-    "sla_guarantee": "SLA guarantee",
-    "onboarding_assistance": "Onboarding assistance",
+    "basic_analysis": translatable("Basic analysis"),
+    "email_support": translatable("Email support"),
+    "excel_export": translatable("Excel export"),
+    "api_access": translatable("API access"),
+    "priority_support": translatable("Priority support"),
+    "advanced_filters": translatable("Advanced filters"),
+    "custom_reports": translatable("Custom reports"),
+    "bulk_operations": translatable("Bulk operations"),
+    "webhook_notifications": translatable("Webhook notifications"),
+    "team_collaboration": translatable("Team collaboration"),
+    "personal_manager": translatable("Personal manager"),
+    "custom_integrations": translatable("Custom integrations"),
+    "sla_guarantee": translatable("SLA guarantee"),
+    "onboarding_assistance": translatable("Onboarding assistance"),
 }
 _ALL_FEATURES = list(_FEATURE_LABELS)
 
@@ -327,7 +334,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             "analysis",
             MetricKind.PERIODIC,
             "analyses_per_month",
-            "Analysis limit reached ({limit} per month)",
+            translatable("Analysis limit reached ({limit} per month)"),
             usage_key="analyses",
             check_key="can_analyze",
             message_key="analyze",
@@ -336,26 +343,26 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
                 "analyses",
                 messages=plural_forms("%(num)s analysis", "%(num)s analyses"),
             ),
-            title="Analyses",
+            title=translatable("Analyses"),
         ),
         "export": Metric(
             "export",
             MetricKind.PERIODIC,
             "exports_per_month",
-            "Export limit reached ({limit} per month)",
+            translatable("Export limit reached ({limit} per month)"),
             usage_key="exports",
             check_key="can_export",
             message_key="export",
             unit=Unit(
                 "export", "exports", messages=plural_forms("%(num)s export", "%(num)s exports")
             ),
-            title="Exports",
+            title=translatable("Exports"),
         ),
         "active_vacancies": Metric(
             "active_vacancies",
             MetricKind.GAUGE,
             "active_vacancies",
-            "Active vacancy limit reached ({limit})",
+            translatable("Active vacancy limit reached ({limit})"),
             check_key="can_add_vacancy",
             message_key="vacancy",
             unit=Unit(
@@ -363,7 +370,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
                 "active vacancies",
                 messages=plural_forms("%(num)s active vacancy", "%(num)s active vacancies"),
             ),
-            title="Active vacancies",
+            title=translatable("Active vacancies"),
         ),
     }
 
@@ -376,7 +383,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "free",
             "Free",
-            "For trying the platform: one vacancy and a few analyses a month.",
+            translatable("For trying the platform: one vacancy and a few analyses a month."),
             Decimal(0),
             Decimal(0),
             limits=limits(1, 20, 5),
@@ -388,7 +395,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "starter",
             "Starter",
-            "For small teams hiring regularly.",
+            translatable("For small teams hiring regularly."),
             Decimal(2990),
             Decimal(29900),
             limits=limits(5, 200, 50),
@@ -399,7 +406,9 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "professional",
             "Professional",
-            "For recruiting agencies: API access, priority support and bulk operations.",
+            translatable(
+                "For recruiting agencies: API access, priority support and bulk operations."
+            ),
             Decimal(5990),
             Decimal(59900),
             limits=limits(20, 1000, 200),
@@ -410,7 +419,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
         Plan(
             "enterprise",
             "Enterprise",
-            "Unlimited use, a personal manager and an SLA. Price on request.",
+            translatable("Unlimited use, a personal manager and an SLA. Price on request."),
             None,
             None,
             limits=limits(None, None, None),

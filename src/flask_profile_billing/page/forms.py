@@ -7,7 +7,6 @@ refuse the same values. An empty field clears it, as ``null`` does in the API.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from functools import cache
@@ -16,8 +15,9 @@ from zoneinfo import available_timezones
 
 import pycountry
 
+from ..presentation.i18n import territory_names, translatable
+from ..presentation.translator import Translator
 from ..services.profiles import EDITABLE_FIELDS, ProfileSnapshot
-from .i18n import Translator, translatable
 
 # Top-level areas of the IANA database: the zones a person lives in (no "Etc/GMT+3" or
 # legacy aliases such as "US/Eastern").
@@ -109,11 +109,7 @@ def countries(t: Translator) -> list[tuple[str, str]]:
 @cache
 def _countries(locale: str) -> list[tuple[str, str]]:
     names = {country.alpha_2: country.name for country in pycountry.countries}
-    try:
-        core = importlib.import_module("babel.core")
-        territories = core.Locale.parse(locale).territories
-    except (ImportError, ValueError, LookupError):
-        territories = {}
+    territories = territory_names(locale)
     localized = {code: territories.get(code, name) for code, name in names.items()}
     return sorted(localized.items(), key=lambda item: item[1].casefold())
 

@@ -2,8 +2,8 @@
 
 The numbers are the services' (the quota service the guards use, the usage rollup, the payments),
 so the page shows what ``/api/...`` answers; this module only arranges them and words them in the
-reader's language (``i18n.Translator``). Templates receive these values and may ignore the worded
-texts and word their own.
+reader's language (``presentation.translator.Translator``). Templates receive these values and may
+ignore the worded texts and word their own.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 from ..domain.catalog import Catalog, Metric, MetricKind, Plan, render
 from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription, SubscriptionStatus
+from ..presentation.i18n import translatable
+from ..presentation.translator import Translator, counted, metric_title
 from ..services.activity import ActivityEvent
 from ..services.payments import PaymentRecord
 from ..services.profiles import ProfileSnapshot
-from ..services.translations import counted, metric_title
-from .i18n import Translator, translatable
 
 PERIODS = (7, 30, 90)
 """The usage chart's periods (days); 30 by default."""
@@ -32,42 +32,6 @@ FORECAST_DAYS = 7
 CHART_HEIGHT = 100
 COLUMN_WIDTH = 8
 COLUMN_GAP = 2
-
-DEFAULT_CATALOG_TEXTS = (
-    # The default catalog's descriptions and feature labels, translated where they are shown
-    # (a host's own catalog brings its own translations, as lazy texts).
-    translatable("For trying the platform: one vacancy and a few analyses a month."),
-    translatable("For small teams hiring regularly."),
-    translatable("For recruiting agencies: API access, priority support and bulk operations."),
-    translatable("Unlimited use, a personal manager and an SLA. Price on request."),
-    translatable("Basic analysis"),
-    translatable("Email support"),
-    translatable("Excel export"),
-    translatable("API access"),
-    translatable("Priority support"),
-    translatable("Advanced filters"),
-    translatable("Custom reports"),
-    translatable("Bulk operations"),
-    translatable("Webhook notifications"),
-    translatable("Team collaboration"),
-    translatable("Personal manager"),
-    translatable("Custom integrations"),
-    translatable("SLA guarantee"),
-    translatable("Onboarding assistance"),
-    # The default catalog's metric titles.
-    translatable("Analyses"),
-    translatable("Exports"),
-    translatable("Active vacancies"),
-)
-
-
-def _gauge_vacancies(t: Translator, used: int, limit: int) -> str:
-    return t.ngettext(
-        "%(used)s of %(num)s active vacancy",
-        "%(used)s of %(num)s active vacancies",
-        limit,
-        used=t.number(used),
-    )
 
 
 # The roles a host most often gives its users, translated on the profile card; any other role is
@@ -310,8 +274,13 @@ def quota_rows(
             else:
                 state = "ok"
             if gauge:
-                if name == "active_vacancies":
-                    summary = _gauge_vacancies(t, allowance.used, allowance.limit)
+                if metric.unit is not None:
+                    # The cap in the metric's own words: "3 of 5 active vacancies".
+                    summary = t.gettext(
+                        "%(used)s of %(amount)s",
+                        used=t.number(allowance.used),
+                        amount=counted(t, metric, allowance.limit),
+                    )
                 else:
                     summary = t.gettext(
                         "%(used)s of %(limit)s",

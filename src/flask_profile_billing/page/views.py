@@ -35,13 +35,14 @@ from .. import signals
 from .._version import __version__
 from ..domain.catalog import render
 from ..errors import ApiError, BillingError, PaymentRequired
+from ..presentation.i18n import translatable
+from ..presentation.translator import Translator, translator
 from ..presenters import package_dict
 from ..profile_fields import ProfileUpdateSchema
 from ..services.faults import DATABASE_FAULTS, is_database_fault
 from ..services.profiles import EDITABLE_FIELDS
 from ..state import BillingState, get_state
 from . import forms, model
-from .i18n import Translator, translatable, translator
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,14 @@ def check_csrf() -> None:
 # -- the page --------------------------------------------------------------------------------
 
 
+def _translator() -> Translator:
+    """The page's translator: BILLING_LOCALE, else the host's Flask-Babel locale, else English."""
+    return translator(get_state().runtime.settings.page.locale)
+
+
 def profile() -> Any:
     state = get_state()
-    t = translator()
+    t = _translator()
     dialog = request.args.get("dialog")
     if dialog == "buy" and state.runtime.settings.payments_ui_enabled:
         # Without JavaScript the Buy button asks for the page with its dialog open: the click.
@@ -246,7 +252,7 @@ def render_page(
 def edit() -> AnyResponse:
     check_csrf()
     state = get_state()
-    t = translator()
+    t = _translator()
     submitted = forms.submitted_values(request.form)
     try:
         changes = ProfileUpdateSchema().load(forms.as_changes(submitted))
@@ -269,7 +275,7 @@ def edit() -> AnyResponse:
 def cancel() -> AnyResponse:
     check_csrf()
     state = get_state()
-    t = translator()
+    t = _translator()
     uid = user_id()
     try:
         subscription = state.subscriptions.cancel(uid)
@@ -297,7 +303,7 @@ def cancel() -> AnyResponse:
 def resume() -> AnyResponse:
     check_csrf()
     state = get_state()
-    t = translator()
+    t = _translator()
     try:
         state.subscriptions.resume(user_id())
     except BillingError as error:
@@ -312,7 +318,7 @@ def change_plan() -> AnyResponse:
     period; a paid plan starts checkout with a provider, else the purchase dialog opens."""
     check_csrf()
     state = get_state()
-    t = translator()
+    t = _translator()
     code = request.form.get("plan_type", "")
     months = 12 if request.form.get("duration_months") == "12" else 1
     if code not in state.runtime.catalog.plans:
@@ -346,7 +352,7 @@ def change_plan() -> AnyResponse:
 
 def choices() -> AnyResponse:
     """The edit dialog's long lists, in the reader's language, as [value, label] pairs."""
-    t = translator()
+    t = _translator()
     response = jsonify(
         countries=[list(pair) for pair in forms.countries(t)],
         timezones=[[name, name] for name in forms.timezones()],

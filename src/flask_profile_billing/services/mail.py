@@ -22,11 +22,9 @@ only with BILLING_EMAIL_RESEND_UNCERTAIN: at most once by default, at least once
 The From address is BILLING_EMAIL_FROM, else the host's MAIL_DEFAULT_SENDER; with a mail extension
 and neither, ``init_app`` raises.
 
-Templates: ``profile_billing/email/<kind>.txt`` (its ``subject`` block is the subject) and
-``<kind>.html`` (an empty rendering sends text only), found by Flask's loader, so a host's own
-``templates/profile_billing/email/`` wins. They call ``_pb`` and ``_pbn`` of the extension's
-translation domain, in the locale of BILLING_EMAIL_LOCALE (else BILLING_LOCALE, else English), with
-dates in the user's time zone (the profile's).
+The emails are rendered by ``presentation.emails`` from ``profile_billing/email/<kind>.txt`` and
+``<kind>.html`` (a host's own override them), in the locale of BILLING_EMAIL_LOCALE (else
+BILLING_LOCALE, else English), with dates in the user's time zone (the profile's).
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from flask import current_app, url_for
-from jinja2 import Template
 from werkzeug.routing import BuildError
 
 from .. import signals
@@ -57,6 +54,8 @@ from ..domain.notifications import (
 )
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import BillingConfigError, UnknownUserError
+from ..presentation.emails import render_email
+from ..presentation.translator import Translator, counted, metric_title, translator_of
 from ..store import notifications as stored
 from ..store import profiles as stored_profiles
 from ..store.transactions import read_connection, write_transaction
@@ -65,13 +64,9 @@ from .profiles import ProfileService, describe_host_user
 from .quotas import QuotaService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
-from .translations import Translator, counted, file_catalog, metric_title
 from .users import load_host_user
 
 log = logging.getLogger(__name__)
-
-TEMPLATE_FOLDER = "profile_billing/email"
-"""Where the email templates are: ``<kind>.txt`` and ``<kind>.html``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,9 +427,6 @@ class MailService:
         translator = self.translator_for(user)
         zone = self._profiles.timezone_of(notification.user_id)
         variables: dict[str, Any] = {
-            "_pb": translator.gettext,
-            "_pbn": translator.ngettext,
-            "t": translator,
             "user": user,
             "name": self._first_name(notification.user_id) or host.first_name,
             "email": host.email,
@@ -457,13 +449,12 @@ class MailService:
                     period_key=notification.period_key,
                     now=now,
                 )
-        subject, text = _subject_and_body(self._template(kind, "txt"), variables)
-        html = self._template(kind, "html").render(variables).strip()
+        rendered = render_email(self._runtime.app.jinja_env, kind, translator, variables)
         return OutgoingEmail(
             to=host.email,
-            subject=subject,
-            text=text,
-            html=html or None,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
             from_address=self.from_address,
             locale=translator.locale,
             notification=notification,
@@ -482,7 +473,7 @@ class MailService:
         chosen = settings.email.locale
         locale = chosen(user) if callable(chosen) else chosen
         locale = str(locale).replace("-", "_") if locale else settings.page.locale or "en"
-        return Translator(locale, file_catalog(locale))
+        return translator_of(locale)
 
     def _details(
         self, notification: Notification, now: datetime, t: Translator, zone: tzinfo
@@ -591,11 +582,6 @@ class MailService:
                 return subscription
         return None
 
-    def _template(self, kind: NotificationKind, extension: str) -> Template:
-        return self._runtime.app.jinja_env.get_template(
-            f"{TEMPLATE_FOLDER}/{kind.value}.{extension}"
-        )
-
     def _profile_url(self) -> str | None:
         settings = self._runtime.settings
         if settings.email.profile_url is not None:
@@ -612,22 +598,3 @@ class MailService:
 def _plan_code_of(subscription: Subscription | None) -> str:
     """The plan code of a subscription whose plan left the catalog."""
     return subscription.plan_code if subscription is not None else ""
-
-
-def _subject_and_body(template: Template, variables: Mapping[str, Any]) -> tuple[str, str]:
-    """The ``subject`` block of a text template, on one line, and the rest of it: the template
-    rendered with that block left out (where a standalone template has it inline)."""
-    block = template.blocks.get("subject")
-    subject = "" if block is None else "".join(block(template.new_context(dict(variables))))
-    context = template.new_context(dict(variables))
-    context.blocks["subject"] = [_nothing]
-    body = "".join(template.root_render_func(context))
-    return _one_line(subject), body.strip() + "\n"
-
-
-def _nothing(context: Any) -> Iterator[str]:
-    return iter(())
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
