@@ -6,7 +6,6 @@ processes, each with its own engine and pool, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -37,18 +36,20 @@ def test_charges_and_refusals_from_several_processes_claim_each_notice_once(
 ) -> None:
     config: dict[str, Any] = {"BILLING_CLOCK": clock}
     app = make_app(**config)  # creates the tables once, before the workers race
-    start_at = time.time() + 8  # every process has imported and built its app by then
     # Each process sends both users' requests, interleaved: 48 each against a limit of 20.
     users = [user for _ in range(PER_PROCESS) for user in USERS]
+    spawn = multiprocessing.get_context("spawn")
 
-    with ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with spawn.Manager() as manager, ProcessPoolExecutor(PROCESSES, mp_context=spawn) as pool:
+        # The bursts start once every process has built its app and started its threads.
+        together = manager.Barrier(PROCESSES, timeout=120)
         futures = [
-            pool.submit(worker_process, database_url, config, "/analyze", users, start_at)
+            pool.submit(worker_process, database_url, config, "/analyze", users, together.wait)
             for _ in range(PROCESSES)
         ]
         statuses: Counter[int] = Counter()
         for future in futures:
-            statuses.update(future.result())
+            statuses.update(answer.status for answer in future.result(timeout=180))
 
     assert statuses == Counter({200: LIMIT * len(USERS), 429: (48 - LIMIT) * len(USERS)})
     notices = claimed(app)
