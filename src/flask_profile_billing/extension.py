@@ -332,9 +332,9 @@ class ProfileBilling:
     def create_all(self) -> None:
         """Create the extension's tables (for hosts that use ``db.create_all()`` and no migrations,
         and for tests: next to ``db.create_all()``). Tables already there are left as they are."""
-        from .store.models import Base
+        from .services.tables import create_tables
 
-        Base.metadata.create_all(get_state().runtime.engine)
+        create_tables(get_state().runtime.engine)
 
     def drop_all(self) -> None:
         """Drop the extension's tables, and the version table of its migrations, as
@@ -343,12 +343,10 @@ class ProfileBilling:
 
         For tests on a database that outlives them (``db.drop_all()`` leaves the ``billing_*``
         tables, and with them every subscription and charge of the previous test)."""
-        from .migrate import drop_version_table
-        from .store.models import Base
+        from .services.tables import drop_tables
 
         state = get_state()
-        Base.metadata.drop_all(state.runtime.engine)
-        drop_version_table(state.runtime.engine)
+        drop_tables(state.runtime.engine)
         state.runtime.cache.clear()
         state.plans.forget_seeded()
 

@@ -14,8 +14,9 @@ so the feed can never change what the sender does or answers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from flask import Flask
 
@@ -25,14 +26,30 @@ from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription
 from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .activity import ActivityService
-
 log = logging.getLogger(__name__)
 
 
+class ActivityRecorder(Protocol):
+    """What the receivers need of the activity service. Named here, so that this module does not
+    import the service that imports it (the service builds and holds the receivers)."""
+
+    def record(
+        self,
+        user_id: str,
+        type: str,
+        title: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        occurred_at: datetime | None = None,
+    ) -> object: ...
+
+    def record_refusal(
+        self, user_id: str, metric: str, amount: int, allowance: Allowance
+    ) -> None: ...
+
+
 class ActivityReceivers:
-    def __init__(self, runtime: Runtime, activity: ActivityService) -> None:
+    def __init__(self, runtime: Runtime, activity: ActivityRecorder) -> None:
         self._runtime = runtime
         self._activity = activity
 
