@@ -105,6 +105,31 @@ def test_a_form_post_without_the_csrf_token_is_refused_and_changes_nothing(
     assert me(client, "alice")["first_name"] == ""
 
 
+def test_a_form_post_over_https_needs_a_referrer_of_this_site(client: FlaskClient) -> None:
+    """Like the API's cookie writes: a valid token is not enough over HTTPS, the post must come
+    from a page of this site (the Referer rule Flask-WTF's ``CSRFProtect`` makes)."""
+    secure = {"base_url": "https://billing.test"}
+    page = client.get(PAGE, headers={"X-User": "alice", **HTML}, **secure)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(True))
+    assert found is not None
+    form = {"first_name": "Mallory", "csrf_token": found.group(1)}
+
+    def edit(**headers: str) -> TestResponse:
+        return client.post(
+            f"{PAGE}edit", data=form, headers={"X-User": "alice", **HTML, **headers}, **secure
+        )
+
+    foreign = edit(Referer="https://evil.example/page")
+    without_referrer = edit()
+    unchanged = me(client, "alice")["first_name"]
+    same_site = edit(Referer="https://billing.test/profile/")
+
+    assert foreign.status_code == without_referrer.status_code == 400
+    assert unchanged == ""
+    assert same_site.status_code == 303
+    assert me(client, "alice")["first_name"] == "Mallory"
+
+
 def test_the_page_can_be_switched_off_and_moved(make_app: AppFactory) -> None:
     off = make_app(BILLING_PROFILE_PAGE_ENABLED=False).test_client()
     moved = make_app(BILLING_PROFILE_PAGE_PREFIX="/account").test_client()
