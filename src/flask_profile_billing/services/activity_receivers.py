@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, Protocol
 
 from flask import Flask
@@ -34,13 +33,7 @@ class ActivityRecorder(Protocol):
     import the service that imports it (the service builds and holds the receivers)."""
 
     def record(
-        self,
-        user_id: str,
-        type: str,
-        title: str,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        occurred_at: datetime | None = None,
+        self, user_id: str, type: str, title: str, metadata: Mapping[str, Any]
     ) -> object: ...
 
     def record_refusal(
@@ -92,16 +85,8 @@ class ActivityReceivers:
         except Exception:
             log.exception("profile_activity_record_failed", extra={"user_id": user_id})
 
-    def _record_safely(
-        self,
-        user_id: str,
-        type: str,
-        title: str,
-        metadata: dict[str, Any],
-        *,
-        occurred_at: datetime | None = None,
-    ) -> None:
+    def _record_safely(self, user_id: str, type: str, title: str, metadata: dict[str, Any]) -> None:
         try:
-            self._activity.record(user_id, type, title, metadata, occurred_at=occurred_at)
+            self._activity.record(user_id, type, title, metadata)
         except Exception:
             log.exception("profile_activity_record_failed", extra={"user_id": user_id})
