@@ -1,7 +1,9 @@
 """``ProfileBilling``: the extension object a host app creates once and initialises per app.
 
-State lives per app in ``app.extensions["profile_billing"]`` (never on ``self``), so one extension
-object serves any number of apps, as with Flask-SQLAlchemy and app factories.
+What each app has (its settings, catalog, engine and services) lives in
+``app.extensions["profile_billing"]``, so one extension object serves any number of apps, as with
+Flask-SQLAlchemy and app factories. The object itself keeps only what the host gives it for every
+app: the ``db`` passed to the constructor and the gauges' capacity loaders.
 """
 
 from __future__ import annotations
