@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from flask_profile_billing import ProfileBilling, signals
 from flask_profile_billing.payments import TestPaymentProvider
-from tests.support.host_app import AppFactory, Clock, Vacancy, db
+from tests.support.host_app import AppFactory, Clock, Vacancy, billing_of, db
 from tests.support.profile import me, patch
 
 PAGE = "/profile/"
@@ -217,7 +217,7 @@ def test_the_banner_shows_when_30_percent_or_less_is_left(
 def test_the_banner_thresholds_are_configurable(make_app: AppFactory) -> None:
     app = make_app(BILLING_LOW_QUOTA_BANNER_PERCENT=0, BILLING_LOW_QUOTA_BANNER_REMAINING=3)
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         client = app.test_client()
         billing.consume("alice", "analysis", 16)
         assert parse(render(client, "alice")).by_id("pb-banner-quota") is None
@@ -230,7 +230,7 @@ def test_without_the_payments_ui_there_is_no_buy_element(
 ) -> None:
     app = make_app(ENABLE_PROFILE_PAYMENTS_UI=False, PROFILE_PAYMENTS_CTA_EMAIL="sales@example.com")
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         billing.consume("alice", "analysis", 20)
         response = render(app.test_client(), "alice", "?dialog=buy")
     markup = parse(response)
