@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Row, select
+from sqlalchemy import Engine, Row, select, text, update
 
 from flask_profile_billing import ProfileBilling, signals
 from flask_profile_billing.payments import (
@@ -34,7 +35,7 @@ from flask_profile_billing.payments import (
     sign,
     verify,
 )
-from flask_profile_billing.store.models import subscriptions, webhook_deliveries
+from flask_profile_billing.store.models import payments, subscriptions, webhook_deliveries
 from tests.support.host_app import AppFactory, Clock
 from tests.support.payments import (
     ONE_YEAR_LATER,
@@ -208,6 +209,46 @@ def test_concurrent_deliveries_of_one_event_change_the_plan_once(
     deliveries = delivery_rows(shop)
     assert len(deliveries) == CONCURRENT_DELIVERIES
     assert sum(d.outcome == "processed" for d in deliveries) == 1
+
+
+def test_a_confirmation_whose_payment_is_settled_meanwhile_grants_nothing(
+    shop: Flask,
+    shop_client: FlaskClient,
+    shop_billing: ProfileBilling,
+    provider: TestPaymentProvider,
+) -> None:
+    """A confirmation reads its payment pending while another writer is settling it: its move
+    waits for that writer, finds the payment moved, and the event is decided again on the
+    settled payment, which it leaves alone (PostgreSQL; SQLite runs the two one after the
+    other, to the same end)."""
+    payment = start_payment(shop_client)
+    raw = event_body(provider, payment)
+    engine = shop.extensions["sqlalchemy"].engine
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with engine.begin() as writer:
+            writer.execute(
+                update(payments).where(payments.c.id == payment["id"]).values(status="cancelled")
+            )
+            delivery = pool.submit(lambda: deliver(shop.test_client(), raw).get_json()["data"])
+            if engine.dialect.name == "postgresql":
+                wait_until_a_statement_waits_for_a_lock(engine)
+        result = delivery.result(timeout=30)
+
+    assert result["outcome"] == "ignored"
+    assert result["reason"] == "the payment is no longer pending"
+    assert [row.status for row in payment_rows(shop)] == ["cancelled"]
+    assert shop_billing.subscription("alice").plan_code != "professional"
+
+
+def wait_until_a_statement_waits_for_a_lock(engine: Engine) -> None:
+    deadline = time.monotonic() + 30
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if connection.execute(waiting).scalar_one():
+                return
+        time.sleep(0.01)
+    raise AssertionError("the delivery never waited for the settling writer")
 
 
 def test_paying_again_for_the_current_plan_extends_it(

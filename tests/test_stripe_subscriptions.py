@@ -404,6 +404,26 @@ def test_subscribing_to_another_plan_ends_the_earlier_stripe_subscription(
     assert statuses == {first: "ended", second: "active"}
 
 
+def test_a_new_subscription_announced_before_its_payment_still_ends_the_earlier_one(
+    shop: Flask, client: FlaskClient, fake_stripe: FakeStripe
+) -> None:
+    """Stripe often sends the new subscription's update before the completed Checkout: the
+    arrangement is recorded from it, and the one it replaces is ended at Stripe too."""
+    first = subscribe(shop, client, fake_stripe)
+    upgrade(client, {"plan_type": "starter", "duration_months": 12})
+    session = fake_stripe.complete(payment_rows(shop)[-1].provider_payment_id)
+    second = session["subscription"]
+
+    update = fake_stripe.subscription_event(second, cancel_at_period_end=False)
+    assert deliver(client, update) == "processed"
+    assert deliver(client, fake_stripe.event(session["id"])) == "processed"
+
+    assert fake_stripe.subscriptions[first]["status"] == "canceled"  # not charged twice
+    assert fake_stripe.subscriptions[second]["status"] == "active"
+    statuses = {row.reference: row.status for row in rows(shop, select(recurring))}
+    assert statuses == {first: "ended", second: "active"}
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
 

@@ -29,18 +29,19 @@ from .responses import error_response, keep_refusal_headers, refusals_noted
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
+from .services.charge_returns import ChargeReturnService
 from .services.faults import DATABASE_FAULTS, is_database_fault
 from .services.idempotency import IdempotencyService
 from .services.leases import JobLeases
 from .services.mail import MailService
 from .services.maintenance import MaintenanceReport, MaintenanceService
 from .services.notifications import NotificationService
+from .services.payment_grants import PaymentGrantService
 from .services.payments import PaymentService
 from .services.plan_changes import PlanChangeService
 from .services.profiles import ProfileService
 from .services.quotas import QuotaService, Reservation
 from .services.recurring import RecurringService
-from .services.refunds import RefundService
 from .services.reports import ReportService
 from .services.runtime import CapacityLoader, Runtime
 from .services.scheduler import MaintenanceScheduler
@@ -65,17 +66,18 @@ def build_state(runtime: Runtime) -> BillingState:
     notifications = NotificationService(runtime)
     subscriptions = SubscriptionService(runtime, plans, notifications)
     profiles = ProfileService(runtime)
-    refunds = RefundService(runtime)
+    charge_returns = ChargeReturnService(runtime)
     payments = PaymentService(runtime)
-    idempotency = IdempotencyService(runtime, refunds)
+    idempotency = IdempotencyService(runtime, charge_returns)
     leases = JobLeases(runtime)
     maintenance = MaintenanceService(runtime, subscriptions, idempotency, notifications, leases)
-    quotas = QuotaService(runtime, subscriptions, refunds, notifications)
+    quotas = QuotaService(runtime, subscriptions, charge_returns, notifications)
     # Emails follow the notifications whenever the host has a sender (services.mail).
     mail = MailService(runtime, subscriptions, quotas, profiles)
     notifications.wants_emails = lambda: mail.enabled
     maintenance.email_step = mail.send_due
-    recurring = RecurringService(runtime, subscriptions, payments, notifications)
+    grants = PaymentGrantService(runtime, subscriptions, payments)
+    recurring = RecurringService(runtime, subscriptions, payments, notifications, grants)
     maintenance.renewal_step = recurring.renew_due
     _follow_cancels(runtime, recurring)
     return BillingState(
@@ -83,13 +85,13 @@ def build_state(runtime: Runtime) -> BillingState:
         plans=plans,
         subscriptions=subscriptions,
         quotas=quotas,
-        refunds=refunds,
+        charge_returns=charge_returns,
         idempotency=idempotency,
         reports=ReportService(runtime),
         usage=UsageStatsService(runtime),
         payments=payments,
         plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles.timezone_of),
-        webhooks=WebhookService(runtime, payments, recurring),
+        webhooks=WebhookService(runtime, payments, grants, recurring),
         recurring=recurring,
         profiles=profiles,
         activity=ActivityService(runtime),

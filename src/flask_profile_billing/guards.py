@@ -33,10 +33,10 @@ from .responses import (
     refusals_noted,
     wants_json,
 )
+from .services.charge_returns import PendingReturn
 from .services.faults import DATABASE_FAULTS, is_database_fault
 from .services.idempotency import IdempotentRequest, StoredResponse
 from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
-from .services.refunds import PendingRefund
 from .state import BillingState, get_state
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -142,7 +142,7 @@ def _charge_and_run(
     except DATABASE_FAULTS as error:
         if not is_database_fault(error):
             raise
-        state.refunds.refund_later(PendingRefund(user_id, idempotency_key=token))
+        state.charge_returns.return_later(PendingReturn(user_id, idempotency_key=token))
         raise database_unavailable_error(error) from error
     keep_failures = state.runtime.settings.charge_failed_requests
     try:

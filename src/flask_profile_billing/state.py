@@ -17,6 +17,7 @@ from .errors import NotInitialisedError
 if TYPE_CHECKING:
     from .services.activity import ActivityService
     from .services.catalog_sync import CatalogSync
+    from .services.charge_returns import ChargeReturnService
     from .services.idempotency import IdempotencyService
     from .services.leases import JobLeases
     from .services.mail import MailService
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from .services.profiles import ProfileService
     from .services.quotas import QuotaService
     from .services.recurring import RecurringService
-    from .services.refunds import RefundService
     from .services.reports import ReportService
     from .services.runtime import Runtime
     from .services.scheduler import MaintenanceScheduler
@@ -47,7 +47,7 @@ class BillingState:
     plans: CatalogSync
     subscriptions: SubscriptionService
     quotas: QuotaService
-    refunds: RefundService
+    charge_returns: ChargeReturnService
     idempotency: IdempotencyService
     reports: ReportService
     usage: UsageStatsService

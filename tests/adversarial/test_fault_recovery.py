@@ -205,7 +205,7 @@ def test_a_refund_the_database_refused_is_applied_when_it_is_back(
     assert client.post("/analyze/fine", headers=as_user("alice")).status_code == 200
     with pytest.raises(RuntimeError, match="went away"):
         client.post("/analyze/database-dies", headers=as_user("alice"))
-    refunds = get_state(app).refunds
+    refunds = get_state(app).charge_returns
     assert refunds.pending == 1
 
     own_postgres.start()

@@ -1,6 +1,7 @@
 """Payment providers and webhook signatures: plain Python, no Flask and no database.
 
-The service that stores payments and processes webhooks is ``services.payments``; this package is
+The services that store payments and process webhooks are ``services.payments`` and
+``services.webhooks``, deciding with ``domain.payments``; this package is
 what a host app needs to plug a provider in (``BILLING_PAYMENT_PROVIDER``) and to sign test webhooks.
 The built-in providers are in ``payments.stripe_provider`` and ``payments.yookassa_provider``, each
 importing its provider's library (an optional extra), so they are not imported here.

@@ -25,32 +25,50 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from ..domain.payments import (
+    EVENT_TYPES as EVENT_TYPES,
+)
+from ..domain.payments import (
+    PAYMENT_CANCELLED as PAYMENT_CANCELLED,
+)
+from ..domain.payments import (
+    PAYMENT_CHARGED_BACK as PAYMENT_CHARGED_BACK,
+)
+from ..domain.payments import (
+    PAYMENT_FAILED as PAYMENT_FAILED,
+)
+from ..domain.payments import (
+    PAYMENT_REFUNDED as PAYMENT_REFUNDED,
+)
+from ..domain.payments import (
+    PAYMENT_SUCCEEDED as PAYMENT_SUCCEEDED,
+)
+from ..domain.payments import (
+    RECURRING_CANCEL_SCHEDULED as RECURRING_CANCEL_SCHEDULED,
+)
+from ..domain.payments import (
+    RECURRING_ENDED as RECURRING_ENDED,
+)
+from ..domain.payments import (
+    RECURRING_PAID as RECURRING_PAID,
+)
+from ..domain.payments import (
+    RECURRING_RESUMED as RECURRING_RESUMED,
+)
+from ..domain.payments import (
+    RECURRING_TYPES as RECURRING_TYPES,
+)
+from ..domain.payments import (
+    REVERSAL_TYPES as REVERSAL_TYPES,
+)
+from ..domain.payments import (
+    SETTLING_TYPES as SETTLING_TYPES,
+)
+from ..domain.payments import (
+    ProviderEvent as ProviderEvent,
+)
 from .signatures import SIGNATURE_HEADER
 from .signatures import verify as verify_signature
-
-PAYMENT_SUCCEEDED = "payment.succeeded"
-PAYMENT_FAILED = "payment.failed"
-PAYMENT_CANCELLED = "payment.cancelled"
-PAYMENT_REFUNDED = "payment.refunded"
-"""The money of a payment went back to the payer (``amount``: how much, in total so far)."""
-PAYMENT_CHARGED_BACK = "payment.charged_back"
-"""The payer disputed the payment with their bank (a chargeback)."""
-RECURRING_PAID = "recurring.paid"
-"""A renewal of a recurring arrangement (a Stripe subscription's invoice) was paid."""
-RECURRING_CANCEL_SCHEDULED = "recurring.cancel_scheduled"
-"""The arrangement ends at the end of its current period (Stripe's ``cancel_at_period_end``)."""
-RECURRING_RESUMED = "recurring.resumed"
-"""A scheduled end was undone: the arrangement renews again."""
-RECURRING_ENDED = "recurring.ended"
-"""The arrangement is over at the provider: it renews no more."""
-SETTLING_TYPES = (PAYMENT_SUCCEEDED, PAYMENT_FAILED, PAYMENT_CANCELLED)
-"""The events that settle a pending payment."""
-REVERSAL_TYPES = (PAYMENT_REFUNDED, PAYMENT_CHARGED_BACK)
-"""The events that take a payment's money back."""
-RECURRING_TYPES = (RECURRING_PAID, RECURRING_CANCEL_SCHEDULED, RECURRING_RESUMED, RECURRING_ENDED)
-"""The events about a recurring arrangement rather than one payment."""
-EVENT_TYPES = SETTLING_TYPES + REVERSAL_TYPES + RECURRING_TYPES
-"""The event types the extension acts on; a provider may report others, which are recorded and ignored."""
 
 
 class InvalidEvent(ValueError):
@@ -95,35 +113,6 @@ class ProviderPayment:
     provider_payment_id: str
     confirmation_url: str
     """Where the user goes to pay (the provider's hosted page)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderEvent:
-    """A webhook body normalised: the same fields whatever the provider's payload looked like."""
-
-    event_id: str
-    """Unique per event at the provider: a retried delivery repeats it, so it is processed once."""
-    event_type: str
-    """``payment.succeeded``, ``payment.failed``, ``payment.cancelled``, or another type to ignore."""
-    payment_id: str | None
-    """Our payment id when the provider echoes it; else the payment is found by the provider's id."""
-    provider_payment_id: str | None
-    amount: Decimal
-    currency: str
-    user_id: str | None = None
-    """The user the provider says the payment is for (echoed metadata), when it says so: it must
-    be the user of our payment, or the event is rejected."""
-    refund_reference: str | None = None
-    """The provider's id by which its refunds and disputes name the payment (Stripe: the
-    PaymentIntent), when it differs from ``provider_payment_id``."""
-    recurring_reference: str | None = None
-    """The recurring arrangement the event is about or set up: a Stripe subscription's id, or
-    the id of a payment method YooKassa saved for renewals."""
-    customer_reference: str | None = None
-    """The provider's customer (Stripe: ``cus_...``), kept with the arrangement."""
-    occurred_at: datetime | None = None
-    """When the provider says the event happened: of two changes of one arrangement delivered out
-    of order, the older is not applied over the newer."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from ..errors import IdempotencyConflict, IdempotencyKeyReused
 from ..store import idempotency as keys
 from ..store.transactions import UNAVAILABLE_ERRORS, read_connection, write_transaction
-from .refunds import PendingRefund, RefundService
+from .charge_returns import ChargeReturnService, PendingReturn
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ class StoredResponse:
 
 
 class IdempotencyService:
-    def __init__(self, runtime: Runtime, refunds: RefundService) -> None:
+    def __init__(self, runtime: Runtime, charge_returns: ChargeReturnService) -> None:
         self._runtime = runtime
-        self._refunds = refunds
+        self._charge_returns = charge_returns
         # Completions and releases the database could not take when they were due.
         self._pending: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -292,7 +292,9 @@ class IdempotencyService:
         if record.state == keys.RUNNING:
             # Its holder stopped (a worker that died mid-request): whatever it was charged is
             # given back before this request is charged in its place.
-            self._refunds.refund(PendingRefund(request.user_id, idempotency_key=record.token))
+            self._charge_returns.give_back(
+                PendingReturn(request.user_id, idempotency_key=record.token)
+            )
         return KeyClaim(request, claim.token)
 
 

@@ -8,9 +8,10 @@ block. A user has at most ``BILLING_MAX_PENDING_PAYMENTS`` payments pending; one
 ``TOO_MANY_PENDING_PAYMENTS``.
 
 A payment moves ``pending`` -> ``paid`` -> ``succeeded``, or ``pending`` -> ``failed`` /
-``cancelled``; a refund or a chargeback moves it on to ``refunded`` / ``charged_back``. Every move
-is a conditional UPDATE from the state it expects, so a late, repeated or out-of-order webhook
-changes nothing (``services.webhooks`` makes the moves a provider reports).
+``cancelled``; a refund or a chargeback moves it on to ``refunded`` / ``charged_back``
+(``domain.payments.PAYMENT_MOVES``). Every move is a conditional UPDATE from the state it expects,
+so a late, repeated or out-of-order webhook changes nothing (``services.webhooks`` makes the moves
+a provider reports).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
 from ..domain.catalog import Catalog, Plan, amount_as_number
+from ..domain.payments import Payment, PaymentStatus
 from ..errors import BillingConfigError, PaymentProviderError, TooManyPendingPayments
 from ..payments.providers import (
     PaymentIntent,
@@ -51,19 +52,6 @@ PAYMENTS_NOTICE = "Payment will be available later; contact us for a manual exte
 MAX_PROVIDER_PAYMENT_ID = 255
 """The longest provider payment id ``billing_payments`` holds."""
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
-
-
-class PaymentStatus(StrEnum):
-    PENDING = "pending"
-    PAID = "paid"
-    """Confirmed by the provider; the plan grant is under way (or was interrupted)."""
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
-    """The money went back to the payer; the period it bought was ended."""
-    CHARGED_BACK = "charged_back"
-    """The payer disputed it with their bank; the period it bought was ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,19 +119,19 @@ class PaymentService:
     def history(self, user_id: str, limit: int = 10) -> list[PaymentRecord]:
         """The user's ``limit`` latest payments, newest first, whatever their status."""
         with read_connection(self._runtime.engine) as connection:
-            rows = stored.latest_payments(connection, user_id, limit)
+            payments = stored.latest_payments(connection, user_id, limit)
         return [
             PaymentRecord(
-                id=row.id,
-                plan_code=row.plan_code,
-                months=row.months,
-                amount=row.amount,
-                currency=row.currency,
-                status=row.status,
-                created_at=row.created_at,
-                settled_at=row.settled_at,
+                id=payment.id,
+                plan_code=payment.plan_code,
+                months=payment.months,
+                amount=payment.amount,
+                currency=payment.currency,
+                status=payment.status.value,
+                created_at=payment.created_at,
+                settled_at=payment.settled_at,
             )
-            for row in rows
+            for payment in payments
         ]
 
     def start(
@@ -182,7 +170,7 @@ class PaymentService:
             # the payments the others inserted and together they never pass the cap.
             stored.lock_payments_of(connection, user_id)
             since = self._runtime.now() - ABANDONED_AFTER
-            pending = stored.count_payments(connection, user_id, PaymentStatus.PENDING.value, since)
+            pending = stored.count_payments(connection, user_id, PaymentStatus.PENDING, since)
             if pending >= cap:
                 raise TooManyPendingPayments(
                     f"You have {pending} payments in progress: finish one of them, or wait until "
@@ -191,19 +179,18 @@ class PaymentService:
                 )
             stored.insert_payment(
                 connection,
-                {
-                    "id": intent.id,
-                    "user_id": user_id,
-                    "provider": provider.name,
-                    "provider_payment_id": None,
-                    "plan_code": plan.code,
-                    "months": months,
-                    "amount": price,
-                    "currency": plan.currency,
-                    "status": PaymentStatus.PENDING.value,
-                    "created_at": self._runtime.now(),
-                    "settled_at": None,
-                },
+                Payment(
+                    id=intent.id,
+                    user_id=user_id,
+                    provider=provider.name,
+                    provider_payment_id=None,
+                    plan_code=plan.code,
+                    months=months,
+                    amount=price,
+                    currency=plan.currency,
+                    status=PaymentStatus.PENDING,
+                    created_at=self._runtime.now(),
+                ),
             )
         try:
             started = _checked_start(provider.start(intent))
@@ -215,8 +202,8 @@ class PaymentService:
                 stored.move(
                     connection,
                     intent.id,
-                    PaymentStatus.PENDING.value,
-                    PaymentStatus.FAILED.value,
+                    PaymentStatus.PENDING,
+                    PaymentStatus.FAILED,
                     self._runtime.now(),
                     settle=True,
                     reason=f"the provider refused to start it: {type(error).__name__}",

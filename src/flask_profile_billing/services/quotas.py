@@ -31,8 +31,8 @@ from ..store.locks import gauge_lock
 from ..store.reservation import NoticeColumns, OneStatementReservation
 from ..store.subscriptions import select_current
 from ..store.transactions import read_connection, write_transaction
+from .charge_returns import ChargeReturnService, PendingReturn
 from .notifications import NotificationService
-from .refunds import PendingRefund, RefundService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
 
@@ -101,12 +101,12 @@ class QuotaService:
         self,
         runtime: Runtime,
         subscriptions: SubscriptionService,
-        refunds: RefundService,
+        charge_returns: ChargeReturnService,
         notifications: NotificationService,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
-        self._refunds = refunds
+        self._charge_returns = charge_returns
         self._notifications = notifications
         self._statements: dict[str, OneStatementReservation] = {}
 
@@ -373,10 +373,12 @@ class QuotaService:
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back (the work failed): the counter and the usage log forget it.
 
-        When the database cannot take the refund now, it is retried in the background."""
+        When the database cannot take the return now, it is retried in the background."""
         if reservation.replayed or reservation.event_id is None:
             return
-        self._refunds.refund(PendingRefund(reservation.user_id, event_id=reservation.event_id))
+        self._charge_returns.give_back(
+            PendingReturn(reservation.user_id, event_id=reservation.event_id)
+        )
 
     def release_failed(self, reservation: Reservation) -> Allowance:
         """Give back the charge of a request whose view failed, within that request; the metric

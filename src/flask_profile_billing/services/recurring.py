@@ -1,13 +1,6 @@
-"""What happens to a user's plan after a payment: the grant, the end of a refunded period, and the
-recurring arrangements that renew it.
+"""The recurring arrangements that renew a user's plan (the grant of each payment, first or
+renewal, is ``services.payment_grants``).
 
-- **Grant**: a confirmed payment puts the user on its plan for its months (extending the plan
-  they are on), then the payment is ``succeeded``.
-- **Refunds and chargebacks** end the paid period the payment bought, as
-  BILLING_REFUND_ENDS_PERIOD says: ``immediately`` (back to the default plan now, through a plan
-  change) or ``at_period_end`` (the subscription is cancelled: kept until its end, then the
-  default plan). Only while the user is still on the payment's plan: a user who moved to another
-  plan since keeps it (the refund is logged). The payment's arrangement renews no more.
 - **Recurring arrangements** (``billing_recurring``): a Stripe subscription renews on Stripe's
   side, and its paid invoices extend the period (``services.webhooks``); a payment method YooKassa
   saved is charged by maintenance (``renew_due``) BILLING_RENEWAL_LEAD_HOURS before the period
@@ -27,39 +20,41 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
-from uuid import uuid4
-
-from sqlalchemy import Connection, Row
 
 from .. import signals
 from ..domain.notifications import Notification, NotificationKind
+from ..domain.payments import (
+    Arrangement,
+    ArrangementStatus,
+    Payment,
+    PaymentStatus,
+    arrangement_sources,
+    renewal_of,
+)
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import BillingError
 from ..payments.providers import (
     PAYMENT_CANCELLED,
     PAYMENT_SUCCEEDED,
     PaymentIntent,
-    ProviderEvent,
     RecurringCanceller,
     SavedMethodCharger,
 )
 from ..store import payments as stored_payments
 from ..store import recurring as stored
 from ..store import subscriptions as stored_subscriptions
+from ..store.recurring import RenewalCandidate
 from ..store.transactions import read_connection, write_transaction
 from .notifications import NotificationService
-from .payments import PaymentService, PaymentStatus
+from .payment_grants import PaymentGrantService
+from .payments import PaymentService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
 
 log = logging.getLogger(__name__)
 
 AfterBatch = Callable[[], None]
-REFUND_IMMEDIATELY = "immediately"
-REFUND_AT_PERIOD_END = "at_period_end"
 _MAX_IDEMPOTENCE_KEY = 64  # YooKassa's limit on an Idempotence-Key
-REVERSED_STATUSES = frozenset([PaymentStatus.REFUNDED.value, PaymentStatus.CHARGED_BACK.value])
 
 
 def renewal_key(user_id: str, period_end: datetime) -> str:
@@ -85,11 +80,13 @@ class RecurringService:
         subscriptions: SubscriptionService,
         payments: PaymentService,
         notifications: NotificationService,
+        grants: PaymentGrantService,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
         self._payments = payments
         self._notifications = notifications
+        self._grants = grants
 
     @property
     def renews_at_providers(self) -> bool:
@@ -99,52 +96,9 @@ class RecurringService:
             for name in self._payments.provider_names
         )
 
-    # -- inside a webhook's transaction --------------------------------------------------------
+    # -- after a webhook's transaction ---------------------------------------------------------
 
-    def remember(
-        self, connection: Connection, provider_name: str, payment: Row[Any], event: ProviderEvent
-    ) -> list[Row[Any]]:
-        """Keep what a confirmation of our ``payment`` tells about its references: the id its
-        refunds will name, and the recurring arrangement it set up (a Stripe subscription, a
-        saved YooKassa method), recorded with the payment's plan, months, amount and currency.
-        The user's earlier arrangements with the provider end: the arrangements this replaced,
-        for ``end_replaced`` once the transaction is committed."""
-        now = self._runtime.now()
-        recurring_id = None
-        replaced: list[Row[Any]] = []
-        if event.recurring_reference is not None:
-            row = stored.insert_once(
-                connection,
-                {
-                    "id": uuid4().hex,
-                    "user_id": payment.user_id,
-                    "provider": provider_name,
-                    "reference": event.recurring_reference,
-                    "customer_reference": event.customer_reference,
-                    "plan_code": payment.plan_code,
-                    "months": payment.months,
-                    "amount": payment.amount,
-                    "currency": payment.currency,
-                    "status": stored.ACTIVE,
-                    "last_event_at": None,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            if row.user_id == payment.user_id:
-                recurring_id = row.id
-                replaced = stored.end_others(
-                    connection, payment.user_id, provider_name, row.id, now
-                )
-        stored_payments.set_references(
-            connection,
-            payment.id,
-            refund_reference=event.refund_reference,
-            recurring_id=recurring_id,
-        )
-        return replaced
-
-    def end_replaced(self, replaced: list[Row[Any]]) -> None:
+    def end_replaced(self, replaced: list[Arrangement]) -> None:
         """Stop the provider renewing arrangements a newer one replaced (a user who subscribed
         to another plan is not charged for the old one as well)."""
         for row in replaced:
@@ -156,68 +110,7 @@ class RecurringService:
             except Exception:
                 log.exception("could not end replaced arrangement %s with %r", row.id, row.provider)
 
-    # -- after a webhook's transaction ---------------------------------------------------------
-
-    def grant(self, payment: Row[Any]) -> Subscription:
-        """Give the paid plan, after the claim (delivery 'processed', payment pending -> paid) is
-        committed.
-
-        ``change_plan`` runs its own transactions (with retries and signals), so it cannot share the
-        claim's. Claim first, grant second: once the claim is committed nothing else can reach
-        this line for the payment, so a plan is granted at most once even if the process dies
-        anywhere. The opposite order could grant twice (a crash after the grant, then a retry). The
-        price of this order is a payment left ``paid`` by a crash in between: confirmed, not yet
-        granted, visible in ``billing_payments``, and granted by hand. A refund that arrived while
-        the grant ran (the payment is no longer ``paid``) ends the period just granted.
-        """
-        subscription = self._subscriptions.change_plan(
-            payment.user_id, payment.plan_code, payment.months
-        )
-        with write_transaction(self._runtime.engine) as connection:
-            settled = stored_payments.move(
-                connection,
-                payment.id,
-                PaymentStatus.PAID.value,
-                PaymentStatus.SUCCEEDED.value,
-                self._runtime.now(),
-                reason=f"{payment.plan_code} granted for {payment.months} months",
-            )
-            current = stored_payments.get_payment(connection, payment.id) if not settled else None
-        if current is not None and current.status in REVERSED_STATUSES:
-            log.warning("payment %s was %s while its plan was granted", payment.id, current.status)
-            return self.end_paid_period(current)
-        log.info(
-            "payment %s settled: user %r is on %r for %s months",
-            payment.id,
-            payment.user_id,
-            payment.plan_code,
-            payment.months,
-        )
-        return subscription
-
-    def end_paid_period(self, payment: Row[Any]) -> Subscription:
-        """End the paid period a refunded or charged-back ``payment`` bought, as
-        BILLING_REFUND_ENDS_PERIOD says, and stop its arrangement renewing."""
-        at_period_end = self._runtime.settings.payments.refund_ends_period == REFUND_AT_PERIOD_END
-        self._stop_recurring_of(payment, at_period_end)
-        user_id = payment.user_id
-        current = self._subscriptions.current(user_id)
-        if current.plan_code != payment.plan_code or current.expires_at is None:
-            log.warning(
-                "payment %s was %s but user %r is no longer on %r: the plan is left alone",
-                payment.id,
-                payment.status,
-                user_id,
-                payment.plan_code,
-            )
-            return current
-        if at_period_end:
-            if current.status is SubscriptionStatus.CANCELLED:
-                return current
-            return self._subscriptions.cancel(user_id)
-        return self._subscriptions.change_plan(user_id, self._runtime.catalog.default_plan.code)
-
-    def renewal_failed(self, payment: Row[Any]) -> Notification | None:
+    def renewal_failed(self, payment: Payment) -> Notification | None:
         """A renewal ``payment`` was declined (it just left ``pending``): extend the period by the
         grace, once, stop charging the method, and notify the user."""
         now = self._runtime.now()
@@ -225,7 +118,10 @@ class RecurringService:
         previous = changed = None
         with write_transaction(self._runtime.engine) as connection:
             if payment.recurring_id is not None:
-                stored.set_status(connection, payment.recurring_id, stored.FAILED, now)
+                failed = ArrangementStatus.FAILED
+                stored.move(
+                    connection, payment.recurring_id, arrangement_sources(failed), failed, now
+                )
             current = stored_subscriptions.lock_current(connection, payment.user_id)
             period_end = now
             if (
@@ -264,7 +160,9 @@ class RecurringService:
 
     # -- recurring events (Stripe subscriptions) -----------------------------------------------
 
-    def follow_schedule(self, recurring: Row[Any], status: str) -> Subscription | None:
+    def follow_schedule(
+        self, recurring: Arrangement, status: ArrangementStatus
+    ) -> Subscription | None:
         """Make the user's subscription follow the arrangement's new ``status`` (already stored):
         ``cancelling`` and ``ended`` cancel it (kept until its period ends), ``active`` resumes a
         cancelled one. Only while the user is on the arrangement's plan."""
@@ -273,7 +171,7 @@ class RecurringService:
         if current.plan_code != recurring.plan_code or current.expires_at is None:
             return None
         try:
-            if status in (stored.CANCELLING, stored.ENDED):
+            if status in (ArrangementStatus.CANCELLING, ArrangementStatus.ENDED):
                 if current.status is SubscriptionStatus.CANCELLED:
                     return current
                 return self._subscriptions.cancel(user_id)
@@ -301,19 +199,18 @@ class RecurringService:
         )
         if not (cancelled or resumed):
             return
-        source, target = (
-            (stored.ACTIVE, stored.CANCELLING) if cancelled else (stored.CANCELLING, stored.ACTIVE)
-        )
+        active, cancelling = ArrangementStatus.ACTIVE, ArrangementStatus.CANCELLING
+        source, target = (active, cancelling) if cancelled else (cancelling, active)
         now = self._runtime.now()
         with write_transaction(self._runtime.engine) as connection:
-            moved: list[tuple[RecurringCanceller, Row[Any]]] = []
+            moved: list[tuple[RecurringCanceller, Arrangement]] = []
             for row in stored.of_user(connection, user_id, [source]):
                 canceller = self._payments.provider_named(row.provider)
                 if row.plan_code != current.plan_code or not isinstance(
                     canceller, RecurringCanceller
                 ):
                     continue
-                if stored.set_status(connection, row.id, target, now, only_from=[source]):
+                if stored.move(connection, row.id, [source], target, now):
                     moved.append((canceller, row))
         for provider, row in moved:
             try:
@@ -325,25 +222,6 @@ class RecurringService:
                     row.id,
                     "cancelled" if cancelled else "resumed",
                 )
-
-    def _stop_recurring_of(self, payment: Row[Any], at_period_end: bool) -> None:
-        if payment.recurring_id is None:
-            return
-        now = self._runtime.now()
-        with write_transaction(self._runtime.engine) as connection:
-            row = stored.get(connection, payment.recurring_id)
-            if row is None or not stored.set_status(connection, row.id, stored.ENDED, now):
-                return
-        provider = self._payments.provider_named(row.provider)
-        if not isinstance(provider, RecurringCanceller):
-            return  # a saved method: maintenance no longer charges an ended arrangement
-        try:
-            if at_period_end:
-                provider.schedule_recurring_end(row.reference, at_period_end=True)
-            else:
-                provider.end_recurring_now(row.reference)
-        except Exception:
-            log.exception("could not end arrangement %s with %r", row.id, row.provider)
 
     # -- the maintenance step: charging saved methods ------------------------------------------
 
@@ -384,49 +262,37 @@ class RecurringService:
                 if dry_run:
                     charged += 1
                     continue
-                outcome = self._renew(candidate, chargers[candidate.provider], now)
+                outcome = self._renew(candidate, chargers[candidate.arrangement.provider], now)
                 charged += outcome == PAYMENT_SUCCEEDED
                 declined += outcome == PAYMENT_CANCELLED
             if after_batch is not None and not dry_run:
                 after_batch()
 
     def _renew(
-        self, candidate: Row[Any], provider: SavedMethodCharger, now: datetime
+        self, candidate: RenewalCandidate, provider: SavedMethodCharger, now: datetime
     ) -> str | None:
         """Charge one renewal, unless another run has it; what came of it (a payment event
         type), or None when it is not this run's or the provider will say later."""
-        key = renewal_key(candidate.user_id, candidate.expires_at)
+        arrangement = candidate.arrangement
+        key = renewal_key(arrangement.user_id, candidate.expires_at)
         payment_id = renewal_payment_id(key)
-        values = {
-            "id": payment_id,
-            "user_id": candidate.user_id,
-            "provider": candidate.provider,
-            "provider_payment_id": None,
-            "plan_code": candidate.plan_code,
-            "months": candidate.months,
-            "amount": candidate.amount,
-            "currency": candidate.currency,
-            "status": PaymentStatus.PENDING.value,
-            "created_at": now,
-            "settled_at": None,
-            "recurring_id": candidate.recurring_id,
-        }
+        renewal = renewal_of(arrangement, payment_id, now)
         with write_transaction(self._runtime.engine) as connection:
-            if not stored_payments.insert_payment_once(connection, values):
+            if not stored_payments.insert_payment_once(connection, renewal):
                 return None  # charged (or being charged) by another run
-        plan = self._runtime.catalog.plans.get(candidate.plan_code)
+        plan = self._runtime.catalog.plans.get(renewal.plan_code)
         intent = PaymentIntent(
             id=payment_id,
-            user_id=candidate.user_id,
-            plan_code=candidate.plan_code,
-            plan_name=plan.name if plan is not None else candidate.plan_code,
-            months=candidate.months,
-            amount=candidate.amount,
-            currency=candidate.currency,
-            customer_email=self._payments.email_of(candidate.user_id),
+            user_id=renewal.user_id,
+            plan_code=renewal.plan_code,
+            plan_name=plan.name if plan is not None else renewal.plan_code,
+            months=renewal.months,
+            amount=renewal.amount,
+            currency=renewal.currency,
+            customer_email=self._payments.email_of(renewal.user_id),
         )
         try:
-            charge = provider.charge_saved_method(intent, candidate.reference, key)
+            charge = provider.charge_saved_method(intent, arrangement.reference, key)
         except Exception:
             # Whether the provider charged is unknown: the payment stays pending, and the
             # provider's notification settles it if it did (its idempotence key made it once).
@@ -461,8 +327,8 @@ class RecurringService:
             moved = stored_payments.move(
                 connection,
                 payment_id,
-                PaymentStatus.PENDING.value,
-                target.value,
+                PaymentStatus.PENDING,
+                target,
                 now,
                 settle=True,
                 provider_event_id=event_id,
@@ -471,7 +337,7 @@ class RecurringService:
         if not moved:
             return None  # the provider's notification settled it first
         if target is PaymentStatus.PAID:
-            self.grant(payment)
+            self._grants.grant(payment)
             return PAYMENT_SUCCEEDED
         self.renewal_failed(payment)
         return PAYMENT_CANCELLED

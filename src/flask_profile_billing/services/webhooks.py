@@ -13,40 +13,52 @@ webhook: the event must name a payment we started with that provider, for its us
 provider echoes one, for exactly its amount and currency. A confirmation that differs grants
 nothing, is logged and kept in the payment's history.
 
-``paid`` is the short step between the provider's confirmation and the plan grant (see ``_grant``):
-a payment that stays ``paid`` was confirmed but its grant did not finish (the process died in
-between); grant it by hand with ``flask billing grant``.
+``paid`` is the short step between the provider's confirmation and the plan grant
+(``services.payment_grants``): a payment that stays ``paid`` was confirmed but its grant did not
+finish (the process died in between); grant it by hand with ``flask billing grant``.
+
+A delivery goes: sender, verify, parse (confirm with the provider's API when it does not sign),
+then in one transaction claim, load, decide (``domain.payments.decide``), apply; what the
+decision asks for after the commit (a grant, the end of a paid period) follows.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl
 from uuid import uuid4
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
+from ..domain.payments import (
+    After,
+    Arrangement,
+    ArrangementMove,
+    Decision,
+    DeliveryOutcome,
+    EventRecords,
+    FollowSchedule,
+    KeepReferences,
+    NewPayment,
+    PaymentFollowUp,
+    PaymentMove,
+    PaymentNote,
+    StopReplaced,
+    decide,
+)
 from ..domain.subscriptions import Subscription
-from ..errors import PaymentProviderError, WebhookRefused
+from ..errors import BillingUnavailable, PaymentProviderError, WebhookRefused
 from ..payments import signatures
 from ..payments.providers import (
     EVENT_TYPES,
-    PAYMENT_CANCELLED,
-    PAYMENT_CHARGED_BACK,
-    PAYMENT_FAILED,
     PAYMENT_SUCCEEDED,
-    RECURRING_CANCEL_SCHEDULED,
-    RECURRING_ENDED,
     RECURRING_PAID,
-    RECURRING_RESUMED,
     RECURRING_TYPES,
-    REVERSAL_TYPES,
     HmacWebhookVerifier,
     InvalidEvent,
     PaymentConfirmer,
@@ -60,7 +72,8 @@ from ..store import payments as stored_payments
 from ..store import recurring as stored_recurring
 from ..store import webhooks as deliveries
 from ..store.transactions import read_connection, write_transaction
-from .payments import MAX_PROVIDER_PAYMENT_ID, PaymentService, PaymentStatus
+from .payment_grants import PaymentGrantService
+from .payments import MAX_PROVIDER_PAYMENT_ID, PaymentService
 from .recurring import RecurringService
 from .runtime import Runtime
 
@@ -71,19 +84,6 @@ log = logging.getLogger(__name__)
 _MAX_EVENT_ID = 255
 _MAX_EVENT_TYPE = 64
 _MAX_PAYMENT_ID = 64
-
-
-class DeliveryOutcome(StrEnum):
-    """What a webhook delivery did, as stored in ``billing_webhook_deliveries.outcome``."""
-
-    PROCESSED = deliveries.PROCESSED
-    """The event changed a payment: at most one delivery per provider event has this outcome."""
-    DUPLICATE = "duplicate"
-    """Another delivery of the same event was processed first (a retry, a replay, a race)."""
-    IGNORED = "ignored"
-    """Authentic but nothing to do: an event type we do not handle, or a payment already settled."""
-    REJECTED = "rejected"
-    """Signed but refused: unreadable, an unknown payment, or an amount that does not match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,23 +98,17 @@ class WebhookResult:
     """The user's new subscription when the delivery granted a plan."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    outcome: DeliveryOutcome
-    reason: str | None = None
-    grant: Row[Any] | None = None
-    """The payment whose plan to grant, once the decision is committed."""
-    then: Callable[[], Subscription | None] | None = None
-    """What else to do once the decision is committed (plan changes run their own
-    transactions): end a refunded period, follow a subscription's schedule, a grace."""
-
-
 class WebhookService:
     def __init__(
-        self, runtime: Runtime, payments: PaymentService, recurring: RecurringService
+        self,
+        runtime: Runtime,
+        payments: PaymentService,
+        grants: PaymentGrantService,
+        recurring: RecurringService,
     ) -> None:
         self._runtime = runtime
         self._payments = payments
+        self._grants = grants
         self._recurring = recurring
 
     def handle(
@@ -139,7 +133,21 @@ class WebhookService:
         recorded, and a retry could not change the answer, so a non-2xx would only make the
         provider retry for days.
         """
-        # Before the signature, as for any unknown URL: it tells a caller no more than the route.
+        provider = self._sender(provider_name, source_address)
+        self._verify(provider, headers, raw_body)
+        payload_text = _storable(raw_body.decode("utf-8", errors="replace"))
+        event = self._parse(provider, raw_body, headers, payload_text)
+        if isinstance(provider, PaymentConfirmer):
+            confirmed = self._confirm_ours(provider, event, payload_text)
+            if isinstance(confirmed, WebhookResult):
+                return confirmed
+            event = confirmed
+        return self._process(provider.name, event, payload_text)
+
+    def _sender(self, provider_name: str, source_address: str | None) -> PaymentProvider:
+        """The configured provider of that name, if the delivery comes from where it sends from.
+        Checked before the signature, as for any unknown URL: it tells a caller no more than the
+        route."""
         provider = self._payments.provider_named(provider_name)
         if provider is None:
             raise WebhookRefused(
@@ -150,30 +158,50 @@ class WebhookService:
             raise WebhookRefused(
                 "Deliveries are not accepted from this address", error_code="UNTRUSTED_SOURCE"
             )
+        return provider
+
+    def _verify(
+        self, provider: PaymentProvider, headers: Mapping[str, str], raw_body: bytes
+    ) -> None:
+        """The provider's check of the raw delivery; nothing is stored when it fails."""
         try:
             self._verifier(provider).verify(headers, raw_body, self._runtime.now())
         except signatures.InvalidSignature as error:
             raise WebhookRefused(str(error), error_code="INVALID_SIGNATURE") from None
-        payload_text = _storable(raw_body.decode("utf-8", errors="replace"))
+
+    def _parse(
+        self,
+        provider: PaymentProvider,
+        raw_body: bytes,
+        headers: Mapping[str, str],
+        payload_text: str,
+    ) -> ProviderEvent:
+        """The delivery's event; an authentic body that is not one is stored ``rejected``."""
         try:
-            event = _parse_event(provider, raw_body, headers.get("Content-Type", ""))
+            return _parse_event(provider, raw_body, headers.get("Content-Type", ""))
         except _NotJson as error:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_JSON") from None
         except InvalidEvent as error:
             self._record_rejected(provider.name, payload_text)
             raise WebhookRefused(str(error), error_code="INVALID_EVENT") from None
-        if isinstance(provider, PaymentConfirmer):
-            # Only payments we started are worth a call to the provider's API: an id of no row of
-            # ours costs an anonymous sender one database read, never an outbound request.
-            # Nor a write: like a delivery with a wrong signature, it is not stored.
-            if not self._is_ours(provider.name, event):
-                return self._rejected_unconfirmed(provider.name, event, None, "no such payment")
-            try:
-                event = self._confirmed(provider, event, payload_text)
-            except PaymentNotFound as error:
-                return self._rejected_unconfirmed(provider.name, event, payload_text, str(error))
-        return self._process(provider.name, event, payload_text)
+
+    def _confirm_ours(
+        self, provider: PaymentProvider, event: ProviderEvent, payload_text: str
+    ) -> ProviderEvent | WebhookResult:
+        """The event as the API of a provider that does not sign reports it, or the delivery's
+        result when it is refused for good.
+
+        Only payments we started are worth a call to the provider's API: an id of no row of ours
+        costs an anonymous sender one database read, never an outbound request. Nor a write: like
+        a delivery with a wrong signature, it is not stored."""
+        assert isinstance(provider, PaymentConfirmer)
+        if not self._is_ours(provider.name, event):
+            return self._rejected_unconfirmed(provider.name, event, None, "no such payment")
+        try:
+            return self._confirmed(provider, event, payload_text)
+        except PaymentNotFound as error:
+            return self._rejected_unconfirmed(provider.name, event, payload_text, str(error))
 
     def _is_ours(self, provider_name: str, event: ProviderEvent) -> bool:
         """Whether the payment an unconfirmed event names is one we started with the provider
@@ -213,7 +241,7 @@ class WebhookService:
                     "payload": payload_text,
                     "received_at": self._runtime.now(),
                 },
-                DeliveryOutcome.REJECTED.value,
+                DeliveryOutcome.REJECTED,
             )
         return WebhookResult(DeliveryOutcome.REJECTED, event.event_id, event.event_type, reason)
 
@@ -253,6 +281,8 @@ class WebhookService:
     def _process(
         self, provider_name: str, event: ProviderEvent, payload_text: str
     ) -> WebhookResult:
+        """Claim the event, then load the records it names, decide, and apply the decision, all
+        in the delivery's transaction; what follows the decision runs once it is committed."""
         now = self._runtime.now()
         delivery = {
             "provider": provider_name,
@@ -261,17 +291,34 @@ class WebhookService:
             "payload": payload_text,
             "received_at": now,
         }
+        after: list[After] = []
+        replaced: list[Arrangement] = []
         with write_transaction(self._runtime.engine) as connection:
             # Of concurrent or replayed deliveries of one event exactly one claim wins.
             claimed = deliveries.claim(connection, delivery)
             if claimed is None:
-                deliveries.record(connection, delivery, DeliveryOutcome.DUPLICATE.value)
+                deliveries.record(connection, delivery, DeliveryOutcome.DUPLICATE)
                 return WebhookResult(DeliveryOutcome.DUPLICATE, event.event_id, event.event_type)
-            decision = self._decide(connection, provider_name, event, now)
+            for _ in range(_MAX_ROUNDS):
+                records = _load(connection, provider_name, event)
+                decision = decide(event, records, now)
+                applied = _apply(connection, decision, now)
+                if applied is None:
+                    # A concurrent writer moved a record first: decide again on what it left.
+                    log.debug("webhook event %s: its records moved meanwhile", event.event_id)
+                    continue
+                after.extend(decision.after)
+                replaced.extend(applied)
+                if not decision.again:
+                    break
+            else:
+                raise BillingUnavailable(
+                    "The payment changed concurrently too often; deliver the event again"
+                )
             if decision.outcome is not DeliveryOutcome.PROCESSED:
                 # Leaving 'processed' frees the event for a later delivery, which is harmless: it
                 # meets the same settled payment or the same mismatch, and changes nothing either.
-                deliveries.set_outcome(connection, claimed, decision.outcome.value)
+                deliveries.set_outcome(connection, claimed, decision.outcome)
         if decision.outcome is DeliveryOutcome.REJECTED:
             log.warning(
                 "webhook event %s from %r rejected: %s",
@@ -279,339 +326,30 @@ class WebhookService:
                 provider_name,
                 decision.reason,
             )
-        subscription = None if decision.grant is None else self._recurring.grant(decision.grant)
-        if decision.then is not None:
-            subscription = decision.then() or subscription
+        subscription = self._follow_up(after, replaced)
         return WebhookResult(
             decision.outcome, event.event_id, event.event_type, decision.reason, subscription
         )
 
-    def _decide(
-        self, connection: Connection, provider_name: str, event: ProviderEvent, now: datetime
-    ) -> _Decision:
-        """Apply ``event`` to its payment inside the delivery's transaction."""
-        if event.event_type not in EVENT_TYPES:
-            return _Decision(
-                DeliveryOutcome.IGNORED, f"event type {event.event_type!r} is not handled"
-            )
-        if event.event_type in RECURRING_TYPES:
-            return self._decide_recurring(connection, provider_name, event, now)
-        payment = stored_payments.find_payment(
-            connection,
-            provider_name,
-            payment_id=event.payment_id,
-            provider_payment_id=event.provider_payment_id,
-            refund_reference=event.refund_reference,
-        )
-        if payment is None:
-            if event.event_type in REVERSAL_TYPES:
-                # A shared provider account refunds other products' payments too.
-                return _Decision(DeliveryOutcome.IGNORED, "not a payment of ours")
-            return _Decision(DeliveryOutcome.REJECTED, "no such payment")
-        if (
-            event.provider_payment_id is not None
-            and payment.provider_payment_id is not None
-            and event.provider_payment_id != payment.provider_payment_id
-        ):
-            return self._refused(
-                connection, payment, event, now, "the provider payment id does not match"
-            )
-        if event.user_id is not None and event.user_id != payment.user_id:
-            return self._refused(
-                connection, payment, event, now, "the event is for another user than the payment"
-            )
-        if event.event_type in REVERSAL_TYPES:
-            return self._decide_reversal(connection, payment, event, now)
-        replaced: list[Row[Any]] = []
-        if event.event_type == PAYMENT_SUCCEEDED:
-            # Amount and currency never change after creation, so reading them first is safe; the
-            # status does change, and the conditional UPDATE below decides on it.
-            if event.amount != payment.amount or event.currency != payment.currency:
-                return self._refused(
-                    connection,
-                    payment,
-                    event,
-                    now,
-                    f"paid {event.amount} {event.currency}, expected "
-                    f"{payment.amount} {payment.currency}",
-                )
-            # Whichever confirmation comes first grants; each may name what later events will
-            # (a refund's reference, a subscription), so every one is kept.
-            replaced = self._recurring.remember(connection, provider_name, payment, event)
-            target = PaymentStatus.PAID
-        elif event.event_type == PAYMENT_FAILED:
-            target = PaymentStatus.FAILED
-        else:
-            assert event.event_type == PAYMENT_CANCELLED
-            target = PaymentStatus.CANCELLED
-        if not stored_payments.move(
-            connection,
-            payment.id,
-            PaymentStatus.PENDING.value,
-            target.value,
-            now,
-            settle=True,
-            provider_event_id=event.event_id,
-        ):
-            return _Decision(
-                DeliveryOutcome.IGNORED,
-                "the payment is no longer pending",
-                then=self._ending(replaced),
-            )
-        if target is PaymentStatus.PAID:
-            return _Decision(
-                DeliveryOutcome.PROCESSED,
-                grant=payment,
-                then=self._after_grant(
-                    self._ending(replaced),
-                    self._schedule_to_follow(connection, provider_name, payment, event),
-                ),
-            )
-        if payment.recurring_id is not None:  # a renewal the provider declined
-            return _Decision(
-                DeliveryOutcome.PROCESSED, then=lambda: self._after_declined_renewal(payment)
-            )
-        return _Decision(DeliveryOutcome.PROCESSED)
-
-    @staticmethod
-    def _schedule_to_follow(
-        connection: Connection, provider_name: str, payment: Row[Any], event: ProviderEvent
-    ) -> Row[Any] | None:
-        """The arrangement a first payment set up, when the provider already said it ends
-        (cancelled at the period's end, or deleted) before this confirmation arrived: the plan
-        about to be granted follows it, so the end state does not depend on the delivery order."""
-        if event.recurring_reference is None:
-            return None
-        arrangement = stored_recurring.find(connection, provider_name, event.recurring_reference)
-        if (
-            arrangement is None
-            or arrangement.user_id != payment.user_id
-            or arrangement.status not in (stored_recurring.CANCELLING, stored_recurring.ENDED)
-        ):
-            return None
-        return arrangement
-
-    def _after_grant(
-        self, ending: Callable[[], None] | None, ended: Row[Any] | None
-    ) -> Callable[[], Subscription | None] | None:
-        """What runs once a first payment's grant is done: end the arrangements it replaced, and
-        cancel the plan just granted when its arrangement already ends."""
-        if ending is None and ended is None:
-            return None
-
-        def then() -> Subscription | None:
-            if ending is not None:
-                ending()
-            if ended is None:
-                return None
-            return self._recurring.follow_schedule(ended, ended.status)
-
-        return then
-
-    def _ending(self, replaced: list[Row[Any]]) -> Callable[[], None] | None:
-        """What ends the arrangements a new one replaced, once committed; None when none did."""
-        if not replaced:
-            return None
-        return lambda: self._recurring.end_replaced(replaced)
-
-    def _after_declined_renewal(self, payment: Row[Any]) -> None:
-        self._recurring.renewal_failed(payment)
-
-    def _decide_reversal(
-        self, connection: Connection, payment: Row[Any], event: ProviderEvent, now: datetime
-    ) -> _Decision:
-        """A refund or chargeback of ``payment``: a granted payment's period is ended (after
-        commit), a pending one can never be granted, a repeat or a partial refund changes
-        nothing; each is kept in the payment's history."""
-        target = (
-            PaymentStatus.CHARGED_BACK
-            if event.event_type == PAYMENT_CHARGED_BACK
-            else PaymentStatus.REFUNDED
-        )
-        if event.currency != payment.currency:
-            return self._refused(
-                connection, payment, event, now, f"a reversal in {event.currency or '?'}"
-            )
-        if target is PaymentStatus.REFUNDED and event.amount < payment.amount:
-            stored_payments.record_event(
-                connection,
-                payment.id,
-                payment.status,
-                payment.status,
-                now,
-                provider_event_id=event.event_id,
-                reason=f"partial refund of {event.amount} {event.currency}: the period is kept",
-            )
-            return _Decision(DeliveryOutcome.IGNORED, "a partial refund")
-        # A refund while the grant runs (paid) is followed by the grant itself (see grant); one
-        # before the confirmation (pending) leaves nothing to grant.
-        moved_from = next(
-            (
-                source
-                for source in (PaymentStatus.SUCCEEDED, PaymentStatus.PAID, PaymentStatus.PENDING)
-                if stored_payments.move(
-                    connection,
-                    payment.id,
-                    source.value,
-                    target.value,
-                    now,
-                    settle=source is PaymentStatus.PENDING,
-                    provider_event_id=event.event_id,
-                    reason="the paid period is ended"
-                    if source is PaymentStatus.SUCCEEDED
-                    else None,
-                )
-            ),
-            None,
-        )
-        if moved_from is PaymentStatus.SUCCEEDED:
-            reversed_payment = stored_payments.get_payment(connection, payment.id)
-            assert reversed_payment is not None
-            return _Decision(
-                DeliveryOutcome.PROCESSED,
-                then=lambda: self._recurring.end_paid_period(reversed_payment),
-            )
-        if moved_from is not None:
-            return _Decision(DeliveryOutcome.PROCESSED)
-        current = stored_payments.get_payment(connection, payment.id)
-        status = current.status if current is not None else payment.status
-        stored_payments.record_event(
-            connection,
-            payment.id,
-            status,
-            status,
-            now,
-            provider_event_id=event.event_id,
-            reason=f"{event.event_type} of a {status} payment: nothing to end",
-        )
-        return _Decision(DeliveryOutcome.IGNORED, f"the payment is {status}")
-
-    def _decide_recurring(
-        self, connection: Connection, provider_name: str, event: ProviderEvent, now: datetime
-    ) -> _Decision:
-        """An event about a recurring arrangement (a Stripe subscription): a paid renewal, or a
-        change of its schedule."""
-        assert event.recurring_reference is not None  # _check_sizes
-        arrangement = stored_recurring.find(connection, provider_name, event.recurring_reference)
-        if arrangement is None and event.payment_id is not None:
-            # Delivered before the first payment's confirmation: that payment (named in the
-            # subscription's metadata) is what the arrangement copies.
-            first = stored_payments.find_payment(
-                connection, provider_name, payment_id=event.payment_id, provider_payment_id=None
-            )
-            if first is not None and event.user_id in (None, first.user_id):
-                self._recurring.remember(connection, provider_name, first, event)
-                arrangement = stored_recurring.find(
-                    connection, provider_name, event.recurring_reference
-                )
-        if arrangement is None:
-            return _Decision(DeliveryOutcome.IGNORED, "not a recurring arrangement of ours")
-        if event.user_id is not None and event.user_id != arrangement.user_id:
-            return _Decision(DeliveryOutcome.REJECTED, "the event is for another user")
-        if event.event_type == RECURRING_PAID:
-            return self._decide_renewal(connection, provider_name, arrangement, event, now)
-        status = {
-            RECURRING_CANCEL_SCHEDULED: stored_recurring.CANCELLING,
-            RECURRING_RESUMED: stored_recurring.ACTIVE,
-            RECURRING_ENDED: stored_recurring.ENDED,
-        }[event.event_type]
-        only_from = (
-            [stored_recurring.ACTIVE, stored_recurring.CANCELLING]
-            if status != stored_recurring.ENDED
-            else None
-        )
-        if not stored_recurring.set_status(
-            connection,
-            arrangement.id,
-            status,
-            now,
-            event_at=event.occurred_at or now,
-            only_from=only_from,
-        ):
-            return _Decision(
-                DeliveryOutcome.IGNORED, "the arrangement ended, or a newer change was applied"
-            )
-        return _Decision(
-            DeliveryOutcome.PROCESSED,
-            then=lambda: self._recurring.follow_schedule(arrangement, status),
-        )
-
-    def _decide_renewal(
-        self,
-        connection: Connection,
-        provider_name: str,
-        arrangement: Row[Any],
-        event: ProviderEvent,
-        now: datetime,
-    ) -> _Decision:
-        """A renewal the provider charged (a paid invoice): recorded as a payment of the
-        arrangement's plan, months and amount, once per provider payment, and granted."""
-        assert event.provider_payment_id is not None  # _check_sizes
-        matches = (event.amount, event.currency) == (arrangement.amount, arrangement.currency)
-        values = {
-            "id": uuid4().hex,
-            "user_id": arrangement.user_id,
-            "provider": provider_name,
-            "provider_payment_id": event.provider_payment_id,
-            "plan_code": arrangement.plan_code,
-            "months": arrangement.months,
-            "amount": arrangement.amount,
-            "currency": arrangement.currency,
-            "status": PaymentStatus.PENDING.value,
-            "created_at": now,
-            "settled_at": None,
-            "refund_reference": event.refund_reference,
-            "recurring_id": arrangement.id,
-        }
-        if not stored_payments.insert_payment_once(
-            connection, values, ("provider", "provider_payment_id")
-        ):
-            return _Decision(DeliveryOutcome.IGNORED, "this renewal was recorded before")
-        if not matches:
-            reason = (
-                f"paid {event.amount} {event.currency}, expected "
-                f"{arrangement.amount} {arrangement.currency}"
-            )
-            stored_payments.move(
-                connection,
-                values["id"],
-                PaymentStatus.PENDING.value,
-                PaymentStatus.FAILED.value,
-                now,
-                settle=True,
-                provider_event_id=event.event_id,
-                reason=f"rejected: {reason}",
-            )
-            return _Decision(DeliveryOutcome.REJECTED, reason)
-        stored_payments.move(
-            connection,
-            values["id"],
-            PaymentStatus.PENDING.value,
-            PaymentStatus.PAID.value,
-            now,
-            settle=True,
-            provider_event_id=event.event_id,
-            reason="renewal",
-        )
-        granted = stored_payments.get_payment(connection, values["id"])
-        return _Decision(DeliveryOutcome.PROCESSED, grant=granted)
-
-    @staticmethod
-    def _refused(
-        connection: Connection, payment: Row[Any], event: ProviderEvent, now: datetime, reason: str
-    ) -> _Decision:
-        """Reject an event about ``payment``, and keep the refusal in the payment's history (its
-        status unchanged)."""
-        stored_payments.record_event(
-            connection,
-            payment.id,
-            payment.status,
-            payment.status,
-            now,
-            provider_event_id=event.event_id,
-            reason=f"rejected: {reason}",
-        )
-        return _Decision(DeliveryOutcome.REJECTED, reason)
+    def _follow_up(self, after: list[After], replaced: list[Arrangement]) -> Subscription | None:
+        """Run what a committed decision asks for (plan changes run their own transactions); the
+        user's subscription when one of the steps changed it."""
+        subscription: Subscription | None = None
+        for step in after:
+            if isinstance(step, FollowSchedule):
+                followed = self._recurring.follow_schedule(step.arrangement, step.status)
+                subscription = followed or subscription
+            elif isinstance(step, StopReplaced):
+                if replaced:
+                    self._recurring.end_replaced(replaced)
+                    replaced = []
+            elif step.what is PaymentFollowUp.GRANT:
+                subscription = self._grants.grant(step.payment)
+            elif step.what is PaymentFollowUp.END_PAID_PERIOD:
+                subscription = self._grants.end_paid_period(step.payment)
+            else:
+                self._recurring.renewal_failed(step.payment)
+        return subscription
 
     def _record_rejected(self, provider_name: str, payload_text: str) -> None:
         """Keep a signed delivery we could not read, for whoever debugs the provider's side."""
@@ -625,8 +363,92 @@ class WebhookService:
                     "payload": payload_text,
                     "received_at": self._runtime.now(),
                 },
-                DeliveryOutcome.REJECTED.value,
+                DeliveryOutcome.REJECTED,
             )
+
+
+_MAX_ROUNDS = 5
+"""How many times a delivery decides again after a concurrent writer moved its records first: a
+status only moves forward, so a few rounds see every writer through."""
+
+
+def _load(connection: Connection, provider_name: str, event: ProviderEvent) -> EventRecords:
+    """The stored records ``event`` names, for ``decide``."""
+    new_id = uuid4().hex
+    if event.event_type not in EVENT_TYPES:
+        return EventRecords(new_id=new_id)
+    if event.event_type in RECURRING_TYPES:
+        assert event.recurring_reference is not None  # _check_sizes
+        arrangement = stored_recurring.find(connection, provider_name, event.recurring_reference)
+        first = renewal = None
+        if arrangement is None and event.payment_id is not None:
+            first = stored_payments.find_payment(
+                connection, provider_name, payment_id=event.payment_id, provider_payment_id=None
+            )
+        if event.event_type == RECURRING_PAID:
+            renewal = stored_payments.find_payment(
+                connection,
+                provider_name,
+                payment_id=None,
+                provider_payment_id=event.provider_payment_id,
+            )
+        return EventRecords(first, arrangement, renewal, new_id)
+    payment = stored_payments.find_payment(
+        connection,
+        provider_name,
+        payment_id=event.payment_id,
+        provider_payment_id=event.provider_payment_id,
+        refund_reference=event.refund_reference,
+    )
+    arrangement = None
+    if event.event_type == PAYMENT_SUCCEEDED and event.recurring_reference is not None:
+        arrangement = stored_recurring.find(connection, provider_name, event.recurring_reference)
+    return EventRecords(payment, arrangement, None, new_id)
+
+
+def _apply(connection: Connection, decision: Decision, now: datetime) -> list[Arrangement] | None:
+    """Make the decision's writes; the arrangements its kept references replaced, or None (and
+    nothing written) when a conditional write found its record moved on. A decision lists its
+    conditional writes first, so the first write is the one that can find that."""
+    replaced: list[Arrangement] = []
+    for effect in decision.effects:
+        if isinstance(effect, NewPayment):
+            unique = ("provider", "provider_payment_id")
+            if not stored_payments.insert_payment_once(connection, effect.payment, unique):
+                return None
+        elif isinstance(effect, PaymentMove):
+            if not stored_payments.apply_move(connection, effect, now):
+                return None
+        elif isinstance(effect, ArrangementMove):
+            if not stored_recurring.apply_move(connection, effect, now):
+                return None
+        elif isinstance(effect, PaymentNote):
+            stored_payments.apply_note(connection, effect, now)
+        else:
+            replaced.extend(_keep_references(connection, effect, now))
+    return replaced
+
+
+def _keep_references(
+    connection: Connection, keep: KeepReferences, now: datetime
+) -> list[Arrangement]:
+    """Record the arrangement a confirmation set up and the payment's references; the user's
+    other arrangements with the provider end (the ones this replaced, for ``end_replaced`` once
+    the transaction is committed)."""
+    payment = keep.payment
+    recurring_id = None
+    replaced: list[Arrangement] = []
+    if keep.arrangement is not None:
+        stored = stored_recurring.insert_once(connection, keep.arrangement)
+        if stored.user_id == payment.user_id:
+            recurring_id = stored.id
+            replaced = stored_recurring.end_others(
+                connection, payment.user_id, stored.provider, stored.id, now
+            )
+    stored_payments.set_references(
+        connection, payment.id, refund_reference=keep.refund_reference, recurring_id=recurring_id
+    )
+    return replaced
 
 
 class _NotJson(InvalidEvent):

@@ -1,9 +1,10 @@
 """The statements on ``billing_payments``: starting a payment, finding it, moving its status, and
 its history in ``billing_payment_events``.
 
-Every status move is conditional on the status it leaves (``move``), so of racing writers exactly
-one moves a payment; the move that wins writes its history row in the same statement's transaction,
-so the history holds each status a payment took exactly once.
+Payments are read as ``domain.payments.Payment`` records. Every status move is conditional on the
+status it leaves (``move``), so of racing writers exactly one moves a payment; the move that wins
+writes its history row in the same transaction, so the history holds each status a payment took
+exactly once.
 
 A user's pending payments are capped, so starting one is count-then-insert. Two concurrent starts
 that both count before either inserts would both pass the cap. So the writer first takes a lock
@@ -19,14 +20,16 @@ insert.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, text, update
 
+from ..domain.payments import Payment, PaymentMove, PaymentNote, PaymentStatus
 from .dialect import insert_ignoring_conflict
 from .models import payment_events, payments
+from .records import from_row, to_columns
 
 # Advisory lock keys are two int4s: a constant naming the lock's kind, and the user id's hash.
 # Apart from the gauge locks' class (store.locks), so the two kinds never wait for each other.
@@ -66,10 +69,14 @@ def count_payments(
     return int(connection.execute(query).scalar_one())
 
 
-def insert_payment(connection: Connection, values: Mapping[str, Any]) -> None:
-    """Insert a payment (every column) and the first entry of its history."""
-    connection.execute(payments.insert().values(**values))
-    record_event(connection, values["id"], None, values["status"], values["created_at"])
+def _payment(row: Row[Any] | None) -> Payment | None:
+    return None if row is None else from_row(Payment, row, PaymentStatus)
+
+
+def insert_payment(connection: Connection, payment: Payment) -> None:
+    """Insert a payment and the first entry of its history."""
+    connection.execute(payments.insert().values(**to_columns(payment)))
+    record_event(connection, payment.id, None, payment.status, payment.created_at)
 
 
 def record_event(
@@ -123,7 +130,7 @@ def find_payment(
     payment_id: str | None,
     provider_payment_id: str | None,
     refund_reference: str | None = None,
-) -> Row[Any] | None:
+) -> Payment | None:
     """The payment of ``provider`` with our id ``payment_id`` when given, else with the
     provider's id ``provider_payment_id``, else with its ``refund_reference``; None when there is
     none."""
@@ -136,24 +143,24 @@ def find_payment(
         query = query.where(payments.c.refund_reference == refund_reference).limit(1)
     else:
         return None
-    return connection.execute(query).first()
+    return _payment(connection.execute(query).first())
 
 
-def get_payment(connection: Connection, payment_id: str) -> Row[Any] | None:
+def get_payment(connection: Connection, payment_id: str) -> Payment | None:
     """The payment with our id ``payment_id`` as it stands."""
-    return connection.execute(select(payments).where(payments.c.id == payment_id)).first()
+    return _payment(connection.execute(select(payments).where(payments.c.id == payment_id)).first())
 
 
 def insert_payment_once(
-    connection: Connection, values: Mapping[str, Any], unique: Sequence[str] = ("id",)
+    connection: Connection, payment: Payment, unique: Sequence[str] = ("id",)
 ) -> bool:
-    """Insert a payment (every column) and the first entry of its history unless a payment with
-    the same ``unique`` columns exists; whether this call inserted it. Of concurrent callers
-    exactly one does: a renewal is started, or an invoice recorded, once."""
-    row = insert_ignoring_conflict(connection, payments, dict(values), list(unique))
+    """Insert a payment and the first entry of its history unless a payment with the same
+    ``unique`` columns exists; whether this call inserted it. Of concurrent callers exactly one
+    does: a renewal is started, or an invoice recorded, once."""
+    row = insert_ignoring_conflict(connection, payments, to_columns(payment), list(unique))
     if row is None:
         return False
-    record_event(connection, values["id"], None, values["status"], values["created_at"])
+    record_event(connection, payment.id, None, payment.status, payment.created_at)
     return True
 
 
@@ -178,7 +185,7 @@ def set_references(
             )
 
 
-def latest_payments(connection: Connection, user_id: str, limit: int) -> list[Row[Any]]:
+def latest_payments(connection: Connection, user_id: str, limit: int) -> list[Payment]:
     """The user's ``limit`` latest payments, newest first (served by the user_id index)."""
     query = (
         select(payments)
@@ -186,7 +193,7 @@ def latest_payments(connection: Connection, user_id: str, limit: int) -> list[Ro
         .order_by(payments.c.created_at.desc(), payments.c.id.desc())
         .limit(limit)
     )
-    return list(connection.execute(query).all())
+    return [payment for row in connection.execute(query) if (payment := _payment(row))]
 
 
 def move(
@@ -223,3 +230,32 @@ def move(
         reason=reason,
     )
     return True
+
+
+def apply_move(connection: Connection, decided: PaymentMove, at: datetime) -> bool:
+    """Make a decided move (see ``move``); False when the payment left the status it was decided
+    on."""
+    return move(
+        connection,
+        decided.payment.id,
+        decided.payment.status,
+        decided.target,
+        at,
+        settle=decided.settle,
+        provider_event_id=decided.event_id,
+        reason=decided.reason,
+    )
+
+
+def apply_note(connection: Connection, note: PaymentNote, at: datetime) -> None:
+    """Keep a decided note in the payment's history (its status as decided on, unchanged)."""
+    status = note.payment.status
+    record_event(
+        connection,
+        note.payment.id,
+        status,
+        status,
+        at,
+        provider_event_id=note.event_id,
+        reason=note.reason,
+    )

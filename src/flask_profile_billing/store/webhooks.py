@@ -12,10 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, text, update
 
+from ..domain.payments import DeliveryOutcome
 from .dialect import insert_ignoring_conflict
 from .models import webhook_deliveries
 
-PROCESSED = "processed"
+PROCESSED = DeliveryOutcome.PROCESSED.value
 """The outcome of the one delivery that acted on its event."""
 _PROCESSED_ONLY = text(f"outcome = '{PROCESSED}'")  # the predicate of the partial unique index
 
@@ -34,15 +35,15 @@ def claim(connection: Connection, delivery: Mapping[str, Any]) -> int | None:
     return None if row is None else int(row.id)
 
 
-def record(connection: Connection, delivery: Mapping[str, Any], outcome: str) -> None:
+def record(connection: Connection, delivery: Mapping[str, Any], outcome: DeliveryOutcome) -> None:
     """Record ``delivery`` (every column but ``id`` and ``outcome``) with ``outcome``."""
-    connection.execute(webhook_deliveries.insert().values(**delivery, outcome=outcome))
+    connection.execute(webhook_deliveries.insert().values(**delivery, outcome=outcome.value))
 
 
-def set_outcome(connection: Connection, delivery_id: int, outcome: str) -> None:
+def set_outcome(connection: Connection, delivery_id: int, outcome: DeliveryOutcome) -> None:
     """Change the outcome of a claimed delivery (leaving ``processed`` frees its event)."""
     connection.execute(
         update(webhook_deliveries)
         .where(webhook_deliveries.c.id == delivery_id)
-        .values(outcome=outcome)
+        .values(outcome=outcome.value)
     )
