@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
+from tests.support.loopback import HOST, free_port, pg_bindir, run_pg_tool, tail, wait_for_postgres
 
 START_TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parent.parent

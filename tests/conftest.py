@@ -17,7 +17,7 @@ from sqlalchemy import Engine, event
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments import TestPaymentProvider
-from tests.support.host_app import HOST_USERS_TABLE, AppFactory, Clock, create_host_app
+from tests.support.host_app import HOST_USERS_TABLE, AppFactory, Clock, billing_of, create_host_app
 from tests.support.payments import CONTACT, SECRET
 from tests.support.provider_fakes import FakeStripe, FakeYooKassa
 from tests.support.servers import PostgresServer, postgresql_server, redis_server  # noqa: F401
@@ -59,8 +59,7 @@ def app(make_app: AppFactory) -> Iterator[Flask]:
 
 @pytest.fixture
 def billing(app: Flask) -> ProfileBilling:
-    extension: ProfileBilling = app.extensions["test_billing"]
-    return extension
+    return billing_of(app)
 
 
 @pytest.fixture
@@ -111,8 +110,7 @@ def shop_client(shop: Flask) -> FlaskClient:
 
 @pytest.fixture
 def shop_billing(shop: Flask) -> ProfileBilling:
-    extension: ProfileBilling = shop.extensions["test_billing"]
-    return extension
+    return billing_of(shop)
 
 
 # -- the payment providers' HTTP APIs, faked on loopback (tests/support/provider_fakes.py) ------

@@ -20,7 +20,7 @@ from flask_profile_billing import ProfileBilling
 from flask_profile_billing.api.activity_views import activity_service
 from flask_profile_billing.services.activity import ActivityService
 from flask_profile_billing.store.models import activity
-from tests.support.host_app import AppFactory, Clock, as_user
+from tests.support.host_app import AppFactory, Clock, as_user, billing_of
 
 START = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)
 EVENT_KEYS = {"id", "type", "title", "occurred_at", "metadata"}
@@ -99,7 +99,7 @@ def test_resources_of_a_charge_reach_the_event(
 
 def test_cancel_and_expiry_appear_in_the_feed(make_app: AppFactory, clock: Clock) -> None:
     app = make_app(PROFILE_ACTIVITY_WINDOW_DAYS=60)  # the month of the plan and a few days
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         activity_service(app)
         billing.change_plan("alice", "starter")
@@ -236,7 +236,7 @@ def test_only_the_sending_app_records_its_signals(make_app: AppFactory) -> None:
         with app.app_context():
             activity_service(app)
     with first.app_context():
-        first.extensions["test_billing"].change_plan("alice", "starter")
+        billing_of(first).change_plan("alice", "starter")
         assert [e.title for e in activity_service(first).latest("alice")] == [
             "Plan changed: Free → Starter"
         ]

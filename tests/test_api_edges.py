@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import func, select
 
-from flask_profile_billing import BillingConfigError, ProfileBilling
+from flask_profile_billing import BillingConfigError
 from flask_profile_billing.payments import (
     PAYMENT_FAILED,
     PAYMENT_SUCCEEDED,
@@ -27,7 +27,7 @@ from flask_profile_billing.payments import (
 )
 from flask_profile_billing.settings import DEFAULTS
 from flask_profile_billing.store.models import payments
-from tests.support.host_app import AppFactory, Clock, as_user
+from tests.support.host_app import AppFactory, Clock, as_user, billing_of
 
 SECRET = "edge-secret"
 NOW = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)  # the test clock's start
@@ -87,7 +87,7 @@ def test_a_signed_webhook_passes_csrf_protect_initialised_after_the_extension(
 ) -> None:
     app = shop(make_app, provider)
     CSRFProtect(app)  # after ProfileBilling(app, db), which create_host_app ran
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     client = app.test_client()
     token = client.get("/api/profile/csrf-token", headers=as_user("alice")).get_json()["data"]
     started = client.post(
@@ -342,7 +342,7 @@ def test_concurrent_starts_never_pass_the_cap(
 ) -> None:
     app = shop(make_app, provider, BILLING_MAX_PENDING_PAYMENTS=CONCURRENT_CAP)
     with app.app_context():  # the plans and alice's free subscription exist before the race
-        app.extensions["test_billing"].subscription("alice")
+        billing_of(app).subscription("alice")
     barrier = threading.Barrier(CONCURRENT_STARTS)
 
     def start() -> int:

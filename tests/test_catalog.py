@@ -22,7 +22,7 @@ from flask_profile_billing import (
     QuotaExceeded,
 )
 from flask_profile_billing.domain.catalog import MetricKind, UnknownPlanError, default_catalog
-from tests.support.host_app import AppFactory, db
+from tests.support.host_app import AppFactory, billing_of, db
 
 # --- the default catalog --------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ def test_host_catalog_from_config(
     make_app: AppFactory, tmp_path: Path, source: Callable[..., Any]
 ) -> None:
     app = make_app(BILLING_PLANS=source(HOST_PLANS, tmp_path))
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         catalog = billing.catalog
 
@@ -285,7 +285,7 @@ def test_host_catalog_limits_are_enforced(
     make_app: AppFactory, tmp_path: Path, source: Callable[..., Any]
 ) -> None:
     app = make_app(BILLING_PLANS=source(HOST_PLANS, tmp_path))
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         assert billing.plan("u1").code == "hobby"
         billing.consume("u1", "gpu_minutes", 5)

@@ -25,11 +25,10 @@ from flask import Flask
 from flask_mailman import Mail
 from sqlalchemy import func, insert, select, text
 
-from flask_profile_billing import ProfileBilling
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import job_leases, notifications
 from tests.adversarial.harness import dedicated_postgres
-from tests.support.host_app import Clock, create_host_app
+from tests.support.host_app import Clock, billing_of, create_host_app
 from tests.support.loopback import tail
 from tests.support.mail_worker import mail_config
 from tests.support.servers import PostgresServer
@@ -59,7 +58,7 @@ def seed(database_url: str, smtp: SmtpServer) -> Flask:
     with one ``quota_low`` email pending. The app (real time) that wrote them."""
     app = create_host_app(database_url, mail_config(smtp.port))
     Mail(app)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     long_ago = datetime.now(UTC) - timedelta(days=400)
     with app.app_context():
         engine = get_state(app).runtime.engine
@@ -145,7 +144,7 @@ def settle_later(app_url: str, smtp: SmtpServer) -> tuple[int, Counter[str]]:
     app = create_host_app(app_url, {**mail_config(smtp.port), "BILLING_CLOCK": clock})
     Mail(app)
     with app.app_context():
-        report = app.extensions["test_billing"].run_maintenance()
+        report = billing_of(app).run_maintenance()
         get_state(app).runtime.engine.dispose()
     return report.emails_uncertain, statuses(app)
 

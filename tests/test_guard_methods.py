@@ -22,7 +22,7 @@ from flask_profile_billing import (
     requires_feature,
     requires_quota,
 )
-from tests.support.host_app import AppFactory, Vacancy, as_user, db
+from tests.support.host_app import AppFactory, Vacancy, as_user, billing_of, db
 
 FREE_ANALYSES = 20
 NEW_NOTE = "/notes/new"
@@ -223,7 +223,7 @@ def test_charge_when_decides_also_when_failed_requests_are_charged(make_app: App
     assert post_note(client, "Kept").status_code == 302
 
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         assert billing.allowance("alice", "analysis").used == 1
     assert notes == ["Kept"]
 

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from flask_profile_billing import ProfileBilling, signals
-from tests.support.host_app import HOST_USERS_TABLE, AppFactory, Clock, as_user
+from tests.support.host_app import HOST_USERS_TABLE, AppFactory, Clock, as_user, billing_of
 
 FREE_ANALYSES = 20
 NOVEMBER_FIRST = datetime(2025, 11, 1, tzinfo=UTC)
@@ -124,7 +124,7 @@ def test_failed_requests_are_charged_when_configured(make_app: AppFactory) -> No
 
     assert client.post("/analyze/refused", headers=as_user("alice")).status_code == 422
     with app.app_context():
-        assert app.extensions["test_billing"].allowance("alice", "analysis").used == 1
+        assert billing_of(app).allowance("alice", "analysis").used == 1
 
 
 def test_a_refund_leaves_no_usage_event(app: Flask, billing: ProfileBilling) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 
 from flask_profile_billing import BillingConfigError, ProfileBilling, SubscriptionRow
 from flask_profile_billing.state import get_state
-from tests.support.host_app import AppFactory, User, as_user, create_host_app, db
+from tests.support.host_app import AppFactory, User, as_user, billing_of, create_host_app, db
 from tests.support.profile import me
 
 # The commands run by test_every_billing_command_runs_under_the_test_runner, in that order (each
@@ -84,7 +84,7 @@ def test_every_billing_command_runs_under_the_test_runner(make_app: AppFactory) 
         assert output.startswith(expected), (args, output)
 
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         assert billing.plan("u1").code == "starter"
 
 
@@ -170,7 +170,7 @@ def test_grant_cancel_and_resume_find_a_user_by_email(make_app: AppFactory) -> N
         "Resumed: user u7 (ann@example.com) is on Professional (active)"
     )
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         assert billing.plan("u7").code == "professional"
         assert billing.subscription("u7").cancelled_at is None
     assert lookups == ["ann@example.com", "Ann@Example.com", "ann@example.com"]
@@ -223,7 +223,7 @@ def test_a_host_catalog_defaults_to_its_first_periodic_metric(make_app: AppFacto
     app = make_app(BILLING_PLANS=GPU_CATALOG)
     client = app.test_client()
     with app.app_context():
-        app.extensions["test_billing"].consume("u1", "gpu_minutes", 4)
+        billing_of(app).consume("u1", "gpu_minutes", 4)
 
     quota = me(client, "u1")["quota"]
     assert (quota["limit"], quota["used"], quota["available"]) == (10, 4, 6)

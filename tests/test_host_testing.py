@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from flask_profile_billing import ProfileBilling
 from flask_profile_billing.testing import FrozenClock, frozen_clock
 from tests.conftest import BACKENDS
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.profile import me, patch
 from tests.support.servers import PostgresServer
 
@@ -105,7 +104,7 @@ def test_frozen_clock_moves_the_extensions_time_and_gives_the_apps_back(
     make_app: AppFactory, clock: Clock
 ) -> None:
     app = make_app()  # the suite's app runs on its own BILLING_CLOCK
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     moment = datetime(2030, 1, 1, 12, tzinfo=UTC)
 
     with app.app_context():
@@ -128,7 +127,7 @@ def test_drop_all_forgets_what_the_extension_cached_and_seeded(make_app: AppFact
     # plan rows it had written must be written again (PostgreSQL enforces the subscriptions'
     # foreign key to them).
     app = make_app()
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     client = app.test_client()
     patch(client, "alice", {"company": "Acme"})
     assert me(client, "alice")["company"] == "Acme"  # read, and cached

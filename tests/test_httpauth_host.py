@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from flask_profile_billing import ProfileBilling, requires_quota
-from tests.support.host_app import Clock, db
+from tests.support.host_app import BILLING_KEY, Clock, billing_of, db
 from tests.support.recipes import run_recipe
 
 # Cheap to compute in tests; the count of calls is what matters here.
@@ -106,7 +106,7 @@ def build_host(database_url: str, clock: Clock) -> Flask:
                 )
             )
         db.session.commit()
-    app.extensions["test_billing"] = billing
+    app.extensions[BILLING_KEY] = billing
     return app
 
 
@@ -132,7 +132,7 @@ def analyses_used(app: Flask, email: str) -> int:
     with app.app_context():
         member = db.session.scalar(select(ApiMember).where(ApiMember.email == email))
         assert member is not None
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         return billing.allowance(str(member.id), "analysis").used
 
 

@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from flask_profile_billing import ProfileBilling, requires_quota
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store import idempotency as keys
-from tests.support.host_app import AppFactory, Clock, as_user, create_host_app
+from tests.support.host_app import AppFactory, Clock, as_user, billing_of, create_host_app
 
 FREE_ANALYSES = 20
 
@@ -319,7 +319,7 @@ def test_a_response_over_the_size_cap_is_not_stored_and_never_runs_again(
         client = app.test_client()
         first = post(client, "/big", "large")
         repeat = post(client, "/big", "large")
-        used = app.extensions["test_billing"].allowance("alice", "analysis").used
+        used = billing_of(app).allowance("alice", "analysis").used
 
     assert first.status_code == 200
     assert repeat.status_code == 409
@@ -432,7 +432,7 @@ def test_a_view_slower_than_the_lock_keeps_its_key_and_runs_once(
         resume.set()
         holder.join(30)
     with app.app_context():
-        used = app.extensions["test_billing"].allowance("alice", "analysis").used
+        used = billing_of(app).allowance("alice", "analysis").used
 
     assert repeat.status_code == 409
     assert repeat.get_json()["error"] == "IDEMPOTENCY_KEY_IN_USE"
@@ -474,7 +474,7 @@ def test_a_response_the_database_could_not_store_is_answered_and_stored_later(
         record = key_record(app, "then_locked", "late-store")
     repeat = post(client, "/then-locked", "late-store")
     with app.app_context():
-        used = app.extensions["test_billing"].allowance("alice", "analysis").used
+        used = billing_of(app).allowance("alice", "analysis").used
 
     assert answered.status_code == 200
     assert answered.get_json() == {"success": True}

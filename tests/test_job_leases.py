@@ -9,11 +9,11 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from flask_profile_billing import OutgoingEmail, ProfileBilling
+from flask_profile_billing import OutgoingEmail
 from flask_profile_billing.services.leases import JobLeases, Lease, LeaseLost
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.subscriptions import run_together
 
 EVERY = 60
@@ -137,7 +137,7 @@ def test_a_run_that_lost_its_lease_stops_before_its_next_email(
         BILLING_USER_INFO=lambda user: {"email": f"{user.id}@example.com"},
     )
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         for user in users:
             billing.consume(user, "analysis", 16)  # the low mark: one email each
         report = get_state().maintenance.run_if_due()

@@ -15,7 +15,7 @@ from flask import Flask, g, jsonify
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, jwt_required
 
 from flask_profile_billing import ProfileBilling, requires_quota
-from tests.support.host_app import Clock, db
+from tests.support.host_app import BILLING_KEY, Clock, billing_of, db
 from tests.support.recipes import run_recipe
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -62,7 +62,7 @@ def build_host(database_url: str, clock: Clock) -> Flask:
     billing = ProfileBilling(app, db)
     with app.app_context():
         billing.create_all()
-    app.extensions["test_billing"] = billing
+    app.extensions[BILLING_KEY] = billing
     return app
 
 
@@ -87,7 +87,7 @@ def error_of(response: Any) -> str | None:
 
 def used(app: Flask, user_id: str) -> int:
     with app.app_context():
-        return app.extensions["test_billing"].allowance(user_id, "analysis").used
+        return billing_of(app).allowance(user_id, "analysis").used
 
 
 def test_guards_and_the_billing_api_take_the_jwt(host: Flask) -> None:
@@ -145,7 +145,7 @@ def test_an_expired_token_is_401_json_with_a_browsers_accept(host: Flask) -> Non
 
 def test_the_quota_refusal_is_json_with_its_headers_whatever_accept_says(host: Flask) -> None:
     with host.app_context():
-        host.extensions["test_billing"].consume("alice", "analysis", FREE_ANALYSES)
+        billing_of(host).consume("alice", "analysis", FREE_ANALYSES)
     client = host.test_client()
 
     response = client.post("/predict", headers=bearer(token_for(host, "alice"), BROWSER_ACCEPT))

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from flask_profile_billing import BillingConfigError, ProfileBilling, SubscriptionStatus
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import activity, usage_counters, usage_events
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.subscriptions import NOW, ONE_MONTH_LATER, current_row_count, stored_rows
 
 
@@ -65,7 +65,7 @@ def test_a_dry_run_reports_what_would_change_and_changes_nothing(
     make_app: AppFactory, clock: Clock
 ) -> None:
     app = make_app(BILLING_RETENTION_DAYS=30)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         subscribe(billing)
         billing.consume("paid", "analysis", 190)  # 95 % of Starter
@@ -123,7 +123,7 @@ def test_retention_deletes_old_rows_and_statistics_stay_right(
     make_app: AppFactory, clock: Clock
 ) -> None:
     app = make_app(BILLING_RETENTION_DAYS=60, BILLING_MAINTENANCE_BATCH_SIZE=2)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         for _ in range(5):
             billing.consume("alice", "analysis")  # October

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_profile_billing import BillingConfigError, ProfileBilling, QuotaExceeded
+from flask_profile_billing import BillingConfigError, QuotaExceeded
 from flask_profile_billing.catalog_config import load_catalog
 from flask_profile_billing.domain.catalog import Metric, default_catalog
 from flask_profile_billing.presentation.i18n import file_catalog
 from flask_profile_billing.presentation.translator import Translator, counted, metric_title
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 from tests.support.servers import required_module
 from tests.test_profile_page import PAGE, Markup
 
@@ -113,7 +113,7 @@ def posts_app(make_app: AppFactory) -> Flask:
 
 
 def test_the_refusal_and_the_limits_check_count_in_the_units_words(posts_app: Flask) -> None:
-    billing: ProfileBilling = posts_app.extensions["test_billing"]
+    billing = billing_of(posts_app)
     with posts_app.app_context():
         billing.consume("alice", "post", 5)
         with pytest.raises(QuotaExceeded) as refused:
@@ -148,7 +148,7 @@ def test_the_page_counts_in_the_units_words(
     make_app: AppFactory, locale: str, used: int, banner: str
 ) -> None:
     app = make_app(BILLING_PLANS=CATALOG, BILLING_PRIMARY_METRIC="post", BILLING_LOCALE=locale)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         billing.consume("alice", "post", used)
         text = page_text(app, "alice")
@@ -168,7 +168,7 @@ def test_the_activity_feed_counts_in_the_units_words(
     make_app: AppFactory, locale: str, words: list[str]
 ) -> None:
     app = make_app(BILLING_PLANS=CATALOG, BILLING_PRIMARY_METRIC="post", BILLING_LOCALE=locale)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         billing.consume("alice", "post", 2)
         billing.consume("alice", "post", 3)
@@ -192,7 +192,7 @@ def test_the_emails_count_in_the_units_words(make_app: AppFactory) -> None:
         BILLING_EMAIL_LOCALE=lambda user: users[user.id],
     )
     mailman.Mail(app)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         for user in users:
             billing.consume(user, "post", 4)
@@ -237,7 +237,7 @@ def test_a_hosts_gauge_card_counts_its_cap_in_the_units_words(
         ],
     }
     app = make_app(BILLING_PLANS=catalog, BILLING_PRIMARY_METRIC="post", BILLING_LOCALE=locale)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     billing.capacity_loader("seat")(lambda user_id: 2)
 
     assert summary in page_text(app, "alice")

@@ -24,7 +24,7 @@ from flask_profile_billing.services.faults import (
     is_database_fault,
     missing_table_behind,
 )
-from tests.support.host_app import AppFactory, as_user
+from tests.support.host_app import AppFactory, as_user, billing_of
 from tests.test_migrations import HEAD
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -144,7 +144,7 @@ def test_once_migrated_the_same_app_serves_requests(unmigrated: Flask) -> None:
     client = unmigrated.test_client()
     assert client.post("/analyze", headers=as_user("alice")).status_code == 503
 
-    billing: ProfileBilling = unmigrated.extensions["test_billing"]
+    billing = billing_of(unmigrated)
     billing.upgrade_database()
 
     assert client.post("/analyze", headers=as_user("alice")).status_code == 200

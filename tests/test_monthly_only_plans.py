@@ -10,9 +10,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments import TestPaymentProvider
-from tests.support.host_app import AppFactory, as_user
+from tests.support.host_app import AppFactory, as_user, billing_of
 
 PLANS = {
     "metrics": {"post": {"kind": "periodic"}},
@@ -51,7 +50,7 @@ def test_the_plan_list_gives_null_for_the_yearly_price_and_discount(shop: Flask)
     assert prices["free"] == {"monthly": 0, "yearly": 0, "currency": "EUR", "yearly_discount": 0}
     assert prices["team"]["yearly"] == 490
     assert prices["team"]["yearly_discount"] == 16
-    billing: ProfileBilling = shop.extensions["test_billing"]
+    billing = billing_of(shop)
     assert billing.catalog.plan("pro").price_yearly is None
     assert billing.catalog.plan("free").price_yearly == Decimal(0)
 

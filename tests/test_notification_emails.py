@@ -33,7 +33,7 @@ from flask_profile_billing import (
 )
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.host_app import db as host_db
 from tests.support.mail_worker import mail_config
 from tests.support.smtp import SmtpServer
@@ -96,11 +96,6 @@ def mailman_app(make_app: AppFactory) -> Iterator[Flask]:
     Mailman(app)
     with app.app_context():
         yield app
-
-
-def billing_of(app: Flask) -> ProfileBilling:
-    billing: ProfileBilling = app.extensions["test_billing"]
-    return billing
 
 
 def outbox(app: Flask) -> list[Any]:
@@ -713,8 +708,9 @@ def test_emails_can_be_switched_off_with_a_mail_extension_present(make_app: AppF
     assert email_rows(app) == [("alice", "quota_low", "sent", 0, True)]
 
 
-def test_without_a_mail_extension_notifications_stay_signal_only(app: Flask) -> None:
-    billing = billing_of(app)
+def test_without_a_mail_extension_notifications_stay_signal_only(
+    app: Flask, billing: ProfileBilling
+) -> None:
     reach_low_mark(billing, "alice")
 
     assert billing.run_maintenance().emails_sent == 0

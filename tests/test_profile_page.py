@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from flask_profile_billing import ProfileBilling, signals
 from flask_profile_billing.payments import TestPaymentProvider
-from tests.support.host_app import AppFactory, Clock, Vacancy, db
+from tests.support.host_app import AppFactory, Clock, Vacancy, billing_of, db
 from tests.support.profile import me, patch
 
 PAGE = "/profile/"
@@ -103,6 +103,31 @@ def test_a_form_post_without_the_csrf_token_is_refused_and_changes_nothing(
 
     assert refused.status_code == wrong.status_code == 400
     assert me(client, "alice")["first_name"] == ""
+
+
+def test_a_form_post_over_https_needs_a_referrer_of_this_site(client: FlaskClient) -> None:
+    """Like the API's cookie writes: a valid token is not enough over HTTPS, the post must come
+    from a page of this site (the Referer rule Flask-WTF's ``CSRFProtect`` makes)."""
+    secure = {"base_url": "https://billing.test"}
+    page = client.get(PAGE, headers={"X-User": "alice", **HTML}, **secure)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(True))
+    assert found is not None
+    form = {"first_name": "Mallory", "csrf_token": found.group(1)}
+
+    def edit(**headers: str) -> TestResponse:
+        return client.post(
+            f"{PAGE}edit", data=form, headers={"X-User": "alice", **HTML, **headers}, **secure
+        )
+
+    foreign = edit(Referer="https://evil.example/page")
+    without_referrer = edit()
+    unchanged = me(client, "alice")["first_name"]
+    same_site = edit(Referer="https://billing.test/profile/")
+
+    assert foreign.status_code == without_referrer.status_code == 400
+    assert unchanged == ""
+    assert same_site.status_code == 303
+    assert me(client, "alice")["first_name"] == "Mallory"
 
 
 def test_the_page_can_be_switched_off_and_moved(make_app: AppFactory) -> None:
@@ -192,7 +217,7 @@ def test_the_banner_shows_when_30_percent_or_less_is_left(
 def test_the_banner_thresholds_are_configurable(make_app: AppFactory) -> None:
     app = make_app(BILLING_LOW_QUOTA_BANNER_PERCENT=0, BILLING_LOW_QUOTA_BANNER_REMAINING=3)
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         client = app.test_client()
         billing.consume("alice", "analysis", 16)
         assert parse(render(client, "alice")).by_id("pb-banner-quota") is None
@@ -205,7 +230,7 @@ def test_without_the_payments_ui_there_is_no_buy_element(
 ) -> None:
     app = make_app(ENABLE_PROFILE_PAYMENTS_UI=False, PROFILE_PAYMENTS_CTA_EMAIL="sales@example.com")
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         billing.consume("alice", "analysis", 20)
         response = render(app.test_client(), "alice", "?dialog=buy")
     markup = parse(response)

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from flask_profile_billing import ProfileBilling
 from flask_profile_billing.presentation.i18n import DOMAIN, TRANSLATIONS_DIRECTORY
 from flask_profile_billing.presentation.translator import Translator
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 from tests.support.servers import required_module
 from tests.test_profile_page import HTML, PAGE, Markup
 
@@ -34,7 +33,7 @@ CATALOG = TRANSLATIONS_DIRECTORY / "ru" / "LC_MESSAGES" / f"{DOMAIN}.po"
 def russian_page(make_app: AppFactory, **config: object) -> tuple[str, Markup]:
     app = make_app(BILLING_LOCALE="ru", PROFILE_PAYMENTS_CTA_EMAIL="sales@example.com", **config)
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         billing.change_plan("bob", "starter")
         billing.consume("bob", "analysis", 198)
         client: FlaskClient = app.test_client()
@@ -59,7 +58,7 @@ def test_the_activity_timeline_in_russian(make_app: AppFactory) -> None:
     with the time of day without seconds."""
     app = make_app(BILLING_LOCALE="ru")
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         billing.change_plan("bob", "starter")
         billing.cancel("bob")
         billing.resume("bob")

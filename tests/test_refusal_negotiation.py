@@ -14,7 +14,7 @@ from flask import Flask, jsonify
 from flask.testing import FlaskClient
 
 from flask_profile_billing import FeatureNotAvailable, ProfileBilling, QuotaExceeded
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 
 # What Firefox and Chrome send for a navigation, and what many HTTP libraries copy.
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -186,7 +186,7 @@ def test_a_hosts_refusal_handler_keeps_retry_after_and_the_quota_headers(
 ) -> None:
     app = host_with_handler(make_app, answer)
     with app.app_context():
-        use_up_analyses(app.extensions["test_billing"])
+        use_up_analyses(billing_of(app))
 
     response = app.test_client().post(
         "/analyze", headers={"X-User": "alice", "Accept": "application/json"}
@@ -213,7 +213,7 @@ def test_a_hosts_headers_win_over_the_refusals(make_app: AppFactory) -> None:
         return jsonify(ok=False), 429, {"Retry-After": "60"}
 
     with app.app_context():
-        use_up_analyses(app.extensions["test_billing"])
+        use_up_analyses(billing_of(app))
 
     response = app.test_client().post("/analyze", headers={"X-User": "alice"})
 
@@ -226,7 +226,7 @@ def test_a_refusal_the_host_answered_otherwise_gets_no_refusal_headers(
 ) -> None:
     app = host_with_handler(make_app, "fallback")
     with app.app_context():
-        use_up_analyses(app.extensions["test_billing"])
+        use_up_analyses(billing_of(app))
     client = app.test_client()
 
     fallback = client.post("/analyze", headers={"X-User": "alice"})
@@ -244,7 +244,7 @@ def test_a_refusal_of_billing_consume_in_a_hosts_view_keeps_its_headers_too(
     make_app: AppFactory,
 ) -> None:
     app = host_with_handler(make_app, "json")
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
 
     @app.post("/batch")
     def batch() -> Any:

@@ -15,7 +15,7 @@ from werkzeug.test import TestResponse
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.domain.errors import BillingConfigError, BillingError
 from flask_profile_billing.responses import error_response
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 from tests.support.profile import patch
 from tests.support.servers import required_module
 
@@ -78,7 +78,7 @@ def test_the_page_extends_the_hosts_base_template(make_app: AppFactory) -> None:
     app = make_app(BILLING_BASE_TEMPLATE="layout.html")
     use_host_templates(app)
     with app.app_context():
-        page = refused_page(app.test_client(), app.extensions["test_billing"])
+        page = refused_page(app.test_client(), billing_of(app))
     html = page.get_data(as_text=True)
 
     assert '<nav id="host-layout-marker">' in html
@@ -94,9 +94,7 @@ def test_a_layout_with_other_block_names_is_adapted_by_a_two_line_template(
     app = make_app(BILLING_BASE_TEMPLATE="adapter.html")
     use_host_templates(app)
     with app.app_context():
-        html = refused_page(app.test_client(), app.extensions["test_billing"]).get_data(
-            as_text=True
-        )
+        html = refused_page(app.test_client(), billing_of(app)).get_data(as_text=True)
 
     assert re.search(r'<div id="other-layout">\s*<section class="billing-refusal"', html)
 
@@ -107,7 +105,7 @@ def test_the_page_in_the_hosts_layout_keeps_the_headers_and_needs_nothing_inline
     app = make_app(BILLING_BASE_TEMPLATE="layout.html")
     use_host_templates(app)
     with app.app_context():
-        page = refused_page(app.test_client(), app.extensions["test_billing"])
+        page = refused_page(app.test_client(), billing_of(app))
 
     # Inside the host's layout the policy is the host's (BILLING_CONTENT_SECURITY_POLICY).
     assert "Content-Security-Policy" not in page.headers
@@ -122,7 +120,7 @@ def test_a_base_template_the_app_lacks_still_answers_a_page(
 ) -> None:
     app = make_app(BILLING_BASE_TEMPLATE="no_such_layout.html")
     with app.app_context():
-        page = refused_page(app.test_client(), app.extensions["test_billing"])
+        page = refused_page(app.test_client(), billing_of(app))
 
     assert "limit" in page.get_data(as_text=True).lower()
     assert any("no_such_layout.html" in record.getMessage() for record in caplog.records)
@@ -175,7 +173,7 @@ def test_with_flask_babel_the_reset_date_is_in_the_requests_locale(
     app = make_app(BABEL_DEFAULT_LOCALE="de")
     flask_babel.Babel(app)
     with app.app_context():
-        text = visible_text(refused_page(app.test_client(), app.extensions["test_billing"]))
+        text = visible_text(refused_page(app.test_client(), billing_of(app)))
 
     # German medium format: "01.11.2025, 00:00:00".
     assert "01.11.2025, 00:00:00 (UTC)" in text
@@ -216,9 +214,7 @@ def test_the_back_link_without_a_referrer_of_the_app_is_configurable(
 ) -> None:
     app = make_app(BILLING_REFUSAL_BACK_URL="/plans")
     with app.app_context():
-        page = refused_page(
-            app.test_client(), app.extensions["test_billing"], Referer="https://evil.example/"
-        )
+        page = refused_page(app.test_client(), billing_of(app), Referer="https://evil.example/")
 
     assert back_link(page) == "/plans"
 
@@ -232,7 +228,7 @@ def test_the_page_links_the_profile_page(client: FlaskClient, billing: ProfileBi
 def test_no_profile_link_when_the_profile_page_is_off(make_app: AppFactory) -> None:
     app = make_app(BILLING_PROFILE_PAGE_ENABLED=False)
     with app.app_context():
-        page = refused_page(app.test_client(), app.extensions["test_billing"])
+        page = refused_page(app.test_client(), billing_of(app))
 
     assert "Your plan and usage" not in page.get_data(as_text=True)
 

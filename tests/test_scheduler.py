@@ -25,7 +25,7 @@ from sqlalchemy import select
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import job_leases, notifications
-from tests.support.host_app import AppFactory, Clock, as_user, create_host_app
+from tests.support.host_app import AppFactory, Clock, as_user, billing_of, create_host_app
 from tests.support.subscriptions import current_row_count, stored_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,7 +199,7 @@ def test_the_reloaders_parent_starts_no_scheduler(database_url: str, tmp_path: P
 def seed_busy_users(database_url: str, users: int) -> None:
     """Users at 80 % of their quota: their charges claimed their quota_low notices already."""
     app = create_host_app(database_url, {})
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         for index in range(users):
             for _ in range(16):
@@ -213,7 +213,7 @@ def seed_trials(database_url: str, users: int) -> dict[str, int]:
     end); the trial ids."""
     clock = Clock()
     app = create_host_app(database_url, {"BILLING_CLOCK": clock})
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     start = datetime.now(UTC) + timedelta(hours=1)
     trials = {}
     with app.app_context():

@@ -30,10 +30,9 @@ import requests
 from flask import Flask
 from sqlalchemy import Row, select
 
-from flask_profile_billing import ProfileBilling
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import job_leases, notifications
-from tests.support.host_app import Clock, create_host_app
+from tests.support.host_app import Clock, billing_of, create_host_app
 from tests.support.loopback import HOST, free_port, tail
 from tests.support.subscriptions import stored_rows
 
@@ -104,7 +103,7 @@ def seed(
     paid subscriptions that end in three to four days (each due an ``expiring`` one); the app that
     wrote them (on ``clock``) and the trials' ids by user."""
     app = create_host_app(database_url, {"BILLING_CLOCK": clock})
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     now = datetime.now(UTC)
     trials = {}
     with app.app_context():
@@ -336,7 +335,7 @@ def test_gunicorn_preload_with_two_workers_runs_each_tick_once_in_a_worker(
 ) -> None:
     clock = Clock()
     app, trials = seed(database_url, clock, lapsed=1, expiring=0)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     events, log = tmp_path / "events.txt", tmp_path / "gunicorn.log"
     env = environment(database_url, events, BILLING_TEST_INTERVAL=str(INTERVAL))
 

@@ -20,7 +20,7 @@ from sqlalchemy import DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_profile_billing import ProfileBilling, requires_feature, requires_quota
-from tests.support.host_app import Clock, db
+from tests.support.host_app import BILLING_KEY, Clock, billing_of, db
 
 # The busy timeout the host runs with: without the check, the guard would answer after it.
 BUSY_TIMEOUT = 5.0
@@ -106,7 +106,7 @@ def build_host(database_url: str, clock: Clock) -> Flask:
         billing.create_all()
         db.session.add(Member(id="alice"))
         db.session.commit()
-    app.extensions["test_billing"] = billing
+    app.extensions[BILLING_KEY] = billing
     return app
 
 
@@ -117,7 +117,7 @@ def host(database_url: str, clock: Clock) -> Flask:
 
 def used(app: Flask) -> int:
     with app.app_context():
-        return app.extensions["test_billing"].allowance("alice", "analysis").used
+        return billing_of(app).allowance("alice", "analysis").used
 
 
 def post(client: FlaskClient, path: str) -> tuple[Any, float]:

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from flask_profile_billing import ProfileBilling
 from tests.support.contracts import OpenMap, assert_same_shape
-from tests.support.host_app import AppFactory, Clock, as_user
+from tests.support.host_app import AppFactory, Clock, as_user, billing_of
 
 # The documented examples, with their "..." filled by values of the same type.
 DOCUMENTED_PLAN = {
@@ -298,7 +298,7 @@ def test_cookie_sessions_need_the_csrf_token_to_write(make_app: AppFactory) -> N
     client = app.test_client()
     token = client.post("/session-login/alice").get_json()["csrf_token"]
     with app.app_context():
-        app.extensions["test_billing"].change_plan("alice", "starter")
+        billing_of(app).change_plan("alice", "starter")
 
     refused = client.post("/api/subscription/cancel")
     accepted = client.post("/api/subscription/cancel", headers={"X-CSRFToken": token})
@@ -324,7 +324,7 @@ def test_the_csrf_token_endpoint_gives_the_token_writes_need(make_app: AppFactor
     client = app.test_client()
     client.post("/session-login/alice")
     with app.app_context():
-        app.extensions["test_billing"].change_plan("alice", "starter")
+        billing_of(app).change_plan("alice", "starter")
 
     token = client.get("/api/profile/csrf-token").get_json()["data"]["csrf_token"]
 

@@ -23,7 +23,7 @@ from flask_profile_billing import (
 )
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.subscriptions import (
     ACTIVE,
     CANCELLED,
@@ -399,7 +399,7 @@ def test_a_new_period_starts_from_zero_without_a_scheduler(
     make_app: AppFactory, clock: Clock, rule: str, reset_at: datetime
 ) -> None:
     app = make_app(BILLING_PERIOD_RULE=rule)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     client = app.test_client()
     with app.app_context():
         use_up_free_analyses(client, "alice")

@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFProtect, generate_csrf
 
 from flask_profile_billing import ProfileBilling, requires_quota
 from flask_profile_billing.payments import TestPaymentProvider
-from tests.support.host_app import Clock, User, db, load_user
+from tests.support.host_app import BILLING_KEY, Clock, User, billing_of, db, load_user
 
 # What a host keeps (hashed) in its database: the token a user created for a script.
 API_TOKENS = {"alice-api-token": "alice"}
@@ -89,7 +89,7 @@ def build_host(database_url: str, clock: Clock, host_csrf: HostCsrf) -> Flask:
     with app.app_context():
         db.create_all()  # the host's users table
         billing.create_all()
-    app.extensions["test_billing"] = billing
+    app.extensions[BILLING_KEY] = billing
     return app
 
 
@@ -120,7 +120,7 @@ def error_of(response: Any) -> str | None:
 
 def give_starter_plan(app: Flask, user_id: str) -> None:
     with app.app_context():
-        app.extensions["test_billing"].change_plan(user_id, "starter")
+        billing_of(app).change_plan(user_id, "starter")
 
 
 # --- login before CSRF, under the host's global CSRFProtect ----------------------------------------
@@ -203,7 +203,7 @@ def test_a_token_client_needs_no_csrf_token(make_host: MakeHost, host_csrf: Host
     assert analysed.status_code == 200
     assert cancelled.status_code == 200, cancelled.get_json()
     with app.app_context():
-        billing: ProfileBilling = app.extensions["test_billing"]
+        billing = billing_of(app)
         assert billing.allowance("alice", "analysis").used == 1
         assert billing.subscription("alice").cancelled_at is not None
 

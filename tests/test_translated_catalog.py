@@ -14,8 +14,8 @@ from flask import Flask, render_template_string, request
 from flask.testing import FlaskClient
 from flask_babel import Babel, lazy_gettext
 
-from flask_profile_billing import BillingConfigError, PlanRow, ProfileBilling
-from tests.support.host_app import AppFactory, as_user, create_host_app, db
+from flask_profile_billing import BillingConfigError, PlanRow
+from tests.support.host_app import AppFactory, as_user, billing_of, create_host_app, db
 from tests.support.translations import write_translations
 
 RUSSIAN = {
@@ -116,7 +116,7 @@ def test_the_plans_api_answers_in_each_requests_locale(translated_app: Flask) ->
 def test_the_profile_names_the_plan_in_each_requests_locale(translated_app: Flask) -> None:
     """The profile read is cached for every locale; its plan name is rendered per request."""
     with translated_app.app_context():
-        translated_app.extensions["test_billing"].change_plan("alice", "pro")
+        billing_of(translated_app).change_plan("alice", "pro")
     client = translated_app.test_client()
 
     def plan_name(headers: dict[str, str]) -> str:
@@ -158,7 +158,7 @@ def test_refusals_name_the_feature_plan_and_limit_in_the_requests_locale(
 
 
 def test_templates_show_catalog_texts_in_the_requests_locale(translated_app: Flask) -> None:
-    billing: ProfileBilling = translated_app.extensions["test_billing"]
+    billing = billing_of(translated_app)
     template = "{{ plan.name }}: {{ plan.description }} ({{ label }})"
 
     with translated_app.test_request_context(headers=in_russian()):
@@ -170,7 +170,7 @@ def test_templates_show_catalog_texts_in_the_requests_locale(translated_app: Fla
 
 
 def test_the_catalog_keeps_the_texts_lazy_and_stores_their_source(translated_app: Flask) -> None:
-    billing: ProfileBilling = translated_app.extensions["test_billing"]
+    billing = billing_of(translated_app)
 
     with translated_app.test_request_context(headers=in_russian()):
         name = billing.catalog.plan("pro").name
@@ -224,7 +224,7 @@ def test_a_plan_name_is_text_or_a_lazy_translation(
     if accepted:
         app = sqlite_host(tmp_path, BILLING_PLANS=catalog)
         with app.app_context():
-            assert app.extensions["test_billing"].catalog.plan("lab").name == "Lab"
+            assert billing_of(app).catalog.plan("lab").name == "Lab"
         return
     with pytest.raises(BillingConfigError, match=r"BILLING_PLANS is invalid: .*'name'"):
         sqlite_host(tmp_path, BILLING_PLANS=catalog)
@@ -269,7 +269,7 @@ def test_a_host_plan_without_a_currency_takes_the_configured_one(tmp_path: Path)
 
 def test_the_currency_is_rub_unless_configured(tmp_path: Path) -> None:
     app = sqlite_host(tmp_path)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         assert {plan.currency for plan in billing.catalog.plans.values()} == {"RUB"}
 

@@ -1,7 +1,9 @@
 """``ProfileBilling``: the extension object a host app creates once and initialises per app.
 
-State lives per app in ``app.extensions["profile_billing"]`` (never on ``self``), so one extension
-object serves any number of apps, as with Flask-SQLAlchemy and app factories.
+What each app has (its settings, catalog, engine and services) lives in
+``app.extensions["profile_billing"]``, so one extension object serves any number of apps, as with
+Flask-SQLAlchemy and app factories. The object itself keeps only what the host gives it for every
+app: the ``db`` passed to the constructor and the gauges' capacity loaders.
 """
 
 from __future__ import annotations
@@ -334,9 +336,9 @@ class ProfileBilling:
     def create_all(self) -> None:
         """Create the extension's tables (for hosts that use ``db.create_all()`` and no migrations,
         and for tests: next to ``db.create_all()``). Tables already there are left as they are."""
-        from .store.models import Base
+        from .services.tables import create_tables
 
-        Base.metadata.create_all(get_state().runtime.engine)
+        create_tables(get_state().runtime.engine)
 
     def drop_all(self) -> None:
         """Drop the extension's tables, and the version table of its migrations, as
@@ -345,12 +347,10 @@ class ProfileBilling:
 
         For tests on a database that outlives them (``db.drop_all()`` leaves the ``billing_*``
         tables, and with them every subscription and charge of the previous test)."""
-        from .migrate import drop_version_table
-        from .store.models import Base
+        from .services.tables import drop_tables
 
         state = get_state()
-        Base.metadata.drop_all(state.runtime.engine)
-        drop_version_table(state.runtime.engine)
+        drop_tables(state.runtime.engine)
         state.runtime.cache.clear()
         state.plans.forget_seeded()
 

@@ -14,8 +14,8 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -25,10 +25,16 @@ from flask_login.signals import user_unauthorized
 from werkzeug.wrappers import Response
 
 from .domain.limits import Allowance, validate_amount
-from .errors import ApiError, BillingUnavailable, InvalidRequest
-from .responses import quota_headers, refusals_noted, wants_json
+from .errors import ApiError, InvalidRequest
+from .responses import (
+    database_faults_as_503,
+    database_unavailable_error,
+    quota_headers,
+    refusals_noted,
+    wants_json,
+)
 from .services.charge_returns import PendingReturn
-from .services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
+from .services.faults import DATABASE_FAULTS, is_database_fault
 from .services.idempotency import IdempotentRequest, StoredResponse
 from .services.quotas import MAX_IDEMPOTENCY_KEY_LENGTH
 from .state import BillingState, get_state
@@ -79,7 +85,7 @@ def requires_quota(
         idempotent = IdempotentRequest(
             user_id, request.endpoint or request.path, key, _fingerprint()
         )
-        with _unavailable_as_503(state):
+        with database_faults_as_503():
             outcome = state.idempotency.begin(idempotent)
         if isinstance(outcome, StoredResponse):
             return _replay(outcome)
@@ -137,7 +143,7 @@ def _charge_and_run(
         if not is_database_fault(error):
             raise
         state.charge_returns.return_later(PendingReturn(user_id, idempotency_key=token))
-        raise _unavailable(state, error) from error
+        raise database_unavailable_error(error) from error
     keep_failures = state.runtime.settings.charge_failed_requests
     try:
         response = run()
@@ -162,7 +168,7 @@ def requires_feature(
     the listed ``methods`` when given."""
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
-        with _unavailable_as_503(state):
+        with database_faults_as_503():
             state.quotas.require_feature(user_id, feature)
         return run()
 
@@ -195,7 +201,7 @@ def requires_capacity(
 
         with ExitStack() as held:
             held.push(lock_lost)
-            with _unavailable_as_503(state):
+            with database_faults_as_503():
                 before = held.enter_context(state.quotas.capacity_held(user_id, metric, amount))
             answered.append(run())
         response = answered[0]
@@ -225,7 +231,7 @@ def _guard(
                 return current_app.ensure_sync(view)(*args, **kwargs)
             state = get_state()  # first: an app without init_app fails loudly, even for anonymous
             # The host's user loader reads its database too: down, it is the same 503.
-            with _unavailable_as_503(state):
+            with database_faults_as_503():
                 user_id = _current_user_id()
             if user_id is None:
                 return _unauthorized()
@@ -262,23 +268,6 @@ def _guarded_methods(methods: Iterable[str] | None) -> frozenset[str] | None:
     if not listed or not all(isinstance(method, str) and method for method in listed):
         raise ValueError(f"methods must name at least one HTTP method, got {listed!r}")
     return frozenset(method.upper() for method in listed)
-
-
-@contextmanager
-def _unavailable_as_503(state: BillingState) -> Iterator[None]:
-    """The database failing inside the extension's own work is a 503 with ``Retry-After``."""
-    try:
-        yield
-    except DATABASE_FAULTS as error:
-        if not is_database_fault(error):
-            raise
-        raise _unavailable(state, error) from error
-
-
-def _unavailable(state: BillingState, error: BaseException) -> BillingUnavailable:
-    return database_unavailable(
-        error, retry_after_seconds=state.runtime.settings.unavailable_retry_after
-    )
 
 
 def _fingerprint() -> str:

@@ -37,6 +37,7 @@ from .domain.catalog import render
 from .domain.errors import BillingError
 from .errors import (
     REFUSAL_ATTRIBUTE,
+    BillingConfigError,
     BillingUnavailable,
     FeatureNotAvailable,
     QuotaExceeded,
@@ -54,7 +55,13 @@ from .services.faults import (
     migrations_pending,
     missing_table_behind,
 )
-from .settings import DEFAULTS, PageSecuritySettings, RefusalPageSettings, with_sources
+from .settings import (
+    DEFAULTS,
+    BlueprintSettings,
+    PageSecuritySettings,
+    RefusalPageSettings,
+    with_sources,
+)
 from .state import BillingState, get_state
 
 log = logging.getLogger(__name__)
@@ -289,28 +296,91 @@ def error_response(
     return with_security_headers(response)
 
 
-def database_fault_response(error: Exception) -> Response:
-    """An error handler for the host's own views: a database fault they raise (the database
-    down, restarting, locked, out of pooled connections; the extension's tables missing) is
-    answered like the extension's own, 503 with ``Retry-After`` in the client's format, and any
-    other error is raised again (a bug stays a 500). Registered by ``answer_database_faults``."""
-    if not is_database_fault(error):
-        raise error
+def database_unavailable_error(error: BaseException) -> BillingUnavailable:
+    """The 503 (``Retry-After`` from ``BILLING_UNAVAILABLE_RETRY_AFTER``) that answers the
+    database fault ``error``, logged; the one adapter of database faults every face uses."""
     state = _state()
     retry_after = (
         state.runtime.settings.unavailable_retry_after
         if state is not None
         else int(DEFAULTS["BILLING_UNAVAILABLE_RETRY_AFTER"])
     )
-    return error_response(database_unavailable(error, retry_after_seconds=retry_after))
+    return database_unavailable(error, retry_after_seconds=retry_after)
 
 
-def answer_database_faults(target: Flask | Blueprint) -> None:
+@contextmanager
+def database_faults_as_503() -> Iterator[None]:
+    """The database failing inside the block is raised as a 503 with ``Retry-After``; any other
+    error (a bug) is raised as it is."""
+    try:
+        yield
+    except DATABASE_FAULTS as error:
+        if not is_database_fault(error):
+            raise
+        raise database_unavailable_error(error) from error
+
+
+def database_fault_response(error: Exception, *, page: bool = True) -> Response:
+    """An error handler for the host's own views: a database fault they raise (the database
+    down, restarting, locked, out of pooled connections; the extension's tables missing) is
+    answered like the extension's own, 503 with ``Retry-After`` in the client's format (always
+    JSON unless ``page``), and any other error is raised again (a bug stays a 500). Registered by
+    ``answer_database_faults``."""
+    if not is_database_fault(error):
+        raise error
+    return error_response(database_unavailable_error(error), page=page)
+
+
+def answer_database_faults(target: Flask | Blueprint, *, page: bool = True) -> None:
     """Answer the database faults of every view of ``target`` (an app, or one blueprint) with
     ``database_fault_response``: 503 with ``Retry-After``, never a bare 500, also when the fault
-    came from the host's user loader while Flask-Login loaded ``current_user``."""
+    came from the host's user loader while Flask-Login loaded ``current_user``. Without ``page``
+    the answer is always JSON."""
+
+    def unavailable(error: Exception) -> Response:
+        return database_fault_response(error, page=page)
+
     for fault in DATABASE_FAULTS:
-        target.register_error_handler(fault, database_fault_response)
+        target.register_error_handler(fault, unavailable)
+
+
+def register_face(
+    app: Flask,
+    settings: BlueprintSettings,
+    build: Callable[[str], Blueprint],
+    *,
+    name_key: str,
+    page: bool,
+) -> Blueprint | None:
+    """Build and register one blueprint of the extension's faces (the API's, the page's) when
+    ``settings.enabled``: under ``settings.name`` (refused when the app has a blueprint of that
+    name; ``name_key`` is the setting to change) and ``settings.prefix``, its errors answered in
+    the error shape (always JSON unless ``page``; an HTTP error of an API view as JSON too), its
+    database faults as 503, every answer with the security headers. The registered blueprint, or
+    ``None`` when disabled."""
+    if not settings.enabled:
+        return None
+    if settings.name in app.blueprints:
+        raise BillingConfigError(
+            f"a blueprint named {settings.name!r} is already registered: "
+            f"set {name_key} to another name"
+        )
+    blueprint = build(settings.name)
+
+    def billing_error(error: BillingError) -> Response:
+        return error_response(error, page=page)
+
+    def http_error(error: HTTPException) -> Response:
+        return error_response(from_http_exception(error), error.code or 500, page=False)
+
+    blueprint.register_error_handler(BillingError, billing_error)
+    if not page:
+        blueprint.register_error_handler(HTTPException, http_error)
+    answer_database_faults(blueprint, page=page)
+    # After the error handlers too: Flask runs a blueprint's after_request on handled errors.
+    blueprint.after_request(with_security_headers)
+    app.register_blueprint(blueprint, url_prefix=settings.prefix)
+    return blueprint
 
 
 def _naming_missing_tables(error: BillingError) -> BillingError:

@@ -63,6 +63,8 @@ class Clock:
 
 
 HOST_USERS_TABLE = "host_users"
+# Where an app factory keeps the extension object it made the app with.
+BILLING_KEY = "test_billing"
 """The host's users table, which its loaders read on every request."""
 
 # One SQLAlchemy object serves every app the tests build, as in a host's app factory.
@@ -228,8 +230,16 @@ def create_host_app(database_url: str, config: Mapping[str, Any] | None = None) 
     with app.app_context():
         db.create_all()
         billing.create_all()
-    app.extensions["test_billing"] = billing
+    app.extensions[BILLING_KEY] = billing
     return app
+
+
+def billing_of(app: Flask) -> ProfileBilling:
+    """The extension object a test app was made with (an app factory keeps it under
+    ``BILLING_KEY``); for apps made by the tests themselves. The ``billing`` fixtures give the
+    default apps'."""
+    billing: ProfileBilling = app.extensions[BILLING_KEY]
+    return billing
 
 
 def _current_user_id() -> str:

@@ -1,6 +1,5 @@
 """Helpers for throwaway servers on loopback, shared by the test session (tests/support/servers.py)
-and the benchmarks (bench/servers.py imports them through tests/loopback.py). Standard library
-only, so the benchmarks need no pytest."""
+and the benchmarks (bench/servers.py). Standard library only, so the benchmarks need no pytest."""
 
 from __future__ import annotations
 

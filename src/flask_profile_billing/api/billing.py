@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint
 
 from . import openapi_views, preview_views, webhook_views
-from .common import json_answers
 
 
 def build_blueprint(name: str) -> Blueprint:
@@ -13,4 +12,4 @@ def build_blueprint(name: str) -> Blueprint:
     preview_views.register(blueprint)
     webhook_views.register(blueprint)
     openapi_views.register(blueprint)
-    return json_answers(blueprint)
+    return blueprint

@@ -6,22 +6,15 @@ from collections.abc import Callable, Collection, Mapping
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, session
+from flask import Blueprint, Flask, Response, jsonify, request, session
 from flask_login import current_user
-from flask_wtf.csrf import same_origin, validate_csrf
 from marshmallow import Schema, ValidationError
-from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response as AnyResponse
-from wtforms.validators import ValidationError as CSRFValidationError
 
-from ..errors import ApiError, BillingError
-from ..responses import error_response, from_http_exception, with_security_headers
-from ..services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
-from ..state import get_state
+from ..csrf import check_csrf, token_from_headers
+from ..errors import ApiError
 
 View = TypeVar("View", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CSRF_HEADERS = ("X-CSRFToken", "X-CSRF-Token")
 
 
 def ok(data: Any, status: int = 200) -> Response:
@@ -29,32 +22,6 @@ def ok(data: Any, status: int = 200) -> Response:
     response = jsonify({"success": True, "data": data})
     response.status_code = status
     return response
-
-
-def json_answers(blueprint: Blueprint) -> Blueprint:
-    """Answer every error raised in the blueprint's views in the error shape, as JSON, and give
-    every answer of the blueprint, success or error, the security headers."""
-
-    def billing_error(error: BillingError) -> AnyResponse:
-        return error_response(error, page=False)
-
-    def http_error(error: HTTPException) -> AnyResponse:
-        return error_response(from_http_exception(error), error.code or 500, page=False)
-
-    def unavailable(error: Exception) -> AnyResponse:
-        if not is_database_fault(error):
-            raise error
-        # The database is down, restarting or out of connections: a fault to retry, not a 500.
-        retry_after = get_state().runtime.settings.unavailable_retry_after
-        return billing_error(database_unavailable(error, retry_after_seconds=retry_after))
-
-    blueprint.register_error_handler(BillingError, billing_error)
-    blueprint.register_error_handler(HTTPException, http_error)
-    for fault in DATABASE_FAULTS:
-        blueprint.register_error_handler(fault, unavailable)
-    # After the error handler too: Flask runs a blueprint's after_request on handled errors.
-    blueprint.after_request(with_security_headers)
-    return blueprint
 
 
 def exempt_from_host_csrf_protect(app: Flask, blueprints: Collection[Blueprint]) -> None:
@@ -168,20 +135,7 @@ def cookie_authenticated() -> bool:
 
 
 def _check_csrf() -> None:
-    if not get_state().runtime.settings.csrf_enabled:
-        return
-    token = next((request.headers[h] for h in CSRF_HEADERS if h in request.headers), None)
-    try:
-        validate_csrf(token)
-    except CSRFValidationError as error:
-        raise ApiError(
-            "CSRF_FAILED", "Missing or invalid CSRF token: send it in the X-CSRFToken header"
-        ) from error
-    # Over HTTPS, the same strict Referer check Flask-WTF's CSRFProtect makes (the API is exempt
-    # from the host's CSRFProtect so that authentication is decided first, not to skip this).
-    if request.is_secure and current_app.config.get("WTF_CSRF_SSL_STRICT", True):
-        referrer = request.referrer
-        if not referrer or not same_origin(referrer, f"https://{request.host}/"):
-            raise ApiError(
-                "CSRF_FAILED", "A write over HTTPS must come from a page of this site (Referer)"
-            )
+    check_csrf(
+        token_from_headers(),
+        refusal="Missing or invalid CSRF token: send it in the X-CSRFToken header",
+    )

@@ -10,7 +10,7 @@ from flask_wtf.csrf import generate_csrf
 
 from ..state import get_state
 from . import activity_views, profile_views
-from .common import authenticated, cookie_authenticated, json_answers, load_query, ok
+from .common import authenticated, cookie_authenticated, load_query, ok
 from .schemas import NoQuerySchema
 
 
@@ -19,7 +19,7 @@ def build_blueprint(name: str) -> Blueprint:
     profile_views.register(blueprint)
     activity_views.register(blueprint)
     blueprint.record(_add_csrf_token)
-    return json_answers(blueprint)
+    return blueprint
 
 
 def _add_csrf_token(setup: BlueprintSetupState) -> None:

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, request, url_for
 from ..domain.dates import format_day
 from ..presenters import plan_dict, subscription_dict
 from ..state import BillingState, get_state
-from .common import authenticated, current_user_id, json_answers, load_json, load_query, ok
+from .common import authenticated, current_user_id, load_json, load_query, ok
 from .schemas import NoQuerySchema, UpgradeSchema, UsageQuerySchema
 
 
@@ -21,7 +21,7 @@ def build_blueprint(name: str) -> Blueprint:
     blueprint.add_url_rule("/usage", view_func=usage, methods=["GET"])
     blueprint.add_url_rule("/limits/check", view_func=limits_check, methods=["GET"])
     blueprint.add_url_rule("/cancel", view_func=cancel, methods=["POST"])
-    return json_answers(blueprint)
+    return blueprint
 
 
 def plans() -> Response:

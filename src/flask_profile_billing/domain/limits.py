@@ -19,10 +19,6 @@ class Allowance:
     """When a periodic metric starts from zero again; ``None`` for gauges."""
 
     @property
-    def unlimited(self) -> bool:
-        return self.limit is None
-
-    @property
     def remaining(self) -> int | None:
         return None if self.limit is None else max(self.limit - self.used, 0)
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 from flask_login import login_required
-from werkzeug.wrappers import Response
 
-from ..errors import BillingConfigError, BillingError
-from ..responses import csp_nonce, error_response, with_security_headers
-from ..services.faults import DATABASE_FAULTS, database_unavailable, is_database_fault
+from ..responses import csp_nonce, register_face
 from ..state import get_state
 from . import views
 
@@ -19,14 +16,7 @@ def register_page(app: Flask) -> None:
     # Flask-Talisman's, when the host initialised it first, stays: both use request.csp_nonce.
     app.jinja_env.globals.setdefault("csp_nonce", csp_nonce)
     settings = get_state(app).runtime.settings.page.blueprint
-    if not settings.enabled:
-        return
-    if settings.name in app.blueprints:
-        raise BillingConfigError(
-            f"a blueprint named {settings.name!r} is already registered: "
-            "set BILLING_PROFILE_PAGE_NAME to another name"
-        )
-    app.register_blueprint(build_blueprint(settings.name), url_prefix=settings.prefix)
+    register_face(app, settings, build_blueprint, name_key="BILLING_PROFILE_PAGE_NAME", page=True)
 
 
 def build_blueprint(name: str) -> Blueprint:
@@ -46,14 +36,4 @@ def build_blueprint(name: str) -> Blueprint:
         # Flask-Login's own check: a redirect to the host's login view (with ``next``), or 401.
         blueprint.add_url_rule(rule, view_func=login_required(view), methods=methods)
 
-    def unavailable(error: Exception) -> Response:
-        if not is_database_fault(error):
-            raise error
-        retry_after = get_state().runtime.settings.unavailable_retry_after
-        return error_response(database_unavailable(error, retry_after_seconds=retry_after))
-
-    blueprint.register_error_handler(BillingError, error_response)
-    for fault in DATABASE_FAULTS:
-        blueprint.register_error_handler(fault, unavailable)
-    blueprint.after_request(with_security_headers)
     return blueprint

@@ -26,15 +26,14 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
-from flask_wtf.csrf import generate_csrf, validate_csrf
+from flask_wtf.csrf import generate_csrf
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as AnyResponse
-from wtforms.validators import ValidationError as CSRFValidationError
 
-from .. import signals
+from .. import csrf, signals
 from .._version import __version__
 from ..domain.catalog import render
-from ..errors import ApiError, BillingError, PaymentRequired
+from ..errors import BillingError, PaymentRequired
 from ..presentation.i18n import translatable
 from ..presentation.translator import Translator, translator
 from ..presenters import package_dict
@@ -77,16 +76,12 @@ def after(message: str, category: str = FLASH_SUCCESS, **query: Any) -> AnyRespo
 
 
 def check_csrf() -> None:
-    """Every form of the page carries the token; a post without it is refused (400)."""
-    if not get_state().runtime.settings.csrf_enabled:
-        return
-    field = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-    try:
-        validate_csrf(request.form.get(field))
-    except CSRFValidationError as error:
-        raise ApiError(
-            "CSRF_FAILED", "The form expired or did not come from this site: reload the page"
-        ) from error
+    """Every form of the page carries the token; a post without it, or over HTTPS from another
+    site, is refused (400)."""
+    csrf.check_csrf(
+        csrf.token_from_form(),
+        refusal="The form expired or did not come from this site: reload the page",
+    )
 
 
 # -- the page --------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ so the feed can never change what the sender does or answers.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from flask import Flask
 
@@ -25,14 +25,24 @@ from ..domain.limits import Allowance
 from ..domain.subscriptions import Subscription
 from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .activity import ActivityService
-
 log = logging.getLogger(__name__)
 
 
+class ActivityRecorder(Protocol):
+    """What the receivers need of the activity service. Named here, so that this module does not
+    import the service that imports it (the service builds and holds the receivers)."""
+
+    def record(
+        self, user_id: str, type: str, title: str, metadata: Mapping[str, Any]
+    ) -> object: ...
+
+    def record_refusal(
+        self, user_id: str, metric: str, amount: int, allowance: Allowance
+    ) -> None: ...
+
+
 class ActivityReceivers:
-    def __init__(self, runtime: Runtime, activity: ActivityService) -> None:
+    def __init__(self, runtime: Runtime, activity: ActivityRecorder) -> None:
         self._runtime = runtime
         self._activity = activity
 
@@ -75,16 +85,8 @@ class ActivityReceivers:
         except Exception:
             log.exception("profile_activity_record_failed", extra={"user_id": user_id})
 
-    def _record_safely(
-        self,
-        user_id: str,
-        type: str,
-        title: str,
-        metadata: dict[str, Any],
-        *,
-        occurred_at: datetime | None = None,
-    ) -> None:
+    def _record_safely(self, user_id: str, type: str, title: str, metadata: dict[str, Any]) -> None:
         try:
-            self._activity.record(user_id, type, title, metadata, occurred_at=occurred_at)
+            self._activity.record(user_id, type, title, metadata)
         except Exception:
             log.exception("profile_activity_record_failed", extra={"user_id": user_id})
