@@ -51,7 +51,7 @@ from .payments import (
 )
 from .responses import answer_database_faults, database_fault_response, with_security_headers
 from .services.activity import ActivityEvent
-from .services.mail import EmailSender, OutgoingEmail
+from .services.email_senders import EmailSender, OutgoingEmail
 from .services.quotas import Reservation
 from .store.models import (
     Base,

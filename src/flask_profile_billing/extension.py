@@ -30,6 +30,7 @@ from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
 from .services.charge_returns import ChargeReturnService
+from .services.email_senders import EmailSenders
 from .services.faults import DATABASE_FAULTS, is_database_fault
 from .services.idempotency import IdempotencyService
 from .services.leases import JobLeases
@@ -63,22 +64,22 @@ log = logging.getLogger(__name__)
 def build_state(runtime: Runtime) -> BillingState:
     """The services of one app, wired together."""
     plans = CatalogSync(runtime)
-    notifications = NotificationService(runtime)
+    # Emails follow the notifications whenever the host has a sender (services.mail).
+    senders = EmailSenders(runtime)
+    notifications = NotificationService(runtime, senders)
     subscriptions = SubscriptionService(runtime, plans, notifications)
-    profiles = ProfileService(runtime)
     charge_returns = ChargeReturnService(runtime)
     payments = PaymentService(runtime)
     idempotency = IdempotencyService(runtime, charge_returns)
     leases = JobLeases(runtime)
-    maintenance = MaintenanceService(runtime, subscriptions, idempotency, notifications, leases)
     quotas = QuotaService(runtime, subscriptions, charge_returns, notifications)
-    # Emails follow the notifications whenever the host has a sender (services.mail).
-    mail = MailService(runtime, subscriptions, quotas, profiles)
-    notifications.wants_emails = lambda: mail.enabled
-    maintenance.email_step = mail.send_due
+    profiles = ProfileService(runtime, quotas)
+    mail = MailService(runtime, senders, subscriptions, quotas, profiles)
     grants = PaymentGrantService(runtime, subscriptions, payments)
     recurring = RecurringService(runtime, subscriptions, payments, notifications, grants)
-    maintenance.renewal_step = recurring.renew_due
+    maintenance = MaintenanceService(
+        runtime, subscriptions, idempotency, notifications, leases, mail, recurring
+    )
     _follow_cancels(runtime, recurring)
     return BillingState(
         runtime=runtime,
@@ -90,7 +91,7 @@ def build_state(runtime: Runtime) -> BillingState:
         reports=ReportService(runtime),
         usage=UsageStatsService(runtime),
         payments=payments,
-        plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles.timezone_of),
+        plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles),
         webhooks=WebhookService(runtime, payments, grants, recurring),
         recurring=recurring,
         profiles=profiles,

@@ -26,7 +26,7 @@ def me() -> Response:
     load_query(NoQuerySchema())
     state = get_state()
     user_id = current_user_id()
-    snapshot = state.profiles.read(user_id, state.quotas)
+    snapshot = state.profiles.read(user_id)
     signals.profile_viewed.send(state.runtime.app, user_id=user_id, source="api")
     return ok(profile_dict(snapshot, state.runtime.catalog))
 
@@ -37,4 +37,4 @@ def update_me() -> Response:
     state = get_state()
     user_id = current_user_id()
     state.profiles.update(user_id, changes)
-    return ok(profile_dict(state.profiles.read(user_id, state.quotas), state.runtime.catalog))
+    return ok(profile_dict(state.profiles.read(user_id), state.runtime.catalog))

@@ -120,7 +120,7 @@ def render_page(
     runtime = state.runtime
     settings = runtime.settings
     uid = user_id()
-    snapshot = state.profiles.read(uid, state.quotas)
+    snapshot = state.profiles.read(uid)
     subscription, plan, allowances = state.quotas.snapshot(uid)
     gauges = state.quotas.gauges(uid, plan)
     zone = state.profiles.timezone_of(uid)

@@ -29,18 +29,17 @@ BILLING_LOCALE, else English), with dates in the user's time zone (the profile's
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from email.utils import formataddr
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from flask import current_app, url_for
+from flask import url_for
 from werkzeug.routing import BuildError
 
 from .. import signals
@@ -59,6 +58,14 @@ from ..presentation.translator import Translator, counted, metric_title, transla
 from ..store import notifications as stored
 from ..store import profiles as stored_profiles
 from ..store.transactions import read_connection, write_transaction
+from .email_senders import (
+    EmailSender,
+    EmailSenders,
+    FlaskMailmanSender,
+    FlaskMailSender,
+    OutgoingEmail,
+    SendOne,
+)
 from .leases import LeaseLost
 from .profiles import ProfileService, describe_host_user
 from .quotas import QuotaService
@@ -67,101 +74,6 @@ from .subscriptions import SubscriptionService
 from .users import load_host_user
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingEmail:
-    """One rendered email, as a sender receives it."""
-
-    to: str
-    subject: str
-    text: str
-    html: str | None
-    """None: text only."""
-    from_address: str | None
-    """BILLING_EMAIL_FROM, else the host's MAIL_DEFAULT_SENDER; None (a sender of the host's own
-    only) when neither is set."""
-    locale: str
-    notification: Notification
-
-
-@runtime_checkable
-class EmailSender(Protocol):
-    """Sends one email, or raises: then it is retried later. Any callable will do; one that also
-    has ``batch()`` (a context manager yielding a send function, as the adapters below) sends each
-    maintenance batch over one connection."""
-
-    def __call__(self, email: OutgoingEmail, /) -> None: ...
-
-
-SendOne = Callable[[OutgoingEmail], None]
-
-
-class FlaskMailmanSender:
-    """Sends through the host's flask-mailman (``app.extensions["mailman"]``), text with an HTML
-    alternative."""
-
-    def __call__(self, email: OutgoingEmail) -> None:
-        with self.batch() as send:
-            send(email)
-
-    @contextmanager
-    def batch(self) -> Iterator[SendOne]:
-        mailman = importlib.import_module("flask_mailman")
-        with current_app.extensions["mailman"].get_connection() as connection:
-
-            def send(email: OutgoingEmail) -> None:
-                message = mailman.EmailMultiAlternatives(
-                    subject=email.subject,
-                    body=email.text,
-                    from_email=email.from_address,
-                    to=[email.to],
-                    connection=connection,
-                )
-                if email.html is not None:
-                    message.attach_alternative(email.html, "text/html")
-                message.send()
-
-            yield send
-
-
-class FlaskMailSender:
-    """Sends through the host's Flask-Mail (``app.extensions["mail"]``)."""
-
-    def __call__(self, email: OutgoingEmail) -> None:
-        with self.batch() as send:
-            send(email)
-
-    @contextmanager
-    def batch(self) -> Iterator[SendOne]:
-        flask_mail = importlib.import_module("flask_mail")
-        with current_app.extensions["mail"].connect() as connection:
-
-            def send(email: OutgoingEmail) -> None:
-                message = flask_mail.Message(
-                    subject=email.subject,
-                    recipients=[email.to],
-                    body=email.text,
-                    html=email.html,
-                    sender=email.from_address,
-                )
-                connection.send(message)
-
-            yield send
-
-
-def find_sender(extensions: Mapping[str, Any], configured: object) -> EmailSender | None:
-    """The sender of BILLING_EMAIL_SENDER (``configured``), or the adapter of the mail extension
-    the host initialised; None when emails are off."""
-    if configured is False:
-        return None
-    if configured is not None:
-        return configured if isinstance(configured, EmailSender) else None
-    if "mailman" in extensions:
-        return FlaskMailmanSender()
-    if "mail" in extensions:
-        return FlaskMailSender()
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +118,13 @@ class MailService:
     def __init__(
         self,
         runtime: Runtime,
+        senders: EmailSenders,
         subscriptions: SubscriptionService,
         quotas: QuotaService,
         profiles: ProfileService,
     ) -> None:
         self._runtime = runtime
+        self._senders = senders
         self._subscriptions = subscriptions
         self._quotas = quotas
         self._profiles = profiles
@@ -218,11 +132,11 @@ class MailService:
     @property
     def sender(self) -> EmailSender | None:
         """Read at each use, so a mail extension initialised after this one is found too."""
-        return find_sender(self._runtime.app.extensions, self._runtime.settings.email.sender)
+        return self._senders.sender
 
     @property
     def enabled(self) -> bool:
-        return self.sender is not None
+        return self._senders.enabled
 
     @property
     def from_address(self) -> str | None:
@@ -246,15 +160,14 @@ class MailService:
     def send_due(
         self,
         now: datetime,
-        maintenance_batch_size: int,
         after_batch: Callable[[], None] | None,
         dry_run: bool,
         keep_lease: Callable[[], None] | None = None,
     ) -> EmailRun:
         """Settle the emails stranded in ``sending`` (``uncertain``, or due again with
         BILLING_EMAIL_RESEND_UNCERTAIN), then send the emails due at ``now``, in batches of
-        BILLING_EMAIL_BATCH_SIZE (emails take longer than rows; ``maintenance_batch_size`` is not
-        used). With ``dry_run``, count what is due and stranded and change nothing.
+        BILLING_EMAIL_BATCH_SIZE (emails take longer than rows, so not in maintenance's batches).
+        With ``dry_run``, count what is due and stranded and change nothing.
 
         ``keep_lease`` (the scheduler's run) is called before each email: it renews the lease
         when due and raises ``LeaseLost`` when another worker took the job over, and then this

@@ -25,8 +25,9 @@ from ..store import retention
 from ..store.transactions import read_connection, write_transaction
 from .idempotency import IdempotencyService
 from .leases import JobLeases, LeaseLost
-from .mail import EmailRun
+from .mail import MailService
 from .notifications import NotificationService, SweepResult
+from .recurring import RecurringService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
 
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 
 JOB_NAME = "maintenance"
 AfterBatch = Callable[[], None]
-EmailStep = Callable[[datetime, int, AfterBatch | None, bool, AfterBatch | None], EmailRun]
-"""``(now, batch_size, after_batch, dry_run, keep_lease) -> what it did``."""
-RenewalStep = Callable[[datetime, int, AfterBatch | None, bool], tuple[int, int]]
-"""``(now, batch_size, after_batch, dry_run) -> (done, failed)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +72,16 @@ class MaintenanceService:
         idempotency: IdempotencyService,
         notifications: NotificationService,
         leases: JobLeases,
+        mail: MailService,
+        recurring: RecurringService,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
         self._idempotency = idempotency
         self._notifications = notifications
         self._leases = leases
-        self.email_step: EmailStep | None = None
-        """Sends the emails due, when emails are on (``services.mail``)."""
-        self.renewal_step: RenewalStep | None = None
-        """Charges the saved payment methods of the periods ending soon (``services.recurring``)."""
+        self._mail = mail
+        self._recurring = recurring
 
     def run(
         self,
@@ -100,10 +97,8 @@ class MaintenanceService:
         now = now or self._runtime.now()
         settings = self._runtime.settings.maintenance
         batch_size = settings.batch_size
-        renewed = declined = 0
-        if self.renewal_step is not None:
-            # Before the expiry, so a period renewed now does not lapse in this very run.
-            renewed, declined = self.renewal_step(now, batch_size, after_batch, dry_run)
+        # Before the expiry, so a period renewed now does not lapse in this very run.
+        renewed, declined = self._recurring.renew_due(now, batch_size, after_batch, dry_run)
         lapsed = self._subscriptions.count_lapsed(now)
         ended = 0
         if not dry_run and lapsed:
@@ -113,9 +108,7 @@ class MaintenanceService:
         swept = self._notifications.sweep(
             now, batch_size=batch_size, dry_run=dry_run, after_batch=after_batch
         )
-        emails = EmailRun()
-        if self.email_step is not None:
-            emails = self.email_step(now, batch_size, after_batch, dry_run, keep_lease)
+        emails = self._mail.send_due(now, after_batch, dry_run, keep_lease)
         report = MaintenanceReport(
             now=now,
             dry_run=dry_run,

@@ -29,13 +29,10 @@ from ..domain.notifications import Notification, NotificationKind, period_key
 from ..domain.subscriptions import Subscription
 from ..store import notifications as stored
 from ..store.transactions import read_connection, write_transaction
+from .email_senders import EmailSenders
 from .runtime import Runtime
 
 AfterBatch = Callable[[], None]
-
-
-def _no_emails() -> bool:
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +42,15 @@ class SweepResult:
 
 
 class NotificationService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, senders: EmailSenders) -> None:
         self._runtime = runtime
-        self.wants_emails: Callable[[], bool] = _no_emails
-        """Whether an email is to follow each notification claimed now; the mail service's
-        (``services.mail``), which checks for a sender at each claim."""
+        self._senders = senders
 
     @property
     def emails_enabled(self) -> bool:
-        """Whether claimed notifications wait for an email (``pending``) or are done (``sent``)."""
-        return self.wants_emails()
+        """Whether claimed notifications wait for an email (``pending``) or are done (``sent``):
+        whether a sender is there at this claim."""
+        return self._senders.enabled
 
     # -- claiming inside a caller's transaction ------------------------------------------------
 

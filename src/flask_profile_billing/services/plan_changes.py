@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, tzinfo
 from typing import Any
 
 from ..domain.catalog import Plan
@@ -21,6 +19,7 @@ from ..domain.dates import format_day
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import PaymentRequired
 from .payments import PAYMENTS_NOTICE, PaymentService
+from .profiles import ProfileService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
 
@@ -41,12 +40,12 @@ class PlanChangeService:
         runtime: Runtime,
         subscriptions: SubscriptionService,
         payments: PaymentService,
-        timezone_of: Callable[[str], tzinfo] = lambda _user_id: UTC,
+        profiles: ProfileService,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
         self._payments = payments
-        self._timezone_of = timezone_of
+        self._profiles = profiles
 
     def request_change(
         self, user_id: str, plan_code: str, months: int, return_url: str = ""
@@ -106,5 +105,5 @@ class PlanChangeService:
         return ChangeOutcome(
             current,
             f"Your plan changes to {plan.name} after "
-            f"{format_day(current.expires_at.astimezone(self._timezone_of(user_id)))}",
+            f"{format_day(current.expires_at.astimezone(self._profiles.timezone_of(user_id)))}",
         )

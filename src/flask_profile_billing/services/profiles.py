@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC as UTC_OFFSET
 from datetime import date, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Row
@@ -27,11 +27,9 @@ from ..errors import UnknownUserError
 from ..store import activity as entries
 from ..store import profiles as stored
 from ..store.transactions import read_connection, write_transaction
+from .quotas import QuotaService
 from .runtime import Runtime
 from .users import load_host_user
-
-if TYPE_CHECKING:
-    from .quotas import QuotaService
 
 UTC = ZoneInfo("UTC")
 EDITABLE_FIELDS = ("first_name", "company", "country", "timezone", "avatar_url", "phone")
@@ -110,8 +108,9 @@ class _Claim:
 
 
 class ProfileService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, quotas: QuotaService) -> None:
         self._runtime = runtime
+        self._quotas = quotas
 
     def timezone_of(self, user_id: str) -> ZoneInfo:
         """The user's time zone for dates shown to them; UTC when unset."""
@@ -135,7 +134,7 @@ class ProfileService:
         assert row is not None  # inserted above, and profiles are never deleted
         return _to_profile(row)
 
-    def read(self, user_id: str, quotas: QuotaService) -> ProfileSnapshot:
+    def read(self, user_id: str) -> ProfileSnapshot:
         """The profile read, from the cache when a fresh entry is there.
 
         A reader that misses first puts a claim of its own in the cache, reads the database, and
@@ -153,7 +152,7 @@ class ProfileService:
                 return cached
             claim = _Claim(uuid.uuid4().hex)
             cache.set(key, claim, timeout=_CLAIM_SECONDS)
-        snapshot = self._snapshot(user_id, quotas)
+        snapshot = self._snapshot(user_id)
         if caching:
             timeout = self._timeout(snapshot)
             if timeout > 0 and cache.get(key) == claim:
@@ -210,10 +209,10 @@ class ProfileService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _snapshot(self, user_id: str, quotas: QuotaService) -> ProfileSnapshot:
+    def _snapshot(self, user_id: str) -> ProfileSnapshot:
         runtime = self._runtime
         profile = self.profile(user_id)
-        subscription, plan, allowances = quotas.snapshot(user_id)
+        subscription, plan, allowances = self._quotas.snapshot(user_id)
         moments = [a.resets_at for a in allowances.values() if a.resets_at is not None]
         if subscription.expires_at is not None:
             moments.append(subscription.expires_at)
