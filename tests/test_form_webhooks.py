@@ -16,7 +16,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments import (
     PAYMENT_SUCCEEDED,
     InvalidSignature,
@@ -24,7 +23,7 @@ from flask_profile_billing.payments import (
     ProviderEvent,
     ProviderPayment,
 )
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 from tests.support.payments import PROFESSIONAL_YEAR, payment_rows, upgrade
 
 PASSWORD_2 = "robokassa-password-2"
@@ -96,7 +95,7 @@ def test_a_signed_form_grants_the_plan_of_our_own_record(shop: Flask) -> None:
 
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["data"]["outcome"] == "processed"
-    billing: ProfileBilling = shop.extensions["test_billing"]
+    billing = billing_of(shop)
     assert billing.plan("alice").code == "professional"
     # A repeat of the same form is a duplicate: nothing is granted twice.
     again = post_form(shop.test_client(), result_form(amount, payment_id))
@@ -120,7 +119,7 @@ def test_a_form_that_fails_its_signature_grants_nothing(
         body = result_form(amount, payment_id).replace(amount.encode(), b"1.00")
 
     assert post_form(shop.test_client(), body).status_code == status
-    billing: ProfileBilling = shop.extensions["test_billing"]
+    billing = billing_of(shop)
     assert billing.plan("alice").code == "free"
 
 

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.stripe_provider import StripeProvider
 from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, upgrade
 from tests.support.provider_fakes import (
     STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET,
@@ -43,11 +42,6 @@ def stripe_shop(make_app: AppFactory, fake_stripe: FakeStripe) -> Iterator[Flask
     app = stripe_app(make_app, fake_stripe)
     with app.app_context():
         yield app
-
-
-def billing_of(app: Flask) -> ProfileBilling:
-    extension: ProfileBilling = app.extensions["test_billing"]
-    return extension
 
 
 def paid_stripe_checkout(app: Flask, fake: FakeStripe) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from flask_profile_billing.payments import (
     TestPaymentProvider,
 )
 from flask_profile_billing.services.payments import PAYMENTS_NOTICE
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.payments import (
     CONTACT,
     ONE_YEAR_LATER,
@@ -40,7 +40,7 @@ def test_without_a_provider_a_paid_upgrade_is_coming_soon_and_changes_nothing(
     make_app: AppFactory,
 ) -> None:
     app = make_app(PROFILE_PAYMENTS_CTA_EMAIL=CONTACT)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
 
     response = upgrade(app.test_client(), PROFESSIONAL_YEAR)
 
@@ -64,7 +64,7 @@ def test_enterprise_is_priced_on_request_so_it_goes_to_a_human(
     if with_provider:
         config.update(BILLING_PAYMENT_PROVIDER=provider, BILLING_WEBHOOK_SECRET=SECRET)
     app = make_app(**config)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
 
     response = upgrade(app.test_client(), {"plan_type": "enterprise", "duration_months": 12})
 
@@ -165,7 +165,7 @@ def test_a_provider_that_fails_to_start_leaves_a_failed_payment_and_the_plan_alo
     make_app: AppFactory, answer: ProviderPayment | None
 ) -> None:
     app = make_app(BILLING_PAYMENT_PROVIDER=BrokenProvider(answer), BILLING_WEBHOOK_SECRET=SECRET)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
 
     response = upgrade(app.test_client(), PROFESSIONAL_YEAR)
 

@@ -36,7 +36,7 @@ from flask_profile_billing.payments import (
     verify,
 )
 from flask_profile_billing.store.models import payments, subscriptions, webhook_deliveries
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.payments import (
     ONE_YEAR_LATER,
     PROFESSIONAL_YEAR,
@@ -350,7 +350,7 @@ def test_without_a_secret_webhooks_are_disabled(
     make_app: AppFactory, provider: TestPaymentProvider
 ) -> None:
     app = make_app(BILLING_PAYMENT_PROVIDER=provider)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     client = app.test_client()
     payment = start_payment(client)
 

@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.stripe_provider import StripeProvider, minor_units
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, upgrade
 from tests.support.provider_fakes import STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET
 from tests.support.provider_fakes import FakeStripe, stripe_signature
@@ -46,8 +46,7 @@ def client(stripe_shop: Flask) -> FlaskClient:
 
 @pytest.fixture
 def billing(stripe_shop: Flask) -> ProfileBilling:
-    extension: ProfileBilling = stripe_shop.extensions["test_billing"]
-    return extension
+    return billing_of(stripe_shop)
 
 
 def start_checkout(client: FlaskClient, body: Any = None, user: str = "alice") -> dict[str, Any]:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from flask_profile_billing import BillingConfigError, ProfileBilling
 from flask_profile_billing.payments.stripe_provider import StripeProvider
 from flask_profile_billing.store.models import recurring
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 from tests.support.payments import payment_rows, rows, upgrade
 from tests.support.provider_fakes import STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET
 from tests.support.provider_fakes import FakeStripe
@@ -66,8 +66,7 @@ def client(shop: Flask) -> FlaskClient:
 
 @pytest.fixture
 def billing(shop: Flask) -> ProfileBilling:
-    extension: ProfileBilling = shop.extensions["test_billing"]
-    return extension
+    return billing_of(shop)
 
 
 def subscribe(app: Flask, client: FlaskClient, fake: FakeStripe, body: Any = None) -> str:

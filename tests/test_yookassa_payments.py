@@ -26,7 +26,7 @@ from sqlalchemy import select
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
 from flask_profile_billing.store.models import webhook_deliveries
-from tests.support.host_app import AppFactory
+from tests.support.host_app import AppFactory, billing_of
 from tests.support.payments import ONE_YEAR_LATER, PROFESSIONAL_YEAR, payment_rows, rows, upgrade
 from tests.support.provider_fakes import FakeYooKassa
 
@@ -60,8 +60,7 @@ def client(shop: Flask) -> FlaskClient:
 
 @pytest.fixture
 def billing(shop: Flask) -> ProfileBilling:
-    extension: ProfileBilling = shop.extensions["test_billing"]
-    return extension
+    return billing_of(shop)
 
 
 def start_payment(client: FlaskClient, body: Any = None) -> dict[str, Any]:

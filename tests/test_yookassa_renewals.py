@@ -21,7 +21,7 @@ from sqlalchemy import select
 from flask_profile_billing import ProfileBilling, signals
 from flask_profile_billing.payments.yookassa_provider import YooKassaProvider
 from flask_profile_billing.store.models import notifications, recurring
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 from tests.support.payments import payment_rows, rows, upgrade
 from tests.support.provider_fakes import FakeYooKassa
 from tests.support.provider_fakes import deliver_to_yookassa_webhook as notify
@@ -50,8 +50,7 @@ def client(shop: Flask) -> FlaskClient:
 
 @pytest.fixture
 def billing(shop: Flask) -> ProfileBilling:
-    extension: ProfileBilling = shop.extensions["test_billing"]
-    return extension
+    return billing_of(shop)
 
 
 def buy_a_month(app: Flask, client: FlaskClient, fake: FakeYooKassa) -> str:
@@ -167,7 +166,7 @@ def test_a_declined_renewal_gives_the_grace_once_notifies_once_then_the_free_pla
         "100001", "test_secret_key", api_url=fake_yookassa.api_url, save_payment_method=True
     )
     app = make_app(BILLING_PAYMENT_PROVIDER=provider, BILLING_RENEWAL_GRACE_DAYS=3)
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     announced: list[dict[str, Any]] = []
 
     def on_notification(sender: Any, **arguments: Any) -> None:
@@ -290,7 +289,7 @@ def test_the_user_is_emailed_once_that_the_renewal_was_declined(
         BILLING_EMAIL_SENDER=sent.append,
         BILLING_USER_INFO=lambda user: {"email": f"{user.id}@example.com"},
     )
-    billing: ProfileBilling = app.extensions["test_billing"]
+    billing = billing_of(app)
     with app.app_context():
         buy_a_month(app, app.test_client(), fake_yookassa)
         fake_yookassa.renewal_status = "canceled"

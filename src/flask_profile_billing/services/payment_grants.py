@@ -33,7 +33,6 @@ from .subscriptions import SubscriptionService
 
 log = logging.getLogger(__name__)
 
-REFUND_IMMEDIATELY = "immediately"
 REFUND_AT_PERIOD_END = "at_period_end"
 
 
