@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from numbers import Number
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -93,7 +93,13 @@ def _is_lazy_text(value: object) -> bool:
 _LOCALE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,8})*$")
 
 
-class _UnitField(fields.Field[Unit]):
+if TYPE_CHECKING:
+    _UnitFieldBase = fields.Field[Unit]
+else:  # marshmallow 3 before 3.24 has no generic Field: subscripting it fails at import time
+    _UnitFieldBase = fields.Field
+
+
+class _UnitField(_UnitFieldBase):
     """A metric's unit: ``{one: post, other: posts}`` (the English forms), and for each other
     locale the form of each plural category its language uses: ``ru: {one: пост, few: поста,
     many: постов, other: поста}``."""
