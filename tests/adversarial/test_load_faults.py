@@ -93,6 +93,11 @@ def load_with(
     """Run the load, and ``fault`` in another thread ``fault_after`` seconds into it."""
     headers = {user: bearer(user) for user in sent_per_user}
     jobs = interleaved_jobs(sent_per_user, servers, path, headers)
+    return run_with_fault(jobs, fault, fault_after=fault_after)
+
+
+def run_with_fault(jobs: list[Job], fault: Callable[[], None], *, fault_after: float) -> LoadResult:
+    """Send ``jobs``, and run ``fault`` in another thread ``fault_after`` seconds into them."""
     errors: list[BaseException] = []
 
     def strike() -> None:
@@ -368,20 +373,7 @@ def test_the_example_app_answers_a_database_restart_under_load_with_503_only(
             for n in range(count)
         ]
         random.Random(0).shuffle(jobs)
-        errors: list[BaseException] = []
-
-        def strike() -> None:
-            time.sleep(1.5)
-            try:
-                outage()
-            except BaseException as error:
-                errors.append(error)
-
-        striker = threading.Thread(target=strike, daemon=True)
-        striker.start()
-        result = run_load(jobs, clients=CLIENTS, time_limit=time_limit(len(jobs)))
-        striker.join(SETTLE_SECONDS)
-        assert not errors, errors
+        result = run_with_fault(jobs, outage, fault_after=1.5)
         engine = create_engine(database_url)
         try:
             with engine.connect() as connection:
