@@ -13,11 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from tests.support.loopback import tail
 from tests.support.mail_worker import mail_config
 from tests.support.servers import PostgresServer
 from tests.support.smtp import SmtpServer
+from tests.support.workers import wait_for as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60.0
@@ -45,12 +46,8 @@ LEFT_SENDING = BATCH - (HOLD_AT - 1 - BATCH)
 SENT_BEFORE = 20_000
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+wait_for = partial(wait_until, timeout=TIMEOUT)
+"""Wait for an event of these processes, at most TIMEOUT seconds."""
 
 
 def seed(database_url: str, smtp: SmtpServer) -> Flask:

@@ -16,12 +16,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from flask_profile_billing.store.models import job_leases, notifications
 from tests.support.host_app import Clock, billing_of, create_host_app
 from tests.support.loopback import HOST, free_port, tail
 from tests.support.subscriptions import stored_rows
+from tests.support.workers import wait_for as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30.0
@@ -44,12 +45,8 @@ TIMEOUT = 30.0
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+wait_for = partial(wait_until, timeout=TIMEOUT)
+"""Wait for an event of these processes, at most TIMEOUT seconds."""
 
 
 @dataclass(frozen=True)

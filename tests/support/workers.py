@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
+
+import pytest
 
 from tests.support.host_app import create_host_app
 
@@ -71,3 +74,12 @@ class AppProcess:
         if not self._pipe.poll(TIMEOUT):
             raise TimeoutError(f"no answer from the app process in {TIMEOUT} s")
         return self._pipe.recv()
+
+
+def wait_for(condition: Callable[[], bool], what: str, *, timeout: float) -> None:
+    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
