@@ -190,6 +190,10 @@ class _PlanSchema(Schema):
     )
     features = fields.Dict(keys=fields.String(), values=fields.Boolean(), load_default=dict)
     default = fields.Boolean(load_default=False)
+    # Members a team account on this plan may have (owner included); None: no limit.
+    seats = fields.Integer(
+        load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1)
+    )
 
 
 class _CatalogSchema(Schema):
@@ -243,6 +247,7 @@ def load_catalog(source: Mapping[str, Any] | str | Path | None, currency: str) -
             features=spec["features"],
             sort_order=index,
             is_default=spec["default"],
+            seats=spec["seats"],
         )
         for index, spec in enumerate(data["plans"])
     }

@@ -197,6 +197,8 @@ DEFAULTS: Mapping[str, Any] = {
     # True: send the uncertain emails again (at least once: some may arrive twice); False: never
     # (at most once: some may never arrive), they stay uncertain for the host to look at.
     "BILLING_EMAIL_RESEND_UNCERTAIN": False,
+    # Hours an invitation to a team account stays valid (it holds a seat until then).
+    "BILLING_INVITATION_TTL_HOURS": 72,
     # The profile page's settings, under the names hosts already use (no BILLING_ prefix).
     # Limit of the primary metric on the default plan, overriding the catalog when set.
     "PROFILE_DEFAULT_QUOTA": None,
@@ -749,6 +751,7 @@ class BillingSettings:
     activity_window_days: int
     payments_cta_email: str | None
     payments_ui_enabled: bool
+    invitation_ttl_hours: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], catalog: Catalog) -> BillingSettings:
@@ -860,6 +863,9 @@ class BillingSettings:
             ),
             payments_cta_email=get("PROFILE_PAYMENTS_CTA_EMAIL"),
             payments_ui_enabled=bool(get("ENABLE_PROFILE_PAYMENTS_UI")),
+            invitation_ttl_hours=_positive_int(
+                get("BILLING_INVITATION_TTL_HOURS"), "BILLING_INVITATION_TTL_HOURS"
+            ),
         )
 
 

@@ -198,6 +198,9 @@ class Plan:
     features: Mapping[str, bool] = field(default_factory=dict)
     sort_order: int = 0
     is_default: bool = False
+    seats: int | None = None
+    """How many members a team account on this plan may have, its owners included; ``None``
+    does not limit them. A personal account has its one user whatever the plan."""
 
     def has_feature(self, name: str) -> bool:
         return bool(self.features.get(name, False))
@@ -391,6 +394,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             currency=currency,
             sort_order=0,
             is_default=True,
+            seats=2,
         ),
         Plan(
             "starter",
@@ -402,6 +406,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             features=_features(_STARTER, _ALL_FEATURES),
             currency=currency,
             sort_order=1,
+            seats=5,
         ),
         Plan(
             "professional",
@@ -415,6 +420,7 @@ def default_catalog(currency: str = DEFAULT_CURRENCY) -> Catalog:
             features=_features(_PROFESSIONAL, _ALL_FEATURES),
             currency=currency,
             sort_order=2,
+            seats=20,
         ),
         Plan(
             "enterprise",

@@ -31,7 +31,8 @@ class OutgoingEmail:
     """BILLING_EMAIL_FROM, else the host's MAIL_DEFAULT_SENDER; None (a sender of the host's own
     only) when neither is set."""
     locale: str
-    notification: Notification
+    notification: Notification | None = None
+    """The notification this email tells of; None for an invitation to a team account."""
 
 
 @runtime_checkable
