@@ -90,7 +90,16 @@ class QuotaExceeded(BillingError, TooManyRequests):
 
     error_code = "LIMIT_EXCEEDED"
 
-    def __init__(self, message: str, allowance: Allowance, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        allowance: Allowance,
+        now: datetime | None = None,
+        *,
+        scope: str | None = None,
+        pool: Allowance | None = None,
+        member: Allowance | None = None,
+    ) -> None:
         # Seconds until the period resets, sent as Retry-After; gauges never reset by themselves.
         retry_after: int | None = None
         if allowance.resets_at is not None and now is not None:
@@ -98,6 +107,11 @@ class QuotaExceeded(BillingError, TooManyRequests):
         # BillingError's initialiser passes the message on to werkzeug's as the description.
         super().__init__(message, retry_after_seconds=retry_after)
         self.allowance = allowance
+        self.scope = scope
+        """A team member's refusal: ``"pool"`` (the team's plan limit) or ``"member"`` (the
+        member's cap); None for a personal account."""
+        self.pool = pool
+        self.member = member
 
     @property
     def metric(self) -> str:
@@ -120,6 +134,24 @@ class QuotaExceeded(BillingError, TooManyRequests):
             "used": allowance.used,
             "remaining": allowance.remaining,
             "resets_at": allowance.resets_at.isoformat() if allowance.resets_at else None,
+            **self._team_details(),
+        }
+
+    def _team_details(self) -> dict[str, Any]:
+        if self.scope is None or self.pool is None or self.member is None:
+            return {}
+        return {
+            "scope": self.scope,
+            "pool": {
+                "limit": self.pool.limit,
+                "used": self.pool.used,
+                "remaining": self.pool.remaining,
+            },
+            "member": {
+                "cap": self.member.limit,
+                "used": self.member.used,
+                "remaining": self.member.remaining,
+            },
         }
 
 

@@ -20,13 +20,14 @@ from . import signals
 from .api.blueprints import register_api
 from .catalog_config import load_catalog
 from .cli import build_cli_group
-from .domain.accounts import personal_account_id
+from .domain.accounts import personal_account_id, require_manager
 from .domain.catalog import Catalog, Plan
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
 from .errors import BillingConfigError, BillingError
 from .page.blueprint import register_page
 from .responses import error_response, keep_refusal_headers, refusals_noted
+from .services.accounts import AccountService
 from .services.activity import ActivityEvent, ActivityService
 from .services.cache import BillingCache
 from .services.catalog_sync import CatalogSync, SeedResult
@@ -45,9 +46,10 @@ from .services.profiles import ProfileService
 from .services.quotas import QuotaService, Reservation
 from .services.recurring import RecurringService
 from .services.reports import ReportService
-from .services.runtime import CapacityLoader, Runtime
+from .services.runtime import AccountLoader, CapacityLoader, Runtime
 from .services.scheduler import MaintenanceScheduler
 from .services.subscriptions import SubscriptionService
+from .services.team_charges import TeamCharges
 from .services.usage import UsageStatsService
 from .services.webhooks import WebhookService
 from .settings import DEFAULTS, BillingSettings, apply_deprecated_keys, catalog_currency
@@ -73,7 +75,9 @@ def build_state(runtime: Runtime) -> BillingState:
     payments = PaymentService(runtime)
     idempotency = IdempotencyService(runtime, charge_returns)
     leases = JobLeases(runtime)
-    quotas = QuotaService(runtime, subscriptions, charge_returns, notifications)
+    team_charges = TeamCharges(runtime, notifications)
+    quotas = QuotaService(runtime, subscriptions, charge_returns, notifications, team_charges)
+    accounts = AccountService(runtime, subscriptions, senders)
     profiles = ProfileService(runtime, quotas)
     mail = MailService(runtime, senders, subscriptions, quotas, profiles)
     grants = PaymentGrantService(runtime, subscriptions, payments)
@@ -92,7 +96,7 @@ def build_state(runtime: Runtime) -> BillingState:
         reports=ReportService(runtime),
         usage=UsageStatsService(runtime),
         payments=payments,
-        plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles),
+        plan_changes=PlanChangeService(runtime, subscriptions, payments, profiles, accounts),
         webhooks=WebhookService(runtime, payments, grants, recurring),
         recurring=recurring,
         profiles=profiles,
@@ -102,6 +106,7 @@ def build_state(runtime: Runtime) -> BillingState:
         maintenance=maintenance,
         scheduler=MaintenanceScheduler(runtime, maintenance),
         mail=mail,
+        accounts=accounts,
     )
 
 
@@ -132,6 +137,8 @@ class ProfileBilling:
     def __init__(self, app: Flask | None = None, db: SQLAlchemy | None = None) -> None:
         self._db = db
         self._capacity_loaders: dict[str, CapacityLoader] = {}
+        # A list, so the runtime built in init_app sees a loader registered after it.
+        self._account_loader: list[AccountLoader | None] = [None]
         if app is not None:
             self.init_app(app)
 
@@ -156,7 +163,13 @@ class ProfileBilling:
                 catalog.default_plan.code, settings.primary_metric, settings.default_quota
             )
         runtime = Runtime(
-            app, settings, catalog, db, BillingCache(app, settings), self._capacity_loaders
+            app,
+            settings,
+            catalog,
+            db,
+            BillingCache(app, settings),
+            self._capacity_loaders,
+            self._account_loader,
         )
         state = build_state(runtime)
         state.mail.check_from_address()
@@ -203,33 +216,67 @@ class ProfileBilling:
         """Write the configured catalog to the database: missing plans inserted, changed ones updated."""
         return get_state().plans.seed()
 
+    # -- accounts ------------------------------------------------------------------------------
+
+    @property
+    def accounts(self) -> AccountService:
+        """Teams, members, roles, invitations, seats and caps (see the guide, "Accounts")."""
+        return get_state().accounts
+
+    def account_loader(self, loader: AccountLoader) -> AccountLoader:
+        """Register the host's choice of the account a request acts for: ``(user_id: str) ->
+        account id or None`` (None: the user's personal account). Called in the request; the
+        user's membership of what it returns is checked on every request."""
+        self._account_loader[0] = loader
+        return loader
+
+    def _account(self, user_id: str, account_id: str | None, *, manage: bool = False) -> str:
+        """The account ``user_id`` acts for: ``account_id`` when they are a member (an owner or
+        admin with ``manage``), else their personal account."""
+        accounts = get_state().accounts
+        if account_id is None:
+            return personal_account_id(str(user_id))
+        if manage:
+            require_manager(accounts.role(str(user_id), account_id))
+            return account_id
+        return accounts.resolve(str(user_id), account_id)
+
     # -- subscriptions -------------------------------------------------------------------------
 
-    def subscription(self, user_id: str) -> Subscription:
-        """The user's current subscription (a free one is created on first access)."""
-        return get_state().subscriptions.current(personal_account_id(str(user_id)))
+    def subscription(self, user_id: str, *, account_id: str | None = None) -> Subscription:
+        """The account's current subscription (a free one is created on first access); the
+        user's personal account unless ``account_id`` names a team they belong to."""
+        return get_state().subscriptions.current(self._account(user_id, account_id))
 
-    def plan(self, user_id: str) -> Plan:
-        """The plan whose limits apply to the user now."""
-        return get_state().quotas.effective_plan(personal_account_id(str(user_id)))[1]
+    def plan(self, user_id: str, *, account_id: str | None = None) -> Plan:
+        """The plan whose limits apply to the account now."""
+        return get_state().quotas.effective_plan(self._account(user_id, account_id))[1]
 
-    def change_plan(self, user_id: str, plan_code: str, months: int = 1) -> Subscription:
-        """Put a user on a plan for 1 or 12 months, without payment (admin, CLI, confirmed payments)."""
-        return get_state().subscriptions.change_plan(
-            personal_account_id(str(user_id)), plan_code, months
-        )
+    def change_plan(
+        self, user_id: str, plan_code: str, months: int = 1, *, account_id: str | None = None
+    ) -> Subscription:
+        """Put an account on a plan for 1 or 12 months, without payment (admin, CLI, confirmed
+        payments). For a team, ``user_id`` must be an owner or admin, and the plan must have a
+        seat for every member (``TooManyMembersForPlan`` lists them)."""
+        state = get_state()
+        account = self._account(user_id, account_id, manage=True)
+        state.accounts.require_seats_for(account, state.runtime.catalog.plan(plan_code))
+        return state.subscriptions.change_plan(account, plan_code, months)
 
-    def start_trial(self, user_id: str, plan_code: str, days: int) -> Subscription:
-        return get_state().subscriptions.start_trial(
-            personal_account_id(str(user_id)), plan_code, days
-        )
+    def start_trial(
+        self, user_id: str, plan_code: str, days: int, *, account_id: str | None = None
+    ) -> Subscription:
+        account = self._account(user_id, account_id, manage=True)
+        return get_state().subscriptions.start_trial(account, plan_code, days)
 
-    def cancel(self, user_id: str) -> Subscription:
+    def cancel(self, user_id: str, *, account_id: str | None = None) -> Subscription:
         """Cancel at the end of the paid period; access is kept until then."""
-        return get_state().subscriptions.cancel(personal_account_id(str(user_id)))
+        account = self._account(user_id, account_id, manage=True)
+        return get_state().subscriptions.cancel(account)
 
-    def resume(self, user_id: str) -> Subscription:
-        return get_state().subscriptions.resume(personal_account_id(str(user_id)))
+    def resume(self, user_id: str, *, account_id: str | None = None) -> Subscription:
+        account = self._account(user_id, account_id, manage=True)
+        return get_state().subscriptions.resume(account)
 
     def expire_lapsed(self) -> int:
         """Catch up stored statuses: end lapsed subscriptions and start free ones. Returns the count."""
@@ -248,11 +295,12 @@ class ProfileBilling:
 
     # -- quotas, features, gauges (the guards' checks, for code that is not a view) -------------
 
-    def allowance(self, user_id: str, metric: str) -> Allowance:
-        return get_state().quotas.allowance(personal_account_id(str(user_id)), metric)
+    def allowance(self, user_id: str, metric: str, *, account_id: str | None = None) -> Allowance:
+        """The account's pool of ``metric`` now."""
+        return get_state().quotas.allowance(self._account(user_id, account_id), metric)
 
-    def allowances(self, user_id: str) -> dict[str, Allowance]:
-        return get_state().quotas.allowances(personal_account_id(str(user_id)))
+    def allowances(self, user_id: str, *, account_id: str | None = None) -> dict[str, Allowance]:
+        return get_state().quotas.allowances(self._account(user_id, account_id))
 
     def consume(
         self,
@@ -260,16 +308,21 @@ class ProfileBilling:
         metric: str,
         amount: int = 1,
         *,
+        account_id: str | None = None,
         idempotency_key: str | None = None,
         resources: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Reservation:
-        """Charge a periodic metric now, or raise ``QuotaExceeded`` having charged nothing."""
+        """Charge a periodic metric now, or raise ``QuotaExceeded`` having charged nothing. With
+        ``account_id``, from that team's pool within the user's cap (the charge itself checks the
+        membership)."""
+        user_id = str(user_id)
         with refusals_noted():
             return get_state().quotas.reserve(
-                personal_account_id(str(user_id)),
+                account_id or personal_account_id(user_id),
                 metric,
                 amount,
+                actor_user_id=user_id,
                 idempotency_key=idempotency_key,
                 resources=resources,
                 metadata=metadata,
@@ -286,6 +339,7 @@ class ProfileBilling:
         metric: str,
         amount: int = 1,
         *,
+        account_id: str | None = None,
         idempotency_key: str | None = None,
         resources: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -295,6 +349,7 @@ class ProfileBilling:
             user_id,
             metric,
             amount,
+            account_id=account_id,
             idempotency_key=idempotency_key,
             resources=resources,
             metadata=metadata,
@@ -305,22 +360,24 @@ class ProfileBilling:
             self.release(reservation)
             raise
 
-    def has_feature(self, user_id: str, feature: str) -> bool:
-        return get_state().quotas.has_feature(personal_account_id(str(user_id)), feature)
+    def has_feature(self, user_id: str, feature: str, *, account_id: str | None = None) -> bool:
+        return get_state().quotas.has_feature(self._account(user_id, account_id), feature)
 
-    def require_feature(self, user_id: str, feature: str) -> None:
-        """Raise ``FeatureNotAvailable`` unless the user's plan includes ``feature``."""
+    def require_feature(self, user_id: str, feature: str, *, account_id: str | None = None) -> None:
+        """Raise ``FeatureNotAvailable`` unless the account's plan includes ``feature``."""
         with refusals_noted():
-            get_state().quotas.require_feature(personal_account_id(str(user_id)), feature)
+            get_state().quotas.require_feature(self._account(user_id, account_id), feature)
 
-    def capacity(self, user_id: str, metric: str) -> Allowance:
-        return get_state().quotas.capacity(personal_account_id(str(user_id)), metric)
+    def capacity(self, user_id: str, metric: str, *, account_id: str | None = None) -> Allowance:
+        return get_state().quotas.capacity(self._account(user_id, account_id), metric)
 
-    def require_capacity(self, user_id: str, metric: str, amount: int = 1) -> Allowance:
+    def require_capacity(
+        self, user_id: str, metric: str, amount: int = 1, *, account_id: str | None = None
+    ) -> Allowance:
         """Raise ``QuotaExceeded`` unless ``amount`` more of a gauge fits under the plan's cap."""
         with refusals_noted():
             return get_state().quotas.require_capacity(
-                personal_account_id(str(user_id)), metric, amount
+                self._account(user_id, account_id), metric, amount
             )
 
     # -- the activity feed ---------------------------------------------------------------------

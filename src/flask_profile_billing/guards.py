@@ -24,7 +24,7 @@ from flask_login import current_user
 from flask_login.signals import user_unauthorized
 from werkzeug.wrappers import Response
 
-from .account_context import request_account_id
+from .account_context import AccountChoice, request_account_id
 from .domain.limits import Allowance, validate_amount
 from .errors import ApiError, InvalidRequest
 from .responses import (
@@ -62,6 +62,7 @@ def requires_quota(
     *,
     methods: Iterable[str] | None = None,
     charge_when: ChargeRule | None = None,
+    account: AccountChoice | None = None,
 ) -> Callable[[View], View]:
     """Charge ``amount`` of a periodic ``metric`` for each successful request.
 
@@ -75,20 +76,28 @@ def requires_quota(
     is answered once: its charged response is stored, and a repeat of the key gets it back without
     the view running (see ``services.idempotency``); an uncharged one releases its key. The URL's
     view arguments are logged as the usage event's resources.
+
+    The charge goes to the request's account (``account_context``): ``account()`` when given and
+    not None, else the host's ``@billing.account_loader``, else the user's personal account. The
+    charging statement itself refuses a team the user is not a member of (404).
     """
     validate_amount(amount)
 
     def charge(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
+        with database_faults_as_503():
+            account_id = request_account_id(state, user_id, account, checked_by_caller=True)
         key = _idempotency_key(state)
         if key is None:
             token = uuid.uuid4().hex
-            return _charge_and_run(state, user_id, metric, amount, run, token, charge_when)[0]
+            return _charge_and_run(
+                state, user_id, account_id, metric, amount, run, token, charge_when
+            )[0]
         idempotent = IdempotentRequest(
             user_id,
             request.endpoint or request.path,
             key,
             _fingerprint(),
-            request_account_id(state, user_id),
+            account_id,
         )
         with database_faults_as_503():
             outcome = state.idempotency.begin(idempotent)
@@ -99,7 +108,7 @@ def requires_quota(
             # lock is renewed while the view runs, so a slow view keeps its key.
             with state.idempotency.hold(outcome):
                 response, charged = _charge_and_run(
-                    state, user_id, metric, amount, run, outcome.token, charge_when
+                    state, user_id, account_id, metric, amount, run, outcome.token, charge_when
                 )
         except BaseException:
             _bookkeeping(state.idempotency.release, outcome)
@@ -127,6 +136,7 @@ def _bookkeeping(operation: Callable[..., None], *args: Any) -> None:
 def _charge_and_run(
     state: BillingState,
     user_id: str,
+    account_id: str,
     metric: str,
     amount: int,
     run: Callable[[], Response],
@@ -140,7 +150,6 @@ def _charge_and_run(
     back a charge that was never made changes nothing. A ``charge_when`` that raises fails the
     request like a view that raises.
     """
-    account_id = request_account_id(state, user_id)
     try:
         reservation = state.quotas.reserve(
             account_id,
@@ -173,21 +182,26 @@ def _charge_and_run(
 
 
 def requires_feature(
-    feature: str, *, methods: Iterable[str] | None = None
+    feature: str, *, methods: Iterable[str] | None = None, account: AccountChoice | None = None
 ) -> Callable[[View], View]:
-    """Answer 403 ``FEATURE_NOT_AVAILABLE`` unless the user's plan includes ``feature``; only for
-    the listed ``methods`` when given."""
+    """Answer 403 ``FEATURE_NOT_AVAILABLE`` unless the plan of the request's account (see
+    ``requires_quota``) includes ``feature``; only for the listed ``methods`` when given."""
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
         with database_faults_as_503():
-            state.quotas.require_feature(request_account_id(state, user_id), feature)
+            account_id = request_account_id(state, user_id, account)
+            state.quotas.require_feature(account_id, feature)
         return run()
 
     return _guard(check, methods)
 
 
 def requires_capacity(
-    metric: str, amount: int = 1, *, methods: Iterable[str] | None = None
+    metric: str,
+    amount: int = 1,
+    *,
+    methods: Iterable[str] | None = None,
+    account: AccountChoice | None = None,
 ) -> Callable[[View], View]:
     """Answer 429 ``LIMIT_EXCEEDED`` unless ``amount`` more of a gauge fits under the plan's cap.
 
@@ -213,9 +227,8 @@ def requires_capacity(
         with ExitStack() as held:
             held.push(lock_lost)
             with database_faults_as_503():
-                before = held.enter_context(
-                    state.quotas.capacity_held(request_account_id(state, user_id), metric, amount)
-                )
+                account_id = request_account_id(state, user_id, account)
+                before = held.enter_context(state.quotas.capacity_held(account_id, metric, amount))
             answered.append(run())
         response = answered[0]
         used = before.used + (amount if response.status_code < 400 else 0)

@@ -15,6 +15,7 @@ from flask import Flask, current_app, has_app_context
 from .errors import NotInitialisedError
 
 if TYPE_CHECKING:
+    from .services.accounts import AccountService
     from .services.activity import ActivityService
     from .services.catalog_sync import CatalogSync
     from .services.charge_returns import ChargeReturnService
@@ -62,6 +63,7 @@ class BillingState:
     scheduler: MaintenanceScheduler
     mail: MailService
     recurring: RecurringService
+    accounts: AccountService
 
 
 def get_state(app: Flask | None = None) -> BillingState:

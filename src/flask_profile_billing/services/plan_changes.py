@@ -19,6 +19,7 @@ from ..domain.catalog import Plan
 from ..domain.dates import format_day
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import PaymentRequired
+from .accounts import AccountService
 from .payments import PAYMENTS_NOTICE, PaymentService
 from .profiles import ProfileService
 from .runtime import Runtime
@@ -42,11 +43,13 @@ class PlanChangeService:
         subscriptions: SubscriptionService,
         payments: PaymentService,
         profiles: ProfileService,
+        accounts: AccountService,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
         self._payments = payments
         self._profiles = profiles
+        self._accounts = accounts
 
     def request_change(
         self, account_id: str, plan_code: str, months: int, return_url: str = ""
@@ -59,6 +62,9 @@ class PlanChangeService:
         request.
         """
         plan = self._runtime.catalog.plan(plan_code)
+        # A team that has more members than the plan's seats must remove some first; asked
+        # before any payment starts, so nobody pays for a plan they could not be given.
+        self._accounts.require_seats_for(account_id, plan)
         if plan.is_default:
             return self._downgrade(account_id, plan)
         price = plan.price_for(months)

@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from .. import signals
-from ..domain.accounts import personal_user_id
-from ..domain.catalog import Metric, MetricKind, Plan
+from ..domain.accounts import AccountKind, UnknownAccountError, account_kind, personal_user_id
+from ..domain.catalog import Metric, MetricKind, Plan, render, translatable
 from ..domain.limits import Allowance, crossed_threshold, validate_amount
 from ..domain.notifications import Notification, NotificationKind
 from ..domain.periods import Period, PeriodRule, period_containing
@@ -36,8 +36,10 @@ from .charge_returns import ChargeReturnService, PendingReturn
 from .notifications import NotificationService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
+from .team_charges import TeamCharge, TeamChargeRequest, TeamCharges
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MEMBER_CAP_MESSAGE = translatable("Your limit in this team is reached: {amount} per period")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class _Charge:
     notice: Notification | None = None
     """The ``quota_low`` (charged) or ``quota_blocked`` (refused) notification this attempt
     claimed, in the charge's own transaction."""
+    team: TeamCharge | None = None
+    """A team member's charge: the pool and the member's own counter and cap."""
 
 
 class QuotaService:
@@ -107,11 +111,13 @@ class QuotaService:
         subscriptions: SubscriptionService,
         charge_returns: ChargeReturnService,
         notifications: NotificationService,
+        team_charges: TeamCharges,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
         self._charge_returns = charge_returns
         self._notifications = notifications
+        self._team_charges = team_charges
         self._statements: dict[str, OneStatementReservation] = {}
 
     def effective_plan(self, account_id: str) -> tuple[Subscription, Plan]:
@@ -183,6 +189,11 @@ class QuotaService:
             self._charge_in_one_statement if self._in_one_statement else self._charge_in_transaction
         )
         actor = acting_user(account_id, actor_user_id)
+        team = account_kind(account_id) is AccountKind.TEAM
+        if not team and personal_user_id(account_id) != actor:
+            raise UnknownAccountError("no such account")
+        if team:
+            charge_once = self._charge_team_member
         request = _ChargeRequest(
             account_id, actor, metric, amount, idempotency_key, resources, metadata
         )
@@ -210,7 +221,9 @@ class QuotaService:
         if charge.event_id is None:
             # Refused outside the transaction: the signal's receivers may write (the activity
             # feed does) and must not wait for the connection or lock the charge held.
-            self._refuse(metric, account_id, amount, charge.allowance, charge.notice, actor)
+            self._refuse(
+                metric, account_id, amount, charge.allowance, charge.notice, actor, charge.team
+            )
         reservation = Reservation(
             account_id,
             metric.name,
@@ -318,6 +331,29 @@ class QuotaService:
                 )
         allowance = Allowance(request.metric.name, limit, used_after, period.end)
         return _Charge(period, allowance, event_id, notice=notice)
+
+    def _charge_team_member(self, request: _ChargeRequest) -> _Charge | None:
+        """A team member's charge: the pool and the member's counter, under the plan's limit and
+        the member's cap (see ``services.team_charges``)."""
+        charge = self._team_charges.charge_once(
+            TeamChargeRequest(
+                request.account_id,
+                request.actor_user_id,
+                request.metric.name,
+                request.amount,
+                request.idempotency_key,
+                request.resources,
+                request.metadata,
+            )
+        )
+        if charge is None:
+            return None
+        if charge.replayed:
+            pool = self.allowance(request.account_id, request.metric.name)
+            return _Charge(charge.period, pool, None, replayed=True)
+        return _Charge(
+            charge.period, charge.tightest, charge.event_id, notice=charge.notice, team=charge
+        )
 
     def _charge_in_one_statement(self, request: _ChargeRequest) -> _Charge | None:
         """The hot path on PostgreSQL: one round trip (see ``store.reservation``).
@@ -525,6 +561,7 @@ class QuotaService:
         allowance: Allowance,
         notice: Notification | None = None,
         actor_user_id: str | None = None,
+        team: TeamCharge | None = None,
     ) -> NoReturn:
         signals.quota_exceeded.send(
             self._runtime.app,
@@ -537,7 +574,23 @@ class QuotaService:
         if notice is not None:
             self._notifications.announce([notice])
         now = self._runtime.now()
-        raise QuotaExceeded(metric.limit_message(allowance.limit), allowance, now)
+        if team is None:
+            raise QuotaExceeded(metric.limit_message(allowance.limit), allowance, now)
+        if team.refused_by_member_cap:
+            message = render(MEMBER_CAP_MESSAGE).format(
+                amount=metric.amount(team.member.limit or 0)
+            )
+            raise QuotaExceeded(
+                message, team.member, now, scope="member", pool=team.pool, member=team.member
+            )
+        raise QuotaExceeded(
+            metric.limit_message(team.pool.limit),
+            team.pool,
+            now,
+            scope="pool",
+            pool=team.pool,
+            member=team.member,
+        )
 
     def _announce_consumption(
         self,

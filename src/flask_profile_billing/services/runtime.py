@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
 CapacityLoader = Callable[[str], int]
+AccountLoader = Callable[[str], "str | None"]
+"""The host's choice of the account a request of a user acts for; None: the personal one."""
 
 
 @dataclass
@@ -31,6 +33,13 @@ class Runtime:
     db: SQLAlchemy
     cache: BillingCache
     capacity_loaders: dict[str, CapacityLoader] = field(default_factory=dict)
+    account_loader_slot: list[AccountLoader | None] = field(default_factory=lambda: [None])
+    """The host's ``@billing.account_loader``, in a slot the extension object shares, so that a
+    loader registered after ``init_app`` is seen."""
+
+    @property
+    def account_loader(self) -> AccountLoader | None:
+        return self.account_loader_slot[0]
 
     @property
     def engine(self) -> Engine:

@@ -55,9 +55,17 @@ class TeamCharge:
     """The pool's ``quota_low`` (charged) or ``quota_blocked`` (refused by the pool)."""
 
     @property
-    def binding(self) -> Allowance:
-        """The limit a refusal names: the member's cap when it refused, else the pool."""
-        return self.member if self.refused_by_member_cap else self.pool
+    def tightest(self) -> Allowance:
+        """What a client is told it has left: the member's cap when it refused or leaves less
+        than the pool, else the pool."""
+        if self.refused_by_member_cap:
+            return self.member
+        if self.event_id is None and self.pool.limit is not None:
+            return self.pool
+        member_left, pool_left = self.member.remaining, self.pool.remaining
+        if member_left is not None and (pool_left is None or member_left < pool_left):
+            return self.member
+        return self.pool
 
 
 class TeamCharges:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, select, update
 
 from .dialect import dialect_insert, insert_ignoring_conflict
 from .models import (
@@ -273,7 +273,7 @@ def insert_invitation(connection: Connection, record: InvitationRecord, token_ha
     connection.execute(invitations.insert().values(**values))
 
 
-def _pending(now: datetime) -> object:
+def _pending(now: datetime) -> ColumnElement[bool]:
     return and_(
         invitations.c.accepted_at.is_(None),
         invitations.c.revoked_at.is_(None),

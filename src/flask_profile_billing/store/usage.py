@@ -16,7 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, select, update
 
+from ..domain.accounts import TEAM_PREFIX
 from ..domain.periods import Period
+from .accounts import give_back_member
 from .dialect import insert_for, param
 from .models import usage_counters, usage_daily, usage_events
 
@@ -155,8 +157,9 @@ def refund_event(
     event_id: int | None = None,
     idempotency_key: str | None = None,
 ) -> bool:
-    """Undo one charge: delete its usage event and take its amount off the period's counter and
-    the day's total. The event is found by id or by the user's idempotency key.
+    """Undo one charge: delete its usage event and take its amount off the period's counter (and,
+    for a team, the acting member's) and the day's total. The event is found by id or by the
+    account's idempotency key.
 
     Idempotent: a refund that already happened finds no event and changes nothing, so a refund
     whose outcome is unknown (the connection dropped at commit) can be retried safely. False when
@@ -169,10 +172,21 @@ def refund_event(
     row = connection.execute(
         delete(usage_events)
         .where(events.account_id == account_id, found)
-        .returning(events.metric, events.amount, events.period_start, events.created_at)
+        .returning(
+            events.metric,
+            events.amount,
+            events.period_start,
+            events.created_at,
+            events.actor_user_id,
+        )
     ).one_or_none()
     if row is None:
         return False
+    if account_id.startswith(TEAM_PREFIX):
+        # The member's counter before the pool's: the order every team charge locks them in.
+        give_back_member(
+            connection, account_id, row.actor_user_id, row.metric, row.period_start, row.amount
+        )
     give_back(
         connection,
         account_id=account_id,
