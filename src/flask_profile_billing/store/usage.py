@@ -123,7 +123,7 @@ def used_by_metric(
 
 
 def insert_usage_event(connection: Connection, values: dict[str, Any]) -> int | None:
-    """Insert a usage event; None when its idempotency key was already used by this user.
+    """Insert a usage event; None when its idempotency key was already used by this account.
 
     ``values`` has every column but ``id``.
     """
@@ -156,7 +156,7 @@ def refund_event(
     idempotency_key: str | None = None,
 ) -> bool:
     """Undo one charge: delete its usage event and take its amount off the period's counter and
-    the day's total. The event is found by id or by the user's idempotency key.
+    the day's total. The event is found by id or by the account's idempotency key.
 
     Idempotent: a refund that already happened finds no event and changes nothing, so a refund
     whose outcome is unknown (the connection dropped at commit) can be retried safely. False when
