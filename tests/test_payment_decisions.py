@@ -32,6 +32,7 @@ from flask_profile_billing.domain.payments import (
     arrangement_sources,
     decide,
 )
+from flask_profile_billing.payments.providers import account_in_metadata, account_metadata
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PRICE = Decimal("9.90")
@@ -495,3 +496,27 @@ def test_the_payments_domain_is_pure_python() -> None:
         )
     }
     assert imported <= {"__future__", "collections", "dataclasses", "datetime", "decimal", "enum"}
+
+
+# --- the account a provider's metadata names ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "account"),
+    [
+        # A payment started before accounts echoes only its user: the user's personal account.
+        ({"payment_id": "p", "user_id": "alice"}, "user:alice"),
+        ({"account_id": "user:alice", "user_id": "alice"}, "user:alice"),
+        ({"account_id": "team:abc"}, "team:abc"),
+        # Metadata that contradicts itself names no account, so no payment matches it.
+        ({"account_id": "user:alice", "user_id": "mallory"}, ""),
+        ({"payment_id": "p"}, None),
+    ],
+)
+def test_the_account_in_a_providers_metadata(metadata: dict[str, str], account: str | None) -> None:
+    assert account_in_metadata(metadata) == account
+
+
+def test_our_metadata_names_the_account_and_a_personal_accounts_user() -> None:
+    assert account_metadata("user:alice") == {"account_id": "user:alice", "user_id": "alice"}
+    assert account_metadata("team:abc") == {"account_id": "team:abc"}

@@ -195,7 +195,7 @@ def test_a_declined_renewal_gives_the_grace_once_notifies_once_then_the_free_pla
         assert payment_rows(app)[-1].status == "cancelled"
         assert billing.plan("alice").code == "free"
         [notice] = renewal_failed_notices(app)
-        assert notice.user_id == "alice"
+        assert notice.account_id == "user:alice"
         assert [a["kind"] for a in announced if a["kind"] == "renewal_failed"] == ["renewal_failed"]
     signals.notification_due.disconnect(on_notification, sender=app)
 

@@ -32,6 +32,7 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from sqlalchemy import Engine, Select, Table, func, select
 
+from flask_profile_billing.domain.accounts import personal_account_id, personal_user_id
 from flask_profile_billing.store.models import (
     subscriptions,
     usage_counters,
@@ -398,34 +399,39 @@ class UsageRecord:
 
 
 def usage_records(engine: Engine, metric: str, users: Sequence[str]) -> dict[str, UsageRecord]:
+    accounts = [personal_account_id(user) for user in users]
+
     def per_user(query: Select[Any]) -> dict[str, int]:
-        return {row[0]: int(row[1] or 0) for row in connection.execute(query)}
+        # Keyed back by user: each user's rows are their personal account's.
+        return {
+            str(personal_user_id(row[0])): int(row[1] or 0) for row in connection.execute(query)
+        }
 
     with engine.connect() as connection:
         counters = per_user(
-            select(usage_counters.c.user_id, func.sum(usage_counters.c.used))
-            .where(usage_counters.c.metric == metric, usage_counters.c.user_id.in_(users))
-            .group_by(usage_counters.c.user_id)
+            select(usage_counters.c.account_id, func.sum(usage_counters.c.used))
+            .where(usage_counters.c.metric == metric, usage_counters.c.account_id.in_(accounts))
+            .group_by(usage_counters.c.account_id)
         )
         events = per_user(
-            select(usage_events.c.user_id, func.count())
-            .where(usage_events.c.metric == metric, usage_events.c.user_id.in_(users))
-            .group_by(usage_events.c.user_id)
+            select(usage_events.c.account_id, func.count())
+            .where(usage_events.c.metric == metric, usage_events.c.account_id.in_(accounts))
+            .group_by(usage_events.c.account_id)
         )
         amounts = per_user(
-            select(usage_events.c.user_id, func.sum(usage_events.c.amount))
-            .where(usage_events.c.metric == metric, usage_events.c.user_id.in_(users))
-            .group_by(usage_events.c.user_id)
+            select(usage_events.c.account_id, func.sum(usage_events.c.amount))
+            .where(usage_events.c.metric == metric, usage_events.c.account_id.in_(accounts))
+            .group_by(usage_events.c.account_id)
         )
         daily = per_user(
-            select(usage_daily.c.user_id, func.sum(usage_daily.c.total))
-            .where(usage_daily.c.metric == metric, usage_daily.c.user_id.in_(users))
-            .group_by(usage_daily.c.user_id)
+            select(usage_daily.c.account_id, func.sum(usage_daily.c.total))
+            .where(usage_daily.c.metric == metric, usage_daily.c.account_id.in_(accounts))
+            .group_by(usage_daily.c.account_id)
         )
         current = per_user(
-            select(subscriptions.c.user_id, func.count())
-            .where(subscriptions.c.ended_at.is_(None), subscriptions.c.user_id.in_(users))
-            .group_by(subscriptions.c.user_id)
+            select(subscriptions.c.account_id, func.count())
+            .where(subscriptions.c.ended_at.is_(None), subscriptions.c.account_id.in_(accounts))
+            .group_by(subscriptions.c.account_id)
         )
     return {
         user: UsageRecord(
@@ -492,19 +498,26 @@ def check_quota_invariants(
 def user_rows(
     engine: Engine, user: str, tables: Sequence[Table]
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of ``user`` in each of ``tables`` (all have a user_id column), sorted: two
-    snapshots are equal exactly when nothing of the user's changed in between."""
+    """Every row of ``user`` in each of ``tables`` (keyed by ``user_id``, or by ``account_id``:
+    the user's personal account), sorted: two snapshots are equal exactly when nothing of the
+    user's changed in between."""
     with engine.connect() as connection:
         return {
             table.name: sorted(
                 (
                     tuple(row)
-                    for row in connection.execute(select(table).where(table.c.user_id == user))
+                    for row in connection.execute(select(table).where(_owned_by(table, user)))
                 ),
                 key=repr,
             )
             for table in tables
         }
+
+
+def _owned_by(table: Table, user: str) -> Any:
+    if "account_id" in table.c:
+        return table.c.account_id == personal_account_id(user)
+    return table.c.user_id == user
 
 
 def row_counts(engine: Engine, tables: Sequence[Table]) -> dict[str, int]:

@@ -475,7 +475,7 @@ def test_a_replayed_webhook_grants_the_plan_once(
     with host_app.engine.connect() as connection:
         current = connection.execute(
             select(subscriptions.c.plan_code).where(
-                subscriptions.c.user_id == user, subscriptions.c.ended_at.is_(None)
+                subscriptions.c.account_id == "user:" + user, subscriptions.c.ended_at.is_(None)
             )
         ).all()
     assert [plan for (plan,) in current] == ["professional"]

@@ -80,12 +80,13 @@ def database_problems(database_url: str) -> list[str]:
             ).scalar_one()
             current = connection.execute(
                 select(subscriptions.c.plan_code, subscriptions.c.expires_at).where(
-                    subscriptions.c.user_id == str(bob), subscriptions.c.ended_at.is_(None)
+                    subscriptions.c.account_id == "user:" + str(bob),
+                    subscriptions.c.ended_at.is_(None),
                 )
             ).all()
             granted = connection.execute(
                 select(func.count()).where(
-                    subscriptions.c.user_id == str(bob),
+                    subscriptions.c.account_id == "user:" + str(bob),
                     subscriptions.c.plan_code == "professional",
                 )
             ).scalar_one()

@@ -38,17 +38,17 @@ def stored_usage(app: Flask, user: str) -> tuple[int, int, int]:
     with app.app_context(), get_state(app).runtime.engine.connect() as connection:
         counter = connection.scalar(
             select(func.coalesce(func.sum(usage_counters.c.used), 0)).where(
-                usage_counters.c.user_id == user, usage_counters.c.metric == "analysis"
+                usage_counters.c.account_id == "user:" + user, usage_counters.c.metric == "analysis"
             )
         )
         events = connection.scalar(
             select(func.count()).where(
-                usage_events.c.user_id == user, usage_events.c.metric == "analysis"
+                usage_events.c.account_id == "user:" + user, usage_events.c.metric == "analysis"
             )
         )
         daily = connection.scalar(
             select(func.coalesce(func.sum(usage_daily.c.total), 0)).where(
-                usage_daily.c.user_id == user, usage_daily.c.metric == "analysis"
+                usage_daily.c.account_id == "user:" + user, usage_daily.c.metric == "analysis"
             )
         )
     return int(counter or 0), int(events or 0), int(daily or 0)

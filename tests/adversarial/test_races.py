@@ -78,7 +78,7 @@ def current_subscriptions(host: Deployment, user: str) -> list[Any]:
         return list(
             connection.execute(
                 select(subscriptions).where(
-                    subscriptions.c.user_id == user, subscriptions.c.ended_at.is_(None)
+                    subscriptions.c.account_id == "user:" + user, subscriptions.c.ended_at.is_(None)
                 )
             )
         )

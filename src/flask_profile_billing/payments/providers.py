@@ -340,15 +340,19 @@ def account_metadata(account_id: str) -> dict[str, str]:
 
 
 def account_in_metadata(metadata: Mapping[str, Any]) -> str | None:
-    """The account echoed metadata says a payment is for: ``account_id``, else the personal
-    account of ``user_id`` (payments started before accounts); None when it says neither."""
+    """The account echoed metadata says a payment is for: ``account_id``, or the personal
+    account of ``user_id`` (payments started before accounts carry only that); None when it says
+    neither. Metadata whose two disagree names no account (an empty key, which matches no
+    payment), so the event is rejected as being for another account."""
     account_id = metadata.get("account_id")
-    if isinstance(account_id, str) and account_id:
-        return account_id
     user_id = metadata.get("user_id")
+    named = account_id if isinstance(account_id, str) and account_id else None
     if isinstance(user_id, str) and user_id:
-        return personal_account_id(user_id)
-    return None
+        of_user = personal_account_id(user_id)
+        if named is not None and named != of_user:
+            return ""
+        return of_user
+    return named
 
 
 def _text(payload: Mapping[str, Any], key: str) -> str:

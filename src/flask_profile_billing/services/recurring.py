@@ -60,12 +60,15 @@ _MAX_IDEMPOTENCE_KEY = 64  # YooKassa's limit on an Idempotence-Key
 
 def renewal_key(account_id: str, period_end: datetime) -> str:
     """The idempotence key of the renewal of ``account_id``'s period ending at ``period_end``:
-    ``renewal-<user>-<period end in Unix seconds>`` (the user id hashed when the key would be
-    longer than providers accept)."""
+    ``renewal-<owner>-<period end in Unix seconds>`` (the owner hashed when the key would be
+    longer than providers accept). The owner of a personal account is its user id, as before
+    accounts: a renewal attempted before the upgrade and retried after it keeps its key, so the
+    provider still charges it once."""
     seconds = int(period_end.timestamp())
-    key = f"renewal-{account_id}-{seconds}"
+    owner = personal_user_id(account_id) or account_id
+    key = f"renewal-{owner}-{seconds}"
     if len(key) > _MAX_IDEMPOTENCE_KEY:
-        key = f"renewal-{hashlib.sha256(account_id.encode()).hexdigest()[:32]}-{seconds}"
+        key = f"renewal-{hashlib.sha256(owner.encode()).hexdigest()[:32]}-{seconds}"
     return key
 
 

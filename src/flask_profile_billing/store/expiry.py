@@ -74,7 +74,7 @@ class ExpiryRecords:
 @dataclass(slots=True)
 class ExpiredBatch:
     account_ids: list[str] = field(default_factory=list)
-    """The users whose subscription the batch ended; empty when none was left."""
+    """The accounts whose subscription the batch ended; empty when none was left."""
     pairs: list[tuple[Subscription, Subscription | None]] = field(default_factory=list)
     """With ``detailed`` only: each ended subscription (as stored now) with the user's current
     one, the free follower or the subscription the user got meanwhile (None when there is none)."""

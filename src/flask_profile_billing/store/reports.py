@@ -12,8 +12,8 @@ from .subscriptions import plan_in_force
 
 
 def top_users(connection: Connection, metric: str, since: datetime, limit: int) -> list[Row[Any]]:
-    """The ``limit`` users (``account_id``, ``total``) who used ``metric`` most since ``since``,
-    from the usage log; most first, ties by user id."""
+    """The ``limit`` accounts (``account_id``, ``total``) who used ``metric`` most since ``since``,
+    from the usage log; most first, ties by account."""
     events = usage_events.c
     total = func.sum(events.amount).label("total")
     query = (

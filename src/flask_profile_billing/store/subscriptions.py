@@ -1,6 +1,6 @@
 """The statements on ``billing_subscriptions``, each run on a connection of the caller's.
 
-A user has at most one current subscription (``ended_at IS NULL``; a partial unique index decides
+An account has at most one current subscription (``ended_at IS NULL``; a partial unique index decides
 between concurrent writers). Rows come back as ``domain.subscriptions.Subscription``.
 
 A plan change reads the current subscription, decides from it (extend it, or end it and start
@@ -115,8 +115,10 @@ def lock_current(connection: Connection, account_id: str) -> Subscription | None
     return None if row is None else to_subscription(row)
 
 
-def current_of_users(connection: Connection, account_ids: Sequence[str]) -> dict[str, Subscription]:
-    """The current subscriptions of ``account_ids``, by user id (users with none are left out)."""
+def current_of_accounts(
+    connection: Connection, account_ids: Sequence[str]
+) -> dict[str, Subscription]:
+    """The current subscriptions of ``account_ids``, by account (accounts with none are left out)."""
     rows = connection.execute(
         select(subscriptions).where(_subscription.account_id.in_(account_ids), IS_CURRENT)
     )
@@ -287,4 +289,4 @@ def add_others_current(
     free follower."""
     missing = [lapsed.account_id for lapsed in ended if lapsed.account_id not in current]
     if missing:
-        current.update(current_of_users(connection, missing))
+        current.update(current_of_accounts(connection, missing))

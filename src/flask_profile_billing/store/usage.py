@@ -125,7 +125,7 @@ def used_by_metric(
 
 
 def insert_usage_event(connection: Connection, values: dict[str, Any]) -> int | None:
-    """Insert a usage event; None when its idempotency key was already used by this user.
+    """Insert a usage event; None when its idempotency key was already used by this account.
 
     ``values`` has every column but ``id``.
     """
