@@ -13,7 +13,7 @@ from decimal import Decimal
 from sqlalchemy import Connection
 
 from .. import signals
-from ..domain.accounts import personal_user_id
+from ..domain.accounts import AccountKind, personal_user_id
 from ..domain.activity import EXPIRED_TITLE, SUBSCRIPTION_EXPIRED, describe_expiry
 from ..domain.catalog import Plan
 from ..domain.notifications import Notification, NotificationKind
@@ -22,6 +22,7 @@ from ..domain.proration import credited_time
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import NotCancellable, NotResumable, SubscriptionConflictError
 from ..store import subscriptions as stored
+from ..store.accounts import ensure_account
 from ..store.activity import insert_entry
 from ..store.expiry import ExpiredBatch, ExpiryRecords, count_lapsed, end_lapsed_batch
 from ..store.transactions import read_connection, write_transaction
@@ -322,6 +323,11 @@ class SubscriptionService:
         self._plans.ensure_seeded()
         default_code = self._runtime.catalog.default_plan.code
         with write_transaction(self._runtime.engine) as connection:
+            user_id = personal_user_id(account_id)
+            if user_id is not None:
+                # The personal account's row, with its first subscription: once, however many
+                # first requests race (a team's row was written when it was created).
+                ensure_account(connection, account_id, AccountKind.PERSONAL, user_id, now)
             created = stored.insert_default(connection, account_id, now, default_code)
             subscription = created or stored.select_current(connection, account_id)
         assert subscription is not None
