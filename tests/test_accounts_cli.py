@@ -19,7 +19,7 @@ from sqlalchemy import text
 from flask_profile_billing import ProfileBilling, QuotaExceeded
 from flask_profile_billing.domain.accounts import Role
 from flask_profile_billing.state import get_state
-from tests.support.host_app import AppFactory, Clock
+from tests.support.host_app import AppFactory, Clock, billing_of
 
 OWNER, ADMIN, MEMBER, OTHER = "owner-1", "admin-1", "member-1", "other-1"
 
@@ -72,7 +72,8 @@ def test_accounts_create_makes_a_team_owned_by_the_user(app: Flask) -> None:
     assert members(app, "team:acme") == {OWNER: "owner"}
 
     random_key = succeeded(run(app, "accounts", "create", "--owner", OWNER, "--name", "Beta"))
-    assert random_key.startswith("Team team:") and "(Beta)" in random_key
+    assert random_key.startswith("Team team:")
+    assert "(Beta)" in random_key
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,8 @@ def test_members_refuse_unknown_accounts_and_users(
 
 def test_members_role_refuses_an_unknown_role(app: Flask, team: str) -> None:
     result = run(app, "members", "role", team, ADMIN, "boss")
-    assert result.exit_code == 2 and "'boss' is not one of" in result.output
+    assert result.exit_code == 2
+    assert "'boss' is not one of" in result.output
     assert members(app, team) == {OWNER: "owner", ADMIN: "admin"}
 
 
@@ -241,7 +243,8 @@ def test_caps_refuse_unknown_members_and_metrics(
 
 def test_caps_set_refuses_a_negative_cap(app: Flask, team: str) -> None:
     result = run(app, "caps", "set", team, ADMIN, "analysis", "--", "-1")
-    assert result.exit_code == 2 and "-1 is not in the range x>=0" in result.output
+    assert result.exit_code == 2
+    assert "-1 is not in the range x>=0" in result.output
 
 
 # -- verify ------------------------------------------------------------------------------------
@@ -360,8 +363,6 @@ def test_verify_leaves_out_periods_older_than_the_retention(
     """Retention deletes a period's events before its counter: such a period is not a drift."""
     app = make_app(BILLING_RETENTION_DAYS=30)
     with app.app_context():
-        from tests.support.host_app import billing_of
-
         billing = billing_of(app)
         billing.consume("solo-1", "analysis", 3)
         clock.advance(days=35)
@@ -371,3 +372,19 @@ def test_verify_leaves_out_periods_older_than_the_retention(
             f"Periods checked: those starting from {(clock.now - timedelta(days=30)):%Y-%m-%d %H:%M} UTC"
         )
         assert "No drift" in output
+
+
+def test_verify_passes_after_maintenance_pruned_a_teams_old_period(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    """The retention deletes a team's old pool counter but keeps its members' counters: the old
+    period is out of the check, not a drift."""
+    app = make_app(BILLING_RETENTION_DAYS=30)
+    with app.app_context():
+        billing = billing_of(app)
+        team = billing.accounts.create_team(OWNER, "Acme").id
+        billing.consume(OWNER, "analysis", 2, account_id=team)
+        clock.advance(days=70)
+        billing.run_maintenance()
+        billing.consume(OWNER, "analysis", 1, account_id=team)
+        assert "No drift" in succeeded(run(app, "verify"))
