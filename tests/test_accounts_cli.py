@@ -388,3 +388,22 @@ def test_verify_passes_after_maintenance_pruned_a_teams_old_period(
         billing.run_maintenance()
         billing.consume(OWNER, "analysis", 1, account_id=team)
         assert "No drift" in succeeded(run(app, "verify"))
+
+
+def test_verify_counts_the_seats_of_the_plan_in_force_after_a_lapse(
+    app: Flask, billing: ProfileBilling, team: str, clock: Clock
+) -> None:
+    """A paid plan that lapsed leaves the team on the default plan: its seats are the ones that
+    count, before maintenance has ended the paid subscription."""
+    billing.change_plan(OWNER, "starter", account_id=team)
+    succeeded(run(app, "members", "add", team, MEMBER))
+    assert "No drift" in succeeded(run(app, "verify"))
+
+    clock.advance(days=40)
+
+    output = run(app, "verify")
+    assert output.exit_code == 1
+    assert output.output.splitlines() == [
+        f"Drift: team {team} has 3 members, its plan 'free' has 2 seats.",
+        "Error: 1 drifts found",
+    ]
