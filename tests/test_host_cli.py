@@ -212,6 +212,24 @@ def test_an_identifier_nobody_knows_is_refused_and_writes_nothing(make_app: AppF
         db.session.remove()
 
 
+def test_the_account_commands_find_users_by_email(make_app: AppFactory) -> None:
+    app = by_email_host(make_app, [])
+
+    created = invoke(app, "accounts", "create", "--owner", "ann@example.com", "--name", "Acme")
+    assert succeeded(created).endswith("owned by user u7 (ann@example.com).\n")
+    account_id = succeeded(created).split()[1]
+    assert succeeded(invoke(app, "members", "add", account_id, "u1")).startswith("User u1 joined")
+    assert succeeded(invoke(app, "members", "role", account_id, "u1", "owner")).startswith(
+        "User u1 is owner"
+    )
+    assert succeeded(invoke(app, "members", "remove", account_id, "Ann@Example.com")) == (
+        f"User u7 (Ann@Example.com) removed from {account_id}.\n"
+    )
+    assert failed(invoke(app, "members", "add", account_id, "bob@example.com")) == (
+        "Error: no user with id or identifier 'bob@example.com'\n"
+    )
+
+
 def test_a_lookup_that_is_not_callable_is_refused_at_init_app(tmp_path: Path) -> None:
     with pytest.raises(BillingConfigError, match="BILLING_USER_LOOKUP must be a callable"):
         sqlite_host(tmp_path, BILLING_USER_LOOKUP="email")
