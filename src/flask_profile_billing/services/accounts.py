@@ -102,6 +102,16 @@ class Team:
     """(user, metric) to cap; a plain member sees their own only."""
 
 
+@dataclass(frozen=True, slots=True)
+class TeamListing:
+    """A team account in the staff's list of every team."""
+
+    id: str
+    name: str | None
+    members: int
+    created_at: datetime
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -177,6 +187,26 @@ class AccountService:
                 raise MembershipError("that team key is taken", {"key": [key]})
             stored.insert_team(connection, account_id, name, user_id, self._runtime.now())
         return AccountSummary(account_id, AccountKind.TEAM, name, Role.OWNER)
+
+    def first_owner(self, account_id: str) -> str:
+        """The team's longest-standing owner: whom staff act as from the command line, so that
+        the service's checks (seats, the last owner) apply to them as to any owner."""
+        if not account_id.startswith(TEAM_PREFIX):
+            raise UnknownAccountError(f"no team account {account_id!r}")
+        with read_connection(self._runtime.engine) as connection:
+            members = stored.members_of(connection, account_id)
+        for member in members:
+            if member.role == Role.OWNER:
+                return member.user_id
+        raise UnknownAccountError(f"no team account {account_id!r}")
+
+    def all_teams(self) -> list[TeamListing]:
+        """Every team account with its number of members, oldest first (for staff)."""
+        with read_connection(self._runtime.engine) as connection:
+            return [
+                TeamListing(team.id, team.name, team.members, team.created_at)
+                for team in stored.all_teams(connection)
+            ]
 
     def team_usage(self, user_id: str, account_id: str) -> dict[str, dict[str, int]]:
         """What each member used of each periodic metric in the account's current period:
