@@ -188,8 +188,9 @@ STATS_USER = "stats"
 LOAD_EVENTS_SQL = text(
     """
     INSERT INTO billing_usage_events
-        (user_id, metric, amount, period_start, resources, metadata, idempotency_key, created_at)
-    SELECT :user_id,
+        (account_id, actor_user_id, metric, amount, period_start, resources, metadata,
+         idempotency_key, created_at)
+    SELECT 'user:' || :user_id, :user_id,
            CASE WHEN g % 5 = 0 THEN 'export' ELSE 'analysis' END,
            1,
            date_trunc('month', ts),
@@ -205,12 +206,12 @@ LOAD_EVENTS_SQL = text(
 
 ROLLUP_TABLE = "billing_usage_daily"
 REBUILD_ROLLUP_SQL = [
-    text(f"DELETE FROM {ROLLUP_TABLE} WHERE user_id = :user_id"),
+    text(f"DELETE FROM {ROLLUP_TABLE} WHERE account_id = 'user:' || :user_id"),
     text(
-        f"INSERT INTO {ROLLUP_TABLE} (user_id, metric, day, total) "
-        "SELECT user_id, metric, CAST(timezone('UTC', created_at) AS DATE), SUM(amount) "
-        "FROM billing_usage_events WHERE user_id = :user_id "
-        "GROUP BY user_id, metric, CAST(timezone('UTC', created_at) AS DATE)"
+        f"INSERT INTO {ROLLUP_TABLE} (account_id, metric, day, total) "
+        "SELECT account_id, metric, CAST(timezone('UTC', created_at) AS DATE), SUM(amount) "
+        "FROM billing_usage_events WHERE account_id = 'user:' || :user_id "
+        "GROUP BY account_id, metric, CAST(timezone('UTC', created_at) AS DATE)"
     ),
 ]
 
@@ -308,14 +309,15 @@ def usage_and_profile(url: str, events: int, calls: int) -> dict[str, Any]:
     result: dict[str, Any] = {"events": events, **load_usage_events(app, events)}
     with app.app_context():
         total = db.session.execute(
-            text("SELECT count(*) FROM billing_usage_events WHERE user_id = :u"),
+            text("SELECT count(*) FROM billing_usage_events WHERE account_id = 'user:' || :u"),
             {"u": STATS_USER},
         ).scalar_one()
     result["events_of_user"] = int(total)
     if result.get("rollup_table"):
         with app.app_context():
             result["rollup_rows"] = db.session.execute(
-                text(f"SELECT count(*) FROM {ROLLUP_TABLE} WHERE user_id = :u"), {"u": STATS_USER}
+                text(f"SELECT count(*) FROM {ROLLUP_TABLE} WHERE account_id = 'user:' || :u"),
+                {"u": STATS_USER},
             ).scalar_one()
     for days in (30, 365):
         result[f"usage_{days}d"] = time_get(

@@ -77,8 +77,8 @@ def load_subscriptions(url: str, count: int, lapsed: int, expiry: str = LAPSED_E
             connection.execute(
                 text(
                     "INSERT INTO billing_subscriptions "
-                    "(user_id, plan_code, status, started_at, expires_at, period_anchor) "
-                    "SELECT :prefix || g, "
+                    "(account_id, plan_code, status, started_at, expires_at, period_anchor) "
+                    "SELECT 'user:' || :prefix || g, "
                     "CASE WHEN g <= :lapsed THEN :paid ELSE :free END, 'active', "
                     "now() - interval '31 days', "
                     f"CASE WHEN g <= :lapsed THEN {expiry} END, "
@@ -254,7 +254,7 @@ def verify_sweep(url: str, due: int) -> dict[str, int]:
     with app.app_context(), db.engine.connect() as connection:
         claimed = connection.execute(
             text(
-                "SELECT count(*), count(DISTINCT user_id) FROM billing_notifications "
+                "SELECT count(*), count(DISTINCT account_id) FROM billing_notifications "
                 "WHERE kind = 'expiring'"
             )
         ).one()

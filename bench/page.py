@@ -29,12 +29,13 @@ PAGE = "/profile/"
 ASSETS = ("/profile/static/profile.css", "/profile/static/profile.js")
 
 _EVENT = text(
-    "INSERT INTO billing_usage_events (user_id, metric, amount, period_start, created_at) "
-    "VALUES (:user_id, :metric, 1, :period_start, :created_at)"
+    "INSERT INTO billing_usage_events "
+    "(account_id, actor_user_id, metric, amount, period_start, created_at) "
+    "VALUES ('user:' || :user_id, :user_id, :metric, 1, :period_start, :created_at)"
 )
 _ROLLUP = text(
-    "INSERT INTO billing_usage_daily (user_id, metric, day, total) "
-    "VALUES (:user_id, :metric, :day, :total)"
+    "INSERT INTO billing_usage_daily (account_id, metric, day, total) "
+    "VALUES ('user:' || :user_id, :metric, :day, :total)"
 )
 
 

@@ -18,6 +18,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import func, select
 
 from flask_profile_billing import BillingConfigError
+from flask_profile_billing.domain.accounts import personal_account_id
 from flask_profile_billing.payments import (
     PAYMENT_FAILED,
     PAYMENT_SUCCEEDED,
@@ -73,7 +74,9 @@ def pending_payments(app: Flask, user_id: str) -> int:
     query = (
         select(func.count())
         .select_from(payments)
-        .where(payments.c.user_id == user_id, payments.c.status == "pending")
+        .where(
+            payments.c.account_id == personal_account_id(user_id), payments.c.status == "pending"
+        )
     )
     with app.app_context(), app.extensions["sqlalchemy"].engine.connect() as connection:
         return int(connection.execute(query).scalar_one())

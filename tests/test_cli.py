@@ -220,7 +220,7 @@ def test_cancel_and_resume_refusals_are_clear(
     app: Flask, billing: ProfileBilling, args: list[str], message: str
 ) -> None:
     output = failed(run(app, *args))
-    assert count(SubscriptionRow, user_id="ghost-1") == 0
+    assert count(SubscriptionRow, account_id="user:ghost-1") == 0
     assert billing.subscription("u1").plan_code == "free"
     assert output == message + "\n"
 
@@ -245,7 +245,7 @@ def test_maintenance_ends_lapsed_subscriptions(
         "Notifications claimed: expiring 0, quota_low 0.",
     ]
 
-    ended = {row.user_id: row for row in _ended_subscriptions()}
+    ended = {row.account_id.removeprefix("user:"): row for row in _ended_subscriptions()}
     assert sorted(ended) == ["u1", "u2"]
     assert ended["u1"].status == SubscriptionStatus.EXPIRED
     assert ended["u2"].status == SubscriptionStatus.CANCELLED

@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from flask_profile_billing import UsageCounterRow, UsageEventRow
+from flask_profile_billing.domain.accounts import personal_account_id
 from tests.support.concurrency import Answered, fire_at_once, statuses, worker_process
 from tests.support.host_app import AppFactory, Clock, Vacancy
 
@@ -36,10 +37,14 @@ def stored_usage(app: Flask, user: str) -> tuple[int, int]:
     db = app.extensions["sqlalchemy"]
     with app.app_context():
         used = db.session.scalar(
-            select(func.sum(UsageCounterRow.used)).where(UsageCounterRow.user_id == user)
+            select(func.sum(UsageCounterRow.used)).where(
+                UsageCounterRow.account_id == personal_account_id(user)
+            )
         )
         events = db.session.scalar(
-            select(func.count()).select_from(UsageEventRow).where(UsageEventRow.user_id == user)
+            select(func.count())
+            .select_from(UsageEventRow)
+            .where(UsageEventRow.account_id == personal_account_id(user))
         )
     return int(used or 0), int(events or 0)
 

@@ -52,7 +52,7 @@ def fill(app: Flask, now: datetime) -> None:
             insert(notifications),
             [
                 {
-                    "user_id": f"user-{index}",
+                    "account_id": f"user:user-{index}",
                     "kind": "quota_low",
                     "subject": "analyses",
                     "period_key": "1",

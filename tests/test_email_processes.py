@@ -64,7 +64,7 @@ def seed(database_url: str, smtp: SmtpServer) -> Flask:
                 insert(notifications),
                 [
                     {
-                        "user_id": f"old-{index}",
+                        "account_id": f"user:old-{index}",
                         "kind": "quota_low",
                         "subject": "analysis",
                         "period_key": "1",
@@ -88,7 +88,7 @@ def statuses(app: Flask) -> Counter[str]:
     with app.app_context(), get_state(app).runtime.engine.connect() as connection:
         query = (
             select(notifications.c.status, func.count())
-            .where(notifications.c.user_id.like("user-%"))
+            .where(notifications.c.account_id.like("user:user-%"))
             .group_by(notifications.c.status)
         )
         return Counter(dict(connection.execute(query).all()))

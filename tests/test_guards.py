@@ -135,9 +135,9 @@ def test_a_refund_leaves_no_usage_event(app: Flask, billing: ProfileBilling) -> 
 
     db = app.extensions["sqlalchemy"]
     events = db.session.scalars(db.select(UsageEventRow)).all()
-    assert [(event.user_id, event.metric, event.amount) for event in events] == [
-        ("alice", "analysis", 1)
-    ]
+    assert [
+        (event.account_id, event.actor_user_id, event.metric, event.amount) for event in events
+    ] == [("user:alice", "alice", "analysis", 1)]
 
 
 def test_a_retry_with_the_same_idempotency_key_is_charged_once(
@@ -301,7 +301,7 @@ def test_capacity_lock_is_released_when_the_view_fails(app: Flask) -> None:
     taken = threading.Event()
 
     def take_the_lock() -> None:
-        with app.app_context(), get_state().quotas.capacity_held("alice", "active_vacancies"):
+        with app.app_context(), get_state().quotas.capacity_held("user:alice", "active_vacancies"):
             taken.set()
 
     worker = threading.Thread(target=take_the_lock, daemon=True)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from flask_profile_billing import OutgoingEmail
 from flask_profile_billing.services.leases import JobLeases, Lease, LeaseLost
@@ -148,8 +148,10 @@ def test_a_run_that_lost_its_lease_stops_before_its_next_email(
     with app.app_context(), get_state(app).runtime.engine.connect() as connection:
         rows = connection.execute(
             select(
-                notifications.c.user_id, notifications.c.status, notifications.c.attempts
-            ).order_by(notifications.c.user_id)
+                func.substr(notifications.c.account_id, 6),
+                notifications.c.status,
+                notifications.c.attempts,
+            ).order_by(func.substr(notifications.c.account_id, 6))
         ).all()
     assert [tuple(row) for row in rows] == [
         ("alice", "sent", 1),

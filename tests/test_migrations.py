@@ -29,7 +29,7 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
-HEAD = "0007"
+HEAD = "0008"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",
@@ -45,6 +45,11 @@ BILLING_TABLES = {
     "billing_subscriptions",
     "billing_usage_counters",
     "billing_usage_events",
+    "billing_accounts",
+    "billing_account_members",
+    "billing_member_caps",
+    "billing_member_counters",
+    "billing_invitations",
 }
 VERSION_TABLE = "billing_alembic_version"
 

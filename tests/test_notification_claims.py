@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import notifications
@@ -26,7 +26,9 @@ USERS = ["alice", "bob"]
 
 def claimed(app: Flask) -> Counter[tuple[str, str, str, str]]:
     columns = notifications.c
-    query = select(columns.user_id, columns.kind, columns.subject, columns.period_key)
+    query = select(
+        func.substr(columns.account_id, 6), columns.kind, columns.subject, columns.period_key
+    )
     with app.app_context(), get_state(app).runtime.engine.connect() as connection:
         return Counter(tuple(row) for row in connection.execute(query))
 
@@ -59,6 +61,6 @@ def test_charges_and_refusals_from_several_processes_claim_each_notice_once(
     )
     with app.app_context():
         period = get_state(app).runtime.period(
-            get_state(app).subscriptions.current("alice"), clock()
+            get_state(app).subscriptions.current("user:alice"), clock()
         )
     assert {period_key for *_rest, period_key in notices} == {str(int(period.start.timestamp()))}

@@ -22,7 +22,7 @@ import pytest
 from flask import Flask
 from flask_mail import Mail as FlaskMail
 from flask_mailman import Mail as Mailman
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from flask_profile_billing import (
     BillingConfigError,
@@ -118,7 +118,11 @@ def email_rows(app: Flask) -> list[tuple[str, str, str, int, bool]]:
     """(user, kind, status, attempts, has sent_at) of every notification, in claim order."""
     columns = notifications.c
     query = select(
-        columns.user_id, columns.kind, columns.status, columns.attempts, columns.sent_at
+        func.substr(columns.account_id, 6),
+        columns.kind,
+        columns.status,
+        columns.attempts,
+        columns.sent_at,
     ).order_by(columns.id)
     with app.app_context(), app.extensions["sqlalchemy"].engine.connect() as connection:
         return [

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from flask_profile_billing import ProfileBilling, QuotaExceeded, signals
 from flask_profile_billing.state import get_state
@@ -32,7 +32,7 @@ def stored_notices(app: Flask) -> list[tuple[str, str, str, str]]:
     with engine.connect() as connection:
         rows = connection.execute(
             select(
-                notifications.c.user_id,
+                func.substr(notifications.c.account_id, 6),
                 notifications.c.kind,
                 notifications.c.subject,
                 notifications.c.period_key,

@@ -42,7 +42,7 @@ PARTIAL_REFUND = "payment.refunded (partial)"
 
 PAYMENT = Payment(
     id="pay-1",
-    user_id="alice",
+    account_id="user:alice",
     provider="stripe",
     provider_payment_id="pi_1",
     plan_code="pro",
@@ -54,7 +54,7 @@ PAYMENT = Payment(
 )
 ARRANGEMENT = Arrangement(
     id="rec-1",
-    user_id="alice",
+    account_id="user:alice",
     provider="stripe",
     reference="sub_1",
     customer_reference="cus_1",
@@ -81,7 +81,7 @@ def event(kind: str, **changes: object) -> ProviderEvent:
         provider_payment_id="pi_2" if kind == "recurring.paid" else None if recurring else "pi_1",
         amount=PRICE - 1 if partial else PRICE,
         currency="EUR",
-        user_id="alice",
+        account_id="user:alice",
         recurring_reference="sub_1" if recurring else None,
         occurred_at=NOW if recurring else None,
     )
@@ -322,7 +322,7 @@ def test_an_event_about_no_payment_of_ours(kind: str, expected: tuple[str, str, 
     ("changes", "reason"),
     [
         ({"provider_payment_id": "pi_other"}, "the provider payment id does not match"),
-        ({"user_id": "mallory"}, "the event is for another user than the payment"),
+        ({"account_id": "user:mallory"}, "the event is for another user than the payment"),
         ({"amount": PRICE - 1}, "paid 8.90 EUR, expected 9.90 EUR"),
         ({"currency": "USD"}, "paid 9.90 USD, expected 9.90 EUR"),
     ],
@@ -356,7 +356,7 @@ def test_a_confirmation_sets_up_its_arrangement_from_the_payment_not_the_event()
     assert keep.refund_reference == "pi_r"
     assert keep.arrangement == Arrangement(
         id="new-1",
-        user_id="alice",
+        account_id="user:alice",
         provider="stripe",
         reference="sub_9",
         customer_reference=None,
@@ -390,7 +390,7 @@ def test_a_confirmation_after_its_arrangement_ended_follows_the_end(
 
 
 def test_an_arrangement_of_another_user_is_not_followed() -> None:
-    theirs = replace(ARRANGEMENT, user_id="bob", status=A.ENDED)
+    theirs = replace(ARRANGEMENT, account_id="user:bob", status=A.ENDED)
     records = EventRecords(payment=PAYMENT, arrangement=theirs)
     delivered = event("payment.succeeded", recurring_reference="sub_1")
     assert summary(decide(delivered, records, NOW))[3] == "grant, stop replaced"
@@ -419,12 +419,12 @@ def test_an_arrangement_event_before_the_first_confirmation_sets_it_up_then_deci
     decision = decide(delivered, EventRecords(payment=PAYMENT, new_id="new-1"), NOW)
     assert decision.again
     assert summary(decision) == ("processed", None, "keep references", "stop replaced")
-    for_another = replace(delivered, user_id="mallory")
+    for_another = replace(delivered, account_id="user:mallory")
     assert not decide(for_another, EventRecords(payment=PAYMENT), NOW).again
 
 
 def test_an_arrangement_event_for_another_user_is_refused() -> None:
-    delivered = event("recurring.ended", user_id="mallory")
+    delivered = event("recurring.ended", account_id="user:mallory")
     decision = decide(delivered, EventRecords(arrangement=ARRANGEMENT), NOW)
     assert summary(decision) == ("rejected", "the event is for another user", "", "")
 

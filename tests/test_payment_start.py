@@ -128,9 +128,9 @@ def test_an_upgrade_starts_a_pending_payment_and_changes_nothing_yet(
     assert data["subscription"]["plan"]["plan_type"] == "free"
     assert shop_billing.plan("alice").code == "free"
     [row] = payment_rows(shop)
-    assert (row.id, row.user_id, row.status, row.plan_code, row.months) == (
+    assert (row.id, row.account_id, row.status, row.plan_code, row.months) == (
         payment["id"],
-        "alice",
+        "user:alice",
         "pending",
         plan_type,
         months,
@@ -138,7 +138,11 @@ def test_an_upgrade_starts_a_pending_payment_and_changes_nothing_yet(
     assert (row.amount, row.currency) == (Decimal(amount), "RUB")
     assert (row.provider, row.provider_payment_id) == ("test", f"test_{payment['id']}")
     [intent] = provider.started
-    assert (intent.id, intent.amount, intent.user_id) == (payment["id"], Decimal(amount), "alice")
+    assert (intent.id, intent.amount, intent.account_id) == (
+        payment["id"],
+        Decimal(amount),
+        "user:alice",
+    )
 
 
 class BrokenProvider(TestPaymentProvider):

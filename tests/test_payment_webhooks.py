@@ -99,7 +99,9 @@ def delivery_rows(app: Flask) -> list[Row[Any]]:
 
 def subscription_rows(app: Flask, user_id: str = "alice") -> list[Row[Any]]:
     query = (
-        select(subscriptions).where(subscriptions.c.user_id == user_id).order_by(subscriptions.c.id)
+        select(subscriptions)
+        .where(subscriptions.c.account_id == "user:" + user_id)
+        .order_by(subscriptions.c.id)
     )
     return rows(app, query)
 

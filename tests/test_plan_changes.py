@@ -49,10 +49,12 @@ def stored_history(app: Flask, user_id: str) -> list[Row[Any]]:
     """Every subscription row of the user, oldest first, without its ids: what two users with the
     same story must have alike."""
     engine = app.extensions["sqlalchemy"].engine
-    columns = [column for column in subscriptions_table.c if column.name not in {"id", "user_id"}]
+    columns = [
+        column for column in subscriptions_table.c if column.name not in {"id", "account_id"}
+    ]
     query = (
         select(*columns)
-        .where(subscriptions_table.c.user_id == user_id)
+        .where(subscriptions_table.c.account_id == "user:" + user_id)
         .order_by(subscriptions_table.c.id)
     )
     with engine.connect() as connection:
@@ -395,7 +397,7 @@ def subscription(
 ) -> Subscription:
     return Subscription(
         id=1,
-        user_id="alice",
+        account_id="user:alice",
         plan_code=plan_code,
         status=status,
         started_at=NOW,

@@ -143,7 +143,7 @@ def test_the_quota_snapshot_follows_what_the_guard_charges(client: FlaskClient) 
     assert refused.status_code == 429
     quota = me(client, "alice")["quota"]
     assert (quota["limit"], quota["used"], quota["available"]) == (20, 20, 0)
-    allowance = get_state().quotas.allowance("alice", "analysis")
+    allowance = get_state().quotas.allowance("user:alice", "analysis")
     assert (allowance.limit, allowance.used, allowance.remaining) == (20, 20, 0)
 
 

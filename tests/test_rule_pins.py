@@ -37,7 +37,7 @@ def stored_rows(app: Flask, now: datetime) -> None:
         for index, (name, offset) in enumerate(EDGES.items()):
             connection.execute(
                 subscriptions.insert().values(
-                    user_id=name,
+                    account_id=name,
                     plan_code="starter",
                     status=(
                         SubscriptionStatus.CANCELLED if index % 2 else SubscriptionStatus.ACTIVE
@@ -68,10 +68,10 @@ def test_every_form_of_the_lapsed_rule_agrees_with_the_domain(app: Flask, clock:
     assert len(rows) == len(EDGES)
     for row in rows:
         lapsed = store.to_subscription(row).has_lapsed(now)
-        assert bool(row.lapsed_expression) is lapsed, row.user_id
-        assert bool(row.lapsed_text) is lapsed, row.user_id
-        assert row.plan_in_force == ("free" if lapsed else "starter"), row.user_id
-    assert {row.user_id for row in rows if row.lapsed_expression} == {
+        assert bool(row.lapsed_expression) is lapsed, row.account_id
+        assert bool(row.lapsed_text) is lapsed, row.account_id
+        assert row.plan_in_force == ("free" if lapsed else "starter"), row.account_id
+    assert {row.account_id for row in rows if row.lapsed_expression} == {
         "ended a month ago",
         "ended a microsecond ago",
         "ends exactly now",

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from flask_profile_billing import ProfileBilling
 from flask_profile_billing.state import get_state
@@ -299,7 +299,11 @@ def test_two_scheduler_processes_end_each_subscription_and_send_each_notice_once
     app = create_host_app(database_url, {})
     with app.app_context(), get_state(app).runtime.engine.connect() as connection:
         rows = connection.execute(
-            select(notifications.c.user_id, notifications.c.kind, notifications.c.subject)
+            select(
+                func.substr(notifications.c.account_id, 6),
+                notifications.c.kind,
+                notifications.c.subject,
+            )
         ).all()
         claimed_by_workers = {tuple(row) for row in rows if row.kind != "quota_low"}
         assert set(sent) == claimed_by_workers

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import job_leases, notifications
@@ -89,7 +89,11 @@ def holder_pid(holder: str) -> int:
 
 def notification_rows(app: Flask) -> list[tuple[str, str, str]]:
     with app.app_context(), get_state(app).runtime.engine.connect() as connection:
-        query = select(notifications.c.user_id, notifications.c.kind, notifications.c.subject)
+        query = select(
+            func.substr(notifications.c.account_id, 6).label("user_id"),
+            notifications.c.kind,
+            notifications.c.subject,
+        )
         return [(row.user_id, row.kind, row.subject) for row in connection.execute(query)]
 
 

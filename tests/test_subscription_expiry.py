@@ -369,7 +369,7 @@ def expired_notices_of(app: Flask, user_id: str) -> int:
     query = (
         select(func.count())
         .select_from(notifications)
-        .where(notifications.c.user_id == user_id, notifications.c.kind == "expired")
+        .where(notifications.c.account_id == "user:" + user_id, notifications.c.kind == "expired")
     )
     with engine.connect() as connection:
         return int(connection.execute(query).scalar_one())

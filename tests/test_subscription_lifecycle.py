@@ -74,7 +74,9 @@ def test_first_access_announces_the_new_subscription_once(
         created = billing.subscription("alice")
         billing.subscription("alice")
 
-    assert changes == [{"user_id": "alice", "previous": None, "current": created}]
+    assert changes == [
+        {"user_id": "alice", "account_id": "user:alice", "previous": None, "current": created}
+    ]
 
 
 def test_concurrent_first_accesses_create_exactly_one_subscription(
@@ -146,7 +148,7 @@ def test_change_plan_keeps_the_previous_subscription_as_ended_history(
 
     paid = billing.change_plan("alice", "professional", 1)
 
-    history = get_state().subscriptions.history("alice")
+    history = get_state().subscriptions.history("user:alice")
     assert [(s.id, s.plan_code) for s in history] == [(free.id, "free"), (paid.id, "professional")]
     previous = row_of(app, "alice", free.id)
     assert previous.ended_at == NOW
@@ -161,7 +163,9 @@ def test_change_plan_announces_previous_and_current(app: Flask, billing: Profile
     with recorded(signals.subscription_changed, app) as changes:
         paid = billing.change_plan("alice", "professional", 1)
 
-    assert changes == [{"user_id": "alice", "previous": free, "current": paid}]
+    assert changes == [
+        {"user_id": "alice", "account_id": "user:alice", "previous": free, "current": paid}
+    ]
 
 
 def test_change_plan_unlocks_the_plans_features_at_the_guard(

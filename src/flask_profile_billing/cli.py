@@ -13,6 +13,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .domain.accounts import personal_account_id
 from .domain.catalog import render
 from .domain.errors import UnknownMetricError, UnknownPlanError
 from .domain.subscriptions import Subscription, SubscriptionStatus
@@ -63,7 +64,9 @@ def grant(user: str, plan: str, months: str) -> None:
     with _clear_errors():
         state.runtime.catalog.plan(plan)
         user_id = find_host_user_id(state.runtime, user)
-        subscription = state.subscriptions.change_plan(user_id, plan, int(months))
+        subscription = state.subscriptions.change_plan(
+            personal_account_id(user_id), plan, int(months)
+        )
     click.echo(f"User {_who(user, user_id)} is on {_describe(subscription)}.")
 
 
@@ -75,7 +78,7 @@ def cancel(user: str) -> None:
     with _clear_errors():
         state = get_state()
         user_id = find_host_user_id(state.runtime, user)
-        subscription = state.subscriptions.cancel(user_id)
+        subscription = state.subscriptions.cancel(personal_account_id(user_id))
     click.echo(
         f"Cancelled: user {_who(user, user_id)} keeps {_describe(subscription)}, "
         "then moves to free."
@@ -90,7 +93,7 @@ def resume(user: str) -> None:
     with _clear_errors():
         state = get_state()
         user_id = find_host_user_id(state.runtime, user)
-        subscription = state.subscriptions.resume(user_id)
+        subscription = state.subscriptions.resume(personal_account_id(user_id))
     click.echo(f"Resumed: user {_who(user, user_id)} is on {_describe(subscription)}.")
 
 
@@ -199,7 +202,9 @@ _METRIC = click.option(
 def top_users(days: int, limit: int, metric: str | None, output: str) -> None:
     """Users with the most use of a metric over the last DAYS days."""
     rows = get_state().reports.top_users(_report_metric(metric), days, limit)
-    _print(output, [asdict(row) for row in rows], ["user_id", "total"])
+    _print(
+        output, [{"user_id": row.user_id, "total": row.total} for row in rows], ["user_id", "total"]
+    )
 
 
 @report.command("plans")

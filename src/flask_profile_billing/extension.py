@@ -20,6 +20,7 @@ from . import signals
 from .api.blueprints import register_api
 from .catalog_config import load_catalog
 from .cli import build_cli_group
+from .domain.accounts import personal_account_id
 from .domain.catalog import Catalog, Plan
 from .domain.limits import Allowance
 from .domain.subscriptions import Subscription
@@ -110,9 +111,13 @@ def _follow_cancels(runtime: Runtime, recurring: RecurringService) -> None:
         return
 
     def receiver(
-        app: Any, user_id: str, previous: Subscription | None, current: Subscription, **_: Any
+        app: Any,
+        account_id: str,
+        previous: Subscription | None,
+        current: Subscription,
+        **_: Any,
     ) -> None:
-        recurring.on_subscription_changed(user_id, previous, current)
+        recurring.on_subscription_changed(account_id, previous, current)
 
     signals.subscription_changed.connect(receiver, sender=runtime.app, weak=False)
 
@@ -202,25 +207,29 @@ class ProfileBilling:
 
     def subscription(self, user_id: str) -> Subscription:
         """The user's current subscription (a free one is created on first access)."""
-        return get_state().subscriptions.current(str(user_id))
+        return get_state().subscriptions.current(personal_account_id(str(user_id)))
 
     def plan(self, user_id: str) -> Plan:
         """The plan whose limits apply to the user now."""
-        return get_state().quotas.effective_plan(str(user_id))[1]
+        return get_state().quotas.effective_plan(personal_account_id(str(user_id)))[1]
 
     def change_plan(self, user_id: str, plan_code: str, months: int = 1) -> Subscription:
         """Put a user on a plan for 1 or 12 months, without payment (admin, CLI, confirmed payments)."""
-        return get_state().subscriptions.change_plan(str(user_id), plan_code, months)
+        return get_state().subscriptions.change_plan(
+            personal_account_id(str(user_id)), plan_code, months
+        )
 
     def start_trial(self, user_id: str, plan_code: str, days: int) -> Subscription:
-        return get_state().subscriptions.start_trial(str(user_id), plan_code, days)
+        return get_state().subscriptions.start_trial(
+            personal_account_id(str(user_id)), plan_code, days
+        )
 
     def cancel(self, user_id: str) -> Subscription:
         """Cancel at the end of the paid period; access is kept until then."""
-        return get_state().subscriptions.cancel(str(user_id))
+        return get_state().subscriptions.cancel(personal_account_id(str(user_id)))
 
     def resume(self, user_id: str) -> Subscription:
-        return get_state().subscriptions.resume(str(user_id))
+        return get_state().subscriptions.resume(personal_account_id(str(user_id)))
 
     def expire_lapsed(self) -> int:
         """Catch up stored statuses: end lapsed subscriptions and start free ones. Returns the count."""
@@ -240,10 +249,10 @@ class ProfileBilling:
     # -- quotas, features, gauges (the guards' checks, for code that is not a view) -------------
 
     def allowance(self, user_id: str, metric: str) -> Allowance:
-        return get_state().quotas.allowance(str(user_id), metric)
+        return get_state().quotas.allowance(personal_account_id(str(user_id)), metric)
 
     def allowances(self, user_id: str) -> dict[str, Allowance]:
-        return get_state().quotas.allowances(str(user_id))
+        return get_state().quotas.allowances(personal_account_id(str(user_id)))
 
     def consume(
         self,
@@ -258,7 +267,7 @@ class ProfileBilling:
         """Charge a periodic metric now, or raise ``QuotaExceeded`` having charged nothing."""
         with refusals_noted():
             return get_state().quotas.reserve(
-                str(user_id),
+                personal_account_id(str(user_id)),
                 metric,
                 amount,
                 idempotency_key=idempotency_key,
@@ -297,20 +306,22 @@ class ProfileBilling:
             raise
 
     def has_feature(self, user_id: str, feature: str) -> bool:
-        return get_state().quotas.has_feature(str(user_id), feature)
+        return get_state().quotas.has_feature(personal_account_id(str(user_id)), feature)
 
     def require_feature(self, user_id: str, feature: str) -> None:
         """Raise ``FeatureNotAvailable`` unless the user's plan includes ``feature``."""
         with refusals_noted():
-            get_state().quotas.require_feature(str(user_id), feature)
+            get_state().quotas.require_feature(personal_account_id(str(user_id)), feature)
 
     def capacity(self, user_id: str, metric: str) -> Allowance:
-        return get_state().quotas.capacity(str(user_id), metric)
+        return get_state().quotas.capacity(personal_account_id(str(user_id)), metric)
 
     def require_capacity(self, user_id: str, metric: str, amount: int = 1) -> Allowance:
         """Raise ``QuotaExceeded`` unless ``amount`` more of a gauge fits under the plan's cap."""
         with refusals_noted():
-            return get_state().quotas.require_capacity(str(user_id), metric, amount)
+            return get_state().quotas.require_capacity(
+                personal_account_id(str(user_id)), metric, amount
+            )
 
     # -- the activity feed ---------------------------------------------------------------------
 

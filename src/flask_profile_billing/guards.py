@@ -24,6 +24,7 @@ from flask_login import current_user
 from flask_login.signals import user_unauthorized
 from werkzeug.wrappers import Response
 
+from .account_context import request_account_id
 from .domain.limits import Allowance, validate_amount
 from .errors import ApiError, InvalidRequest
 from .responses import (
@@ -83,7 +84,11 @@ def requires_quota(
             token = uuid.uuid4().hex
             return _charge_and_run(state, user_id, metric, amount, run, token, charge_when)[0]
         idempotent = IdempotentRequest(
-            user_id, request.endpoint or request.path, key, _fingerprint()
+            user_id,
+            request.endpoint or request.path,
+            key,
+            _fingerprint(),
+            request_account_id(state, user_id),
         )
         with database_faults_as_503():
             outcome = state.idempotency.begin(idempotent)
@@ -135,14 +140,20 @@ def _charge_and_run(
     back a charge that was never made changes nothing. A ``charge_when`` that raises fails the
     request like a view that raises.
     """
+    account_id = request_account_id(state, user_id)
     try:
         reservation = state.quotas.reserve(
-            user_id, metric, amount, idempotency_key=token, resources=request.view_args or None
+            account_id,
+            metric,
+            amount,
+            actor_user_id=user_id,
+            idempotency_key=token,
+            resources=request.view_args or None,
         )
     except DATABASE_FAULTS as error:
         if not is_database_fault(error):
             raise
-        state.charge_returns.return_later(PendingReturn(user_id, idempotency_key=token))
+        state.charge_returns.return_later(PendingReturn(account_id, idempotency_key=token))
         raise database_unavailable_error(error) from error
     keep_failures = state.runtime.settings.charge_failed_requests
     try:
@@ -169,7 +180,7 @@ def requires_feature(
 
     def check(state: BillingState, user_id: str, run: Callable[[], Response]) -> Response:
         with database_faults_as_503():
-            state.quotas.require_feature(user_id, feature)
+            state.quotas.require_feature(request_account_id(state, user_id), feature)
         return run()
 
     return _guard(check, methods)
@@ -202,7 +213,9 @@ def requires_capacity(
         with ExitStack() as held:
             held.push(lock_lost)
             with database_faults_as_503():
-                before = held.enter_context(state.quotas.capacity_held(user_id, metric, amount))
+                before = held.enter_context(
+                    state.quotas.capacity_held(request_account_id(state, user_id), metric, amount)
+                )
             answered.append(run())
         response = answered[0]
         used = before.used + (amount if response.status_code < 400 else 0)

@@ -6,6 +6,11 @@ Every signal is sent with the Flask app as sender and keyword arguments named in
 
     @signals.quota_exceeded.connect
     def notify(app, user_id, metric, allowance, **extra): ...
+
+Billing belongs to accounts and users act: each signal about billing also names the account,
+``account_id`` (a user's personal account is ``user:<user id>``). ``user_id`` stays the user: the
+personal account's user, or for a charge the user who acted; None for a team account's events
+that no user caused.
 """
 
 from blinker import Namespace
@@ -13,26 +18,29 @@ from blinker import Namespace
 _signals = Namespace()
 
 quota_consumed = _signals.signal("quota-consumed")
-"""``user_id``, ``metric``, ``amount``, ``allowance`` (after the charge)."""
+"""``user_id`` (who acted), ``account_id`` (what was charged), ``metric``, ``amount``,
+``allowance`` (after the charge)."""
 quota_exceeded = _signals.signal("quota-exceeded")
-"""``user_id``, ``metric``, ``amount``, ``allowance`` (what refused it)."""
+"""``user_id`` (who acted), ``account_id``, ``metric``, ``amount``, ``allowance`` (what refused
+it)."""
 quota_low = _signals.signal("quota-low")
-"""``user_id``, ``metric``, ``allowance``: sent by the charge that takes usage to the threshold,
-once per user, metric and period (a refund that dips under it and a second crossing send nothing:
-the period's ``quota_low`` notification was claimed already)."""
+"""``user_id`` (who acted), ``account_id``, ``metric``, ``allowance``: sent by the charge that
+takes usage to the threshold, once per account, metric and period (a refund that dips under it
+and a second crossing send nothing: the period's ``quota_low`` notification was claimed
+already)."""
 subscription_changed = _signals.signal("subscription-changed")
-"""``user_id``, ``previous`` (or None for a new user), ``current``."""
+"""``user_id``, ``account_id``, ``previous`` (or None for a new account), ``current``."""
 subscription_expired = _signals.signal("subscription-expired")
-"""``user_id``, ``subscription`` (the one that lapsed, as stored after ending), ``current`` (the free one
-that follows), ``in_batch`` (True when a maintenance batch ended it)."""
+"""``user_id``, ``account_id``, ``subscription`` (the one that lapsed, as stored after ending),
+``current`` (the free one that follows), ``in_batch`` (True when a maintenance batch ended it)."""
 subscriptions_expired = _signals.signal("subscriptions-expired")
-"""``user_ids`` (the users of the batch) and ``expired`` (a list of ``(subscription, current)``
-pairs): one batch of ``flask billing maintenance``, sent once per batch. A batch ends its
-subscriptions in SQL and reads them back as objects only while a receiver of this signal, of
-``subscription_expired`` or of ``notification_due`` is connected for the app (with none, ``expired``
-is empty); each pair is also sent as ``subscription_expired`` with ``in_batch=True`` while that
-signal has a receiver. A receiver that writes in bulk uses this one; one per user (an email) can
-use either."""
+"""``user_ids`` (the users of the batch's personal accounts), ``account_ids`` (its accounts) and
+``expired`` (a list of ``(subscription, current)`` pairs): one batch of ``flask billing
+maintenance``, sent once per batch. A batch ends its subscriptions in SQL and reads them back as
+objects only while a receiver of this signal, of ``subscription_expired`` or of
+``notification_due`` is connected for the app (with none, ``expired`` is empty); each pair is also
+sent as ``subscription_expired`` with ``in_batch=True`` while that signal has a receiver. A
+receiver that writes in bulk uses this one; one per user (an email) can use either."""
 profile_viewed = _signals.signal("profile-viewed")
 """``user_id``, ``source``: the profile was read. ``source`` is ``"api"`` for the server's own
 ``GET /api/profile/me``, ``"page"`` for a render of the profile page and ``"client"`` for the
@@ -45,14 +53,14 @@ buy_cta_clicked = _signals.signal("buy-cta-clicked")
 when the page opened its purchase dialog without JavaScript, ``"client"`` for the page's
 ``profile:cta_buy_quota`` event."""
 notification_due = _signals.signal("notification-due")
-"""``user_id``, ``kind`` (``expiring``, ``quota_low``, ``quota_blocked`` or ``expired``),
-``subject`` (the subscription id or the metric), ``period`` (the end of the paid period or the start
-of the usage period, an aware UTC datetime) and ``notification``: sent once per user, kind, subject
-and period, after the transaction that claimed it committed (a charge, a refusal, an expiry, or a
-maintenance sweep)."""
+"""``user_id`` (whom it tells; None for a team account's), ``account_id``, ``kind``
+(``expiring``, ``quota_low``, ``quota_blocked`` or ``expired``), ``subject`` (the subscription id
+or the metric), ``period`` (the end of the paid period or the start of the usage period, an aware
+UTC datetime) and ``notification``: sent once per account, kind, subject and period, after the
+transaction that claimed it committed (a charge, a refusal, an expiry, or a maintenance sweep)."""
 email_uncertain = _signals.signal("email-uncertain")
-"""``user_id``, ``kind``, ``notification`` and ``resent``: the email of a notification was taken
-for sending and its outcome never recorded within BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS (the run
-died or stalled mid-batch), so it may or may not have gone out. ``resent`` is True when
-BILLING_EMAIL_RESEND_UNCERTAIN sends it again, False when it stays ``uncertain``. Sent once per
-notification, by the maintenance run that finds it."""
+"""``user_id``, ``account_id``, ``kind``, ``notification`` and ``resent``: the email of a
+notification was taken for sending and its outcome never recorded within
+BILLING_EMAIL_UNCERTAIN_AFTER_SECONDS (the run died or stalled mid-batch), so it may or may not
+have gone out. ``resent`` is True when BILLING_EMAIL_RESEND_UNCERTAIN sends it again, False when
+it stays ``uncertain``. Sent once per notification, by the maintenance run that finds it."""

@@ -38,7 +38,7 @@ def stored_rows(app: Flask, user_id: str) -> list[Row[Any]]:
     engine = app.extensions["sqlalchemy"].engine
     query = (
         select(subscriptions_table)
-        .where(subscriptions_table.c.user_id == user_id)
+        .where(subscriptions_table.c.account_id == "user:" + user_id)
         .order_by(subscriptions_table.c.id)
     )
     with engine.connect() as connection:
@@ -50,7 +50,10 @@ def current_row_count(app: Flask, user_id: str) -> int:
     query = (
         select(func.count())
         .select_from(subscriptions_table)
-        .where(subscriptions_table.c.user_id == user_id, subscriptions_table.c.ended_at.is_(None))
+        .where(
+            subscriptions_table.c.account_id == "user:" + user_id,
+            subscriptions_table.c.ended_at.is_(None),
+        )
     )
     with engine.connect() as connection:
         return int(connection.execute(query).scalar_one())

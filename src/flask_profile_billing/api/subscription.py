@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request, url_for
 
+from ..account_context import request_account_id
 from ..domain.dates import format_day
 from ..presenters import plan_dict, subscription_dict
 from ..state import BillingState, get_state
@@ -34,19 +35,19 @@ def plans() -> Response:
 def current() -> Response:
     load_query(NoQuerySchema())
     state = get_state()
-    return ok({"subscription": _subscription(state, current_user_id())})
+    return ok({"subscription": _subscription(state, request_account_id(state, current_user_id()))})
 
 
 @authenticated
 def upgrade() -> Response:
     body = load_json(UpgradeSchema())
     state = get_state()
-    user_id = current_user_id()
+    account_id = request_account_id(state, current_user_id())
     outcome = state.plan_changes.request_change(
-        user_id, body["plan_type"], body["duration_months"], _return_url(state)
+        account_id, body["plan_type"], body["duration_months"], _return_url(state)
     )
     data: dict[str, Any] = {
-        "subscription": _subscription(state, user_id),
+        "subscription": _subscription(state, account_id),
         "message": outcome.message,
     }
     if outcome.payment is not None:
@@ -59,12 +60,12 @@ def upgrade() -> Response:
 def usage() -> Response:
     query = load_query(UsageQuerySchema())
     state = get_state()
-    user_id = current_user_id()
-    stats = state.usage.usage(user_id, query["days"])
+    account_id = request_account_id(state, current_user_id())
+    stats = state.usage.usage(account_id, query["days"])
     return ok(
         {
             "period_days": stats.days,
-            "subscription": _subscription(state, user_id),
+            "subscription": _subscription(state, account_id),
             "total_usage": stats.totals,
             "daily_usage": {day.isoformat(): totals for day, totals in stats.daily.items()},
         }
@@ -74,7 +75,8 @@ def usage() -> Response:
 @authenticated
 def limits_check() -> Response:
     load_query(NoQuerySchema())
-    checks = get_state().quotas.limits_check(current_user_id())
+    state = get_state()
+    checks = state.quotas.limits_check(request_account_id(state, current_user_id()))
     data: dict[str, Any] = {check.metric.check_key: check.allowed for check in checks}
     data["messages"] = {check.metric.message_key: check.refusal for check in checks}
     return ok(data)
@@ -84,21 +86,21 @@ def limits_check() -> Response:
 def cancel() -> Response:
     state = get_state()
     user_id = current_user_id()
-    subscription = state.subscriptions.cancel(
-        user_id
-    )  # NOT_CANCELLABLE for a plan that never lapses
+    account_id = request_account_id(state, user_id)
+    # NOT_CANCELLABLE for a plan that never lapses
+    subscription = state.subscriptions.cancel(account_id)
     assert subscription.expires_at is not None  # cancel refuses subscriptions that never lapse
     until = format_day(subscription.expires_at.astimezone(state.profiles.timezone_of(user_id)))
     return ok(
         {
-            "subscription": _subscription(state, user_id),
+            "subscription": _subscription(state, account_id),
             "message": f"Subscription cancelled. Access is kept until {until}",
         }
     )
 
 
-def _subscription(state: BillingState, user_id: str) -> dict[str, Any]:
-    subscription, plan, allowances = state.quotas.snapshot(user_id)
+def _subscription(state: BillingState, account_id: str) -> dict[str, Any]:
+    subscription, plan, allowances = state.quotas.snapshot(account_id)
     return subscription_dict(
         subscription, plan, state.runtime.catalog, allowances, state.runtime.now()
     )

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from .accounts import personal_user_id
+
 
 class NotificationKind(StrEnum):
     EXPIRING = "expiring"
@@ -55,7 +57,7 @@ class Notification:
     """A claimed notification, as its signal and its email receive it."""
 
     id: int
-    user_id: str
+    account_id: str
     kind: NotificationKind
     subject: str
     """The subscription id (``expiring``, ``expired``), the metric (``quota_*``) or the declined
@@ -65,6 +67,13 @@ class Notification:
     created_at: datetime
     status: NotificationStatus = NotificationStatus.SENT
     attempts: int = 0
+    recipient_user_id: str | None = None
+    """Whom it tells; None: the account's own recipients (a personal account: its user)."""
+
+    @property
+    def user_id(self) -> str | None:
+        """The user it tells: its recipient, else the personal account's user (None for a team)."""
+        return self.recipient_user_id or personal_user_id(self.account_id)
 
     @property
     def period_moment(self) -> datetime:
@@ -74,6 +83,7 @@ class Notification:
     def as_signal_arguments(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
+            "account_id": self.account_id,
             "kind": self.kind.value,
             "subject": self.subject,
             "period": self.period_moment,

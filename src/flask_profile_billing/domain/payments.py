@@ -62,7 +62,7 @@ class ProviderEvent:
     provider_payment_id: str | None
     amount: Decimal
     currency: str
-    user_id: str | None = None
+    account_id: str | None = None
     """The user the provider says the payment is for (echoed metadata), when it says so: it must
     be the user of our payment, or the event is rejected."""
     refund_reference: str | None = None
@@ -189,7 +189,7 @@ class Payment:
     """A payment as stored (``billing_payments``)."""
 
     id: str
-    user_id: str
+    account_id: str
     provider: str
     provider_payment_id: str | None
     plan_code: str
@@ -210,7 +210,7 @@ class Arrangement:
     """A recurring arrangement as stored (``billing_recurring``): what renews a user's plan."""
 
     id: str
-    user_id: str
+    account_id: str
     provider: str
     reference: str
     """The provider's id of it: a Stripe subscription, a saved YooKassa payment method."""
@@ -370,7 +370,7 @@ def decide(event: ProviderEvent, records: EventRecords, now: datetime) -> Decisi
         and event.provider_payment_id != payment.provider_payment_id
     ):
         return _refused(payment, event, "the provider payment id does not match")
-    if event.user_id is not None and event.user_id != payment.user_id:
+    if event.account_id is not None and event.account_id != payment.account_id:
         return _refused(payment, event, "the event is for another user than the payment")
     if event.event_type in REVERSAL_TYPES:
         return _decide_reversal(event, payment)
@@ -414,7 +414,7 @@ def _decide_confirmation(
     ending = records.arrangement
     if (
         ending is not None
-        and ending.user_id == payment.user_id
+        and ending.account_id == payment.account_id
         and ending.status in (ArrangementStatus.CANCELLING, ArrangementStatus.ENDED)
     ):
         # The provider already said the arrangement ends (the events crossed): the plan about to
@@ -432,7 +432,7 @@ def _set_up(
         return None
     return Arrangement(
         id=records.new_id,
-        user_id=payment.user_id,
+        account_id=payment.account_id,
         provider=payment.provider,
         reference=event.recurring_reference,
         customer_reference=event.customer_reference,
@@ -492,7 +492,7 @@ def _decide_recurring(event: ProviderEvent, records: EventRecords, now: datetime
     arrangement = records.arrangement
     first = records.payment
     if arrangement is None:
-        if first is not None and event.user_id in (None, first.user_id):
+        if first is not None and event.account_id in (None, first.account_id):
             # Delivered before the first payment's confirmation: that payment (named in the
             # subscription's metadata) is what the arrangement copies.
             keep = KeepReferences(
@@ -504,7 +504,7 @@ def _decide_recurring(event: ProviderEvent, records: EventRecords, now: datetime
                 DeliveryOutcome.PROCESSED, effects=(keep,), after=(StopReplaced(),), again=True
             )
         return Decision(DeliveryOutcome.IGNORED, "not a recurring arrangement of ours")
-    if event.user_id is not None and event.user_id != arrangement.user_id:
+    if event.account_id is not None and event.account_id != arrangement.account_id:
         return Decision(DeliveryOutcome.REJECTED, "the event is for another user")
     if event.event_type == RECURRING_PAID:
         return _decide_renewal(event, arrangement, records, now)
@@ -568,7 +568,7 @@ def renewal_of(
     currency (copied from its first payment), never what a provider reports."""
     return Payment(
         id=payment_id,
-        user_id=arrangement.user_id,
+        account_id=arrangement.account_id,
         provider=arrangement.provider,
         provider_payment_id=provider_payment_id,
         plan_code=arrangement.plan_code,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from .accounts import personal_user_id
+
 
 class SubscriptionStatus(StrEnum):
     ACTIVE = "active"
@@ -24,7 +26,7 @@ class EndReason(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Subscription:
     id: int
-    user_id: str
+    account_id: str
     plan_code: str
     status: SubscriptionStatus
     """As stored; ``status_at`` is what it is at a given moment."""
@@ -33,6 +35,11 @@ class Subscription:
     """``None`` for a subscription that never lapses (the free one)."""
     period_anchor: datetime
     cancelled_at: datetime | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        """The user whose personal account holds the subscription; None for a team's."""
+        return personal_user_id(self.account_id)
 
     def has_lapsed(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at

@@ -32,6 +32,7 @@ from werkzeug.wrappers import Response as AnyResponse
 
 from .. import csrf, signals
 from .._version import __version__
+from ..account_context import request_account_id
 from ..domain.catalog import render
 from ..errors import BillingError, PaymentRequired
 from ..presentation.i18n import translatable
@@ -121,13 +122,14 @@ def render_page(
     settings = runtime.settings
     uid = user_id()
     snapshot = state.profiles.read(uid)
-    subscription, plan, allowances = state.quotas.snapshot(uid)
-    gauges = state.quotas.gauges(uid, plan)
+    account_id = request_account_id(state, uid)
+    subscription, plan, allowances = state.quotas.snapshot(account_id)
+    gauges = state.quotas.gauges(account_id, plan)
     zone = state.profiles.timezone_of(uid)
     now = runtime.now()
     days = _choice(request.args.get("days"), model.PERIODS, model.DEFAULT_PERIOD)
     billing = "yearly" if request.args.get("billing") == "yearly" else "monthly"
-    usage = state.usage.usage(uid, days)
+    usage = state.usage.usage(account_id, days)
     metrics = runtime.catalog.periodic_metric_names
     primary = settings.primary_metric
     payments_ui = settings.payments_ui_enabled
@@ -172,7 +174,7 @@ def render_page(
         )
         if payments_ui
         else [],
-        payments=model.payment_rows(t, state.payments.history(uid), runtime.catalog, zone),
+        payments=model.payment_rows(t, state.payments.history(account_id), runtime.catalog, zone),
         activity=activity,
     )
     if dialog not in DIALOGS or (dialog == "buy" and not payments_ui):
@@ -273,7 +275,7 @@ def cancel() -> AnyResponse:
     t = _translator()
     uid = user_id()
     try:
-        subscription = state.subscriptions.cancel(uid)
+        subscription = state.subscriptions.cancel(request_account_id(state, uid))
     except BillingError as error:
         if error.error_code != "NOT_CANCELLABLE":
             raise
@@ -300,7 +302,7 @@ def resume() -> AnyResponse:
     state = get_state()
     t = _translator()
     try:
-        state.subscriptions.resume(user_id())
+        state.subscriptions.resume(request_account_id(state, user_id()))
     except BillingError as error:
         if error.error_code != "NOT_RESUMABLE":
             raise
@@ -321,7 +323,9 @@ def change_plan() -> AnyResponse:
     try:
         # The provider sends the user back here once they paid (or gave up).
         back = url_for(f"{request.blueprint}.profile", _external=True)
-        outcome = state.plan_changes.request_change(user_id(), code, months, back)
+        outcome = state.plan_changes.request_change(
+            request_account_id(state, user_id()), code, months, back
+        )
     except PaymentRequired:
         if not state.runtime.settings.payments_ui_enabled:
             return after(t.gettext("Contact us to change to this plan."), FLASH_ERROR)
@@ -361,7 +365,7 @@ def usage_csv() -> AnyResponse:
     """The usage chart's numbers: one row per UTC day, one column per periodic metric."""
     state = get_state()
     days = _choice(request.args.get("days"), (*model.PERIODS, 365), model.DEFAULT_PERIOD)
-    stats = state.usage.usage(user_id(), days)
+    stats = state.usage.usage(request_account_id(state, user_id()), days)
     metrics = state.runtime.catalog.periodic_metric_names
     today = state.runtime.now().astimezone(UTC).date()
     buffer = io.StringIO()

@@ -25,6 +25,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from ..domain.accounts import personal_account_id, personal_user_id
 from ..domain.payments import (
     EVENT_TYPES as EVENT_TYPES,
 )
@@ -86,7 +87,7 @@ class PaymentIntent:
 
     id: str
     """Our payment id: the provider should echo it back in its events (metadata, order id...)."""
-    user_id: str
+    account_id: str
     plan_code: str
     plan_name: str
     months: int
@@ -326,6 +327,28 @@ def parse_amount(value: Any) -> Decimal:
     if not amount.is_finite() or amount < 0:
         raise InvalidEvent(f"amount {value!r} is not a valid amount")
     return amount
+
+
+def account_metadata(account_id: str) -> dict[str, str]:
+    """What a payment's provider metadata says of the account it is for: the account, and for a
+    personal account also its user (as payments started before accounts said)."""
+    metadata = {"account_id": account_id}
+    user_id = personal_user_id(account_id)
+    if user_id is not None:
+        metadata["user_id"] = user_id
+    return metadata
+
+
+def account_in_metadata(metadata: Mapping[str, Any]) -> str | None:
+    """The account echoed metadata says a payment is for: ``account_id``, else the personal
+    account of ``user_id`` (payments started before accounts); None when it says neither."""
+    account_id = metadata.get("account_id")
+    if isinstance(account_id, str) and account_id:
+        return account_id
+    user_id = metadata.get("user_id")
+    if isinstance(user_id, str) and user_id:
+        return personal_account_id(user_id)
+    return None
 
 
 def _text(payload: Mapping[str, Any], key: str) -> str:

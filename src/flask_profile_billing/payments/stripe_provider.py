@@ -55,6 +55,8 @@ from .providers import (
     PaymentIntent,
     ProviderEvent,
     ProviderPayment,
+    account_in_metadata,
+    account_metadata,
 )
 from .signatures import InvalidSignature
 
@@ -160,7 +162,7 @@ class StripeProvider:
     def start(self, payment: PaymentIntent) -> ProviderPayment:
         metadata = {
             "payment_id": payment.id,
-            "user_id": payment.user_id,
+            **account_metadata(payment.account_id),
             "plan": payment.plan_code,
             "months": str(payment.months),
         }
@@ -309,7 +311,7 @@ def _session_event(event_id: str, event_type: str, session: Mapping[str, Any]) -
         provider_payment_id=_optional_text(session.get("id")),
         amount=from_minor_units(session.get("amount_total"), currency),
         currency=currency.upper(),
-        user_id=_optional_text(metadata.get("user_id")),
+        account_id=account_in_metadata(metadata),
         refund_reference=_id_of(session.get("payment_intent")),
         recurring_reference=_id_of(session.get("subscription")),
         customer_reference=_id_of(session.get("customer")),
@@ -339,7 +341,7 @@ def _invoice_event(
         provider_payment_id=None if first else _optional_text(invoice.get("id")),
         amount=from_minor_units(invoice.get("amount_paid"), currency),
         currency=currency.upper(),
-        user_id=_optional_text(metadata.get("user_id")),
+        account_id=account_in_metadata(metadata),
         refund_reference=_invoice_payment_intent(invoice),
         recurring_reference=subscription,
         customer_reference=_id_of(invoice.get("customer")),
@@ -381,7 +383,7 @@ def _subscription_event(
         provider_payment_id=None,
         amount=Decimal(0),
         currency="",
-        user_id=_optional_text(metadata.get("user_id")),
+        account_id=account_in_metadata(metadata),
         recurring_reference=reference,
         customer_reference=_id_of(subscription.get("customer")),
         occurred_at=occurred_at,
@@ -405,7 +407,7 @@ def _reversal_event(event_id: str, event_type: str, item: Mapping[str, Any]) -> 
         provider_payment_id=None,
         amount=from_minor_units(item.get("amount_refunded" if refunded else "amount"), currency),
         currency=currency.upper(),
-        user_id=_optional_text(metadata.get("user_id")),
+        account_id=account_in_metadata(metadata),
         refund_reference=intent,
     )
 

@@ -46,6 +46,8 @@ from .providers import (
     ProviderEvent,
     ProviderPayment,
     RenewalCharge,
+    account_in_metadata,
+    account_metadata,
 )
 
 DEFAULT_API_URL = "https://api.yookassa.ru/v3"
@@ -118,7 +120,7 @@ class YooKassaProvider:
             "amount": amount,
             "capture": True,
             "description": description,
-            "metadata": {"payment_id": payment.id, "user_id": payment.user_id},
+            "metadata": {"payment_id": payment.id, **account_metadata(payment.account_id)},
         }
         if self._receipt_vat_code is not None:
             if not payment.customer_email:
@@ -222,7 +224,7 @@ class YooKassaProvider:
             provider_payment_id=provider_payment_id,
             amount=amount,
             currency=str(payment.amount.currency).upper(),
-            user_id=_text(metadata.get("user_id")),
+            account_id=account_in_metadata(metadata),
             recurring_reference=saved_method if status == "succeeded" else None,
         )
 
@@ -256,7 +258,7 @@ class YooKassaProvider:
             provider_payment_id=payment_id,
             amount=_amount(refunded),
             currency=str(refunded.currency).upper(),
-            user_id=_text(metadata.get("user_id")),
+            account_id=account_in_metadata(metadata),
         )
 
 

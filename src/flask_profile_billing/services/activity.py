@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import prometheus
+from ..domain.accounts import personal_account_id
 from ..domain.activity import QUOTA_CONSUMED, QUOTA_EXCEEDED, consumption_title, refusal_title
 from ..domain.limits import Allowance
 from ..store import activity as entries
@@ -165,7 +166,7 @@ class ActivityService:
             ]
             ranked += [
                 ((row.created_at, _USAGE_RANK, row.id), _from_usage(row))
-                for row in latest_charges(connection, user_id, since, limit)
+                for row in latest_charges(connection, personal_account_id(user_id), since, limit)
             ]
         ranked.sort(key=lambda item: item[0], reverse=True)
         return [event for _, event in ranked[:limit]]

@@ -56,14 +56,15 @@ class ActivityReceivers:
         self,
         sender: Flask,
         *,
-        user_id: str,
+        user_id: str | None,
         previous: Subscription | None,
         current: Subscription,
         **_: Any,
     ) -> None:
-        if previous is None:
+        if previous is None or user_id is None:
             # The free subscription every user gets on first access is not a change they made; it
             # also happens on a user's first guarded request, which should stay as cheap as possible.
+            # A team account's change (no user) shows in no user's feed.
             return
         described = describe_change(previous, current, self._runtime.catalog)
         if described is not None:

@@ -1,4 +1,5 @@
-"""The extension's cache (Flask-Caching): profile reads and activity feeds, per user.
+"""The extension's cache (Flask-Caching): profile reads and activity feeds, per user, forgotten
+per user or per account (a personal account's reads are its user's).
 
 Every write that changes what those reads show (a charge, a refund, a plan change, a profile edit,
 a new activity entry) forgets the user's entries, so a read never shows stale quota. With
@@ -24,6 +25,7 @@ from typing import Any
 from flask import Flask
 from flask_caching import Cache
 
+from ..domain.accounts import personal_user_id
 from ..settings import BillingSettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,17 @@ class BillingCache:
         if keys and not self._call(lambda: self._cache.delete_many(*keys))[0]:
             with self._lock:
                 self._unforgotten.update(keys)
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop every cached read that shows the account's billing: after a charge, a refund, a
+        plan change of the account."""
+        self.forget_accounts([account_id])
+
+    def forget_accounts(self, account_ids: list[str]) -> None:
+        """The same for many accounts at once. A read shows the billing of the account it was
+        made for, and is cached under that read's user: a personal account's reads are its
+        user's."""
+        self.forget_users([user for user in map(personal_user_id, account_ids) if user is not None])
 
     def clear(self) -> None:
         """Forget every cached read (the tables they were read from were dropped)."""

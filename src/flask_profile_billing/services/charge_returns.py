@@ -25,7 +25,7 @@ from .runtime import Runtime
 class PendingReturn:
     """A charge to give back, found by its usage event id or by the user's idempotency key."""
 
-    user_id: str
+    account_id: str
     event_id: int | None = None
     idempotency_key: str | None = None
 
@@ -37,7 +37,7 @@ class ChargeReturnService:
 
     def give_back(self, charge: PendingReturn) -> None:
         """Give a charge back now, or later if the database is unavailable."""
-        failure = f"charge return of user {charge.user_id} (event {charge.event_id}) deferred"
+        failure = f"charge return of user {charge.account_id} (event {charge.event_id}) deferred"
         self._waiting.run_or_queue(lambda: self._apply(charge), failure)
 
     def return_later(self, charge: PendingReturn) -> None:
@@ -57,9 +57,9 @@ class ChargeReturnService:
         with write_transaction(self._runtime.engine) as connection:
             returned = refund_event(
                 connection,
-                user_id=charge.user_id,
+                account_id=charge.account_id,
                 event_id=charge.event_id,
                 idempotency_key=charge.idempotency_key,
             )
         if returned:
-            self._runtime.cache.forget_user(charge.user_id)
+            self._runtime.cache.forget_account(charge.account_id)

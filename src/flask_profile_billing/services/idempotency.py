@@ -51,6 +51,8 @@ class IdempotentRequest:
     key: str
     fingerprint: str
     """A digest of the method, path, query string and body."""
+    account_id: str
+    """The account the request charges: a takeover gives the dead holder's charge back to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +244,7 @@ class IdempotencyService:
             # Its holder stopped (a worker that died mid-request): whatever it was charged is
             # given back before this request is charged in its place.
             self._charge_returns.give_back(
-                PendingReturn(request.user_id, idempotency_key=record.token)
+                PendingReturn(request.account_id, idempotency_key=record.token)
             )
         return KeyClaim(request, claim.token)
 

@@ -43,6 +43,7 @@ from flask import url_for
 from werkzeug.routing import BuildError
 
 from .. import signals
+from ..domain.accounts import personal_user_id
 from ..domain.catalog import MetricKind, render
 from ..domain.notifications import (
     Notification,
@@ -240,6 +241,7 @@ class MailService:
                     signals.email_uncertain.send(
                         self._runtime.app,
                         user_id=notification.user_id,
+                        account_id=notification.account_id,
                         kind=notification.kind.value,
                         notification=notification,
                         resent=settings.resend_uncertain,
@@ -330,18 +332,23 @@ class MailService:
     def compose(self, notification: Notification, now: datetime) -> OutgoingEmail:
         """The email of ``notification`` at ``now``; ``_NotSent`` when there is none to send. A
         ``quota_low`` one with nothing left marks the period's ``quota_blocked`` covered."""
+        recipients = _recipients(notification.account_id, notification.recipient_user_id)
+        if not recipients:
+            raise _NotSent(_Outcome.SKIPPED, "the account has nobody to tell")
+        # One email per notification: to its one recipient.
+        recipient = recipients[0]
         try:
-            user = load_host_user(self._runtime, notification.user_id)
+            user = load_host_user(self._runtime, recipient)
         except UnknownUserError:
             raise _NotSent(_Outcome.FAILED, "the host does not know the user") from None
         host = describe_host_user(self._runtime, user)
         if not host.email:
             raise _NotSent(_Outcome.FAILED, "the user has no email address")
         translator = self.translator_for(user)
-        zone = self._profiles.timezone_of(notification.user_id)
+        zone = self._profiles.timezone_of(recipient)
         variables: dict[str, Any] = {
             "user": user,
-            "name": self._first_name(notification.user_id) or host.first_name,
+            "name": self._first_name(recipient) or host.first_name,
             "email": host.email,
             "kind": notification.kind.value,
             "notification": notification,
@@ -357,7 +364,7 @@ class MailService:
             with write_transaction(self._runtime.engine) as connection:
                 stored.cover_limit_reached(
                     connection,
-                    user_id=notification.user_id,
+                    account_id=notification.account_id,
                     metric=notification.subject,
                     period_key=notification.period_key,
                     now=now,
@@ -423,7 +430,7 @@ class MailService:
             }
         if kind is NotificationKind.RENEWAL_FAILED:
             # The grace the decline gave is the period as it now stands.
-            current = self._subscriptions.current(notification.user_id)
+            current = self._subscriptions.current(notification.account_id)
             if current.expires_at is None or current.expires_at <= now:
                 raise _NotSent(_Outcome.SKIPPED, "the plan it speaks of has ended")
             plan = catalog.plans.get(current.plan_code)
@@ -439,15 +446,15 @@ class MailService:
         metric = catalog.metrics.get(metric_name)
         if metric is None:
             raise _NotSent(_Outcome.SKIPPED, f"the catalog has no metric {metric_name!r}")
-        subscription_now = self._subscriptions.current(notification.user_id)
+        subscription_now = self._subscriptions.current(notification.account_id)
         period = self._runtime.period(subscription_now, now)
         if period_key(period.start) != notification.period_key:
             raise _NotSent(_Outcome.SKIPPED, "its usage period is over")
         if metric.kind is MetricKind.GAUGE:
-            allowance = self._quotas.capacity(notification.user_id, metric_name)
+            allowance = self._quotas.capacity(notification.account_id, metric_name)
             resets_at = None
         else:
-            allowance = self._quotas.allowance(notification.user_id, metric_name)
+            allowance = self._quotas.allowance(notification.account_id, metric_name)
             resets_at = period.end.astimezone(zone)
         limit = allowance.limit
         self._still_applies(notification, allowance.used, limit)
@@ -490,7 +497,7 @@ class MailService:
 
     def _subscription(self, notification: Notification) -> Subscription | None:
         wanted = notification.subject
-        for subscription in self._subscriptions.history(notification.user_id):
+        for subscription in self._subscriptions.history(notification.account_id):
             if str(subscription.id) == wanted:
                 return subscription
         return None
@@ -511,3 +518,13 @@ class MailService:
 def _plan_code_of(subscription: Subscription | None) -> str:
     """The plan code of a subscription whose plan left the catalog."""
     return subscription.plan_code if subscription is not None else ""
+
+
+def _recipients(account_id: str, recipient_user_id: str | None) -> list[str]:
+    """The users a notification of ``account_id`` is emailed to: its own recipient when it names
+    one, else the account's: a personal account's user. A team account names none yet (its
+    notifications without a recipient are not emailed)."""
+    if recipient_user_id is not None:
+        return [recipient_user_id]
+    user_id = personal_user_id(account_id)
+    return [] if user_id is None else [user_id]

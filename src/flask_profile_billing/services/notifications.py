@@ -57,14 +57,14 @@ class NotificationService:
     def claim_in(
         self,
         connection: Connection,
-        user_id: str,
+        account_id: str,
         kind: NotificationKind,
         subject: str,
         period: datetime,
         now: datetime,
     ) -> Notification | None:
         """Claim one notification in the caller's transaction; None when it was claimed before."""
-        row = self.row(user_id, kind, subject, period, now)
+        row = self.row(account_id, kind, subject, period, now)
         claimed = stored.claim_rows(connection, [row])
         return claimed[0] if claimed else None
 
@@ -76,7 +76,7 @@ class NotificationService:
         since = self.expired_news_since(now)
         rows = [
             self.row(
-                subscription.user_id,
+                subscription.account_id,
                 NotificationKind.EXPIRED,
                 str(subscription.id),
                 subscription.expires_at,
@@ -94,14 +94,14 @@ class NotificationService:
 
     def row(
         self,
-        user_id: str,
+        account_id: str,
         kind: NotificationKind,
         subject: str,
         period: datetime,
         now: datetime,
     ) -> dict[str, object]:
         return stored.new_row(
-            user_id=user_id,
+            account_id=account_id,
             kind=kind,
             subject=subject,
             period_key=period_key(period),
@@ -112,23 +112,23 @@ class NotificationService:
     def claimed(
         self,
         notification_id: int,
-        user_id: str,
+        account_id: str,
         kind: NotificationKind,
         subject: str,
         period: datetime,
         now: datetime,
     ) -> Notification:
         """A notification that a statement of its own claimed (the one-statement charge)."""
-        values = self.row(user_id, kind, subject, period, now)
+        values = self.row(account_id, kind, subject, period, now)
         return stored.to_notification_values(notification_id, values)
 
     def claim_now(
-        self, user_id: str, kind: NotificationKind, subject: str, period: datetime
+        self, account_id: str, kind: NotificationKind, subject: str, period: datetime
     ) -> Notification | None:
         """Claim one notification in a transaction of its own (a gauge's refusal)."""
         now = self._runtime.now()
         with write_transaction(self._runtime.engine) as connection:
-            return self.claim_in(connection, user_id, kind, subject, period, now)
+            return self.claim_in(connection, account_id, kind, subject, period, now)
 
     # -- announcing ----------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ class PaymentGrantService:
         the grant ran (the payment is no longer ``paid``) ends the period just granted.
         """
         subscription = self._subscriptions.change_plan(
-            payment.user_id, payment.plan_code, payment.months
+            payment.account_id, payment.plan_code, payment.months
         )
         with write_transaction(self._runtime.engine) as connection:
             settled = stored_payments.move(
@@ -75,7 +75,7 @@ class PaymentGrantService:
         log.info(
             "payment %s settled: user %r is on %r for %s months",
             payment.id,
-            payment.user_id,
+            payment.account_id,
             payment.plan_code,
             payment.months,
         )
@@ -86,22 +86,22 @@ class PaymentGrantService:
         BILLING_REFUND_ENDS_PERIOD says, and stop its arrangement renewing."""
         at_period_end = self._runtime.settings.payments.refund_ends_period == REFUND_AT_PERIOD_END
         self._stop_recurring_of(payment, at_period_end)
-        user_id = payment.user_id
-        current = self._subscriptions.current(user_id)
+        account_id = payment.account_id
+        current = self._subscriptions.current(account_id)
         if current.plan_code != payment.plan_code or current.expires_at is None:
             log.warning(
                 "payment %s was %s but user %r is no longer on %r: the plan is left alone",
                 payment.id,
                 payment.status,
-                user_id,
+                account_id,
                 payment.plan_code,
             )
             return current
         if at_period_end:
             if current.status is SubscriptionStatus.CANCELLED:
                 return current
-            return self._subscriptions.cancel(user_id)
-        return self._subscriptions.change_plan(user_id, self._runtime.catalog.default_plan.code)
+            return self._subscriptions.cancel(account_id)
+        return self._subscriptions.change_plan(account_id, self._runtime.catalog.default_plan.code)
 
     def _stop_recurring_of(self, payment: Payment, at_period_end: bool) -> None:
         if payment.recurring_id is None:

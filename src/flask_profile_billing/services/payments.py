@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import uuid4
 
+from ..domain.accounts import personal_user_id
 from ..domain.catalog import Catalog, Plan, amount_as_number
 from ..domain.payments import Payment, PaymentStatus
 from ..errors import BillingConfigError, PaymentProviderError, TooManyPendingPayments
@@ -116,10 +117,10 @@ class PaymentService:
             for row in rows
         ]
 
-    def history(self, user_id: str, limit: int = 10) -> list[PaymentRecord]:
+    def history(self, account_id: str, limit: int = 10) -> list[PaymentRecord]:
         """The user's ``limit`` latest payments, newest first, whatever their status."""
         with read_connection(self._runtime.engine) as connection:
-            payments = stored.latest_payments(connection, user_id, limit)
+            payments = stored.latest_payments(connection, account_id, limit)
         return [
             PaymentRecord(
                 id=payment.id,
@@ -135,7 +136,7 @@ class PaymentService:
         ]
 
     def start(
-        self, user_id: str, plan: Plan, months: int, price: Decimal, return_url: str = ""
+        self, account_id: str, plan: Plan, months: int, price: Decimal, return_url: str = ""
     ) -> dict[str, Any]:
         """Start a payment of ``price`` for ``months`` of ``plan`` with the provider; the pending
         payment as the client sees it (it follows its ``confirmation_url``). The provider sends
@@ -150,7 +151,7 @@ class PaymentService:
         back = settings.return_url or return_url
         intent = PaymentIntent(
             id=uuid4().hex,
-            user_id=user_id,
+            account_id=account_id,
             plan_code=plan.code,
             plan_name=plan.name,
             months=months,
@@ -158,7 +159,7 @@ class PaymentService:
             currency=plan.currency,
             return_url=back,
             cancel_url=settings.cancel_url or back,
-            customer_email=self.email_of(user_id),
+            customer_email=self.email_of(account_id),
         )
         engine = self._runtime.engine
         cap = self._runtime.settings.payments.max_pending
@@ -168,9 +169,9 @@ class PaymentService:
         with write_transaction(engine) as connection:
             # Count and insert under the user's lock: concurrent starts take turns, so each counts
             # the payments the others inserted and together they never pass the cap.
-            stored.lock_payments_of(connection, user_id)
+            stored.lock_payments_of(connection, account_id)
             since = self._runtime.now() - ABANDONED_AFTER
-            pending = stored.count_payments(connection, user_id, PaymentStatus.PENDING, since)
+            pending = stored.count_payments(connection, account_id, PaymentStatus.PENDING, since)
             if pending >= cap:
                 raise TooManyPendingPayments(
                     f"You have {pending} payments in progress: finish one of them, or wait until "
@@ -181,7 +182,7 @@ class PaymentService:
                 connection,
                 Payment(
                     id=intent.id,
-                    user_id=user_id,
+                    account_id=account_id,
                     provider=provider.name,
                     provider_payment_id=None,
                     plan_code=plan.code,
@@ -223,8 +224,12 @@ class PaymentService:
             "confirmation_url": started.confirmation_url,
         }
 
-    def email_of(self, user_id: str) -> str | None:
-        """The host user's email (for receipts and the provider's checkout), if it has one."""
+    def email_of(self, account_id: str) -> str | None:
+        """The email of the account's host user (for receipts and the provider's checkout), if it
+        has one; a team account has no user of its own."""
+        user_id = personal_user_id(account_id)
+        if user_id is None:
+            return None
         try:
             user = load_host_user(self._runtime, user_id)
             user_info = self._runtime.settings.user_info

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..domain.accounts import personal_user_id
 from ..domain.catalog import Plan
 from ..domain.dates import format_day
 from ..domain.subscriptions import Subscription, SubscriptionStatus
@@ -48,7 +49,7 @@ class PlanChangeService:
         self._profiles = profiles
 
     def request_change(
-        self, user_id: str, plan_code: str, months: int, return_url: str = ""
+        self, account_id: str, plan_code: str, months: int, return_url: str = ""
     ) -> ChangeOutcome:
         """Start what a user's own request to move to ``plan_code`` may start; never a paid grant.
 
@@ -59,15 +60,15 @@ class PlanChangeService:
         """
         plan = self._runtime.catalog.plan(plan_code)
         if plan.is_default:
-            return self._downgrade(user_id, plan)
+            return self._downgrade(account_id, plan)
         price = plan.price_for(months)
         # A plan with no price, or a zero price, that is not the default one is not for sale by
         # self-service: granting it on request would be a free upgrade, so it goes to a human.
         if self._payments.provider is None or price is None or price <= 0:
             raise self.payment_required(plan, months)
         # Also creates the free subscription (and the plan rows the payment refers to) on first use.
-        current = self._subscriptions.current(user_id)
-        payment = self._payments.start(user_id, plan, months, price, return_url)
+        current = self._subscriptions.current(account_id)
+        payment = self._payments.start(account_id, plan, months, price, return_url)
         return ChangeOutcome(
             current, f"Complete the payment to move to the {plan.name} plan", payment=payment
         )
@@ -92,18 +93,20 @@ class PlanChangeService:
             },
         )
 
-    def _downgrade(self, user_id: str, plan: Plan) -> ChangeOutcome:
-        current = self._subscriptions.current(user_id)
+    def _downgrade(self, account_id: str, plan: Plan) -> ChangeOutcome:
+        current = self._subscriptions.current(account_id)
         if current.plan_code == plan.code:
             return ChangeOutcome(current, f"You are already on the {plan.name} plan")
         if current.expires_at is None:  # another plan that never lapses: switch at once
-            changed = self._subscriptions.change_plan(user_id, plan.code)
+            changed = self._subscriptions.change_plan(account_id, plan.code)
             return ChangeOutcome(changed, f"Subscription changed to the {plan.name} plan")
         if current.status is not SubscriptionStatus.CANCELLED:
-            current = self._subscriptions.cancel(user_id)
+            current = self._subscriptions.cancel(account_id)
         assert current.expires_at is not None
+        # Said in the user's time zone; a team's (no user's profile) in the default one.
+        zone = self._profiles.timezone_of(personal_user_id(account_id) or account_id)
         return ChangeOutcome(
             current,
             f"Your plan changes to {plan.name} after "
-            f"{format_day(current.expires_at.astimezone(self._profiles.timezone_of(user_id)))}",
+            f"{format_day(current.expires_at.astimezone(zone))}",
         )

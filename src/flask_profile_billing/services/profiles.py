@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Row
 
 from .. import signals
+from ..domain.accounts import personal_account_id
 from ..domain.limits import Allowance
 from ..errors import UnknownUserError
 from ..store import activity as entries
@@ -212,7 +213,8 @@ class ProfileService:
     def _snapshot(self, user_id: str) -> ProfileSnapshot:
         runtime = self._runtime
         profile = self.profile(user_id)
-        subscription, plan, allowances = self._quotas.snapshot(user_id)
+        # The profile is the user's, and so is its billing: their personal account's.
+        subscription, plan, allowances = self._quotas.snapshot(personal_account_id(user_id))
         moments = [a.resets_at for a in allowances.values() if a.resets_at is not None]
         if subscription.expires_at is not None:
             moments.append(subscription.expires_at)

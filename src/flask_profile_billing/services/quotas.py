@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from .. import signals
+from ..domain.accounts import personal_user_id
 from ..domain.catalog import Metric, MetricKind, Plan
 from ..domain.limits import Allowance, crossed_threshold, validate_amount
 from ..domain.notifications import Notification, NotificationKind
@@ -43,7 +44,7 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 class Reservation:
     """A charge taken before the work; ``QuotaService.release`` gives it back."""
 
-    user_id: str
+    account_id: str
     metric: str
     amount: int
     period: Period
@@ -52,6 +53,8 @@ class Reservation:
     event_id: int | None
     replayed: bool = False
     """True when the idempotency key was already charged: nothing was taken this time."""
+    actor_user_id: str | None = None
+    """The user who acted (for a personal account, its user)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,8 @@ class LimitCheck:
 class _ChargeRequest:
     """What ``reserve`` was asked to charge, as each way of charging receives it."""
 
-    user_id: str
+    account_id: str
+    actor_user_id: str
     metric: Metric
     amount: int
     idempotency_key: str | None
@@ -110,24 +114,24 @@ class QuotaService:
         self._notifications = notifications
         self._statements: dict[str, OneStatementReservation] = {}
 
-    def effective_plan(self, user_id: str) -> tuple[Subscription, Plan]:
-        subscription = self._subscriptions.current(user_id)
+    def effective_plan(self, account_id: str) -> tuple[Subscription, Plan]:
+        subscription = self._subscriptions.current(account_id)
         return subscription, self._runtime.catalog.plan(subscription.plan_code)
 
     # -- periodic metrics ----------------------------------------------------------------------
 
-    def allowance(self, user_id: str, metric_name: str) -> Allowance:
+    def allowance(self, account_id: str, metric_name: str) -> Allowance:
         """The metric now, without charging anything."""
-        return self.allowances(user_id, [metric_name])[metric_name]
+        return self.allowances(account_id, [metric_name])[metric_name]
 
     def allowances(
-        self, user_id: str, metric_names: list[str] | None = None
+        self, account_id: str, metric_names: list[str] | None = None
     ) -> dict[str, Allowance]:
         """Periodic metrics of the user now (all of the catalog's when ``metric_names`` is None)."""
-        return self.snapshot(user_id, metric_names)[2]
+        return self.snapshot(account_id, metric_names)[2]
 
     def snapshot(
-        self, user_id: str, metric_names: list[str] | None = None
+        self, account_id: str, metric_names: list[str] | None = None
     ) -> tuple[Subscription, Plan, dict[str, Allowance]]:
         """The subscription, the plan in force and the periodic metrics, from one resolution of
         the subscription (pages that show all three need not resolve it twice)."""
@@ -136,11 +140,11 @@ class QuotaService:
             m.name for m in runtime.catalog.metrics.values() if m.kind is MetricKind.PERIODIC
         ]
         metrics = [runtime.metric(name, MetricKind.PERIODIC) for name in names]
-        subscription, plan = self.effective_plan(user_id)
+        subscription, plan = self.effective_plan(account_id)
         now = runtime.now()
         period = runtime.period(subscription, now)
         with read_connection(runtime.engine) as connection:
-            used = usage.used_by_metric(connection, user_id, names, period.start)
+            used = usage.used_by_metric(connection, account_id, names, period.start)
         allowances = {
             metric.name: Allowance(
                 metric.name, plan.limit_for(metric.name), used.get(metric.name, 0), period.end
@@ -151,15 +155,18 @@ class QuotaService:
 
     def reserve(
         self,
-        user_id: str,
+        account_id: str,
         metric_name: str,
         amount: int = 1,
         *,
+        actor_user_id: str | None = None,
         idempotency_key: str | None = None,
         resources: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Reservation:
-        """Charge ``amount`` of a periodic metric, or raise ``QuotaExceeded`` having charged nothing.
+        """Charge ``amount`` of a periodic metric to ``account_id``, or raise ``QuotaExceeded``
+        having charged nothing. ``actor_user_id`` is the user who acts (the usage log and the
+        signals name them); None: the personal account's own user.
 
         ``SubscriptionConflictError`` (nothing charged) when the user's subscription was replaced
         twice while the charge ran: retrying the request is safe.
@@ -175,12 +182,15 @@ class QuotaService:
         charge_once = (
             self._charge_in_one_statement if self._in_one_statement else self._charge_in_transaction
         )
-        request = _ChargeRequest(user_id, metric, amount, idempotency_key, resources, metadata)
+        actor = acting_user(account_id, actor_user_id)
+        request = _ChargeRequest(
+            account_id, actor, metric, amount, idempotency_key, resources, metadata
+        )
         charge = charge_once(request)
         if charge is None:
             # First access, or a paid period that is over: SubscriptionService creates the free
             # subscription or rolls over to it (writes of its own), then the charge is tried again.
-            self._subscriptions.current(user_id)
+            self._subscriptions.current(account_id)
             charge = charge_once(request)
         if charge is None:  # ended again in between, by a concurrent plan change
             raise SubscriptionConflictError(
@@ -188,23 +198,31 @@ class QuotaService:
             )
         if charge.replayed:
             return Reservation(
-                user_id, metric.name, 0, charge.period, charge.allowance, None, replayed=True
+                account_id,
+                metric.name,
+                0,
+                charge.period,
+                charge.allowance,
+                None,
+                replayed=True,
+                actor_user_id=actor,
             )
         if charge.event_id is None:
             # Refused outside the transaction: the signal's receivers may write (the activity
             # feed does) and must not wait for the connection or lock the charge held.
-            self._refuse(metric, user_id, amount, charge.allowance, charge.notice)
+            self._refuse(metric, account_id, amount, charge.allowance, charge.notice, actor)
         reservation = Reservation(
-            user_id,
+            account_id,
             metric.name,
             amount,
             charge.period,
             charge.allowance,
             charge.event_id,
+            actor_user_id=actor,
         )
         try:
             self._announce_consumption(
-                user_id, metric.name, amount, charge.allowance, charge.notice
+                account_id, actor, metric.name, amount, charge.allowance, charge.notice
             )
         except BaseException:
             # A signal receiver failed after the charge committed: the caller never gets the
@@ -222,7 +240,7 @@ class QuotaService:
         runtime = self._runtime
         now = runtime.now()
         with write_transaction(runtime.engine) as connection:
-            subscription = select_current(connection, request.user_id)
+            subscription = select_current(connection, request.account_id)
             if subscription is None or subscription.has_lapsed(now):
                 return None
             limit = runtime.catalog.plan(subscription.plan_code).limit_for(request.metric.name)
@@ -230,7 +248,7 @@ class QuotaService:
 
             def as_it_stands(*, replayed: bool = False) -> _Charge:
                 used = usage.used_in_period(
-                    connection, request.user_id, request.metric.name, period.start
+                    connection, request.account_id, request.metric.name, period.start
                 )
                 allowance = Allowance(request.metric.name, limit, used, period.end)
                 return _Charge(period, allowance, None, replayed=replayed)
@@ -239,7 +257,7 @@ class QuotaService:
                 charge = as_it_stands()
                 notice = self._notifications.claim_in(
                     connection,
-                    request.user_id,
+                    request.account_id,
                     NotificationKind.QUOTA_BLOCKED,
                     request.metric.name,
                     period.start,
@@ -252,7 +270,8 @@ class QuotaService:
             event_id = usage.insert_usage_event(
                 connection,
                 {
-                    "user_id": request.user_id,
+                    "account_id": request.account_id,
+                    "actor_user_id": request.actor_user_id,
                     "metric": request.metric.name,
                     "amount": request.amount,
                     "period_start": period.start,
@@ -267,7 +286,7 @@ class QuotaService:
                 return as_it_stands(replayed=True)
             used_after = usage.consume(
                 connection,
-                user_id=request.user_id,
+                account_id=request.account_id,
                 metric=request.metric.name,
                 period=period,
                 amount=request.amount,
@@ -280,7 +299,7 @@ class QuotaService:
                 return refused()
             usage.add_to_daily(
                 connection,
-                user_id=request.user_id,
+                account_id=request.account_id,
                 metric=request.metric.name,
                 day=_utc_day(now),
                 amount=request.amount,
@@ -291,7 +310,7 @@ class QuotaService:
                 # Only the charge that crosses the mark pays this statement.
                 notice = self._notifications.claim_in(
                     connection,
-                    request.user_id,
+                    request.account_id,
                     NotificationKind.QUOTA_LOW,
                     request.metric.name,
                     period.start,
@@ -315,7 +334,8 @@ class QuotaService:
         with read_connection(runtime.engine) as connection:
             result = statement.run(
                 connection,
-                user_id=request.user_id,
+                account_id=request.account_id,
+                actor_user_id=request.actor_user_id,
                 metric=request.metric.name,
                 amount=request.amount,
                 period=period,
@@ -327,7 +347,7 @@ class QuotaService:
             )
         if result.replayed:
             return _Charge(
-                period, self.allowance(request.user_id, request.metric.name), None, replayed=True
+                period, self.allowance(request.account_id, request.metric.name), None, replayed=True
             )
         if result.plan_code is None:
             return None
@@ -336,7 +356,7 @@ class QuotaService:
         if result.notice_id is not None:
             kind = NotificationKind.QUOTA_LOW if result.charged else NotificationKind.QUOTA_BLOCKED
             notice = self._notifications.claimed(
-                result.notice_id, request.user_id, kind, request.metric.name, period.start, now
+                result.notice_id, request.account_id, kind, request.metric.name, period.start, now
             )
         if not result.charged:
             return _Charge(period, allowance, None, notice=notice)
@@ -377,7 +397,7 @@ class QuotaService:
         if reservation.replayed or reservation.event_id is None:
             return
         self._charge_returns.give_back(
-            PendingReturn(reservation.user_id, event_id=reservation.event_id)
+            PendingReturn(reservation.account_id, event_id=reservation.event_id)
         )
 
     def release_failed(self, reservation: Reservation) -> Allowance:
@@ -398,14 +418,14 @@ class QuotaService:
             charged.metric, charged.limit, charged.used - reservation.amount, charged.resets_at
         )
 
-    def limits_check(self, user_id: str) -> list[LimitCheck]:
+    def limits_check(self, account_id: str) -> list[LimitCheck]:
         """Whether the user may use one more of each metric now: every periodic metric, then
         every gauge the host counts (a gauge with no capacity loader is left out)."""
         runtime = self._runtime
-        allowances = self.allowances(user_id)
+        allowances = self.allowances(account_id)
         for metric in runtime.catalog.metrics.values():
             if metric.kind is MetricKind.GAUGE and metric.name in runtime.capacity_loaders:
-                allowances[metric.name] = self.capacity(user_id, metric.name)
+                allowances[metric.name] = self.capacity(account_id, metric.name)
         return [
             LimitCheck(runtime.catalog.metric(name), allowance)
             for name, allowance in allowances.items()
@@ -413,96 +433,103 @@ class QuotaService:
 
     # -- features and gauges -------------------------------------------------------------------
 
-    def require_feature(self, user_id: str, feature: str) -> Plan:
-        _, plan = self.effective_plan(user_id)
+    def require_feature(self, account_id: str, feature: str) -> Plan:
+        _, plan = self.effective_plan(account_id)
         if not plan.has_feature(feature):
             label = self._runtime.catalog.feature_label(feature)
             message = f"{label} is not available on the {plan.name} plan"
             raise FeatureNotAvailable(message, feature, plan.code)
         return plan
 
-    def has_feature(self, user_id: str, feature: str) -> bool:
-        return self.effective_plan(user_id)[1].has_feature(feature)
+    def has_feature(self, account_id: str, feature: str) -> bool:
+        return self.effective_plan(account_id)[1].has_feature(feature)
 
-    def capacity(self, user_id: str, metric_name: str) -> Allowance:
+    def capacity(self, account_id: str, metric_name: str) -> Allowance:
         """A gauge metric now: the plan's cap and the host's current count."""
         metric = self._runtime.metric(metric_name, MetricKind.GAUGE)
-        _, plan = self.effective_plan(user_id)
-        return self._gauge_allowance(user_id, metric, plan)
+        _, plan = self.effective_plan(account_id)
+        return self._gauge_allowance(account_id, metric, plan)
 
-    def gauges(self, user_id: str, plan: Plan) -> dict[str, Allowance]:
+    def gauges(self, account_id: str, plan: Plan) -> dict[str, Allowance]:
         """Every gauge the host counts, under ``plan``'s caps (gauges without a capacity loader
         are left out): the plan is the caller's, read once for a page that shows them all."""
         runtime = self._runtime
         return {
-            metric.name: self._gauge_allowance(user_id, metric, plan)
+            metric.name: self._gauge_allowance(account_id, metric, plan)
             for metric in runtime.catalog.metrics.values()
             if metric.kind is MetricKind.GAUGE and metric.name in runtime.capacity_loaders
         }
 
-    def require_capacity(self, user_id: str, metric_name: str, amount: int = 1) -> Allowance:
+    def require_capacity(self, account_id: str, metric_name: str, amount: int = 1) -> Allowance:
         """Raise ``QuotaExceeded`` unless ``amount`` more fits under the gauge's cap."""
         validate_amount(amount)
-        allowance = self.capacity(user_id, metric_name)
+        allowance = self.capacity(account_id, metric_name)
         if not allowance.allows(amount):
             metric = self._runtime.catalog.metric(metric_name)
-            notice = self._claim_gauge_refusal(user_id, metric)
-            self._refuse(metric, user_id, amount, allowance, notice)
+            notice = self._claim_gauge_refusal(account_id, metric)
+            self._refuse(metric, account_id, amount, allowance, notice)
         return allowance
 
     @contextmanager
-    def capacity_held(self, user_id: str, metric_name: str, amount: int = 1) -> Iterator[Allowance]:
+    def capacity_held(
+        self, account_id: str, metric_name: str, amount: int = 1
+    ) -> Iterator[Allowance]:
         """``require_capacity`` under the gauge's lock, held until the block (the view that
         creates the counted thing) ends: concurrent creators of one user take turns, so they
         cannot all pass the check. On PostgreSQL the plan is read on the lock's connection."""
         validate_amount(amount)
         metric = self._runtime.metric(metric_name, MetricKind.GAUGE)
-        with gauge_lock(self._runtime.engine, user_id, metric.name) as connection:
-            subscription = None if connection is None else select_current(connection, user_id)
+        with gauge_lock(self._runtime.engine, account_id, metric.name) as connection:
+            subscription = None if connection is None else select_current(connection, account_id)
             if subscription is None or subscription.has_lapsed(self._runtime.now()):
-                subscription = self._subscriptions.current(user_id)
+                subscription = self._subscriptions.current(account_id)
             plan = self._runtime.catalog.plan(subscription.plan_code)
-            allowance = self._gauge_allowance(user_id, metric, plan)
+            allowance = self._gauge_allowance(account_id, metric, plan)
             if allowance.allows(amount):
                 yield allowance
                 return
         # Refused after the lock is released: the signal's receivers may write (the activity
         # feed does) and must not wait for the lock's connection.
-        self._refuse(metric, user_id, amount, allowance, self._claim_gauge_refusal(user_id, metric))
+        self._refuse(
+            metric, account_id, amount, allowance, self._claim_gauge_refusal(account_id, metric)
+        )
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _gauge_allowance(self, user_id: str, metric: Metric, plan: Plan) -> Allowance:
-        return Allowance(metric.name, plan.limit_for(metric.name), self._count(user_id, metric))
+    def _gauge_allowance(self, account_id: str, metric: Metric, plan: Plan) -> Allowance:
+        return Allowance(metric.name, plan.limit_for(metric.name), self._count(account_id, metric))
 
-    def _count(self, user_id: str, metric: Metric) -> int:
+    def _count(self, account_id: str, metric: Metric) -> int:
         loader = self._runtime.capacity_loaders.get(metric.name)
         if loader is None:
             raise BillingConfigError(
                 f"no capacity loader for gauge {metric.name!r}: register one with "
                 f"@billing.capacity_loader({metric.name!r})"
             )
-        return int(loader(user_id))
+        # The host counts its own rows, which name its users: a personal account is its user's.
+        return int(loader(personal_user_id(account_id) or account_id))
 
-    def _claim_gauge_refusal(self, user_id: str, metric: Metric) -> Notification | None:
+    def _claim_gauge_refusal(self, account_id: str, metric: Metric) -> Notification | None:
         """Claim ``quota_blocked`` for a gauge's refusal, once per billing period of the user."""
-        subscription = self._subscriptions.current(user_id)
+        subscription = self._subscriptions.current(account_id)
         period = self._runtime.period(subscription, self._runtime.now())
         return self._notifications.claim_now(
-            user_id, NotificationKind.QUOTA_BLOCKED, metric.name, period.start
+            account_id, NotificationKind.QUOTA_BLOCKED, metric.name, period.start
         )
 
     def _refuse(
         self,
         metric: Metric,
-        user_id: str,
+        account_id: str,
         amount: int,
         allowance: Allowance,
         notice: Notification | None = None,
+        actor_user_id: str | None = None,
     ) -> NoReturn:
         signals.quota_exceeded.send(
             self._runtime.app,
-            user_id=user_id,
+            user_id=actor_user_id or personal_user_id(account_id),
+            account_id=account_id,
             metric=metric.name,
             amount=amount,
             allowance=allowance,
@@ -514,22 +541,44 @@ class QuotaService:
 
     def _announce_consumption(
         self,
-        user_id: str,
+        account_id: str,
+        actor_user_id: str,
         metric: str,
         amount: int,
         allowance: Allowance,
         notice: Notification | None,
     ) -> None:
-        self._runtime.cache.forget_user(user_id)
+        self._runtime.cache.forget_account(account_id)
         app = self._runtime.app
         signals.quota_consumed.send(
-            app, user_id=user_id, metric=metric, amount=amount, allowance=allowance
+            app,
+            user_id=actor_user_id,
+            account_id=account_id,
+            metric=metric,
+            amount=amount,
+            allowance=allowance,
         )
         if notice is not None:
             # Once per user, metric and period: only the charge that claimed the notice sends it.
-            signals.quota_low.send(app, user_id=user_id, metric=metric, allowance=allowance)
+            signals.quota_low.send(
+                app,
+                user_id=actor_user_id,
+                account_id=account_id,
+                metric=metric,
+                allowance=allowance,
+            )
             self._notifications.announce([notice])
 
 
 def _utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
+
+
+def acting_user(account_id: str, actor_user_id: str | None) -> str:
+    """The user who acts on ``account_id``: ``actor_user_id``, else the personal account's user."""
+    if actor_user_id is not None:
+        return actor_user_id
+    user_id = personal_user_id(account_id)
+    if user_id is None:
+        raise ValueError(f"a charge to the team account {account_id!r} needs the acting user")
+    return user_id

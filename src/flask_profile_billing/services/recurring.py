@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from .. import signals
+from ..domain.accounts import personal_user_id
 from ..domain.notifications import Notification, NotificationKind
 from ..domain.payments import (
     Arrangement,
@@ -57,14 +58,14 @@ AfterBatch = Callable[[], None]
 _MAX_IDEMPOTENCE_KEY = 64  # YooKassa's limit on an Idempotence-Key
 
 
-def renewal_key(user_id: str, period_end: datetime) -> str:
-    """The idempotence key of the renewal of ``user_id``'s period ending at ``period_end``:
+def renewal_key(account_id: str, period_end: datetime) -> str:
+    """The idempotence key of the renewal of ``account_id``'s period ending at ``period_end``:
     ``renewal-<user>-<period end in Unix seconds>`` (the user id hashed when the key would be
     longer than providers accept)."""
     seconds = int(period_end.timestamp())
-    key = f"renewal-{user_id}-{seconds}"
+    key = f"renewal-{account_id}-{seconds}"
     if len(key) > _MAX_IDEMPOTENCE_KEY:
-        key = f"renewal-{hashlib.sha256(user_id.encode()).hexdigest()[:32]}-{seconds}"
+        key = f"renewal-{hashlib.sha256(account_id.encode()).hexdigest()[:32]}-{seconds}"
     return key
 
 
@@ -122,7 +123,7 @@ class RecurringService:
                 stored.move(
                     connection, payment.recurring_id, arrangement_sources(failed), failed, now
                 )
-            current = stored_subscriptions.lock_current(connection, payment.user_id)
+            current = stored_subscriptions.lock_current(connection, payment.account_id)
             period_end = now
             if (
                 current is not None
@@ -138,21 +139,25 @@ class RecurringService:
                     )
             notice = self._notifications.claim_in(
                 connection,
-                payment.user_id,
+                payment.account_id,
                 NotificationKind.RENEWAL_FAILED,
                 payment.id,
                 period_end,
                 now,
             )
         if changed is not None:
-            self._runtime.cache.forget_user(payment.user_id)
+            self._runtime.cache.forget_account(payment.account_id)
             signals.subscription_changed.send(
-                self._runtime.app, user_id=payment.user_id, previous=previous, current=changed
+                self._runtime.app,
+                user_id=personal_user_id(payment.account_id),
+                account_id=payment.account_id,
+                previous=previous,
+                current=changed,
             )
         log.warning(
-            "renewal %s of user %r was declined: %s",
+            "renewal %s of account %r was declined: %s",
             payment.id,
-            payment.user_id,
+            payment.account_id,
             "the period is extended by the grace" if changed else "no grace given",
         )
         self._notifications.announce([notice] if notice else [])
@@ -166,24 +171,26 @@ class RecurringService:
         """Make the user's subscription follow the arrangement's new ``status`` (already stored):
         ``cancelling`` and ``ended`` cancel it (kept until its period ends), ``active`` resumes a
         cancelled one. Only while the user is on the arrangement's plan."""
-        user_id = recurring.user_id
-        current = self._subscriptions.current(user_id)
+        account_id = recurring.account_id
+        current = self._subscriptions.current(account_id)
         if current.plan_code != recurring.plan_code or current.expires_at is None:
             return None
         try:
             if status in (ArrangementStatus.CANCELLING, ArrangementStatus.ENDED):
                 if current.status is SubscriptionStatus.CANCELLED:
                     return current
-                return self._subscriptions.cancel(user_id)
+                return self._subscriptions.cancel(account_id)
             if current.status is SubscriptionStatus.CANCELLED:
-                return self._subscriptions.resume(user_id)
+                return self._subscriptions.resume(account_id)
         except BillingError:  # lapsed or changed meanwhile: nothing left to follow
-            log.info("subscription of user %r did not follow arrangement %s", user_id, recurring.id)
+            log.info(
+                "subscription of user %r did not follow arrangement %s", account_id, recurring.id
+            )
             return None
         return current
 
     def on_subscription_changed(
-        self, user_id: str, previous: Subscription | None, current: Subscription
+        self, account_id: str, previous: Subscription | None, current: Subscription
     ) -> None:
         """Tell the provider when the user cancels or resumes here, so that a Stripe subscription
         stops (or goes on) renewing: without it Stripe would charge a user who cancelled."""
@@ -204,7 +211,7 @@ class RecurringService:
         now = self._runtime.now()
         with write_transaction(self._runtime.engine) as connection:
             moved: list[tuple[RecurringCanceller, Arrangement]] = []
-            for row in stored.of_user(connection, user_id, [source]):
+            for row in stored.of_account(connection, account_id, [source]):
                 canceller = self._payments.provider_named(row.provider)
                 if row.plan_code != current.plan_code or not isinstance(
                     canceller, RecurringCanceller
@@ -274,7 +281,7 @@ class RecurringService:
         """Charge one renewal, unless another run has it; what came of it (a payment event
         type), or None when it is not this run's or the provider will say later."""
         arrangement = candidate.arrangement
-        key = renewal_key(arrangement.user_id, candidate.expires_at)
+        key = renewal_key(arrangement.account_id, candidate.expires_at)
         payment_id = renewal_payment_id(key)
         renewal = renewal_of(arrangement, payment_id, now)
         with write_transaction(self._runtime.engine) as connection:
@@ -283,13 +290,13 @@ class RecurringService:
         plan = self._runtime.catalog.plans.get(renewal.plan_code)
         intent = PaymentIntent(
             id=payment_id,
-            user_id=renewal.user_id,
+            account_id=renewal.account_id,
             plan_code=renewal.plan_code,
             plan_name=plan.name if plan is not None else renewal.plan_code,
             months=renewal.months,
             amount=renewal.amount,
             currency=renewal.currency,
-            customer_email=self._payments.email_of(renewal.user_id),
+            customer_email=self._payments.email_of(renewal.account_id),
         )
         try:
             charge = provider.charge_saved_method(intent, arrangement.reference, key)

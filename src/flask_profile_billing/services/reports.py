@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ..domain.accounts import personal_user_id
 from ..store import reports
 from ..store.transactions import read_connection
 from .runtime import Runtime
@@ -13,7 +14,9 @@ from .runtime import Runtime
 @dataclass(frozen=True, slots=True)
 class TopUser:
     user_id: str
+    """The user of a personal account; a team account's key as it is."""
     total: int
+    account_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,12 @@ class ReportService:
         since = self._runtime.now() - timedelta(days=days)
         with read_connection(self._runtime.engine) as connection:
             rows = reports.top_users(connection, metric, since, limit)
-        return [TopUser(row.user_id, int(row.total)) for row in rows]
+        return [
+            TopUser(
+                personal_user_id(row.account_id) or row.account_id, int(row.total), row.account_id
+            )
+            for row in rows
+        ]
 
     def plan_usage(self, metric: str) -> list[PlanUsage]:
         """Users per plan in force now, and their mean use of ``metric`` in their current period,

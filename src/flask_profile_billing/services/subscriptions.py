@@ -13,6 +13,7 @@ from decimal import Decimal
 from sqlalchemy import Connection
 
 from .. import signals
+from ..domain.accounts import personal_user_id
 from ..domain.activity import EXPIRED_TITLE, SUBSCRIPTION_EXPIRED, describe_expiry
 from ..domain.catalog import Plan
 from ..domain.notifications import Notification, NotificationKind
@@ -42,28 +43,28 @@ class SubscriptionService:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def current(self, user_id: str) -> Subscription:
+    def current(self, account_id: str) -> Subscription:
         """The user's current subscription, created (free) on first access and rolled over to free
         when its paid period is over."""
         now = self._runtime.now()
-        subscription = self.find_current(user_id)
+        subscription = self.find_current(account_id)
         if subscription is None:
-            subscription = self._create_default(user_id, now)
+            subscription = self._create_default(account_id, now)
         if subscription.has_lapsed(now):
             subscription = self._roll_over(subscription)
         return subscription
 
-    def find_current(self, user_id: str) -> Subscription | None:
+    def find_current(self, account_id: str) -> Subscription | None:
         with read_connection(self._runtime.engine) as connection:
-            return stored.select_current(connection, user_id)
+            return stored.select_current(connection, account_id)
 
-    def history(self, user_id: str) -> list[Subscription]:
+    def history(self, account_id: str) -> list[Subscription]:
         with read_connection(self._runtime.engine) as connection:
-            return stored.history(connection, user_id)
+            return stored.history(connection, account_id)
 
     # -- changing ------------------------------------------------------------------------------
 
-    def change_plan(self, user_id: str, plan_code: str, months: int = 1) -> Subscription:
+    def change_plan(self, account_id: str, plan_code: str, months: int = 1) -> Subscription:
         """Put the user on ``plan_code`` for ``months`` (1 or 12) from now.
 
         Granting the plan the user already has extends its paid period instead (a manual
@@ -73,19 +74,19 @@ class SubscriptionService:
         if months not in ALLOWED_DURATIONS:
             raise ValueError(f"months must be one of {ALLOWED_DURATIONS}, not {months!r}")
         plan = self._runtime.catalog.plan(plan_code)
-        return self._replace(user_id, plan, SubscriptionStatus.ACTIVE, months=months)
+        return self._replace(account_id, plan, SubscriptionStatus.ACTIVE, months=months)
 
-    def start_trial(self, user_id: str, plan_code: str, days: int) -> Subscription:
+    def start_trial(self, account_id: str, plan_code: str, days: int) -> Subscription:
         """Put the user on ``plan_code`` with status ``trial`` for ``days``; then back to free."""
         if days < 1:
             raise ValueError("a trial lasts at least one day")
         plan = self._runtime.catalog.plan(plan_code)
-        return self._replace(user_id, plan, SubscriptionStatus.TRIAL, days=days)
+        return self._replace(account_id, plan, SubscriptionStatus.TRIAL, days=days)
 
-    def cancel(self, user_id: str) -> Subscription:
+    def cancel(self, account_id: str) -> Subscription:
         """Cancel at the end of the paid period: access is kept until ``expires_at``, then free."""
         for _ in range(_RETRIES):
-            subscription = self.current(user_id)
+            subscription = self.current(account_id)
             if subscription.expires_at is None:
                 raise NotCancellable(
                     "the current plan does not lapse, so there is nothing to cancel"
@@ -98,20 +99,20 @@ class SubscriptionService:
             if changed is not None:
                 return changed
         raise SubscriptionConflictError(
-            f"the subscription of user {user_id!r} kept changing; retry"
+            f"the subscription of account {account_id!r} kept changing; retry"
         )
 
-    def resume(self, user_id: str) -> Subscription:
+    def resume(self, account_id: str) -> Subscription:
         """Undo a cancel before the paid period ends."""
         for _ in range(_RETRIES):
-            subscription = self.current(user_id)
+            subscription = self.current(account_id)
             if subscription.status is not SubscriptionStatus.CANCELLED:
                 raise NotResumable("only a cancelled subscription can be resumed")
             changed = self._set_status(subscription, SubscriptionStatus.ACTIVE, cancelled_at=None)
             if changed is not None:
                 return changed
         raise SubscriptionConflictError(
-            f"the subscription of user {user_id!r} kept changing; retry"
+            f"the subscription of account {account_id!r} kept changing; retry"
         )
 
     def expire_lapsed(
@@ -162,14 +163,21 @@ class SubscriptionService:
                     records=records,
                     detailed=detailed,
                 )
-            if not batch.user_ids:
+            if not batch.account_ids:
                 return total
-            total += len(batch.user_ids)
-            runtime.cache.forget_users(batch.user_ids)
+            total += len(batch.account_ids)
+            runtime.cache.forget_accounts(batch.account_ids)
             if per_user:
                 for lapsed, current in batch.pairs:
                     self._announce_expiry(lapsed, current, in_batch=True)
-            signals.subscriptions_expired.send(app, user_ids=batch.user_ids, expired=batch.pairs)
+            signals.subscriptions_expired.send(
+                app,
+                user_ids=[
+                    user for user in map(personal_user_id, batch.account_ids) if user is not None
+                ],
+                account_ids=batch.account_ids,
+                expired=batch.pairs,
+            )
             if notify:
                 self._notifications.announce(self._expired_notices(batch, now))
             if after_batch is not None:
@@ -185,7 +193,7 @@ class SubscriptionService:
 
     def _replace(
         self,
-        user_id: str,
+        account_id: str,
         plan: Plan,
         status: SubscriptionStatus,
         *,
@@ -200,7 +208,7 @@ class SubscriptionService:
         """
         for _ in range(_RETRIES):
             with write_transaction(self._runtime.engine) as connection:
-                previous = stored.lock_current(connection, user_id)
+                previous = stored.lock_current(connection, account_id)
                 now = self._runtime.now()
                 changed = None
                 if previous is not None and not previous.has_lapsed(now):
@@ -208,15 +216,15 @@ class SubscriptionService:
                         connection, previous, plan, status, now, months=months, days=days
                     )
             if previous is not None and changed is not None:
-                self._announce_change(user_id, previous, changed)
+                self._announce_change(account_id, previous, changed)
                 return changed
             # No current subscription yet, one whose paid period is over, or (PostgreSQL) one that
             # a concurrent change replaced while this waited for it. current() creates the free
             # one or rolls the lapsed one over in transactions of its own (they write, and send
             # their signals after committing), then the change is decided again.
-            self.current(user_id)
+            self.current(account_id)
         raise SubscriptionConflictError(
-            f"the subscription of user {user_id!r} kept changing; retry"
+            f"the subscription of account {account_id!r} kept changing; retry"
         )
 
     def _change_locked(
@@ -241,7 +249,7 @@ class SubscriptionService:
             connection,
             previous.id,
             now=now,
-            user_id=previous.user_id,
+            account_id=previous.account_id,
             plan_code=plan.code,
             status=status,
             expires_at=self._new_expiry(previous, plan, now, months=months, days=days),
@@ -305,20 +313,20 @@ class SubscriptionService:
                 connection, subscription.id, status, cancelled_at=cancelled_at
             ):
                 return None
-            changed = stored.select_current(connection, subscription.user_id)
+            changed = stored.select_current(connection, subscription.account_id)
         assert changed is not None
-        self._announce_change(subscription.user_id, subscription, changed)
+        self._announce_change(subscription.account_id, subscription, changed)
         return changed
 
-    def _create_default(self, user_id: str, now: datetime) -> Subscription:
+    def _create_default(self, account_id: str, now: datetime) -> Subscription:
         self._plans.ensure_seeded()
         default_code = self._runtime.catalog.default_plan.code
         with write_transaction(self._runtime.engine) as connection:
-            created = stored.insert_default(connection, user_id, now, default_code)
-            subscription = created or stored.select_current(connection, user_id)
+            created = stored.insert_default(connection, account_id, now, default_code)
+            subscription = created or stored.select_current(connection, account_id)
         assert subscription is not None
         if created is not None:
-            self._announce_change(user_id, None, subscription)
+            self._announce_change(account_id, None, subscription)
         return subscription
 
     def _roll_over(self, lapsed: Subscription) -> Subscription:
@@ -329,12 +337,14 @@ class SubscriptionService:
             ended = stored.end_lapsed(connection, lapsed.id)
             for subscription in ended:
                 stored.insert_default(
-                    connection, subscription.user_id, subscription.expires_at, default_code
+                    connection, subscription.account_id, subscription.expires_at, default_code
                 )
             notices = self._notifications.claim_expired_in(connection, ended, now) if ended else []
-            current = stored.select_current(connection, lapsed.user_id)
+            current = stored.select_current(connection, lapsed.account_id)
             # The feed's entry is written with the expiry, as a maintenance batch writes it.
             for subscription in ended:
+                if subscription.user_id is None:
+                    continue  # a team account has no activity feed
                 type_, title, metadata, occurred_at = describe_expiry(
                     subscription, current, runtime.catalog
                 )
@@ -356,12 +366,12 @@ class SubscriptionService:
         """The ``expired`` notifications a detailed batch claimed, as their signal carries them."""
         notices = []
         for lapsed, _current in batch.pairs:
-            notice_id = batch.notice_ids.get(lapsed.user_id)
+            notice_id = batch.notice_ids.get(lapsed.account_id)
             if notice_id is not None and lapsed.expires_at is not None:
                 notices.append(
                     self._notifications.claimed(
                         notice_id,
-                        lapsed.user_id,
+                        lapsed.account_id,
                         NotificationKind.EXPIRED,
                         str(lapsed.id),
                         lapsed.expires_at,
@@ -371,21 +381,26 @@ class SubscriptionService:
         return notices
 
     def _announce_change(
-        self, user_id: str, previous: Subscription | None, current: Subscription
+        self, account_id: str, previous: Subscription | None, current: Subscription
     ) -> None:
-        self._runtime.cache.forget_user(user_id)
+        self._runtime.cache.forget_account(account_id)
         signals.subscription_changed.send(
-            self._runtime.app, user_id=user_id, previous=previous, current=current
+            self._runtime.app,
+            user_id=personal_user_id(account_id),
+            account_id=account_id,
+            previous=previous,
+            current=current,
         )
 
     def _announce_expiry(
         self, lapsed: Subscription, current: Subscription | None, *, in_batch: bool = False
     ) -> None:
         if not in_batch:  # a batch forgets all its users at once
-            self._runtime.cache.forget_user(lapsed.user_id)
+            self._runtime.cache.forget_account(lapsed.account_id)
         signals.subscription_expired.send(
             self._runtime.app,
             user_id=lapsed.user_id,
+            account_id=lapsed.account_id,
             subscription=lapsed,
             current=current,
             in_batch=in_batch,

@@ -27,14 +27,14 @@ class UsageStatsService:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
-    def usage(self, user_id: str, days: int) -> UsageStats:
+    def usage(self, account_id: str, days: int) -> UsageStats:
         """What the user was charged over the last ``days`` days, per metric, in whole UTC days:
         from the day ``days`` days ago up to today."""
         since = (self._runtime.now() - timedelta(days=days)).astimezone(UTC).date()
         totals: dict[str, int] = defaultdict(int)
         daily: dict[date, dict[str, int]] = defaultdict(dict)
         with read_connection(self._runtime.engine) as connection:
-            for row in daily_totals(connection, user_id, since):
+            for row in daily_totals(connection, account_id, since):
                 daily[row.day][row.metric] = int(row.total)
                 totals[row.metric] += int(row.total)
         return UsageStats(days, dict(totals), dict(daily))

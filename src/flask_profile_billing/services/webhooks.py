@@ -440,10 +440,10 @@ def _keep_references(
     replaced: list[Arrangement] = []
     if keep.arrangement is not None:
         stored = stored_recurring.insert_once(connection, keep.arrangement)
-        if stored.user_id == payment.user_id:
+        if stored.account_id == payment.account_id:
             recurring_id = stored.id
             replaced = stored_recurring.end_others(
-                connection, payment.user_id, stored.provider, stored.id, now
+                connection, payment.account_id, stored.provider, stored.id, now
             )
     stored_payments.set_references(
         connection, payment.id, refund_reference=keep.refund_reference, recurring_id=recurring_id

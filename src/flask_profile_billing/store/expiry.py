@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, column, func, select, text
 
+from ..domain.accounts import PERSONAL_PREFIX
 from ..domain.notifications import NotificationKind
 from ..domain.subscriptions import EndReason, Subscription, SubscriptionStatus
 from .models import subscriptions
@@ -48,6 +49,10 @@ from .subscriptions import (
     to_subscription,
 )
 from .types import BigId, UTCDateTime
+
+# The activity feed is a user's: an expiry's entry goes to the personal account's user (the
+# account key without its prefix; SQL strings count from 1). A team's has no feed yet.
+_PERSONAL_FROM = len(PERSONAL_PREFIX) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,7 @@ class ExpiryRecords:
 
 @dataclass(slots=True)
 class ExpiredBatch:
-    user_ids: list[str] = field(default_factory=list)
+    account_ids: list[str] = field(default_factory=list)
     """The users whose subscription the batch ended; empty when none was left."""
     pairs: list[tuple[Subscription, Subscription | None]] = field(default_factory=list)
     """With ``detailed`` only: each ended subscription (as stored now) with the user's current
@@ -101,10 +106,10 @@ def _pg_statement(detailed: bool) -> Any:
             ", ".join(f"ended.{column.name}" for column in subscriptions.c)
             + ", followers.id AS follower_id, notices.id AS notice_id"
         )
-        notices_returning = "RETURNING id, user_id"
+        notices_returning = "RETURNING id, account_id"
     else:
-        returned = "s.id, s.user_id, s.plan_code, s.expires_at"
-        result = "ended.user_id"
+        returned = "s.id, s.account_id, s.plan_code, s.expires_at"
+        result = "ended.account_id"
         notices_returning = ""
     sql = f"""
 WITH plan_names AS (
@@ -127,14 +132,14 @@ ended AS (
 ),
 followers AS (
     INSERT INTO {table}
-        (user_id, plan_code, status, started_at, expires_at, period_anchor)
-    SELECT user_id, :default_plan, :active, expires_at, NULL, expires_at FROM ended
-    ON CONFLICT (user_id) WHERE ended_at IS NULL DO NOTHING
-    RETURNING id, user_id, plan_code
+        (account_id, plan_code, status, started_at, expires_at, period_anchor)
+    SELECT account_id, :default_plan, :active, expires_at, NULL, expires_at FROM ended
+    ON CONFLICT (account_id) WHERE ended_at IS NULL DO NOTHING
+    RETURNING id, account_id, plan_code
 ),
 feed AS (
     INSERT INTO billing_activity (user_id, type, title, metadata, occurred_at)
-    SELECT ended.user_id, :activity_type,
+    SELECT substr(ended.account_id, {_PERSONAL_FROM}), :activity_type,
            replace(:title_template, '{{plan}}',
                    COALESCE(plan_names.names ->> ended.plan_code, ended.plan_code)),
            json_build_object(
@@ -143,21 +148,22 @@ feed AS (
                'now_on', COALESCE(
                    followers.plan_code,
                    (SELECT other.plan_code FROM {table} other
-                    WHERE other.user_id = ended.user_id AND other.ended_at IS NULL
+                    WHERE other.account_id = ended.account_id AND other.ended_at IS NULL
                       AND other.id <> ended.id))),
            ended.expires_at
     FROM ended CROSS JOIN plan_names
-    LEFT JOIN followers ON followers.user_id = ended.user_id
+    LEFT JOIN followers ON followers.account_id = ended.account_id
+    WHERE ended.account_id LIKE '{PERSONAL_PREFIX}%'
 ),
 notices AS (
     INSERT INTO billing_notifications
-        (user_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at,
+        (account_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at,
          sent_at)
-    SELECT user_id, :notice_kind, CAST(id AS TEXT),
+    SELECT account_id, :notice_kind, CAST(id AS TEXT),
            CAST(CAST(floor(extract(epoch FROM expires_at)) AS BIGINT) AS TEXT),
            :notice_status, 0, :next_attempt_at, :now, :sent_at
     FROM ended WHERE expires_at >= :notify_since
-    ON CONFLICT (user_id, kind, subject, period_key) DO NOTHING
+    ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
     {notices_returning}
 )
 SELECT {result}
@@ -165,8 +171,8 @@ FROM ended
 """
     if detailed:
         sql += (
-            "LEFT JOIN followers ON followers.user_id = ended.user_id\n"
-            "LEFT JOIN notices ON notices.user_id = ended.user_id\n"
+            "LEFT JOIN followers ON followers.account_id = ended.account_id\n"
+            "LEFT JOIN notices ON notices.account_id = ended.account_id\n"
         )
     # Typed like the model: ``now`` must be aware, and timestamps come back in UTC.
     statement = text(sql).bindparams(
@@ -179,7 +185,7 @@ FROM ended
         return statement.columns(
             *subscriptions.c, column("follower_id", BigId), column("notice_id", BigId)
         )
-    return statement.columns(column("user_id"))
+    return statement.columns(column("account_id"))
 
 
 _PG_DETAILED = _pg_statement(detailed=True)
@@ -199,7 +205,7 @@ def end_lapsed_batch(
     ``default_plan`` and write their ``records``, in the caller's write transaction; an empty
     batch when none is left."""
     notice = new_row(
-        user_id="",
+        account_id="",
         kind=NotificationKind.EXPIRED,
         subject="",
         period_key="",
@@ -232,20 +238,20 @@ def _in_one_statement(
     connection: Connection, parameters: dict[str, Any], default_plan: str, detailed: bool
 ) -> ExpiredBatch:
     if not detailed:
-        user_ids = list(connection.execute(_PG_USER_IDS, parameters).scalars().all())
-        return ExpiredBatch(user_ids=user_ids)
+        account_ids = list(connection.execute(_PG_USER_IDS, parameters).scalars().all())
+        return ExpiredBatch(account_ids=account_ids)
     rows = connection.execute(_PG_DETAILED, parameters).all()
     ended = [to_subscription(row) for row in rows]
     current = {
-        lapsed_one.user_id: _follower(lapsed_one, default_plan, row.follower_id)
+        lapsed_one.account_id: _follower(lapsed_one, default_plan, row.follower_id)
         for lapsed_one, row in zip(ended, rows, strict=True)
         if row.follower_id is not None
     }
     add_others_current(connection, ended, current)
     return ExpiredBatch(
-        user_ids=[lapsed_one.user_id for lapsed_one in ended],
-        pairs=[(lapsed_one, current.get(lapsed_one.user_id)) for lapsed_one in ended],
-        notice_ids={row.user_id: row.notice_id for row in rows if row.notice_id is not None},
+        account_ids=[lapsed_one.account_id for lapsed_one in ended],
+        pairs=[(lapsed_one, current.get(lapsed_one.account_id)) for lapsed_one in ended],
+        notice_ids={row.account_id: row.notice_id for row in rows if row.notice_id is not None},
     )
 
 
@@ -263,7 +269,7 @@ WHERE id IN (
     WHERE ended_at IS NULL AND {LAPSED_SQL.format(table="billing_subscriptions")}
     LIMIT :batch_size
 )
-RETURNING id, user_id
+RETURNING id, account_id
 """
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -271,17 +277,17 @@ RETURNING id, user_id
 _SQLITE_FOLLOWERS = text(
     f"""
 INSERT INTO billing_subscriptions
-    (user_id, plan_code, status, started_at, expires_at, period_anchor)
-SELECT user_id, :default_plan, :active, expires_at, NULL, expires_at
+    (account_id, plan_code, status, started_at, expires_at, period_anchor)
+SELECT account_id, :default_plan, :active, expires_at, NULL, expires_at
 FROM billing_subscriptions WHERE id IN ({_BATCH_IDS})
-ON CONFLICT (user_id) WHERE ended_at IS NULL DO NOTHING
+ON CONFLICT (account_id) WHERE ended_at IS NULL DO NOTHING
 """
 )
 
 _SQLITE_FEED = text(
     f"""
 INSERT INTO billing_activity (user_id, type, title, metadata, occurred_at)
-SELECT ended.user_id, :activity_type,
+SELECT substr(ended.account_id, {_PERSONAL_FROM}), :activity_type,
        replace(:title_template, '{{plan}}',
                COALESCE((SELECT value FROM json_each(:plan_names) WHERE key = ended.plan_code),
                         ended.plan_code)),
@@ -291,21 +297,21 @@ SELECT ended.user_id, :activity_type,
        ended.expires_at
 FROM billing_subscriptions ended
 LEFT JOIN billing_subscriptions followed_by
-    ON followed_by.user_id = ended.user_id AND followed_by.ended_at IS NULL
-WHERE ended.id IN ({_BATCH_IDS})
+    ON followed_by.account_id = ended.account_id AND followed_by.ended_at IS NULL
+WHERE ended.id IN ({_BATCH_IDS}) AND ended.account_id LIKE '{PERSONAL_PREFIX}%'
 """
 )
 
 _SQLITE_NOTICES = text(
     f"""
 INSERT INTO billing_notifications
-    (user_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at, sent_at)
-SELECT user_id, :notice_kind, CAST(id AS TEXT), strftime('%s', expires_at),
+    (account_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at, sent_at)
+SELECT account_id, :notice_kind, CAST(id AS TEXT), strftime('%s', expires_at),
        :notice_status, 0, :next_attempt_at, :now, :sent_at
 FROM billing_subscriptions
 WHERE id IN ({_BATCH_IDS}) AND expires_at >= :notify_since
-ON CONFLICT (user_id, kind, subject, period_key) DO NOTHING
-RETURNING id, user_id
+ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
+RETURNING id, account_id
 """
 ).bindparams(
     bindparam("now", type_=UTCDateTime()),
@@ -326,7 +332,7 @@ def _in_several_statements(
     connection.execute(_SQLITE_FOLLOWERS, parameters)
     connection.execute(_SQLITE_FEED, parameters)
     notices = connection.execute(_SQLITE_NOTICES, parameters).all()
-    batch = ExpiredBatch(user_ids=[row.user_id for row in ended_rows])
+    batch = ExpiredBatch(account_ids=[row.account_id for row in ended_rows])
     if detailed:
         subs = subscriptions.c
         ended = [
@@ -335,14 +341,14 @@ def _in_several_statements(
         ]
         current: dict[str, Subscription] = {}
         add_others_current(connection, ended, current)
-        batch.pairs = [(lapsed_one, current.get(lapsed_one.user_id)) for lapsed_one in ended]
-        batch.notice_ids = {row.user_id: row.id for row in notices}
+        batch.pairs = [(lapsed_one, current.get(lapsed_one.account_id)) for lapsed_one in ended]
+        batch.notice_ids = {row.account_id: row.id for row in notices}
     return batch
 
 
 def _follower(lapsed_one: Subscription, plan_code: str, follower_id: int) -> Subscription:
     """The free subscription inserted as ``follower_id`` after ``lapsed_one``."""
-    values = free_values(lapsed_one.user_id, lapsed_one.expires_at, plan_code)
+    values = free_values(lapsed_one.account_id, lapsed_one.expires_at, plan_code)
     values["status"] = SubscriptionStatus.ACTIVE
     return Subscription(id=follower_id, cancelled_at=None, **values)
 

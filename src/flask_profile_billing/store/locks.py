@@ -24,7 +24,7 @@ _registry_lock = threading.Lock()
 
 
 @contextmanager
-def gauge_lock(engine: Engine, user_id: str, metric: str) -> Iterator[Connection | None]:
+def gauge_lock(engine: Engine, account_id: str, metric: str) -> Iterator[Connection | None]:
     """Hold a lock on (user, metric) for the block.
 
     PostgreSQL: a transaction-scoped advisory lock on a connection of its own, which the block gets
@@ -35,7 +35,7 @@ def gauge_lock(engine: Engine, user_id: str, metric: str) -> Iterator[Connection
     connection (None): holding one across the view would share it with the view's own session
     where the pool has a single connection (in-memory databases).
     """
-    key = f"{metric}\x00{user_id}"
+    key = f"{metric}\x00{account_id}"
     if engine.dialect.name != "postgresql":
         with _process_lock(f"{engine.url}\x00{key}"):
             yield None

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..domain.accounts import MAX_ACCOUNT_ID_LENGTH
 from .types import BigId, UTCDateTime
 
 NAMING_CONVENTION = {
@@ -38,7 +39,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 USER_ID = String(255)
-# The current subscription of a user is the one that has not ended.
+# An account key: "user:" and a user id, or "team:" and a random id (see domain/accounts.py).
+ACCOUNT_ID = String(MAX_ACCOUNT_ID_LENGTH)
+# The current subscription of an account is the one that has not ended.
 _IS_CURRENT = text("ended_at IS NULL")
 
 
@@ -75,12 +78,12 @@ class PlanRow(Base):
 
 
 class SubscriptionRow(Base):
-    """A user's subscription; history is kept, the current one is the row with no ``ended_at``."""
+    """An account's subscription; history is kept, the current one is the row with no ``ended_at``."""
 
     __tablename__ = "billing_subscriptions"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(USER_ID)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
     plan_code: Mapped[str] = mapped_column(ForeignKey("billing_plans.code"))
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime]
@@ -91,16 +94,16 @@ class SubscriptionRow(Base):
     end_reason: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
-        # At most one current subscription per user, enforced by the database: concurrent first
+        # At most one current subscription per account, enforced by the database: concurrent first
         # requests race on this index and exactly one insert wins.
         Index(
-            "uq_billing_subscriptions_current_user",
-            "user_id",
+            "uq_billing_subscriptions_current_account",
+            "account_id",
             unique=True,
             postgresql_where=_IS_CURRENT,
             sqlite_where=_IS_CURRENT,
         ),
-        Index("ix_billing_subscriptions_user_id", "user_id"),
+        Index("ix_billing_subscriptions_account_id", "account_id"),
         # Maintenance looks for current subscriptions whose paid period is over.
         Index(
             "ix_billing_subscriptions_current_expires_at",
@@ -112,18 +115,18 @@ class SubscriptionRow(Base):
 
 
 class UsageCounterRow(Base):
-    """How much of a periodic metric a user used in one billing period.
+    """How much of a periodic metric an account used in one billing period.
 
     A new period is a new row, so a "reset" is exact and needs no job.
     """
 
     __tablename__ = "billing_usage_counters"
 
-    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, primary_key=True)
     metric: Mapped[str] = mapped_column(String(64), primary_key=True)
     period_start: Mapped[datetime] = mapped_column(primary_key=True)
     period_end: Mapped[datetime]
-    """Kept so that reports can find every user's current period in SQL, whatever the rule."""
+    """Kept so that reports can find every account's current period in SQL, whatever the rule."""
     used: Mapped[int] = mapped_column(BigId, default=0)
 
     # Maintenance deletes the counters of periods that ended before the retention.
@@ -136,7 +139,9 @@ class UsageEventRow(Base):
     __tablename__ = "billing_usage_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(USER_ID)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
+    actor_user_id: Mapped[str] = mapped_column(USER_ID)
+    """The user who acted: for a personal account, its user."""
     metric: Mapped[str] = mapped_column(String(64))
     amount: Mapped[int] = mapped_column(Integer)
     period_start: Mapped[datetime]
@@ -146,21 +151,21 @@ class UsageEventRow(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (
-        UniqueConstraint("user_id", "idempotency_key"),
-        Index("ix_billing_usage_events_user_id_created_at", "user_id", "created_at"),
+        UniqueConstraint("account_id", "idempotency_key"),
+        Index("ix_billing_usage_events_account_id_created_at", "account_id", "created_at"),
         Index("ix_billing_usage_events_metric_created_at", "metric", "created_at"),
     )
 
 
 class UsageDailyRow(Base):
-    """What a user was charged for a metric on one UTC day: statistics read these, not the log.
+    """What an account was charged for a metric on one UTC day: statistics read these, not the log.
 
     Kept exact by the same statement as the charge, and by refunds.
     """
 
     __tablename__ = "billing_usage_daily"
 
-    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, primary_key=True)
     metric: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     total: Mapped[int] = mapped_column(BigId)
@@ -201,12 +206,12 @@ class ActivityRow(Base):
 
 
 class PaymentRow(Base):
-    """A payment for a plan, created when a user asks to upgrade and settled by the provider."""
+    """A payment for a plan, created when an account asks to upgrade and settled by the provider."""
 
     __tablename__ = "billing_payments"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[str] = mapped_column(USER_ID)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
     provider: Mapped[str] = mapped_column(String(32))
     provider_payment_id: Mapped[str | None] = mapped_column(String(255))
     plan_code: Mapped[str] = mapped_column(ForeignKey("billing_plans.code"))
@@ -224,13 +229,13 @@ class PaymentRow(Base):
 
     __table_args__ = (
         UniqueConstraint("provider", "provider_payment_id"),
-        Index("ix_billing_payments_user_id", "user_id"),
+        Index("ix_billing_payments_account_id", "account_id"),
         Index("ix_billing_payments_provider_refund_reference", "provider", "refund_reference"),
     )
 
 
 class RecurringRow(Base):
-    """A standing arrangement to charge a user for a plan every period: a Stripe subscription
+    """A standing arrangement to charge an account for a plan every period: a Stripe subscription
     (Stripe charges, its paid invoices extend the period), or a payment method YooKassa saved at
     the first payment (maintenance charges it shortly before the period ends).
 
@@ -241,7 +246,7 @@ class RecurringRow(Base):
     __tablename__ = "billing_recurring"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[str] = mapped_column(USER_ID)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
     provider: Mapped[str] = mapped_column(String(32))
     reference: Mapped[str] = mapped_column(String(255))
     """The provider's id: the Stripe subscription, or the saved YooKassa payment method."""
@@ -260,7 +265,7 @@ class RecurringRow(Base):
 
     __table_args__ = (
         UniqueConstraint("provider", "reference"),
-        Index("ix_billing_recurring_user_id", "user_id"),
+        Index("ix_billing_recurring_account_id", "account_id"),
     )
 
 
@@ -376,7 +381,7 @@ class JobLeaseRow(Base):
 
 
 class NotificationRow(Base):
-    """A notification claimed for a user: at most one per (user, kind, subject, period).
+    """A notification claimed for an account: at most one per (account, kind, subject, period).
 
     ``subject`` is the subscription id or the metric; ``period_key`` the end of the paid period or
     the start of the usage period, in Unix seconds. ``status`` follows the email: ``pending`` until
@@ -386,7 +391,9 @@ class NotificationRow(Base):
     __tablename__ = "billing_notifications"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(USER_ID)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
+    recipient_user_id: Mapped[str | None] = mapped_column(USER_ID)
+    """Who is told; None: the account's own recipients (a personal account: its user)."""
     kind: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(64))
     period_key: Mapped[str] = mapped_column(String(32))
@@ -397,7 +404,7 @@ class NotificationRow(Base):
     sent_at: Mapped[datetime | None]
 
     __table_args__ = (
-        UniqueConstraint("user_id", "kind", "subject", "period_key"),
+        UniqueConstraint("account_id", "kind", "subject", "period_key"),
         # The email sweep looks for pending notifications whose next attempt is due.
         Index(
             "ix_billing_notifications_pending_next_attempt_at",
@@ -411,3 +418,87 @@ class NotificationRow(Base):
 
 job_leases = cast(Table, JobLeaseRow.__table__)
 notifications = cast(Table, NotificationRow.__table__)
+
+
+class AccountRow(Base):
+    """A billing account: a user's personal one (``user:<id>``) or a team (``team:<random>``)."""
+
+    __tablename__ = "billing_accounts"
+
+    id: Mapped[str] = mapped_column(ACCOUNT_ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``personal`` or ``team``."""
+    name: Mapped[str | None] = mapped_column(String(120))
+    created_by: Mapped[str | None] = mapped_column(USER_ID)
+    created_at: Mapped[datetime]
+
+
+class AccountMemberRow(Base):
+    """A user's membership of an account, with the role that says what they may do."""
+
+    __tablename__ = "billing_account_members"
+
+    account_id: Mapped[str] = mapped_column(
+        ACCOUNT_ID, ForeignKey("billing_accounts.id"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    joined_at: Mapped[datetime]
+
+    # A user's accounts are looked up by the user.
+    __table_args__ = (Index("ix_billing_account_members_user_id", "user_id"),)
+
+
+class MemberCapRow(Base):
+    """How much of a metric one member may spend from the account's pool per period."""
+
+    __tablename__ = "billing_member_caps"
+
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cap: Mapped[int] = mapped_column(BigId)
+    updated_at: Mapped[datetime]
+
+
+class MemberCounterRow(Base):
+    """How much of a periodic metric one member spent from the account's pool in one period."""
+
+    __tablename__ = "billing_member_counters"
+
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(USER_ID, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    period_end: Mapped[datetime]
+    used: Mapped[int] = mapped_column(BigId, default=0)
+
+    # Maintenance deletes the counters of periods that ended before the retention.
+    __table_args__ = (Index("ix_billing_member_counters_period_end", "period_end"),)
+
+
+class InvitationRow(Base):
+    """An invitation to join an account, sent to an address; only the hash of its token is kept."""
+
+    __tablename__ = "billing_invitations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("billing_accounts.id"))
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[str] = mapped_column(USER_ID)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    accepted_by: Mapped[str | None] = mapped_column(USER_ID)
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_billing_invitations_account_id", "account_id"),)
+
+
+accounts = cast(Table, AccountRow.__table__)
+account_members = cast(Table, AccountMemberRow.__table__)
+member_caps = cast(Table, MemberCapRow.__table__)
+member_counters = cast(Table, MemberCounterRow.__table__)
+invitations = cast(Table, InvitationRow.__table__)

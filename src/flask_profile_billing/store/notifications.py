@@ -41,7 +41,7 @@ _NOTES = notifications.c
 _SUBS = subscriptions.c
 _COUNTERS = usage_counters.c
 _COLUMNS = [
-    "user_id",
+    "account_id",
     "kind",
     "subject",
     "period_key",
@@ -53,32 +53,34 @@ _COLUMNS = [
 ]
 _RETURNED = (
     _NOTES.id,
-    _NOTES.user_id,
+    _NOTES.account_id,
     _NOTES.kind,
     _NOTES.subject,
     _NOTES.period_key,
     _NOTES.created_at,
     _NOTES.status,
     _NOTES.attempts,
+    _NOTES.recipient_user_id,
 )
 
 
 def to_notification(row: Row[Any]) -> Notification:
     return Notification(
         id=int(row.id),
-        user_id=row.user_id,
+        account_id=row.account_id,
         kind=NotificationKind(row.kind),
         subject=row.subject,
         period_key=row.period_key,
         created_at=row.created_at,
         status=NotificationStatus(row.status),
         attempts=int(row.attempts),
+        recipient_user_id=row.recipient_user_id,
     )
 
 
 def new_row(
     *,
-    user_id: str,
+    account_id: str,
     kind: NotificationKind,
     subject: str,
     period_key: str,
@@ -88,7 +90,7 @@ def new_row(
     """The columns of a notification claimed at ``now``: ``pending`` (due for the next email
     sweep at once) when an email is to follow, else ``sent``."""
     return {
-        "user_id": user_id,
+        "account_id": account_id,
         "kind": kind.value,
         "subject": subject,
         "period_key": period_key,
@@ -108,7 +110,7 @@ def claim_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[N
     statement = (
         dialect_insert(connection, notifications)
         .on_conflict_do_nothing(
-            index_elements=[_NOTES.user_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
+            index_elements=[_NOTES.account_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
         )
         .returning(*_RETURNED)
     )
@@ -134,7 +136,7 @@ def epoch_text(connection: Connection, moment: Any) -> ColumnElement[Any]:
 def _claimed_columns(
     kind: NotificationKind, now: datetime, pending: bool
 ) -> list[ColumnElement[Any]]:
-    values = new_row(user_id="", kind=kind, subject="", period_key="", now=now, pending=pending)
+    values = new_row(account_id="", kind=kind, subject="", period_key="", now=now, pending=pending)
     return [
         literal(values["status"], String()).label("status"),
         literal(0, Integer()).label("attempts"),
@@ -146,7 +148,7 @@ def _claimed_columns(
 
 def _not_claimed(
     kind: NotificationKind,
-    user_id: ColumnElement[Any],
+    account_id: ColumnElement[Any],
     subject: ColumnElement[Any],
     period: ColumnElement[Any],
 ) -> ColumnElement[bool]:
@@ -158,7 +160,7 @@ def _not_claimed(
     claimed = (
         select(literal(1))
         .where(
-            _NOTES.user_id == user_id,
+            _NOTES.account_id == account_id,
             _NOTES.kind == kind.value,
             _NOTES.subject == subject,
             _NOTES.period_key == period,
@@ -197,7 +199,7 @@ def expiring_candidates(
         ]
     return (
         select(
-            _SUBS.user_id,
+            _SUBS.account_id,
             literal(kind.value, String()).label("kind"),
             subject.label("subject"),
             period.label("period_key"),
@@ -208,7 +210,7 @@ def expiring_candidates(
             _SUBS.expires_at > now,
             _SUBS.expires_at <= until,
             *behind,
-            _not_claimed(kind, _SUBS.user_id, subject, period),
+            _not_claimed(kind, _SUBS.account_id, subject, period),
         )
         .order_by(_SUBS.expires_at, _SUBS.id)
         .limit(batch_size)
@@ -241,20 +243,22 @@ def quota_low_candidates(
     kind = NotificationKind.QUOTA_LOW
     return (
         select(
-            _COUNTERS.user_id,
+            _COUNTERS.account_id,
             literal(kind.value, String()).label("kind"),
             _COUNTERS.metric.label("subject"),
             period.label("period_key"),
             *_claimed_columns(kind, now, pending),
         )
         .select_from(
-            usage_counters.join(subscriptions, and_(_SUBS.user_id == _COUNTERS.user_id, IS_CURRENT))
+            usage_counters.join(
+                subscriptions, and_(_SUBS.account_id == _COUNTERS.account_id, IS_CURRENT)
+            )
         )
         .where(
             _COUNTERS.period_start <= now,
             _COUNTERS.period_end > now,
             _COUNTERS.used >= mark,
-            _not_claimed(kind, _COUNTERS.user_id, _COUNTERS.metric, period),
+            _not_claimed(kind, _COUNTERS.account_id, _COUNTERS.metric, period),
         )
         .limit(batch_size)
     )
@@ -267,7 +271,7 @@ def claim_selected(connection: Connection, candidates: Any) -> list[Notification
         dialect_insert(connection, notifications)
         .from_select(_COLUMNS, candidates)
         .on_conflict_do_nothing(
-            index_elements=[_NOTES.user_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
+            index_elements=[_NOTES.account_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
         )
         .returning(*_RETURNED)
     )
@@ -433,13 +437,13 @@ def covered(connection: Connection, notification_id: int) -> bool:
 
 
 def cover_limit_reached(
-    connection: Connection, *, user_id: str, metric: str, period_key: str, now: datetime
+    connection: Connection, *, account_id: str, metric: str, period_key: str, now: datetime
 ) -> None:
     """A ``quota_low`` email is telling the user the limit of ``metric`` is reached: the period's
     ``quota_blocked`` notice is claimed now as done (a later refusal finds it claimed), or, when
     claimed already and waiting or taken for sending, skipped (``covered``)."""
     row = new_row(
-        user_id=user_id,
+        account_id=account_id,
         kind=NotificationKind.QUOTA_BLOCKED,
         subject=metric,
         period_key=period_key,
@@ -450,13 +454,13 @@ def cover_limit_reached(
         dialect_insert(connection, notifications)
         .values(**row)
         .on_conflict_do_nothing(
-            index_elements=[_NOTES.user_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
+            index_elements=[_NOTES.account_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
         )
     )
     connection.execute(
         update(notifications)
         .where(
-            _NOTES.user_id == user_id,
+            _NOTES.account_id == account_id,
             _NOTES.kind == NotificationKind.QUOTA_BLOCKED.value,
             _NOTES.subject == metric,
             _NOTES.period_key == period_key,
@@ -470,7 +474,7 @@ def to_notification_values(notification_id: int, values: Mapping[str, Any]) -> N
     """The notification inserted with ``values`` (from ``new_row``) as ``notification_id``."""
     return Notification(
         id=notification_id,
-        user_id=values["user_id"],
+        account_id=values["account_id"],
         kind=NotificationKind(values["kind"]),
         subject=values["subject"],
         period_key=values["period_key"],

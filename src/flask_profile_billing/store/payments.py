@@ -37,8 +37,8 @@ _PAYMENTS_LOCK_CLASS = 0x4250  # "BP"
 _LOCK = text("SELECT pg_advisory_xact_lock(:cls, :key)")
 
 
-def lock_payments_of(connection: Connection, user_id: str) -> None:
-    """Make the rest of the current write transaction the only one on ``user_id``'s payments.
+def lock_payments_of(connection: Connection, account_id: str) -> None:
+    """Make the rest of the current write transaction the only one on ``account_id``'s payments.
 
     PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback (also when the
     process dies), and kept on one server connection by a transaction-mode pooler. Other users'
@@ -48,20 +48,20 @@ def lock_payments_of(connection: Connection, user_id: str) -> None:
     """
     if connection.dialect.name != "postgresql":
         return
-    key = zlib.crc32(user_id.encode()) - 2**31  # into int4's range
+    key = zlib.crc32(account_id.encode()) - 2**31  # into int4's range
     connection.execute(_LOCK, {"cls": _PAYMENTS_LOCK_CLASS, "key": key})
 
 
 def count_payments(
-    connection: Connection, user_id: str, status: str, created_since: datetime
+    connection: Connection, account_id: str, status: str, created_since: datetime
 ) -> int:
-    """How many of ``user_id``'s payments created after ``created_since`` are in ``status``
-    (served by the user_id index)."""
+    """How many of ``account_id``'s payments created after ``created_since`` are in ``status``
+    (served by the account_id index)."""
     query = (
         select(func.count())
         .select_from(payments)
         .where(
-            payments.c.user_id == user_id,
+            payments.c.account_id == account_id,
             payments.c.status == status,
             payments.c.created_at > created_since,
         )
@@ -185,11 +185,11 @@ def set_references(
             )
 
 
-def latest_payments(connection: Connection, user_id: str, limit: int) -> list[Payment]:
-    """The user's ``limit`` latest payments, newest first (served by the user_id index)."""
+def latest_payments(connection: Connection, account_id: str, limit: int) -> list[Payment]:
+    """The user's ``limit`` latest payments, newest first (served by the account_id index)."""
     query = (
         select(payments)
-        .where(payments.c.user_id == user_id)
+        .where(payments.c.account_id == account_id)
         .order_by(payments.c.created_at.desc(), payments.c.id.desc())
         .limit(limit)
     )

@@ -54,13 +54,13 @@ def get(connection: Connection, recurring_id: str) -> Arrangement | None:
     return None if row is None else _arrangement(row)
 
 
-def of_user(
-    connection: Connection, user_id: str, statuses: Collection[ArrangementStatus]
+def of_account(
+    connection: Connection, account_id: str, statuses: Collection[ArrangementStatus]
 ) -> list[Arrangement]:
     """The user's arrangements in ``statuses``, oldest first."""
     query = (
         select(recurring)
-        .where(_R.user_id == user_id, _R.status.in_([status.value for status in statuses]))
+        .where(_R.account_id == account_id, _R.status.in_([status.value for status in statuses]))
         .order_by(_R.created_at, _R.id)
     )
     return [_arrangement(row) for row in connection.execute(query)]
@@ -101,14 +101,14 @@ def apply_move(connection: Connection, decided: ArrangementMove, now: datetime) 
 
 
 def end_others(
-    connection: Connection, user_id: str, provider: str, keep_id: str, now: datetime
+    connection: Connection, account_id: str, provider: str, keep_id: str, now: datetime
 ) -> list[Arrangement]:
     """End the user's other renewing arrangements with ``provider``: the newest one is the one
     that renews. The ones ended, as they were."""
     rows = connection.execute(
         update(recurring)
         .where(
-            _R.user_id == user_id,
+            _R.account_id == account_id,
             _R.provider == provider,
             _R.id != keep_id,
             _R.status.in_([ArrangementStatus.ACTIVE.value, ArrangementStatus.CANCELLING.value]),
@@ -146,7 +146,7 @@ def renewal_candidates(
             subscriptions.join(
                 recurring,
                 and_(
-                    _R.user_id == _S.user_id,
+                    _R.account_id == _S.account_id,
                     _R.plan_code == _S.plan_code,
                     _R.status == ArrangementStatus.ACTIVE.value,
                     _R.provider.in_(providers),

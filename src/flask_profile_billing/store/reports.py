@@ -12,15 +12,15 @@ from .subscriptions import plan_in_force
 
 
 def top_users(connection: Connection, metric: str, since: datetime, limit: int) -> list[Row[Any]]:
-    """The ``limit`` users (``user_id``, ``total``) who used ``metric`` most since ``since``,
+    """The ``limit`` users (``account_id``, ``total``) who used ``metric`` most since ``since``,
     from the usage log; most first, ties by user id."""
     events = usage_events.c
     total = func.sum(events.amount).label("total")
     query = (
-        select(events.user_id, total)
+        select(events.account_id, total)
         .where(events.metric == metric, events.created_at >= since)
-        .group_by(events.user_id)
-        .order_by(total.desc(), events.user_id)
+        .group_by(events.account_id)
+        .order_by(total.desc(), events.account_id)
         .limit(limit)
     )
     return list(connection.execute(query))
@@ -42,14 +42,14 @@ def plan_usage(
     query = (
         select(
             plan_code,
-            func.count(func.distinct(subs.user_id)).label("users"),
+            func.count(func.distinct(subs.account_id)).label("users"),
             func.avg(func.coalesce(counters.used, 0)).label("average_used"),
         )
         .select_from(subscriptions)
         .outerjoin(
             usage_counters,
             and_(
-                counters.user_id == subs.user_id,
+                counters.account_id == subs.account_id,
                 counters.metric == metric,
                 counters.period_start <= now,
                 counters.period_end > now,

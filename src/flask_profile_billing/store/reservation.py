@@ -32,32 +32,32 @@ from ..domain.periods import Period
 from .subscriptions import LAPSED_SQL
 
 _NOTICE_COLUMNS = (
-    "user_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at, sent_at"
+    "account_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at, sent_at"
 )
 _NOTICE_VALUES = (
-    ":user_id, {kind}, :metric, :notice_period_key, :notice_status, 0, "
+    ":account_id, {kind}, :metric, :notice_period_key, :notice_status, 0, "
     "CAST(:notice_next_attempt_at AS TIMESTAMPTZ), :now, CAST(:notice_sent_at AS TIMESTAMPTZ)"
 )
 
 _SQL = """
 WITH prior AS (
     SELECT id FROM billing_usage_events
-    WHERE user_id = :user_id AND idempotency_key = :idempotency_key
+    WHERE account_id = :account_id AND idempotency_key = :idempotency_key
 ),
 plan_in_force AS (
     SELECT CASE WHEN {lapsed} THEN :default_plan ELSE s.plan_code END AS code
     FROM billing_subscriptions s
-    WHERE s.user_id = :user_id AND s.ended_at IS NULL
+    WHERE s.account_id = :account_id AND s.ended_at IS NULL
 ),
 plan_limit AS (
     SELECT l.lim FROM plan_in_force p JOIN (VALUES {limits}) AS l(code, lim) ON l.code = p.code
 ),
 counter AS (
-    INSERT INTO billing_usage_counters (user_id, metric, period_start, period_end, used)
-    SELECT :user_id, :metric, :period_start, :period_end, :amount
+    INSERT INTO billing_usage_counters (account_id, metric, period_start, period_end, used)
+    SELECT :account_id, :metric, :period_start, :period_end, :amount
     FROM plan_limit
     WHERE NOT EXISTS (SELECT 1 FROM prior) AND (plan_limit.lim IS NULL OR :amount <= plan_limit.lim)
-    ON CONFLICT (user_id, metric, period_start) DO UPDATE
+    ON CONFLICT (account_id, metric, period_start) DO UPDATE
         SET used = billing_usage_counters.used + EXCLUDED.used
         WHERE (SELECT lim FROM plan_limit) IS NULL
            OR billing_usage_counters.used + EXCLUDED.used <= (SELECT lim FROM plan_limit)
@@ -65,16 +65,17 @@ counter AS (
 ),
 event AS (
     INSERT INTO billing_usage_events
-        (user_id, metric, amount, period_start, resources, metadata, idempotency_key, created_at)
-    SELECT :user_id, :metric, :amount, :period_start,
+        (account_id, actor_user_id, metric, amount, period_start, resources, metadata,
+         idempotency_key, created_at)
+    SELECT :account_id, :actor_user_id, :metric, :amount, :period_start,
            CAST(:resources AS JSON), CAST(:metadata AS JSON), :idempotency_key, :now
     FROM counter
     RETURNING id
 ),
 daily AS (
-    INSERT INTO billing_usage_daily (user_id, metric, day, total)
-    SELECT :user_id, :metric, :day, :amount FROM counter
-    ON CONFLICT (user_id, metric, day) DO UPDATE
+    INSERT INTO billing_usage_daily (account_id, metric, day, total)
+    SELECT :account_id, :metric, :day, :amount FROM counter
+    ON CONFLICT (account_id, metric, day) DO UPDATE
         SET total = billing_usage_daily.total + EXCLUDED.total
 ),
 low_notice AS (
@@ -84,7 +85,7 @@ low_notice AS (
     WHERE plan_limit.lim > 0
       AND counter.used - :amount < CEIL(plan_limit.lim * CAST(:ratio AS DOUBLE PRECISION))
       AND CEIL(plan_limit.lim * CAST(:ratio AS DOUBLE PRECISION)) <= counter.used
-    ON CONFLICT (user_id, kind, subject, period_key) DO NOTHING
+    ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
     RETURNING id
 ),
 blocked_notice AS (
@@ -92,7 +93,7 @@ blocked_notice AS (
     SELECT {blocked_notice_values}
     FROM plan_limit
     WHERE NOT EXISTS (SELECT 1 FROM prior) AND NOT EXISTS (SELECT 1 FROM counter)
-    ON CONFLICT (user_id, kind, subject, period_key) DO NOTHING
+    ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
     RETURNING id
 )
 SELECT (SELECT id FROM prior) AS prior_id,
@@ -103,7 +104,7 @@ SELECT (SELECT id FROM prior) AS prior_id,
        (SELECT used FROM counter) AS used_after,
        (SELECT id FROM event) AS event_id,
        (SELECT used FROM billing_usage_counters
-        WHERE user_id = :user_id AND metric = :metric AND period_start = :period_start) AS used_before
+        WHERE account_id = :account_id AND metric = :metric AND period_start = :period_start) AS used_before
 """
 
 
@@ -163,7 +164,8 @@ class OneStatementReservation:
         self,
         connection: Connection,
         *,
-        user_id: str,
+        account_id: str,
+        actor_user_id: str,
         metric: str,
         amount: int,
         period: Period,
@@ -175,7 +177,8 @@ class OneStatementReservation:
     ) -> OneStatementResult:
         parameters = {
             **self._constants,
-            "user_id": user_id,
+            "account_id": account_id,
+            "actor_user_id": actor_user_id,
             "metric": metric,
             "amount": amount,
             "period_start": period.start,

@@ -77,7 +77,7 @@ def lapsed_status() -> ColumnElement[Any]:
 def to_subscription(row: Row[Any]) -> Subscription:
     return Subscription(
         id=row.id,
-        user_id=row.user_id,
+        account_id=row.account_id,
         plan_code=row.plan_code,
         status=SubscriptionStatus(row.status),
         started_at=row.started_at,
@@ -89,7 +89,7 @@ def to_subscription(row: Row[Any]) -> Subscription:
 
 # Built once: the guards read the current subscription on every request.
 _SELECT_CURRENT = select(subscriptions).where(
-    _subscription.user_id == bindparam("user_id"), IS_CURRENT
+    _subscription.account_id == bindparam("account_id"), IS_CURRENT
 )
 _LOCK_CURRENT = _SELECT_CURRENT.with_for_update()
 
@@ -97,37 +97,37 @@ _LOCK_CURRENT = _SELECT_CURRENT.with_for_update()
 # -- reading -------------------------------------------------------------------------------------
 
 
-def select_current(connection: Connection, user_id: str) -> Subscription | None:
+def select_current(connection: Connection, account_id: str) -> Subscription | None:
     """The user's current subscription as it stands (no creation and no rollover: inside a
     caller's transaction)."""
-    row = connection.execute(_SELECT_CURRENT, {"user_id": user_id}).one_or_none()
+    row = connection.execute(_SELECT_CURRENT, {"account_id": account_id}).one_or_none()
     return None if row is None else to_subscription(row)
 
 
-def lock_current(connection: Connection, user_id: str) -> Subscription | None:
+def lock_current(connection: Connection, account_id: str) -> Subscription | None:
     """The user's current subscription, locked until the transaction ends; None when there is none.
 
     On PostgreSQL, None also answers a wait for a concurrent transaction that ended the row: the
     subscription it started in its place was not there when this statement began. The caller
     leaves its transaction and asks again.
     """
-    row = connection.execute(_LOCK_CURRENT, {"user_id": user_id}).one_or_none()
+    row = connection.execute(_LOCK_CURRENT, {"account_id": account_id}).one_or_none()
     return None if row is None else to_subscription(row)
 
 
-def current_of_users(connection: Connection, user_ids: Sequence[str]) -> dict[str, Subscription]:
-    """The current subscriptions of ``user_ids``, by user id (users with none are left out)."""
+def current_of_users(connection: Connection, account_ids: Sequence[str]) -> dict[str, Subscription]:
+    """The current subscriptions of ``account_ids``, by user id (users with none are left out)."""
     rows = connection.execute(
-        select(subscriptions).where(_subscription.user_id.in_(user_ids), IS_CURRENT)
+        select(subscriptions).where(_subscription.account_id.in_(account_ids), IS_CURRENT)
     )
-    return {row.user_id: to_subscription(row) for row in rows}
+    return {row.account_id: to_subscription(row) for row in rows}
 
 
-def history(connection: Connection, user_id: str) -> list[Subscription]:
+def history(connection: Connection, account_id: str) -> list[Subscription]:
     """Every subscription the user had, the current one included, oldest first."""
     rows = connection.execute(
         select(subscriptions)
-        .where(_subscription.user_id == user_id)
+        .where(_subscription.account_id == account_id)
         .order_by(_subscription.started_at, _subscription.id)
     )
     return [to_subscription(row) for row in rows]
@@ -160,7 +160,7 @@ def replace_current(
     subscription_id: int,
     *,
     now: datetime,
-    user_id: str,
+    account_id: str,
     plan_code: str,
     status: SubscriptionStatus,
     expires_at: datetime | None,
@@ -178,7 +178,7 @@ def replace_current(
     row = connection.execute(
         subscriptions.insert()
         .values(
-            user_id=user_id,
+            account_id=account_id,
             plan_code=plan_code,
             status=status.value,
             started_at=now,
@@ -234,11 +234,11 @@ def end_at_expiry(connection: Connection, which: ColumnElement[bool]) -> list[Su
     return [to_subscription(row) for row in rows]
 
 
-def free_values(user_id: str, starts_at: datetime | None, plan_code: str) -> dict[str, Any]:
+def free_values(account_id: str, starts_at: datetime | None, plan_code: str) -> dict[str, Any]:
     """The columns of a free subscription from ``starts_at`` (a first access, or the expiry of the
     paid one it follows)."""
     return {
-        "user_id": user_id,
+        "account_id": account_id,
         "plan_code": plan_code,
         "status": SubscriptionStatus.ACTIVE.value,
         "started_at": starts_at,
@@ -248,15 +248,15 @@ def free_values(user_id: str, starts_at: datetime | None, plan_code: str) -> dic
 
 
 def insert_default(
-    connection: Connection, user_id: str, starts_at: datetime | None, plan_code: str
+    connection: Connection, account_id: str, starts_at: datetime | None, plan_code: str
 ) -> Subscription | None:
     """Insert a free subscription unless the user already has a current one (the unique index
     decides between concurrent first requests); the inserted subscription, or None."""
     row = insert_ignoring_conflict(
         connection,
         subscriptions,
-        free_values(user_id, starts_at, plan_code),
-        ["user_id"],
+        free_values(account_id, starts_at, plan_code),
+        ["account_id"],
         conflict_where=IS_CURRENT,
     )
     return None if row is None else to_subscription(row)
@@ -268,14 +268,14 @@ def insert_defaults(
     """Free subscriptions for the users of ``ended``, from their expiry, in one multi-row insert;
     users who meanwhile got a current subscription keep it. Returns user id to the current
     subscription."""
-    rows = [free_values(lapsed.user_id, lapsed.expires_at, plan_code) for lapsed in ended]
+    rows = [free_values(lapsed.account_id, lapsed.expires_at, plan_code) for lapsed in ended]
     statement = (
         dialect_insert(connection, subscriptions)
-        .on_conflict_do_nothing(index_elements=["user_id"], index_where=IS_CURRENT)
+        .on_conflict_do_nothing(index_elements=["account_id"], index_where=IS_CURRENT)
         .returning(*subscriptions.c)
     )
     inserted = connection.execute(statement, rows).all()
-    current = {row.user_id: to_subscription(row) for row in inserted}
+    current = {row.account_id: to_subscription(row) for row in inserted}
     add_others_current(connection, ended, current)
     return current
 
@@ -285,6 +285,6 @@ def add_others_current(
 ) -> None:
     """Add to ``current`` the subscriptions that users of ``ended`` got meanwhile instead of a
     free follower."""
-    missing = [lapsed.user_id for lapsed in ended if lapsed.user_id not in current]
+    missing = [lapsed.account_id for lapsed in ended if lapsed.account_id not in current]
     if missing:
         current.update(current_of_users(connection, missing))

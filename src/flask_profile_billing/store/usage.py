@@ -24,7 +24,7 @@ from .models import usage_counters, usage_daily, usage_events
 def consume(
     connection: Connection,
     *,
-    user_id: str,
+    account_id: str,
     metric: str,
     period: Period,
     amount: int,
@@ -38,7 +38,7 @@ def consume(
     """
     statement = _consume_statement(connection.dialect.name, limited=limit is not None)
     parameters = {
-        "p_user_id": user_id,
+        "p_account_id": account_id,
         "p_metric": metric,
         "p_period_start": period.start,
         "p_period_end": period.end,
@@ -55,7 +55,7 @@ def _consume_statement(dialect: str, *, limited: bool) -> Any:
     counter = usage_counters.c
     amount = param(counter.used, "amount")
     statement = insert_for(dialect, usage_counters).values(
-        user_id=param(counter.user_id),
+        account_id=param(counter.account_id),
         metric=param(counter.metric),
         period_start=param(counter.period_start),
         period_end=param(counter.period_end),
@@ -63,14 +63,14 @@ def _consume_statement(dialect: str, *, limited: bool) -> Any:
     )
     limit = param(counter.used, "limit")
     return statement.on_conflict_do_update(
-        index_elements=[counter.user_id, counter.metric, counter.period_start],
+        index_elements=[counter.account_id, counter.metric, counter.period_start],
         set_={"used": counter.used + amount},
         where=(counter.used + amount <= limit) if limited else None,
     ).returning(counter.used)
 
 
 def give_back(
-    connection: Connection, *, user_id: str, metric: str, period_start: datetime, amount: int
+    connection: Connection, *, account_id: str, metric: str, period_start: datetime, amount: int
 ) -> bool:
     """Return ``amount`` to a period's counter (a refund); never takes it below zero."""
     counter = usage_counters.c
@@ -78,7 +78,7 @@ def give_back(
         update(usage_counters)
         .where(
             and_(
-                counter.user_id == user_id,
+                counter.account_id == account_id,
                 counter.metric == metric,
                 counter.period_start == period_start,
                 counter.used >= amount,
@@ -90,31 +90,31 @@ def give_back(
 
 
 def used_in_period(
-    connection: Connection, user_id: str, metric: str, period_start: datetime
+    connection: Connection, account_id: str, metric: str, period_start: datetime
 ) -> int:
     used = connection.execute(
         _USED_IN_PERIOD,
-        {"p_user_id": user_id, "p_metric": metric, "p_period_start": period_start},
+        {"p_account_id": account_id, "p_metric": metric, "p_period_start": period_start},
     ).scalar_one_or_none()
     return int(used or 0)
 
 
 _USED_IN_PERIOD = select(usage_counters.c.used).where(
-    usage_counters.c.user_id == param(usage_counters.c.user_id),
+    usage_counters.c.account_id == param(usage_counters.c.account_id),
     usage_counters.c.metric == param(usage_counters.c.metric),
     usage_counters.c.period_start == param(usage_counters.c.period_start),
 )
 
 
 def used_by_metric(
-    connection: Connection, user_id: str, metrics: list[str], period_start: datetime
+    connection: Connection, account_id: str, metrics: list[str], period_start: datetime
 ) -> dict[str, int]:
-    """What ``user_id`` used of each of ``metrics`` in the period starting at ``period_start``;
+    """What ``account_id`` used of each of ``metrics`` in the period starting at ``period_start``;
     a metric with no counter yet is left out (nothing used)."""
     counter = usage_counters.c
     rows = connection.execute(
         select(counter.metric, counter.used).where(
-            counter.user_id == user_id,
+            counter.account_id == account_id,
             counter.metric.in_(metrics),
             counter.period_start == period_start,
         )
@@ -143,7 +143,7 @@ def _insert_event_statement(dialect: str, *, keyed: bool) -> Any:
     )
     if keyed:
         statement = statement.on_conflict_do_nothing(
-            index_elements=[usage_events.c.user_id, usage_events.c.idempotency_key]
+            index_elements=[usage_events.c.account_id, usage_events.c.idempotency_key]
         )
     return statement.returning(usage_events.c.id)
 
@@ -151,7 +151,7 @@ def _insert_event_statement(dialect: str, *, keyed: bool) -> Any:
 def refund_event(
     connection: Connection,
     *,
-    user_id: str,
+    account_id: str,
     event_id: int | None = None,
     idempotency_key: str | None = None,
 ) -> bool:
@@ -168,21 +168,21 @@ def refund_event(
     )
     row = connection.execute(
         delete(usage_events)
-        .where(events.user_id == user_id, found)
+        .where(events.account_id == account_id, found)
         .returning(events.metric, events.amount, events.period_start, events.created_at)
     ).one_or_none()
     if row is None:
         return False
     give_back(
         connection,
-        user_id=user_id,
+        account_id=account_id,
         metric=row.metric,
         period_start=row.period_start,
         amount=row.amount,
     )
     take_from_daily(
         connection,
-        user_id=user_id,
+        account_id=account_id,
         metric=row.metric,
         day=row.created_at.astimezone(UTC).date(),
         amount=row.amount,
@@ -191,12 +191,12 @@ def refund_event(
 
 
 def add_to_daily(
-    connection: Connection, *, user_id: str, metric: str, day: date, amount: int
+    connection: Connection, *, account_id: str, metric: str, day: date, amount: int
 ) -> None:
     """Add a charge to the day's total (the rollup the statistics read)."""
     connection.execute(
         _add_to_daily_statement(connection.dialect.name),
-        {"p_user_id": user_id, "p_metric": metric, "p_day": day, "p_total": amount},
+        {"p_account_id": account_id, "p_metric": metric, "p_day": day, "p_total": amount},
     )
 
 
@@ -207,27 +207,27 @@ def _add_to_daily_statement(dialect: str) -> Any:
     return (
         insert_for(dialect, usage_daily)
         .values(
-            user_id=param(daily.user_id),
+            account_id=param(daily.account_id),
             metric=param(daily.metric),
             day=param(daily.day),
             total=total,
         )
         .on_conflict_do_update(
-            index_elements=[daily.user_id, daily.metric, daily.day],
+            index_elements=[daily.account_id, daily.metric, daily.day],
             set_={"total": daily.total + total},
         )
     )
 
 
 def take_from_daily(
-    connection: Connection, *, user_id: str, metric: str, day: date, amount: int
+    connection: Connection, *, account_id: str, metric: str, day: date, amount: int
 ) -> None:
     """Take a refunded charge off the day's total."""
     daily = usage_daily.c
     connection.execute(
         update(usage_daily)
         .where(
-            daily.user_id == user_id,
+            daily.account_id == account_id,
             daily.metric == metric,
             daily.day == day,
             daily.total >= amount,
@@ -236,29 +236,29 @@ def take_from_daily(
     )
 
 
-def daily_totals(connection: Connection, user_id: str, since: date) -> list[Row[Any]]:
+def daily_totals(connection: Connection, account_id: str, since: date) -> list[Row[Any]]:
     """The user's non-zero day totals (``day``, ``metric``, ``total``) from ``since`` on, by day
     and metric."""
     daily = usage_daily.c
     query = (
         select(daily.day, daily.metric, daily.total)
-        .where(daily.user_id == user_id, daily.day >= since, daily.total > 0)
+        .where(daily.account_id == account_id, daily.day >= since, daily.total > 0)
         .order_by(daily.day, daily.metric)
     )
     return list(connection.execute(query))
 
 
 def latest_charges(
-    connection: Connection, user_id: str, since: datetime, limit: int
+    connection: Connection, account_id: str, since: datetime, limit: int
 ) -> list[Row[Any]]:
     """The user's ``limit`` latest usage events since ``since`` (``id``, ``metric``, ``amount``,
     ``resources``, ``created_at``), newest first.
 
-    Walks the (user_id, created_at) index backwards and stops after ``limit`` rows."""
+    Walks the (account_id, created_at) index backwards and stops after ``limit`` rows."""
     events = usage_events.c
     query = (
         select(events.id, events.metric, events.amount, events.resources, events.created_at)
-        .where(events.user_id == user_id, events.created_at >= since)
+        .where(events.account_id == account_id, events.created_at >= since)
         .order_by(events.created_at.desc(), events.id.desc())
         .limit(limit)
     )
