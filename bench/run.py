@@ -4,8 +4,8 @@ Starts PostgreSQL and Redis on loopback, then gunicorn (sync workers, 127.0.0.1)
 configuration, and runs ``wrk`` against every route, the routes taking turns within each round, for
 several rounds; prints medians and ratios, then the in-process measurements (guard overhead per
 call, statements per request, usage statistics over millions of events, the profile read) and the
-maintenance run over a million subscriptions, and writes everything to
-``bench/results/<timestamp>.json`` and ``bench/results/latest.json``.
+maintenance run over a million subscriptions and the data migration to accounts, and writes
+everything to ``bench/results/<timestamp>.json`` and ``bench/results/latest.json``.
 
 Every server it starts is stopped when it ends, on errors and Ctrl-C (SIGINT, SIGTERM) too.
 See bench/README.md.
@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import inprocess, loadgen, machine, maintenance, page, report, servers
+from . import inprocess, loadgen, machine, maintenance, migration, page, report, servers
 from .app import ENV_DATABASE_URL, ENV_REDIS_URL, HOT_USER, create_app, db, setup_database
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -74,13 +74,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, help="wrk connections (BENCH_CONNECTIONS, 16)")
     p.add_argument("--workers", type=int, help="gunicorn sync workers (BENCH_WORKERS, 2)")
     p.add_argument("--warmup", type=float, help="seconds of wrk warm-up per route and variant (2)")
-    p.add_argument("--events", type=int, help="usage events to load (BENCH_EVENTS, 2,000,000)")
+    p.add_argument(
+        "--events",
+        type=int,
+        help="usage events to load for the statistics and the data migration "
+        "(BENCH_EVENTS, 2,000,000)",
+    )
     p.add_argument(
         "--subscriptions",
         type=int,
         help="subscriptions for the maintenance runs: a tenth, then all of them lapsed, "
         "then all with two runs at once, then the notification sweep with a tenth due "
-        "(BENCH_SUBSCRIPTIONS, 1,000,000)",
+        "(BENCH_SUBSCRIPTIONS, 1,000,000); also the users of the data migration",
     )
     p.add_argument("--calls", type=int, help="calls per endpoint for p50/p95 in process (30)")
     p.add_argument("--iterations", type=int, help="calls per view for the overhead (500)")
@@ -108,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default=os.environ.get("BENCH_SKIP", ""),
-        help="parts to leave out: http,statements,page,overhead,usage,maintenance",
+        help="parts to leave out: http,statements,page,overhead,usage,maintenance,migration",
     )
     p.add_argument(
         "--wait-idle",
@@ -576,6 +581,21 @@ def main(argv: list[str] | None = None) -> int:
                         runs_by_scenario[scenario] = ran
                         say(maintenance.summary(ran))
                 results["maintenance"] = runs_by_scenario
+
+            if "migration" not in args.skip:
+                say(f"\n== {migration.describe(args.subscriptions, args.events)} ==")
+                migrated = _step(
+                    "migration",
+                    results,
+                    migration.migrate,
+                    pg,
+                    args.subscriptions,
+                    args.events,
+                    meter,
+                )
+                if migrated:
+                    results["migration"] = migrated
+                    say(migration.summary(migrated))
     except KeyboardInterrupt:
         say("\ninterrupted: servers stopped, partial results written")
         exit_code = 130
