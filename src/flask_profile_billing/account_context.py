@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import g, has_request_context, session
+from flask import current_app, g, has_request_context, request, session
 
 from .domain.accounts import UnknownAccountError, personal_account_id
 from .state import BillingState
@@ -63,6 +63,10 @@ def _check_membership(state: BillingState, user_id: str, account_id: str) -> Non
 
 def _session_choice(state: BillingState, user_id: str) -> str | None:
     if not has_request_context():
+        return None
+    if current_app.config.get("SESSION_COOKIE_NAME", "session") not in request.cookies:
+        # No session to have chosen in (a token client): not even read, so that the answer does
+        # not vary by cookie.
         return None
     chosen = session.get(SESSION_KEY)
     if not isinstance(chosen, str) or chosen == personal_account_id(user_id):
