@@ -1,0 +1,79 @@
+"""Request schemas of the accounts API: every body it accepts, validated before any service is
+asked, unknown fields refused (a client cannot set what the endpoint does not offer)."""
+
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from ..domain.accounts import Role
+from ..services.accounts import MAX_EMAIL_LENGTH, MAX_TEAM_NAME_LENGTH
+from .schemas import StrictSchema
+
+_NAME = [
+    validate.Length(
+        min=1,
+        max=MAX_TEAM_NAME_LENGTH,
+        error=f"Length must be between 1 and {MAX_TEAM_NAME_LENGTH}.",
+    ),
+    validate.Predicate("strip", error="Must not be blank."),
+]
+# An invitation's token is 43 URL-safe characters; the bound keeps a huge body from being hashed.
+MAX_TOKEN_LENGTH = 200
+MAX_USER_ID_LENGTH = 255
+
+
+class CreateTeamSchema(StrictSchema):
+    name = fields.String(
+        required=True,
+        validate=_NAME,
+    )
+    key = fields.String(
+        load_default=None,
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9_-]{1,64}$", error="Must be 1 to 64 letters, digits, '-' or '_'."
+        ),
+        metadata={"description": "The team's own key (its id is team:<key>); random when absent"},
+    )
+
+
+class RenameTeamSchema(StrictSchema):
+    name = fields.String(required=True, validate=_NAME)
+
+
+class ChangeRoleSchema(StrictSchema):
+    role = fields.String(
+        required=True,
+        validate=validate.OneOf([role.value for role in Role]),
+        metadata={"enum": [role.value for role in Role]},
+    )
+
+
+class TransferSchema(StrictSchema):
+    user_id = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=MAX_USER_ID_LENGTH),
+        metadata={"description": "A member of the team, who becomes an owner"},
+    )
+
+
+class CapSchema(StrictSchema):
+    cap = fields.Integer(
+        required=True,
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(min=0, max=2**62, error="Must be between 0 and 2**62."),
+        metadata={"description": "Per period; null removes the cap"},
+    )
+
+
+class InviteSchema(StrictSchema):
+    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL_LENGTH))
+    role = fields.String(
+        load_default=Role.MEMBER.value,
+        validate=validate.OneOf([Role.ADMIN.value, Role.MEMBER.value]),
+        metadata={"enum": [Role.ADMIN.value, Role.MEMBER.value]},
+    )
+
+
+class AcceptSchema(StrictSchema):
+    token = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TOKEN_LENGTH))
