@@ -501,6 +501,26 @@ def test_an_invitation_answers_even_when_no_email_can_be_sent(
     assert token_of(data)
 
 
+def test_the_link_leads_to_the_profile_pages_acceptance_when_it_offers_one(
+    app: Flask, client: FlaskClient, team: str, sent: list[OutgoingEmail]
+) -> None:
+    # The page's view, as the profile page registers it: "<page blueprint>.accept_invitation".
+    app.add_url_rule(
+        "/profile/invitations/<token>",
+        endpoint="billing_profile_page.accept_invitation",
+        view_func=lambda token: token,
+    )
+
+    data = invite(client, team, "paged@example.com")
+
+    url = urlsplit(data["accept_url"])
+    assert url.path.startswith("/profile/invitations/")
+    token = url.path.rsplit("/", 1)[1]
+    assert data["accept_url"] in sent[-1].text
+    joined = answered(call(client, "POST", "/invitations/accept", "paged", {"token": token}))
+    assert joined["account"]["id"] == team
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
