@@ -672,3 +672,31 @@ def test_the_subscription_and_usage_follow_the_hosts_account_loader(
     assert usage["subscription"]["plan"]["plan_type"] == "starter"
     assert usage["total_usage"][METRIC] == 4
     assert own["subscription"]["plan"]["plan_type"] == "free"
+
+
+# -- text no row can hold -----------------------------------------------------------------------
+
+
+def test_a_nul_or_a_lone_surrogate_is_a_field_error_not_a_database_fault(
+    client: FlaskClient, team: str
+) -> None:
+    before = stored(team)
+    for text in ("a\x00b", "a\ud800b"):
+        for method, path, body, field in [
+            ("POST", "/accounts", {"name": text}, "name"),
+            ("PATCH", f"/accounts/{team}", {"name": text}, "name"),
+            ("POST", f"/accounts/{team}/transfer", {"user_id": text}, "user_id"),
+            ("POST", f"/accounts/{team}/invitations", {"email": f"{text}@example.com"}, "email"),
+            ("POST", "/invitations/accept", {"token": text}, "token"),
+        ]:
+            assert field in field_errors(call(client, method, path, OWNER, body)), (path, text)
+    for method, path, body, field in [
+        ("GET", "/accounts/team:a%00b", None, "account_id"),
+        ("PATCH", f"/accounts/{team}/members/a%00b", {"role": "admin"}, "user_id"),
+        ("DELETE", f"/accounts/{team}/members/a%00b", None, "user_id"),
+        ("PUT", f"/accounts/{team}/caps/a%00b/{METRIC}", {"cap": 1}, "user_id"),
+        ("DELETE", f"/accounts/{team}/invitations/a%00b", None, "invitation_id"),
+        ("GET", "/accounts/team:" + "x" * 400, None, "account_id"),
+    ]:
+        assert field in field_errors(call(client, method, path, OWNER, body)), path
+    assert stored(team) == before

@@ -3,13 +3,30 @@ asked, unknown fields refused (a client cannot set what the endpoint does not of
 
 from __future__ import annotations
 
-from marshmallow import fields, validate
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+from marshmallow import ValidationError, fields, validate
 
 from ..domain.accounts import Role
 from ..services.accounts import MAX_EMAIL_LENGTH, MAX_TEAM_NAME_LENGTH
 from .schemas import StrictSchema
 
-_NAME = [
+# Control characters (NUL among them: PostgreSQL cannot store it), lone surrogates (not UTF-8)
+# and line separators: refused in every text the API stores or looks up.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+MAX_ID_LENGTH = 300
+
+
+def plain_text(value: str) -> None:
+    """A validator: one line of printable text."""
+    if any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in value):
+        raise ValidationError("Must not contain control characters or line breaks.")
+
+
+_NAME: list[Callable[[Any], Any]] = [
+    plain_text,
     validate.Length(
         min=1,
         max=MAX_TEAM_NAME_LENGTH,
@@ -51,7 +68,7 @@ class ChangeRoleSchema(StrictSchema):
 class TransferSchema(StrictSchema):
     user_id = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=MAX_USER_ID_LENGTH),
+        validate=[validate.Length(min=1, max=MAX_USER_ID_LENGTH), plain_text],
         metadata={"description": "A member of the team, who becomes an owner"},
     )
 
@@ -67,7 +84,9 @@ class CapSchema(StrictSchema):
 
 
 class InviteSchema(StrictSchema):
-    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL_LENGTH))
+    email = fields.Email(
+        required=True, validate=[validate.Length(max=MAX_EMAIL_LENGTH), plain_text]
+    )
     role = fields.String(
         load_default=Role.MEMBER.value,
         validate=validate.OneOf([Role.ADMIN.value, Role.MEMBER.value]),
@@ -76,4 +95,6 @@ class InviteSchema(StrictSchema):
 
 
 class AcceptSchema(StrictSchema):
-    token = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TOKEN_LENGTH))
+    token = fields.String(
+        required=True, validate=[validate.Length(min=1, max=MAX_TOKEN_LENGTH), plain_text]
+    )

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, url_for
 from flask_login import current_user
+from marshmallow import ValidationError
 
 from ..account_context import request_account_id
 from ..domain.accounts import AccountKind, Role, SeatCount, account_kind, personal_user_id
@@ -25,6 +26,7 @@ from ..services.profiles import HostUser, describe_host_user
 from ..services.users import load_host_user
 from ..state import BillingState, get_state
 from .account_schemas import (
+    MAX_ID_LENGTH,
     AcceptSchema,
     CapSchema,
     ChangeRoleSchema,
@@ -32,6 +34,7 @@ from .account_schemas import (
     InviteSchema,
     RenameTeamSchema,
     TransferSchema,
+    plain_text,
 )
 from .common import authenticated, current_user_id, load_json, load_query, ok
 from .profile_schemas import quota_dict
@@ -68,7 +71,25 @@ def build_blueprint(name: str) -> Blueprint:
         methods=["DELETE"],
     )
     blueprint.add_url_rule("/invitations/accept", view_func=accept_invitation, methods=["POST"])
+    blueprint.url_value_preprocessor(_check_path_values)
     return blueprint
+
+
+def _check_path_values(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """The ids in the path are looked up in the database: one that no row can hold (a NUL,
+    which PostgreSQL refuses in any string, or an over-long one) is refused here, with the field
+    that carries it, rather than as a fault of the database."""
+    errors: dict[str, list[str]] = {}
+    for name, value in (values or {}).items():
+        try:
+            plain_text(value)
+        except ValidationError as error:
+            errors[name] = [str(message) for message in error.messages]
+        else:
+            if len(value) > MAX_ID_LENGTH:
+                errors[name] = [f"Longer than {MAX_ID_LENGTH} characters."]
+    if errors:
+        raise ApiError("VALIDATION_ERROR", "Some fields are invalid", {"fields": errors})
 
 
 # -- views ------------------------------------------------------------------------------------
