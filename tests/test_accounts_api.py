@@ -351,6 +351,7 @@ def test_every_endpoint_needs_a_login(client: FlaskClient, team: str) -> None:
         ("POST", "/accounts", {"name": "Anon"}),
         *endpoints(team),
         ("POST", "/invitations/accept", {"token": "x"}),
+        ("GET", "/accounts/team:a%00b", None),  # an id no row can hold: still 401 first
     ]:
         refused(call(client, method, path, None, body), 401, "UNAUTHORIZED")
     assert stored(team) == before

@@ -78,7 +78,9 @@ def build_blueprint(name: str) -> Blueprint:
 def _check_path_values(endpoint: str | None, values: dict[str, Any] | None) -> None:
     """The ids in the path are looked up in the database: one that no row can hold (a NUL,
     which PostgreSQL refuses in any string, or an over-long one) is refused here, with the field
-    that carries it, rather than as a fault of the database."""
+    that carries it, rather than as a fault of the database. Login is decided first, as in
+    every view: an anonymous request is 401 whatever its path."""
+    current_user_id()
     errors: dict[str, list[str]] = {}
     for name, value in (values or {}).items():
         try:
