@@ -701,3 +701,20 @@ def test_a_nul_or_a_lone_surrogate_is_a_field_error_not_a_database_fault(
     ]:
         assert field in field_errors(call(client, method, path, OWNER, body)), path
     assert stored(team) == before
+
+
+# -- where the API is mounted -------------------------------------------------------------------
+
+
+def test_the_accounts_api_can_be_moved_renamed_or_switched_off(make_app: AppFactory) -> None:
+    moved = make_app(BILLING_ACCOUNTS_API_PREFIX="/v2/", BILLING_ACCOUNTS_API_NAME="teams_api")
+    assert "teams_api" in moved.blueprints
+    answer = moved.test_client().get("/v2/accounts", headers=as_user("mover"))
+    assert answered(answer)["current"] == "user:mover"
+    document = moved.test_client().get("/api/billing/openapi.json").get_json()
+    assert {"/v2/accounts", "/v2/invitations/accept"} <= set(document["paths"])
+
+    off = make_app(BILLING_ACCOUNTS_API_ENABLED=False)
+    assert off.test_client().get("/api/accounts", headers=as_user("mover")).status_code == 404
+    document = off.test_client().get("/api/billing/openapi.json").get_json()
+    assert not [path for path in document["paths"] if "accounts" in path or "invitations" in path]
