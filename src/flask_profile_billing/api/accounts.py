@@ -42,7 +42,7 @@ from .schemas import NoQuerySchema
 
 log = logging.getLogger(__name__)
 
-ACCEPT_PAGE_ENDPOINT = "accept_invitation"
+ACCEPT_PAGE_ENDPOINT = "invitation"
 """The profile page's view that offers to accept an invitation (``<page blueprint>.`` before it)."""
 
 
