@@ -506,7 +506,7 @@ def test_the_link_leads_to_the_profile_pages_acceptance_when_it_offers_one(
     app: Flask, client: FlaskClient, team: str, sent: list[OutgoingEmail]
 ) -> None:
     # The page's view, as the profile page registers it: "<page blueprint>.invitation" (added
-    # here where this version of the page has none yet).
+    # here when the page offers none).
     endpoint = "billing_profile_page.invitation"
     if endpoint not in app.view_functions:
         app.add_url_rule(
