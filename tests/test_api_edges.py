@@ -33,7 +33,12 @@ from tests.support.host_app import AppFactory, Clock, as_user, billing_of
 SECRET = "edge-secret"
 NOW = datetime(2025, 10, 13, 10, 0, tzinfo=UTC)  # the test clock's start
 STARTER = {"plan_type": "starter", "duration_months": 1}
-API_BLUEPRINTS = ("billing_subscription_api", "billing_profile_api", "billing_api")
+API_BLUEPRINTS = (
+    "billing_subscription_api",
+    "billing_profile_api",
+    "billing_api",
+    "billing_accounts_api",
+)
 # Every GET endpoint of the three API blueprints; the test below finds them in the URL map, so a
 # new one is checked as soon as it exists, and this list says it was looked at.
 GET_ENDPOINTS = {
@@ -46,6 +51,8 @@ GET_ENDPOINTS = {
     "/api/profile/csrf-token",
     "/api/billing/quotas/preview",
     "/api/billing/openapi.json",
+    "/api/accounts",
+    "/api/accounts/<account_id>",
 }
 
 

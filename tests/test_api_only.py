@@ -13,7 +13,12 @@ from flask_profile_billing import TestPaymentProvider
 from tests.support.host_app import AppFactory, as_user
 
 # Every blueprint of the JSON API, by its default name.
-API_BLUEPRINTS = ("billing_subscription_api", "billing_profile_api", "billing_api")
+API_BLUEPRINTS = (
+    "billing_subscription_api",
+    "billing_profile_api",
+    "billing_api",
+    "billing_accounts_api",
+)
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BEARER_LIKE = as_user("token-client")  # the host's request_loader reads a header, not a cookie
 

@@ -93,4 +93,12 @@ def test_the_document_is_openapi_3_1_and_names_every_endpoint(client: FlaskClien
         "/api/profile/csrf-token",
         "/api/billing/quotas/preview",
         "/api/billing/webhooks/{provider}",
+        "/api/accounts",
+        "/api/accounts/{account_id}",
+        "/api/accounts/{account_id}/members/{user_id}",
+        "/api/accounts/{account_id}/transfer",
+        "/api/accounts/{account_id}/caps/{user_id}/{metric}",
+        "/api/accounts/{account_id}/invitations",
+        "/api/accounts/{account_id}/invitations/{invitation_id}",
+        "/api/invitations/accept",
     } <= set(document["paths"])

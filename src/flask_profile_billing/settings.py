@@ -68,6 +68,11 @@ DEFAULTS: Mapping[str, Any] = {
     "BILLING_API_ENABLED": True,
     "BILLING_API_PREFIX": "/api/billing",
     "BILLING_API_NAME": "billing_api",
+    # The accounts API: /accounts/... (teams, members, invitations, caps) and /invitations/accept
+    # under this prefix.
+    "BILLING_ACCOUNTS_API_ENABLED": True,
+    "BILLING_ACCOUNTS_API_PREFIX": "/api",
+    "BILLING_ACCOUNTS_API_NAME": "billing_accounts_api",
     # Require a CSRF token (X-CSRFToken header) on writes authenticated by the session cookie.
     "BILLING_CSRF_ENABLED": True,
     # Flask-Caching backend of the profile and activity caches: SimpleCache for one process,
@@ -256,12 +261,14 @@ class BlueprintSettings:
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
-    """The three blueprints of the JSON API."""
+    """The four blueprints of the JSON API."""
 
     subscription: BlueprintSettings
     profile: BlueprintSettings
     billing: BlueprintSettings
     """Quota packages, payment webhooks and the OpenAPI document (``/api/billing``)."""
+    accounts: BlueprintSettings
+    """Accounts, members, invitations and caps (``/api/accounts``, ``/api/invitations``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -830,6 +837,12 @@ class BillingSettings:
                     enabled="BILLING_API_ENABLED",
                     prefix="BILLING_API_PREFIX",
                     name="BILLING_API_NAME",
+                ),
+                accounts=BlueprintSettings.read(
+                    get,
+                    enabled="BILLING_ACCOUNTS_API_ENABLED",
+                    prefix="BILLING_ACCOUNTS_API_PREFIX",
+                    name="BILLING_ACCOUNTS_API_NAME",
                 ),
             ),
             cache=CacheSettings(

@@ -6,7 +6,7 @@ from flask import Blueprint, Flask
 
 from ..responses import register_face
 from ..state import get_state
-from . import billing, profile, subscription
+from . import accounts, billing, profile, subscription
 from .common import exempt_from_host_csrf_protect
 
 
@@ -19,6 +19,7 @@ def register_api(app: Flask) -> None:
         (api.subscription, subscription.build_blueprint, "BILLING_SUBSCRIPTION_API_NAME"),
         (api.profile, profile.build_blueprint, "BILLING_PROFILE_API_NAME"),
         (api.billing, billing.build_blueprint, "BILLING_API_NAME"),
+        (api.accounts, accounts.build_blueprint, "BILLING_ACCOUNTS_API_NAME"),
     ):
         blueprint = register_face(app, settings, build, name_key=key, page=False)
         if blueprint is not None:

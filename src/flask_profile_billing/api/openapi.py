@@ -33,7 +33,10 @@ def build_document(app: Flask) -> dict[str, Any]:
         version=__version__,
         openapi_version="3.1.0",
         plugins=[MarshmallowPlugin()],
-        info={"description": "Plans, subscriptions, quotas and profile of the current user."},
+        info={
+            "description": "Plans, subscriptions, quotas and profile of the current user; "
+            "accounts, their members, invitations and caps."
+        },
     )
     spec.components.schema("Error", schema=out.ErrorSchema)
     # Either scheme is accepted: the session cookie of a user who logged in with the host's form
@@ -65,6 +68,8 @@ def build_document(app: Flask) -> dict[str, Any]:
         _profile_paths(spec, api.profile.prefix, csrf_token=settings.csrf_enabled)
     if api.billing.enabled:
         _billing_paths(spec, api.billing.prefix)
+    if api.accounts.enabled:
+        _accounts_paths(spec, api.accounts.prefix)
     document = spec.to_dict()
     # The plan codes are this app's catalog, which a schema class cannot know.
     plan_codes = list(get_state(app).runtime.catalog.plans)
@@ -283,5 +288,192 @@ def _billing_paths(spec: APISpec, prefix: str) -> None:
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
             }
+        },
+    )
+
+
+def _path_parameters(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+        for name in names
+    ]
+
+
+def _accounts_paths(spec: APISpec, prefix: str) -> None:
+    from .account_schemas import (
+        AcceptSchema,
+        CapSchema,
+        ChangeRoleSchema,
+        CreateTeamSchema,
+        InviteSchema,
+        RenameTeamSchema,
+        TransferSchema,
+    )
+
+    account = out.envelope("AccountAnswer", out.AccountDataSchema)
+    not_found = {"404": "No such account, or not one you belong to (ACCOUNT_NOT_FOUND)"}
+    forbidden = {"403": "Your role in the account does not allow this (ACCOUNT_FORBIDDEN)"}
+    conflict = {"409": "The membership change cannot be made (MEMBERSHIP_CONFLICT)"}
+    write = ("400", "401", "415", "422")
+
+    def with_path(op: dict[str, Any], *names: str) -> dict[str, Any]:
+        return {**op, "parameters": [*op.get("parameters", []), *_path_parameters(*names)]}
+
+    spec.path(
+        path=f"{prefix}/accounts",
+        operations={
+            "get": operation(
+                "The accounts you may act for (personal first) with your role; which is current",
+                out.envelope("AccountsAnswer", out.AccountsDataSchema),
+                errors=("401", *_NO_QUERY),
+            ),
+            "post": operation(
+                "Create a team account, owned by you",
+                account,
+                status="201",
+                errors=write,
+                body=CreateTeamSchema,
+                extra={"409": "That team key is taken (MEMBERSHIP_CONFLICT)"},
+            ),
+        },
+    )
+    spec.path(
+        path=f"{prefix}/accounts/{{account_id}}",
+        operations={
+            "get": with_path(
+                operation(
+                    "The account: plan, seats, members, caps, invitations and usage as your "
+                    "role may see them",
+                    account,
+                    errors=("401", *_NO_QUERY),
+                    extra=not_found,
+                ),
+                "account_id",
+            ),
+            "patch": with_path(
+                operation(
+                    "Rename a team (owners and admins)",
+                    account,
+                    errors=write,
+                    body=RenameTeamSchema,
+                    extra={**forbidden, **not_found},
+                ),
+                "account_id",
+            ),
+        },
+    )
+    spec.path(
+        path=f"{prefix}/accounts/{{account_id}}/members/{{user_id}}",
+        operations={
+            "patch": with_path(
+                operation(
+                    "Change a member's role (owners; admins between admin and member)",
+                    account,
+                    errors=write,
+                    body=ChangeRoleSchema,
+                    extra={**forbidden, **not_found, **conflict},
+                ),
+                "account_id",
+                "user_id",
+            ),
+            "delete": with_path(
+                operation(
+                    "Remove a member (owners and admins), or leave when user_id is you",
+                    out.envelope("RemovedMemberAnswer", out.RemovedMemberSchema),
+                    errors=write,
+                    extra={**forbidden, **not_found, **conflict},
+                ),
+                "account_id",
+                "user_id",
+            ),
+        },
+    )
+    spec.path(
+        path=f"{prefix}/accounts/{{account_id}}/transfer",
+        operations={
+            "post": with_path(
+                operation(
+                    "Make a member an owner; you become an admin (owners)",
+                    account,
+                    errors=write,
+                    body=TransferSchema,
+                    extra={**forbidden, **not_found, **conflict},
+                ),
+                "account_id",
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/accounts/{{account_id}}/caps/{{user_id}}/{{metric}}",
+        operations={
+            "put": with_path(
+                operation(
+                    "Cap what a member may use of a metric per period; null removes the cap "
+                    "(owners and admins)",
+                    account,
+                    errors=write,
+                    body=CapSchema,
+                    extra={**forbidden, **not_found, **conflict},
+                ),
+                "account_id",
+                "user_id",
+                "metric",
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/accounts/{{account_id}}/invitations",
+        operations={
+            "post": with_path(
+                operation(
+                    "Invite an email address as admin or member; it takes a seat until used "
+                    "(owners and admins)",
+                    out.envelope("InvitationAnswer", out.IssuedInvitationSchema),
+                    status="201",
+                    errors=write,
+                    body=InviteSchema,
+                    extra={
+                        **forbidden,
+                        **not_found,
+                        "409": "Every seat is taken (SEATS_EXHAUSTED, with the counts)",
+                    },
+                ),
+                "account_id",
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/accounts/{{account_id}}/invitations/{{invitation_id}}",
+        operations={
+            "delete": with_path(
+                operation(
+                    "Revoke a pending invitation (owners and admins)",
+                    out.envelope("RevokedInvitationAnswer", out.RevokedInvitationSchema),
+                    errors=write,
+                    extra={
+                        **forbidden,
+                        "404": "No such account (ACCOUNT_NOT_FOUND) or pending invitation "
+                        "(INVITATION_INVALID)",
+                    },
+                ),
+                "account_id",
+                "invitation_id",
+            )
+        },
+    )
+    spec.path(
+        path=f"{prefix}/invitations/accept",
+        operations={
+            "post": operation(
+                "Join the team of an invitation sent to your email address",
+                account,
+                errors=write,
+                body=AcceptSchema,
+                extra={
+                    "404": "The invitation is unknown, used, revoked, expired or for another "
+                    "address (INVITATION_INVALID)",
+                    "409": "You are a member already, or every seat is taken",
+                },
+            )
         },
     )

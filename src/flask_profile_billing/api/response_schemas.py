@@ -181,3 +181,103 @@ class WebhookOutcomeSchema(Schema):
     outcome = fields.String(
         required=True, metadata={"enum": ["processed", "duplicate", "ignored", "rejected"]}
     )
+
+
+class AccountSummarySchema(Schema):
+    id = fields.String(required=True, metadata={"example": "team:acme"})
+    kind = fields.String(required=True, metadata={"enum": ["personal", "team"]})
+    name = fields.String(required=True, allow_none=True, metadata={"description": "null: personal"})
+    role = fields.String(required=True, metadata={"enum": ["owner", "admin", "member"]})
+
+
+class ListedAccountSchema(AccountSummarySchema):
+    current = fields.Boolean(
+        required=True, metadata={"description": "the account requests act for"}
+    )
+
+
+class AccountsDataSchema(Schema):
+    accounts = fields.List(fields.Nested(ListedAccountSchema), required=True)
+    current = fields.String(required=True)
+
+
+class SeatsSchema(Schema):
+    seats = fields.Integer(required=True, allow_none=True, metadata={"description": "null: any"})
+    members = fields.Integer(required=True)
+    pending_invitations = fields.Integer(required=True)
+    free = fields.Integer(required=True, allow_none=True)
+
+
+class AccountMemberSchema(Schema):
+    user_id = fields.String(required=True)
+    role = fields.String(required=True, metadata={"enum": ["owner", "admin", "member"]})
+    joined_at = fields.String(
+        required=True, allow_none=True, metadata={"description": "null: a personal account"}
+    )
+    name = fields.String(metadata={"description": "when the host knows it"})
+    email = fields.String(metadata={"description": "when the host knows it"})
+
+
+class MemberCapSchema(Schema):
+    user_id = fields.String(required=True)
+    metric = fields.String(required=True)
+    cap = fields.Integer(required=True)
+
+
+class InvitationSchema(Schema):
+    id = fields.String(required=True)
+    email = fields.String(required=True)
+    role = fields.String(required=True, metadata={"enum": ["admin", "member"]})
+    invited_by = fields.String(required=True)
+    created_at = fields.String(required=True)
+    expires_at = fields.String(required=True)
+
+
+class AccountUsageSchema(Schema):
+    pool = fields.Dict(
+        keys=fields.String(), values=fields.Nested(QuotaSnapshotSchema), required=True
+    )
+    members = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.Integer()),
+        required=True,
+        metadata={"description": "user -> metric -> used this period (a member: their own)"},
+    )
+
+
+class AccountSchema(AccountSummarySchema):
+    plan = fields.Nested(PlanRefSchema, required=True)
+    seats = fields.Nested(
+        SeatsSchema, required=True, allow_none=True, metadata={"description": "null: personal"}
+    )
+    members = fields.List(fields.Nested(AccountMemberSchema), required=True)
+    caps = fields.List(fields.Nested(MemberCapSchema), required=True)
+    invitations = fields.List(
+        fields.Nested(InvitationSchema),
+        required=True,
+        allow_none=True,
+        metadata={"description": "pending ones; null for a plain member or a personal account"},
+    )
+    usage = fields.Nested(AccountUsageSchema, required=True)
+
+
+class AccountDataSchema(Schema):
+    account = fields.Nested(AccountSchema, required=True)
+
+
+class RemovedMemberSchema(Schema):
+    removed = fields.String(required=True)
+    account = fields.Nested(
+        AccountSchema, required=True, allow_none=True, metadata={"description": "null: you left"}
+    )
+
+
+class RevokedInvitationSchema(Schema):
+    revoked = fields.String(required=True)
+    account = fields.Nested(AccountSchema, required=True)
+
+
+class IssuedInvitationSchema(Schema):
+    invitation = fields.Nested(InvitationSchema, required=True)
+    accept_url = fields.String(required=True)
+    emailed = fields.Boolean(required=True)
