@@ -502,9 +502,10 @@ def cover_limit_reached(
     kind: NotificationKind = NotificationKind.QUOTA_BLOCKED,
 ) -> None:
     """A ``quota_low`` (``cap_low``) email is telling its recipient the limit (their cap) of
-    ``metric`` is reached: the period's ``quota_blocked`` (``kind``: ``cap_reached``) notice for the same recipient is claimed now as done (a later
-    refusal, or a later fan-out to a team's recipients, finds it claimed), or, when claimed
-    already and waiting or taken for sending, skipped (``covered``)."""
+    ``metric`` is reached: the period's ``quota_blocked`` (``kind``: ``cap_reached``) notice for
+    the same recipient is claimed now as done (a later refusal, or a later fan-out to a team's
+    recipients, finds it claimed), or, when claimed already and waiting or taken for sending,
+    skipped (``covered``)."""
     row = new_row(
         account_id=account_id,
         kind=kind,
