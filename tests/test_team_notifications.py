@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_mailman import Mail as Mailman
-from sqlalchemy import select
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.exc import IntegrityError
 
-from flask_profile_billing import ProfileBilling, QuotaExceeded, signals
+from flask_profile_billing import ProfileBilling, QuotaExceeded, migrate, signals
 from flask_profile_billing.domain.accounts import Role
 from flask_profile_billing.store.models import notifications
 from tests.support.host_app import AppFactory, Clock, billing_of
@@ -341,3 +342,62 @@ def test_the_team_emails_in_russian(team_app: Flask) -> None:
     assert "Попросите владельца или администратора команды увеличить ваш лимит." in capped
     seats = emails[("ivan-owner@example.com", "Все места в команде «Acme» заняты")]
     assert "Мест: 5; участников: 4; ожидающих приглашений: 1." in seats
+
+
+# --- the migration ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _notice(recipient: str | None, kind: str = "quota_low") -> dict[str, Any]:
+    return {
+        "account_id": "team:t1",
+        "recipient_user_id": recipient,
+        "kind": kind,
+        "subject": "analysis",
+        "period_key": "1759276800",
+        "status": "sent",
+        "attempts": 0,
+    }
+
+
+def _insert_notices(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    statement = text(
+        "INSERT INTO billing_notifications (account_id, recipient_user_id, kind, subject, "
+        "period_key, status, attempts, created_at) VALUES (:account_id, :recipient_user_id, "
+        ":kind, :subject, :period_key, :status, :attempts, CURRENT_TIMESTAMP)"
+    )
+    with engine.begin() as connection:
+        connection.execute(statement, rows)
+
+
+def _recipients(engine: Engine) -> list[tuple[str, Any]]:
+    query = text("SELECT kind, recipient_user_id FROM billing_notifications ORDER BY id")
+    with engine.connect() as connection:
+        return [(kind, recipient) for kind, recipient in connection.execute(query)]
+
+
+def test_the_migration_makes_the_recipient_part_of_the_key_and_back(engine: Engine) -> None:
+    migrate.upgrade(engine, "0008")
+    _insert_notices(engine, [_notice(None), _notice(None, "quota_blocked")])
+
+    migrate.upgrade(engine, "0009")
+    _insert_notices(engine, [_notice(OWNER), _notice(ADMIN)])  # one per recipient now
+    with pytest.raises(IntegrityError):
+        _insert_notices(engine, [_notice("")])  # the account's own, claimed already
+    assert _recipients(engine) == [
+        ("quota_low", ""),
+        ("quota_blocked", ""),
+        ("quota_low", OWNER),
+        ("quota_low", ADMIN),
+    ]
+
+    migrate.downgrade(engine, "0008")
+    assert _recipients(engine) == [("quota_low", None), ("quota_blocked", None)]
+    with pytest.raises(IntegrityError):
+        _insert_notices(engine, [_notice(OWNER)])  # one per (account, kind, subject, period)
