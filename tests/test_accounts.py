@@ -28,7 +28,7 @@ from flask_profile_billing.domain.accounts import (
 )
 from flask_profile_billing.errors import InvalidRequest
 from flask_profile_billing.state import get_state
-from flask_profile_billing.store.models import account_members, invitations
+from flask_profile_billing.store.models import account_members, invitations, subscriptions
 from tests.support.host_app import Clock
 
 OWNER, ADMIN, MEMBER, STRANGER = "owner-1", "admin-1", "member-1", "stranger-1"
@@ -302,3 +302,23 @@ def test_bad_team_input_is_refused_with_field_errors(billing: ProfileBilling, te
     with pytest.raises(InvalidRequest) as bad_cap:
         accounts.set_cap(OWNER, team, MEMBER, "analysis", -1)
     assert "cap" in bad_cap.value.fields
+
+
+def test_a_stranger_touching_a_team_writes_nothing(billing: ProfileBilling, team: str) -> None:
+    """Not even the free subscription a first access would create: the membership is asked
+    before anything else."""
+    accounts = billing.accounts
+    engine = get_state().runtime.engine
+    with engine.connect() as connection:
+        before = connection.execute(select(func.count()).select_from(subscriptions)).scalar_one()
+    for attempt in (
+        lambda: accounts.team(STRANGER, "team:nobody"),
+        lambda: accounts.invite(STRANGER, "team:nobody", "x@example.com"),
+        lambda: accounts.add_member(STRANGER, "team:nobody", STRANGER, Role.MEMBER),
+        lambda: accounts.invite(STRANGER, team, "x@example.com"),
+    ):
+        with pytest.raises(UnknownAccountError):
+            attempt()
+    with engine.connect() as connection:
+        after = connection.execute(select(func.count()).select_from(subscriptions)).scalar_one()
+    assert after == before

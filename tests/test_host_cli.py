@@ -33,7 +33,21 @@ APP_COMMANDS: list[tuple[list[str], str]] = [
     (["maintenance"], "Expired subscriptions moved to the free plan: 0 (paid periods: 0,"),
     (["report", "top-users"], "user_id  total"),
     (["report", "plans"], "plan_code     plan_name     users  average_used"),
+    (
+        ["accounts", "create", "--owner", "u1", "--name", "Acme", "--key", "acme"],
+        "Team team:acme (Acme) created, owned by user u1.",
+    ),
+    (["accounts", "list"], "account_id  name  members  created_at"),
+    (["members", "add", "acme", "u2"], "User u2 joined team:acme as member."),
+    (["members", "role", "acme", "u2", "admin"], "User u2 is admin of team:acme."),
+    (["caps", "set", "acme", "u2", "analysis", "3"], "User u2 may use 3 analysis per period"),
+    (["caps", "clear", "acme", "u2", "analysis"], "User u2 has no cap on analysis"),
+    (["accounts", "show", "acme"], "Team team:acme (Acme)"),
+    (["members", "remove", "acme", "u2"], "User u2 removed from team:acme."),
+    (["verify"], "No drift: team pools match their members' counters"),
 ]
+# The subgroups whose commands APP_COMMANDS names by their first two words.
+GROUPS = {"report", "accounts", "members", "caps"}
 DB_COMMANDS = ["current", "upgrade", "downgrade", "check"]
 
 
@@ -71,7 +85,7 @@ def test_the_runner_tests_cover_every_billing_command(make_app: AppFactory) -> N
     group = make_app().cli.commands["billing"]
     assert isinstance(group, click.Group)
 
-    tested = {tuple(args[:2] if args[0] == "report" else args[:1]) for args, _ in APP_COMMANDS}
+    tested = {tuple(args[:2] if args[0] in GROUPS else args[:1]) for args, _ in APP_COMMANDS}
     tested |= {("scheduler",)}  # test_the_scheduler_command_runs_under_the_test_runner
     assert leaf_commands(group) == tested | {("db", name) for name in DB_COMMANDS}
 
@@ -196,6 +210,24 @@ def test_an_identifier_nobody_knows_is_refused_and_writes_nothing(make_app: AppF
         rows = select(func.count()).select_from(SubscriptionRow)
         assert db.session.execute(rows).scalar_one() == 0
         db.session.remove()
+
+
+def test_the_account_commands_find_users_by_email(make_app: AppFactory) -> None:
+    app = by_email_host(make_app, [])
+
+    created = invoke(app, "accounts", "create", "--owner", "ann@example.com", "--name", "Acme")
+    assert succeeded(created).endswith("owned by user u7 (ann@example.com).\n")
+    account_id = succeeded(created).split()[1]
+    assert succeeded(invoke(app, "members", "add", account_id, "u1")).startswith("User u1 joined")
+    assert succeeded(invoke(app, "members", "role", account_id, "u1", "owner")).startswith(
+        "User u1 is owner"
+    )
+    assert succeeded(invoke(app, "members", "remove", account_id, "Ann@Example.com")) == (
+        f"User u7 (Ann@Example.com) removed from {account_id}.\n"
+    )
+    assert failed(invoke(app, "members", "add", account_id, "bob@example.com")) == (
+        "Error: no user with id or identifier 'bob@example.com'\n"
+    )
 
 
 def test_a_lookup_that_is_not_callable_is_refused_at_init_app(tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ def test_db_check_names_every_billing_table_an_old_env_py_would_drop(host: Host)
 
     refused = host.fails("billing", "db", "check")
 
-    assert len(BILLING_TABLES) == 15
+    assert len(BILLING_TABLES) == 20
     for table in BILLING_TABLES:
         assert f"{table}: drop table" in refused
     assert "configure_args" in refused

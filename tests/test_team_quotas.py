@@ -229,3 +229,35 @@ def test_a_guard_answers_404_for_an_account_the_user_is_not_in(
         assert answer.status_code == 404
         assert answer.get_json()["error"] == "ACCOUNT_NOT_FOUND"
     assert counters(team) == (0, {}, 0)
+
+
+def test_the_refusal_page_names_the_members_cap_and_the_pool(
+    client: FlaskClient, team: str
+) -> None:
+    headers = {"X-User": CAPPED, "X-Account": team, "Accept": "text/html"}
+    for _ in range(3):
+        client.post("/analyze", headers=headers)
+    page = client.post("/analyze", headers=headers)
+    assert page.status_code == 429
+    text = page.get_data(as_text=True)
+    assert "Your limit in this team is reached: 3" in text
+    assert "Your limit in this team: 3 of 3 used." in text
+    assert f"The team&#39;s plan: 3 of {POOL} used." in text
+
+
+def test_the_profile_api_shows_the_billing_of_the_requests_account(
+    client: FlaskClient, billing: ProfileBilling, team: str
+) -> None:
+    billing.consume(FREE_RIDER, "analysis", 4, account_id=team)
+    as_team = client.get("/api/profile/me", headers=as_user(CAPPED, **{"X-Account": team}))
+    assert as_team.status_code == 200
+    body = as_team.get_json()["data"]
+    assert body["plan"]["id"] == "starter"
+    assert body["quotas"]["analysis"]["used"] == 4
+    personal = client.get("/api/profile/me", headers=as_user(CAPPED)).get_json()["data"]
+    assert personal["plan"]["id"] == "free"
+    assert personal["quotas"]["analysis"]["used"] == 0
+    # Read again after another member's charge: a team's read is never served stale.
+    billing.consume(FREE_RIDER, "analysis", account_id=team)
+    again = client.get("/api/profile/me", headers=as_user(CAPPED, **{"X-Account": team}))
+    assert again.get_json()["data"]["quotas"]["analysis"]["used"] == 5

@@ -13,8 +13,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .domain.accounts import personal_account_id
-from .domain.catalog import render
+from .domain.accounts import TEAM_PREFIX, Role, personal_account_id
+from .domain.catalog import MetricKind, render
 from .domain.errors import UnknownMetricError, UnknownPlanError
 from .domain.subscriptions import Subscription, SubscriptionStatus
 from .errors import BillingConfigError, BillingError, UnknownUserError
@@ -35,6 +35,14 @@ def build_cli_group(name: str) -> click.Group:
         commands=dict(_commands.commands),
         help="Plans, subscriptions and usage of flask-profile-billing.",
     )
+
+
+_FORMAT = click.option(
+    "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+_METRIC = click.option(
+    "--metric", default=None, help="A periodic metric of the catalog [default: the primary metric]"
+)
 
 
 @_commands.command("seed-plans")
@@ -120,6 +128,248 @@ def scheduler() -> None:
     get_state().scheduler.run_forever()
 
 
+# -- accounts ----------------------------------------------------------------------------------
+
+
+@_commands.group()
+def accounts() -> None:
+    """Team accounts: create them, list them, show their members, seats, caps and usage."""
+
+
+@accounts.command("create")
+@click.option("--owner", required=True, help="The team's owner: a user id, or an email.")
+@click.option("--name", required=True, help="The team's name (1 to 120 characters).")
+@click.option("--key", default=None, help="The team's key, team:KEY [default: a random one].")
+def create_account(owner: str, name: str, key: str | None) -> None:
+    """Create a team account owned by OWNER, on the default plan."""
+    state = get_state()
+    with _clear_errors():
+        owner_id = find_host_user_id(state.runtime, owner)
+        team = state.accounts.create_team(owner_id, name, key)
+    click.echo(f"Team {team.id} ({team.name}) created, owned by user {_who(owner, owner_id)}.")
+
+
+@accounts.command("list")
+@click.option("--user", default=None, help="List this user's accounts and roles instead.")
+@_FORMAT
+def list_accounts(user: str | None, output: str) -> None:
+    """Every team account, or with --user the accounts a user belongs to and their role."""
+    state = get_state()
+    if user is None:
+        teams = state.accounts.all_teams()
+        rows = [
+            {
+                "account_id": team.id,
+                "name": team.name or "",
+                "members": team.members,
+                "created_at": _format_time(team.created_at),
+            }
+            for team in teams
+        ]
+        _print(output, rows, ["account_id", "name", "members", "created_at"])
+        return
+    with _clear_errors():
+        user_id = find_host_user_id(state.runtime, user)
+    rows = [
+        {
+            "account_id": account.id,
+            "kind": account.kind.value,
+            "name": account.name or "",
+            "role": account.role.value,
+        }
+        for account in state.accounts.accounts_of(user_id)
+    ]
+    _print(output, rows, ["account_id", "kind", "name", "role"])
+
+
+@accounts.command("show")
+@click.argument("account")
+def show_account(account: str) -> None:
+    """A team's plan, seats, members with their role, caps and use this period."""
+    state = get_state()
+    account_id = _team_id(account)
+    with _clear_errors():
+        owner = state.accounts.first_owner(account_id)
+        team = state.accounts.team(owner, account_id)
+        usage = state.accounts.team_usage(owner, account_id)
+        subscription = state.subscriptions.current(account_id)
+    seats = team.seats
+    of_seats = "unlimited" if seats.seats is None else f"of {seats.seats}"
+    click.echo(f"Team {account_id} ({team.account.name})")
+    click.echo(f"Plan: {_describe(subscription)}")
+    click.echo(
+        f"Seats: {seats.taken} taken {of_seats} "
+        f"({seats.members} members, {seats.pending_invitations} pending invitations)"
+    )
+    metrics = state.runtime.catalog.periodic_metric_names
+    rows: list[dict[str, Any]] = []
+    for member in team.members:
+        row: dict[str, Any] = {"user_id": member.user_id, "role": member.role.value}
+        used = usage.get(member.user_id, {})
+        for metric in metrics:
+            cap = team.caps.get((member.user_id, metric))
+            amount = used.get(metric, 0)
+            row[metric] = str(amount) if cap is None else f"{amount}/{cap}"
+        rows.append(row)
+    click.echo("Members (use this period, /cap where capped):")
+    _print("table", rows, ["user_id", "role", *metrics])
+    former = sorted(set(usage) - {member.user_id for member in team.members})
+    for user_id in former:
+        spent = ", ".join(f"{metric} {amount}" for metric, amount in usage[user_id].items())
+        click.echo(f"Former member {user_id} used this period: {spent}")
+
+
+# -- members -----------------------------------------------------------------------------------
+
+
+@_commands.group()
+def members() -> None:
+    """A team's members, changed as the team's first owner would (its seats and last owner are
+    checked)."""
+
+
+_ROLE_CHOICE = click.Choice([role.value for role in Role])
+
+
+@members.command("add")
+@click.argument("account")
+@click.argument("user")
+@click.option("--role", type=_ROLE_CHOICE, default=Role.MEMBER.value, show_default=True)
+def add_member(account: str, user: str, role: str) -> None:
+    """Add USER to the team ACCOUNT (a seat must be free)."""
+    state = get_state()
+    account_id = _team_id(account)
+    with _clear_errors():
+        user_id = find_host_user_id(state.runtime, user)
+        owner = state.accounts.first_owner(account_id)
+        state.accounts.add_member(owner, account_id, user_id, Role(role))
+    click.echo(f"User {_who(user, user_id)} joined {account_id} as {role}.")
+
+
+@members.command("remove")
+@click.argument("account")
+@click.argument("user")
+def remove_member(account: str, user: str) -> None:
+    """Remove USER from the team ACCOUNT (not its last owner); their seat is free at once."""
+    state = get_state()
+    account_id = _team_id(account)
+    with _clear_errors():
+        user_id = find_host_user_id(state.runtime, user)
+        owner = state.accounts.first_owner(account_id)
+        state.accounts.remove_member(owner, account_id, user_id)
+    click.echo(f"User {_who(user, user_id)} removed from {account_id}.")
+
+
+@members.command("role")
+@click.argument("account")
+@click.argument("user")
+@click.argument("role", type=_ROLE_CHOICE)
+def member_role(account: str, user: str, role: str) -> None:
+    """Give USER the ROLE (owner, admin or member) in the team ACCOUNT."""
+    state = get_state()
+    account_id = _team_id(account)
+    with _clear_errors():
+        user_id = find_host_user_id(state.runtime, user)
+        owner = state.accounts.first_owner(account_id)
+        state.accounts.change_role(owner, account_id, user_id, Role(role))
+    click.echo(f"User {_who(user, user_id)} is {role} of {account_id}.")
+
+
+# -- caps --------------------------------------------------------------------------------------
+
+
+@_commands.group()
+def caps() -> None:
+    """What one member of a team may use of a periodic metric per period."""
+
+
+@caps.command("set")
+@click.argument("account")
+@click.argument("user")
+@click.argument("metric")
+@click.argument("cap", metavar="N", type=click.IntRange(min=0))
+def set_cap(account: str, user: str, metric: str, cap: int) -> None:
+    """Cap what USER may use of METRIC per period in the team ACCOUNT at N."""
+    _change_cap(account, user, metric, cap)
+
+
+@caps.command("clear")
+@click.argument("account")
+@click.argument("user")
+@click.argument("metric")
+def clear_cap(account: str, user: str, metric: str) -> None:
+    """Remove USER's cap on METRIC in the team ACCOUNT: the pool alone limits them."""
+    _change_cap(account, user, metric, None)
+
+
+def _change_cap(account: str, user: str, metric: str, cap: int | None) -> None:
+    state = get_state()
+    account_id = _team_id(account)
+    with _clear_errors():
+        if state.runtime.catalog.metric(metric).kind is not MetricKind.PERIODIC:
+            raise click.ClickException(
+                f"{metric!r} is not a periodic metric: caps limit use per period"
+            )
+        user_id = find_host_user_id(state.runtime, user)
+        owner = state.accounts.first_owner(account_id)
+        state.accounts.set_cap(owner, account_id, user_id, metric, cap)
+    if cap is None:
+        click.echo(f"User {_who(user, user_id)} has no cap on {metric} in {account_id}.")
+    else:
+        click.echo(f"User {_who(user, user_id)} may use {cap} {metric} per period in {account_id}.")
+
+
+def _team_id(account: str) -> str:
+    """The account the command line names: ``team:KEY``, or the bare KEY."""
+    return account if ":" in account else TEAM_PREFIX + account
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+
+@_commands.command()
+def verify() -> None:
+    """Check the ledger's invariants and exit 1 naming every drift: each team's pool equals the
+    sum of its members' counters, each usage counter equals the sum of its usage events, and no
+    team has more members than its plan's seats."""
+    report = get_state().verification.run()
+    if report.checked_since is not None:
+        click.echo(
+            f"Periods checked: those starting from {_format_time(report.checked_since)} "
+            "(older ones may have lost usage events to BILLING_RETENTION_DAYS)."
+        )
+    for pool in report.pools:
+        click.echo(
+            f"Drift: team pool {pool.account_id} {pool.metric} of the period from "
+            f"{_format_time(pool.period_start)} is {pool.pool}, its members' counters sum to "
+            f"{pool.members}."
+        )
+    for counter in report.counters:
+        click.echo(
+            f"Drift: usage counter {counter.account_id} {counter.metric} of the period from "
+            f"{_format_time(counter.period_start)} is {counter.counter}, its usage events sum "
+            f"to {counter.events}."
+        )
+    for overflow in report.seats:
+        click.echo(
+            f"Drift: team {overflow.account_id} has {overflow.members} members, its plan "
+            f"{overflow.plan_code!r} has {overflow.seats} seats."
+        )
+    for name, found in (
+        ("pool", report.pools),
+        ("counter", report.counters),
+        ("seat", report.seats),
+    ):
+        if len(found) >= report.limit:
+            click.echo(f"Only the first {report.limit} {name} drifts are shown.")
+    if not report.ok:
+        raise click.ClickException(f"{report.drift_count} drifts found")
+    click.echo(
+        "No drift: team pools match their members' counters, usage counters match their "
+        "events, and every team fits its plan's seats."
+    )
+
+
 def _maintenance_lines(report: MaintenanceReport) -> list[str]:
     lapsed = report.lapsed
     breakdown = (
@@ -184,14 +434,6 @@ def _maintenance_lines(report: MaintenanceReport) -> list[str]:
 @_commands.group()
 def report() -> None:
     """Usage reports: top users by a metric, and users and average use per plan."""
-
-
-_FORMAT = click.option(
-    "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
-_METRIC = click.option(
-    "--metric", default=None, help="A periodic metric of the catalog [default: the primary metric]"
-)
 
 
 @report.command("top-users")

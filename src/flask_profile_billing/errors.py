@@ -19,6 +19,14 @@ from typing import Any
 
 from werkzeug.exceptions import Forbidden, TooManyRequests
 
+from .domain.accounts import (
+    AccountPermissionError,
+    InvitationError,
+    MembershipError,
+    SeatsExhausted,
+    TooManyMembersForPlan,
+    UnknownAccountError,
+)
 from .domain.errors import (
     BillingConfigError,
     BillingError,
@@ -219,6 +227,7 @@ class WebhookRefused(BillingError):
 
 
 __all__ = [
+    "AccountPermissionError",
     "ApiError",
     "BillingConfigError",
     "BillingError",
@@ -227,14 +236,19 @@ __all__ = [
     "IdempotencyConflict",
     "IdempotencyKeyReused",
     "InvalidRequest",
+    "InvitationError",
+    "MembershipError",
     "NotCancellable",
     "NotInitialisedError",
     "NotResumable",
     "PaymentProviderError",
     "PaymentRequired",
     "QuotaExceeded",
+    "SeatsExhausted",
     "SubscriptionConflictError",
+    "TooManyMembersForPlan",
     "TooManyPendingPayments",
+    "UnknownAccountError",
     "UnknownMetricError",
     "UnknownPlanError",
     "UnknownUserError",

@@ -51,6 +51,7 @@ from .services.scheduler import MaintenanceScheduler
 from .services.subscriptions import SubscriptionService
 from .services.team_charges import TeamCharges
 from .services.usage import UsageStatsService
+from .services.verification import VerificationService
 from .services.webhooks import WebhookService
 from .settings import DEFAULTS, BillingSettings, apply_deprecated_keys, catalog_currency
 from .state import EXTENSION_KEY, BillingState, get_state
@@ -107,6 +108,7 @@ def build_state(runtime: Runtime) -> BillingState:
         scheduler=MaintenanceScheduler(runtime, maintenance),
         mail=mail,
         accounts=accounts,
+        verification=VerificationService(runtime),
     )
 
 
@@ -222,6 +224,11 @@ class ProfileBilling:
     def accounts(self) -> AccountService:
         """Teams, members, roles, invitations, seats and caps (see the guide, "Accounts")."""
         return get_state().accounts
+
+    @property
+    def verification(self) -> VerificationService:
+        """The ledger's invariant checks (``flask billing verify``): ``run()`` returns a report."""
+        return get_state().verification
 
     def account_loader(self, loader: AccountLoader) -> AccountLoader:
         """Register the host's choice of the account a request acts for: ``(user_id: str) ->

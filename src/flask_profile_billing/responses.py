@@ -33,6 +33,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
+from .domain.accounts import MEMBER_CAP_MESSAGE
 from .domain.catalog import render
 from .domain.errors import BillingError
 from .errors import (
@@ -488,7 +489,16 @@ def error_page_context(error: BillingError, status: int) -> dict[str, Any]:
             if resets_at is None
             else moment_in_zone(None if chosen is None else chosen[0], resets_at)
         ),
+        # A team member's refusal: the pool's numbers and the member's (``scope`` says which
+        # refused); None for anyone else.
+        "team_limits": _team_limits(error),
     }
+
+
+def _team_limits(error: BillingError) -> dict[str, Any] | None:
+    if not isinstance(error, QuotaExceeded) or error.scope is None:
+        return None
+    return {"scope": error.scope, "pool": error.pool, "member": error.member}
 
 
 # The statuses of the extension's refusals, for its catalog (the page shows their names).
@@ -512,6 +522,8 @@ def _translated_message(error: BillingError, t: Translator, state: BillingState 
     if isinstance(error, QuotaExceeded) and state is not None:
         metric = state.runtime.catalog.metrics.get(error.metric)
         limit = error.allowance.limit
+        if error.scope == "member" and metric is not None and limit is not None:
+            return t.gettext(render(MEMBER_CAP_MESSAGE)).format(amount=counted(t, metric, limit))
         if metric is not None and limit is not None:
             source = render(metric.message)
             template = t.gettext(source)

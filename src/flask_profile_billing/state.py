@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .services.scheduler import MaintenanceScheduler
     from .services.subscriptions import SubscriptionService
     from .services.usage import UsageStatsService
+    from .services.verification import VerificationService
     from .services.webhooks import WebhookService
 
 EXTENSION_KEY = "profile_billing"
@@ -64,6 +65,7 @@ class BillingState:
     mail: MailService
     recurring: RecurringService
     accounts: AccountService
+    verification: VerificationService
 
 
 def get_state(app: Flask | None = None) -> BillingState:

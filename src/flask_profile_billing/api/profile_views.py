@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from .. import signals
+from ..account_context import request_account_id
 from ..state import get_state
 from .common import authenticated, current_user_id, load_json, load_query, ok
 from .profile_schemas import ProfileUpdateSchema, profile_dict
@@ -26,7 +27,7 @@ def me() -> Response:
     load_query(NoQuerySchema())
     state = get_state()
     user_id = current_user_id()
-    snapshot = state.profiles.read(user_id)
+    snapshot = state.profiles.read(user_id, request_account_id(state, user_id))
     signals.profile_viewed.send(state.runtime.app, user_id=user_id, source="api")
     return ok(profile_dict(snapshot, state.runtime.catalog))
 
@@ -37,4 +38,5 @@ def update_me() -> Response:
     state = get_state()
     user_id = current_user_id()
     state.profiles.update(user_id, changes)
-    return ok(profile_dict(state.profiles.read(user_id), state.runtime.catalog))
+    snapshot = state.profiles.read(user_id, request_account_id(state, user_id))
+    return ok(profile_dict(snapshot, state.runtime.catalog))

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .catalog import translatable
 from .errors import BillingError
 
 PERSONAL_PREFIX = "user:"
 TEAM_PREFIX = "team:"
 MAX_ACCOUNT_ID_LENGTH = 300
+MEMBER_CAP_MESSAGE = translatable("Your limit in this team is reached: {amount} per period")
+"""A refusal by a member's own cap; ``{amount}`` is the cap counted in the metric's unit."""
 """The account columns' width: the personal prefix and a host user id of up to 255 characters."""
 
 

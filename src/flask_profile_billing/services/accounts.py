@@ -105,6 +105,16 @@ class Team:
     """(user, metric) to cap; a plain member sees their own only."""
 
 
+@dataclass(frozen=True, slots=True)
+class TeamListing:
+    """A team account in the staff's list of every team."""
+
+    id: str
+    name: str | None
+    members: int
+    created_at: datetime
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -186,6 +196,26 @@ class AccountService:
             stored.insert_team(connection, account_id, name, user_id, self._runtime.now())
         return AccountSummary(account_id, AccountKind.TEAM, name, Role.OWNER)
 
+    def first_owner(self, account_id: str) -> str:
+        """The team's longest-standing owner: whom staff act as from the command line, so that
+        the service's checks (seats, the last owner) apply to them as to any owner."""
+        if not account_id.startswith(TEAM_PREFIX):
+            raise UnknownAccountError(f"no team account {account_id!r}")
+        with read_connection(self._runtime.engine) as connection:
+            members = stored.members_of(connection, account_id)
+        for member in members:
+            if member.role == Role.OWNER:
+                return member.user_id
+        raise UnknownAccountError(f"no team account {account_id!r}")
+
+    def all_teams(self) -> list[TeamListing]:
+        """Every team account with its number of members, oldest first (for staff)."""
+        with read_connection(self._runtime.engine) as connection:
+            return [
+                TeamListing(team.id, team.name, team.members, team.created_at)
+                for team in stored.all_teams(connection)
+            ]
+
     def team_usage(self, user_id: str, account_id: str) -> dict[str, dict[str, int]]:
         """What each member used of each periodic metric in the account's current period:
         every member's for owners and admins, one's own for a member."""
@@ -216,6 +246,7 @@ class AccountService:
     def team(self, user_id: str, account_id: str) -> Team:
         """The team as ``user_id`` may see it: managers see the invitations and every cap."""
         now = self._runtime.now()
+        self._require_team_member(user_id, account_id)  # before the plan is read (or written)
         seats = self._plan_of(account_id).seats
         with read_connection(self._runtime.engine) as connection:
             role = self._team_role(connection, account_id, user_id)
@@ -287,6 +318,7 @@ class AccountService:
         """Add a user directly (the CLI's way, for staff): the seats are checked as for an
         invitation."""
         now = self._runtime.now()
+        self._require_team_member(actor, account_id)
         seats = self._plan_of(account_id).seats
         with write_transaction(self._runtime.engine) as connection:
             actor_role = self._locked_role(connection, account_id, actor)
@@ -353,6 +385,7 @@ class AccountService:
                 {"role": ["Must be admin or member."]},
             )
         now = self._runtime.now()
+        self._require_team_member(actor, account_id)
         seats = self._plan_of(account_id).seats
         token = secrets.token_urlsafe(32)
         invitation = Invitation(
@@ -437,8 +470,15 @@ class AccountService:
         (the logged-in user's address, compared without case). One use: of concurrent
         acceptances one succeeds."""
         now = self._runtime.now()
+        token_hash = hash_token(token)
+        with read_connection(self._runtime.engine) as connection:
+            found = stored.find_invitation_by_token(connection, token_hash)
+        if found is None or not _is_pending(found, now):
+            raise InvitationError("this invitation is not valid any more")
+        # Read before the transaction: the account's subscription may have to be written first.
+        seats = self._plan_of(found.account_id).seats
         with write_transaction(self._runtime.engine) as connection:
-            record = stored.find_invitation_by_token(connection, hash_token(token))
+            record = stored.find_invitation_by_token(connection, token_hash)
             if record is None or not _is_pending(record, now):
                 raise InvitationError("this invitation is not valid any more")
             if email is None or email.strip().lower() != record.email.lower():
@@ -448,7 +488,6 @@ class AccountService:
                 raise InvitationError("this invitation is not valid any more")
             if stored.role_of(connection, record.account_id, user_id) is not None:
                 raise MembershipError("you are a member of this team already")
-            seats = self._plan_of(record.account_id).seats
             members = stored.count_members(connection, record.account_id)
             if seats is not None and members >= seats:
                 # The invitation held a seat, but a plan change since may have taken it away.
@@ -465,6 +504,10 @@ class AccountService:
         if role is None:
             raise UnknownAccountError("no such account")
         return Role(role)
+
+    def _require_team_member(self, user_id: str, account_id: str) -> None:
+        with read_connection(self._runtime.engine) as connection:
+            self._team_role(connection, account_id, user_id)
 
     def _locked_role(self, connection: Connection, account_id: str, user_id: str) -> Role | None:
         """``user_id``'s role, with the account locked for the change that follows."""

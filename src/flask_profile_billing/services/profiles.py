@@ -135,8 +135,12 @@ class ProfileService:
         assert row is not None  # inserted above, and profiles are never deleted
         return _to_profile(row)
 
-    def read(self, user_id: str) -> ProfileSnapshot:
-        """The profile read, from the cache when a fresh entry is there.
+    def read(self, user_id: str, account_id: str | None = None) -> ProfileSnapshot:
+        """The profile read, with the billing of ``account_id`` (a team the caller checked the
+        user belongs to; None: the user's personal account).
+
+        A team's read is never cached: its pool moves with every member's charge. A personal
+        read comes from the cache when a fresh entry is there.
 
         A reader that misses first puts a claim of its own in the cache, reads the database, and
         stores its snapshot only if its claim is still there. A write that commits during the read
@@ -144,6 +148,8 @@ class ProfileService:
         after it: without the claim it would be, and would be served stale until it expired.
         """
         runtime = self._runtime
+        if account_id is not None and account_id != personal_account_id(user_id):
+            return self._snapshot(user_id, account_id)
         cache = runtime.cache
         key = cache.profile_key(user_id)
         caching = runtime.settings.profile_cache_seconds > 0
@@ -210,11 +216,13 @@ class ProfileService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _snapshot(self, user_id: str) -> ProfileSnapshot:
+    def _snapshot(self, user_id: str, account_id: str | None = None) -> ProfileSnapshot:
         runtime = self._runtime
         profile = self.profile(user_id)
-        # The profile is the user's, and so is its billing: their personal account's.
-        subscription, plan, allowances = self._quotas.snapshot(personal_account_id(user_id))
+        # The profile is the user's; its billing is the account's it acts for.
+        subscription, plan, allowances = self._quotas.snapshot(
+            account_id or personal_account_id(user_id)
+        )
         moments = [a.resets_at for a in allowances.values() if a.resets_at is not None]
         if subscription.expires_at is not None:
             moments.append(subscription.expires_at)

@@ -15,8 +15,14 @@ from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from .. import signals
-from ..domain.accounts import AccountKind, UnknownAccountError, account_kind, personal_user_id
-from ..domain.catalog import Metric, MetricKind, Plan, render, translatable
+from ..domain.accounts import (
+    MEMBER_CAP_MESSAGE,
+    AccountKind,
+    UnknownAccountError,
+    account_kind,
+    personal_user_id,
+)
+from ..domain.catalog import Metric, MetricKind, Plan, render
 from ..domain.limits import Allowance, crossed_threshold, validate_amount
 from ..domain.notifications import Notification, NotificationKind
 from ..domain.periods import Period, PeriodRule, period_containing
@@ -39,7 +45,6 @@ from .subscriptions import SubscriptionService
 from .team_charges import TeamCharge, TeamChargeRequest, TeamCharges
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
-MEMBER_CAP_MESSAGE = translatable("Your limit in this team is reached: {amount} per period")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ decided on what is current.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, case, delete, func, select, update
 
 from .dialect import dialect_insert, insert_ignoring_conflict
 from .models import (
@@ -21,8 +21,10 @@ from .models import (
     invitations,
     member_caps,
     member_counters,
+    subscriptions,
     usage_counters,
 )
+from .subscriptions import IS_CURRENT, plan_in_force
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,21 +370,24 @@ class PoolDrift:
     members: int
 
 
-def pool_drifts(connection: Connection, limit: int = 100) -> list[PoolDrift]:
+def pool_drifts(
+    connection: Connection, limit: int = 100, since: datetime | None = None
+) -> list[PoolDrift]:
     """Every (team, metric, period) whose pool differs from the sum of its members' counters, in
-    either direction (a pool without member counters counts their sum as 0)."""
-    member_sums = (
-        select(
-            member_counters.c.account_id,
-            member_counters.c.metric,
-            member_counters.c.period_start,
-            func.sum(member_counters.c.used).label("members"),
-        )
-        .group_by(
-            member_counters.c.account_id, member_counters.c.metric, member_counters.c.period_start
-        )
-        .subquery()
+    either direction (a pool without member counters counts their sum as 0). ``since``: only the
+    periods that start at or after it (the retention deletes the pools of old periods, not the
+    member counters)."""
+    member_sums_query = select(
+        member_counters.c.account_id,
+        member_counters.c.metric,
+        member_counters.c.period_start,
+        func.sum(member_counters.c.used).label("members"),
+    ).group_by(
+        member_counters.c.account_id, member_counters.c.metric, member_counters.c.period_start
     )
+    if since is not None:
+        member_sums_query = member_sums_query.where(member_counters.c.period_start >= since)
+    member_sums = member_sums_query.subquery()
     pool = usage_counters.c
     joined = pool.account_id == member_sums.c.account_id
     joined = and_(
@@ -415,10 +420,85 @@ def pool_drifts(connection: Connection, limit: int = 100) -> list[PoolDrift]:
         .select_from(member_sums.outerjoin(usage_counters, joined))
         .where(pool.account_id.is_(None), member_sums.c.members != 0)
     )
+    if since is not None:
+        team_pools = team_pools.where(pool.period_start >= since)
     statement = team_pools.union_all(orphans).limit(limit)
     return [
         PoolDrift(row[0], row[1], row[2], int(row[3]), int(row[4]))
         for row in connection.execute(statement)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SeatOverflow:
+    """A team with more members than the seats of its plan in force."""
+
+    account_id: str
+    plan_code: str
+    members: int
+    seats: int
+
+
+def seat_overflows(
+    connection: Connection,
+    now: datetime,
+    default_plan: str,
+    seats: Mapping[str, int],
+    limit: int = 100,
+) -> list[SeatOverflow]:
+    """Every team whose members outnumber the seats of its plan in force at ``now`` (``seats``:
+    plan code to seats, for the plans that limit them; a team without a current subscription is on
+    ``default_plan``). One grouped query: the seats are compared in the database."""
+    if not seats:
+        return []
+    plan = func.coalesce(plan_in_force(now, default_plan), default_plan)
+    plan_seats = case(seats, value=plan)
+    member = account_members.c
+    statement = (
+        select(member.account_id, plan.label("plan_code"), func.count().label("members"))
+        .select_from(
+            account_members.outerjoin(
+                subscriptions,
+                and_(subscriptions.c.account_id == member.account_id, IS_CURRENT),
+            )
+        )
+        .group_by(member.account_id, plan)
+        .having(func.count() > plan_seats)
+        .order_by(member.account_id)
+        .limit(limit)
+    )
+    return [
+        SeatOverflow(row.account_id, row.plan_code, int(row.members), seats[row.plan_code])
+        for row in connection.execute(statement)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TeamListing:
+    id: str
+    name: str | None
+    members: int
+    created_at: datetime
+
+
+def all_teams(connection: Connection) -> list[TeamListing]:
+    """Every team account with its number of members, oldest first."""
+    statement = (
+        select(
+            accounts.c.id,
+            accounts.c.name,
+            accounts.c.created_at,
+            func.count(account_members.c.user_id),
+        )
+        .select_from(
+            accounts.outerjoin(account_members, account_members.c.account_id == accounts.c.id)
+        )
+        .where(accounts.c.kind == "team")
+        .group_by(accounts.c.id, accounts.c.name, accounts.c.created_at)
+        .order_by(accounts.c.created_at, accounts.c.id)
+    )
+    return [
+        TeamListing(row[0], row[1], int(row[3]), row[2]) for row in connection.execute(statement)
     ]
 
 

@@ -10,11 +10,12 @@ again on every request (building and keying them cost more CPU than SQLite takes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, select, update
 
 from ..domain.accounts import TEAM_PREFIX
 from ..domain.periods import Period
@@ -277,3 +278,74 @@ def latest_charges(
         .limit(limit)
     )
     return list(connection.execute(query))
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CounterDrift:
+    """A period's usage counter that is not the sum of the amounts of its usage events."""
+
+    account_id: str
+    metric: str
+    period_start: datetime
+    counter: int
+    events: int
+
+
+def counter_drifts(
+    connection: Connection, since: datetime | None = None, limit: int = 100
+) -> list[CounterDrift]:
+    """Every (account, metric, period) whose counter differs from the sum of its events' amounts,
+    in either direction: a counter without events counts their sum as 0, events without a counter
+    count it as 0. Two grouped joins over the whole tables, never a query per row.
+
+    ``since``: only the periods that start at or after it (older ones may have lost events to the
+    retention, which deletes events before the counters of their period)."""
+    events = usage_events.c
+    event_sums_query = select(
+        events.account_id,
+        events.metric,
+        events.period_start,
+        func.sum(events.amount).label("events"),
+    ).group_by(events.account_id, events.metric, events.period_start)
+    if since is not None:
+        event_sums_query = event_sums_query.where(events.period_start >= since)
+    event_sums = event_sums_query.subquery()
+    counter = usage_counters.c
+    joined = and_(
+        counter.account_id == event_sums.c.account_id,
+        counter.metric == event_sums.c.metric,
+        counter.period_start == event_sums.c.period_start,
+    )
+    summed = func.coalesce(event_sums.c.events, 0)
+    counters = (
+        select(
+            counter.account_id,
+            counter.metric,
+            counter.period_start,
+            counter.used.label("counter"),
+            summed.label("events"),
+        )
+        .select_from(usage_counters.outerjoin(event_sums, joined))
+        .where(counter.used != summed)
+    )
+    if since is not None:
+        counters = counters.where(counter.period_start >= since)
+    orphans = (
+        select(
+            event_sums.c.account_id,
+            event_sums.c.metric,
+            event_sums.c.period_start,
+            func.coalesce(counter.used, 0).label("counter"),
+            event_sums.c.events,
+        )
+        .select_from(event_sums.outerjoin(usage_counters, joined))
+        .where(counter.account_id.is_(None), event_sums.c.events != 0)
+    )
+    statement = counters.union_all(orphans).limit(limit)
+    return [
+        CounterDrift(row[0], row[1], row[2], int(row[3]), int(row[4]))
+        for row in connection.execute(statement)
+    ]
