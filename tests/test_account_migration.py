@@ -240,8 +240,9 @@ def test_upgrade_keys_every_row_by_the_personal_account(
     assert sorted(
         _rows(engine, "SELECT account_id, actor_user_id, amount FROM billing_usage_events")
     ) == [("user:alice", "alice", 1), ("user:alice", "alice", 2), ("user:bob", "bob", 19)]
+    # The account's own recipients: empty, never NULL, so that the recipient is in the unique key.
     assert _rows(engine, "SELECT account_id, recipient_user_id FROM billing_notifications") == [
-        ("user:bob", None)
+        ("user:bob", "")
     ]
     assert sorted(_rows(engine, "SELECT id, kind, name, created_by FROM billing_accounts")) == [
         ("user:alice", "personal", None, "alice"),

@@ -29,7 +29,7 @@ import flask_profile_billing
 from flask_profile_billing import PlanRow, ProfileBilling, migrate
 from flask_profile_billing.migrate import exclude_billing_tables, only_billing_tables
 
-HEAD = "0008"
+HEAD = "0009"
 BILLING_TABLES = {
     "billing_plans",
     "billing_profiles",

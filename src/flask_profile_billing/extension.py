@@ -78,7 +78,7 @@ def build_state(runtime: Runtime) -> BillingState:
     leases = JobLeases(runtime)
     team_charges = TeamCharges(runtime, notifications)
     quotas = QuotaService(runtime, subscriptions, charge_returns, notifications, team_charges)
-    accounts = AccountService(runtime, subscriptions, senders)
+    accounts = AccountService(runtime, subscriptions, senders, notifications)
     profiles = ProfileService(runtime, quotas)
     mail = MailService(runtime, senders, subscriptions, quotas, profiles)
     grants = PaymentGrantService(runtime, subscriptions, payments)

@@ -22,12 +22,24 @@ quota_consumed = _signals.signal("quota-consumed")
 ``allowance`` (after the charge)."""
 quota_exceeded = _signals.signal("quota-exceeded")
 """``user_id`` (who acted), ``account_id``, ``metric``, ``amount``, ``allowance`` (what refused
-it)."""
+it) and ``scope``: ``"pool"`` when a team's plan limit refused a member's charge, ``"member"``
+when the member's own cap did, None for a personal account or a gauge."""
 quota_low = _signals.signal("quota-low")
 """``user_id`` (who acted), ``account_id``, ``metric``, ``allowance``: sent by the charge that
 takes usage to the threshold, once per account, metric and period (a refund that dips under it
 and a second crossing send nothing: the period's ``quota_low`` notification was claimed
 already)."""
+cap_low = _signals.signal("cap-low")
+"""``user_id`` (the member), ``account_id`` (the team), ``metric``, ``allowance`` (the member's
+own use and cap, after the charge): sent by the charge that takes a team member's use to
+BILLING_QUOTA_LOW_THRESHOLD of the cap the team set for them, once per member, metric and period
+(the ``cap_low`` notification, told to that member only). The refusal by the cap is
+``quota_exceeded`` with ``scope="member"``."""
+seats_full = _signals.signal("seats-full")
+"""``user_id`` (None), ``account_id`` (the team), ``seats`` (the plan's seat count), ``members``
+and ``invited`` (the pending invitations): an invitation or a new member took the team's last
+seat. Sent after the change committed, once per team, seat count and UTC day (the ``seats_full``
+notification, told to the team's owners)."""
 subscription_changed = _signals.signal("subscription-changed")
 """``user_id``, ``account_id``, ``previous`` (or None for a new account), ``current``."""
 subscription_expired = _signals.signal("subscription-expired")
@@ -54,10 +66,13 @@ when the page opened its purchase dialog without JavaScript, ``"client"`` for th
 ``profile:cta_buy_quota`` event."""
 notification_due = _signals.signal("notification-due")
 """``user_id`` (whom it tells; None for a team account's), ``account_id``, ``kind``
-(``expiring``, ``quota_low``, ``quota_blocked`` or ``expired``), ``subject`` (the subscription id
-or the metric), ``period`` (the end of the paid period or the start of the usage period, an aware
-UTC datetime) and ``notification``: sent once per account, kind, subject and period, after the
-transaction that claimed it committed (a charge, a refusal, an expiry, or a maintenance sweep)."""
+(``expiring``, ``quota_low``, ``quota_blocked``, ``expired``, ``renewal_failed``, ``cap_low``,
+``cap_reached`` or ``seats_full``), ``subject`` (the subscription id, the metric or the seat
+count), ``period`` (the end of the paid period, the start of the usage period or of the day, an
+aware UTC datetime) and ``notification``: sent once per account, kind, subject, period and
+recipient, after the transaction that claimed it committed (a charge, a refusal, an expiry, a
+seat taken, or a maintenance sweep). A team's notice of its own recipients is sent once, with
+``user_id`` None; each of its owners and admins then gets the email, but no signal of their own."""
 email_uncertain = _signals.signal("email-uncertain")
 """``user_id``, ``account_id``, ``kind``, ``notification`` and ``resent``: the email of a
 notification was taken for sending and its outcome never recorded within

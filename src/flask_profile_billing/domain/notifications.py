@@ -1,8 +1,11 @@
 """Notifications: what a user is told about their plan and quotas, and the key that makes each once.
 
-A notification is identified by (user, kind, subject, period): the subscription and the end of its
-paid period for ``expiring`` and ``expired``, the metric and the start of its usage period for
-``quota_low`` and ``quota_blocked``. Whoever claims that key first (the charge, the refusal, the
+A notification is identified by (account, kind, subject, period, recipient): the subscription and
+the end of its paid period for ``expiring`` and ``expired``, the metric and the start of its usage
+period for ``quota_low``, ``quota_blocked``, ``cap_low`` and ``cap_reached``, the seat count and
+the day for ``seats_full``. The recipient is empty for the account's own recipients (a personal
+account's user, a team's owners and admins) and names the member for a member's own cap.
+Whoever claims that key first (the charge, the refusal, the
 expiry, or a maintenance sweep) sends it; everyone after finds it claimed.
 """
 
@@ -28,6 +31,26 @@ class NotificationKind(StrEnum):
     RENEWAL_FAILED = "renewal_failed"
     """The saved payment method was declined when the plan was to be renewed: the period is
     extended by BILLING_RENEWAL_GRACE_DAYS, then the user is back on the default plan."""
+    CAP_LOW = "cap_low"
+    """A team member's charge took their own use of a metric to BILLING_QUOTA_LOW_THRESHOLD of
+    the cap the team set for them; told to that member only."""
+    CAP_REACHED = "cap_reached"
+    """A team member's charge was refused by their own cap; told to that member only."""
+    SEATS_FULL = "seats_full"
+    """An invitation or a new member took a team's last seat; told to its owners."""
+
+
+TEAM_RECIPIENT_ROLES: dict[NotificationKind, tuple[str, ...]] = {
+    NotificationKind.SEATS_FULL: ("owner",),
+}
+"""The roles of a team's members who get a notification of the team's own recipients, by kind;
+every other kind (the pool's, the plan's) goes to the owners and admins."""
+MANAGER_ROLES = ("owner", "admin")
+
+
+def team_recipient_roles(kind: NotificationKind) -> tuple[str, ...]:
+    """Who in a team is told a notification of the team's own recipients (``kind``)."""
+    return TEAM_RECIPIENT_ROLES.get(kind, MANAGER_ROLES)
 
 
 class NotificationStatus(StrEnum):
@@ -60,10 +83,11 @@ class Notification:
     account_id: str
     kind: NotificationKind
     subject: str
-    """The subscription id (``expiring``, ``expired``), the metric (``quota_*``) or the declined
-    renewal payment's id (``renewal_failed``)."""
+    """The subscription id (``expiring``, ``expired``), the metric (``quota_*``, ``cap_*``), the
+    declined renewal payment's id (``renewal_failed``) or the seat count (``seats_full``)."""
     period_key: str
-    """The end of the paid period or the start of the usage period, as Unix seconds."""
+    """The end of the paid period, the start of the usage period or (``seats_full``) of the UTC
+    day, as Unix seconds."""
     created_at: datetime
     status: NotificationStatus = NotificationStatus.SENT
     attempts: int = 0

@@ -14,10 +14,11 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import Connection
 
+from .. import signals
 from ..domain.accounts import (
     TEAM_PREFIX,
     AccountKind,
@@ -36,12 +37,14 @@ from ..domain.accounts import (
     require_owner,
 )
 from ..domain.catalog import MetricKind, Plan
+from ..domain.notifications import Notification, NotificationKind
 from ..errors import InvalidRequest
 from ..presentation.translator import translator_of
 from ..store import accounts as stored
 from ..store.transactions import read_connection, write_transaction
 from .email_senders import EmailSenders, OutgoingEmail
 from .mail import default_from
+from .notifications import NotificationService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
 
@@ -118,11 +121,16 @@ def hash_token(token: str) -> str:
 
 class AccountService:
     def __init__(
-        self, runtime: Runtime, subscriptions: SubscriptionService, senders: EmailSenders
+        self,
+        runtime: Runtime,
+        subscriptions: SubscriptionService,
+        senders: EmailSenders,
+        notifications: NotificationService,
     ) -> None:
         self._runtime = runtime
         self._subscriptions = subscriptions
         self._senders = senders
+        self._notifications = notifications
 
     def _plan_of(self, account_id: str) -> Plan:
         """The plan in force of the account: its seats are the plan's."""
@@ -320,6 +328,8 @@ class AccountService:
             self._seat_count(connection, account_id, seats, now).require_one_free()
             if not stored.add_member(connection, account_id, user_id, role.value, now):
                 raise MembershipError("already a member", {"user_id": user_id})
+            full = self._claim_seats_full(connection, account_id, seats, now)
+        self._announce_seats_full(full)
 
     def members_beyond(self, account_id: str, plan: Plan) -> list[str]:
         """Every member of the account when they are more than ``plan``'s seats (for the
@@ -392,6 +402,8 @@ class AccountService:
             stored.revoke_pending_for_email(connection, account_id, email, now)
             self._seat_count(connection, account_id, seats, now).require_one_free()
             stored.insert_invitation(connection, _record(invitation), hash_token(token))
+            full = self._claim_seats_full(connection, account_id, seats, now)
+        self._announce_seats_full(full)
         return IssuedInvitation(invitation, token)
 
     def send_invitation(
@@ -514,6 +526,36 @@ class AccountService:
                 "a team keeps at least one owner: transfer the ownership first",
                 {"reason": "last_owner"},
             )
+
+    def _claim_seats_full(
+        self, connection: Connection, account_id: str, seats: int | None, now: datetime
+    ) -> tuple[Notification, SeatCount] | None:
+        """In the transaction that took a seat: when it was the last one, claim ``seats_full``
+        for the team's owners, once per seat count and UTC day (a team that frees a seat and
+        fills it again the same day is told once; a plan with another seat count is news)."""
+        count = self._seat_count(connection, account_id, seats, now)
+        if count.seats is None or count.free != 0:
+            return None
+        day = datetime.combine(now.astimezone(UTC).date(), time(), UTC)
+        notice = self._notifications.claim_in(
+            connection, account_id, NotificationKind.SEATS_FULL, str(count.seats), day, now
+        )
+        return None if notice is None else (notice, count)
+
+    def _announce_seats_full(self, full: tuple[Notification, SeatCount] | None) -> None:
+        """After the commit: ``seats_full`` and the notification's ``notification_due``."""
+        if full is None:
+            return
+        notice, count = full
+        signals.seats_full.send(
+            self._runtime.app,
+            user_id=None,
+            account_id=notice.account_id,
+            seats=count.seats,
+            members=count.members,
+            invited=count.pending_invitations,
+        )
+        self._notifications.announce([notice])
 
     def _seat_count(
         self, connection: Connection, account_id: str, seats: int | None, now: datetime

@@ -40,22 +40,27 @@ from enum import Enum
 from typing import Any
 
 from flask import url_for
+from sqlalchemy import Connection
 from werkzeug.routing import BuildError
 
 from .. import signals
-from ..domain.accounts import personal_user_id
+from ..domain.accounts import AccountKind, account_kind, personal_user_id
 from ..domain.catalog import MetricKind, render
+from ..domain.limits import Allowance
 from ..domain.notifications import (
     Notification,
     NotificationKind,
     NotificationStatus,
     period_key,
     retry_delay,
+    team_recipient_roles,
 )
+from ..domain.periods import Period
 from ..domain.subscriptions import Subscription, SubscriptionStatus
 from ..errors import BillingConfigError, UnknownUserError
 from ..presentation.emails import render_email
 from ..presentation.translator import Translator, counted, metric_title, translator_of
+from ..store import accounts as stored_accounts
 from ..store import notifications as stored
 from ..store import profiles as stored_profiles
 from ..store.transactions import read_connection, write_transaction
@@ -207,13 +212,37 @@ class MailService:
                 taken = stored.take_due_emails(
                     connection, now=now, batch_size=settings.batch_size, uncertain_at=uncertain_at
                 )
+                # In the taking transaction: a team's notice either stays pending or has become
+                # its recipients' own rows, never both, never neither.
+                to_send = self._fan_out(connection, taken, now)
             if not taken:
                 return EmailRun(sent=sent, failed=failed, uncertain=uncertain, resent=resent)
-            outcomes = self._send_batch(sender, taken, now, keep_lease)
+            outcomes = self._send_batch(sender, to_send, now, keep_lease)
             sent += outcomes.count(_Outcome.SENT)
             failed += outcomes.count(_Outcome.FAILED)
             if after_batch is not None:
                 after_batch()
+
+    def _fan_out(
+        self, connection: Connection, taken: list[Notification], now: datetime
+    ) -> list[Notification]:
+        """The taken notifications to email as they are. A team's notice of its own recipients
+        is not: it becomes one pending row per recipient (its owners and admins, or its owners
+        for ``seats_full``, as they are now), each then sent, retried and recorded on its own,
+        at most once, by this run's next batch; the team's row is done (``sent``), or
+        ``skipped`` when nobody holds those roles."""
+        kept: list[Notification] = []
+        for notification in taken:
+            if notification.recipient_user_id is not None or (
+                account_kind(notification.account_id) is not AccountKind.TEAM
+            ):
+                kept.append(notification)
+                continue
+            roles = team_recipient_roles(notification.kind)
+            named = stored.fan_out(connection, notification, roles=roles, now=now)
+            status = NotificationStatus.SENT if named else NotificationStatus.SKIPPED
+            stored.finish_email(connection, notification.id, status, now=now)
+        return kept
 
     def _settle_stranded(
         self, now: datetime, after_batch: Callable[[], None] | None
@@ -368,6 +397,21 @@ class MailService:
                     metric=notification.subject,
                     period_key=notification.period_key,
                     now=now,
+                    recipient_user_id=notification.recipient_user_id,
+                )
+        if kind is NotificationKind.CAP_LOW and variables.get("remaining") == 0:
+            # The member used the last unit of their cap: "only 0 left" is "your cap is reached",
+            # said once, as for the pool.
+            kind = NotificationKind.CAP_REACHED
+            with write_transaction(self._runtime.engine) as connection:
+                stored.cover_limit_reached(
+                    connection,
+                    account_id=notification.account_id,
+                    metric=notification.subject,
+                    period_key=notification.period_key,
+                    now=now,
+                    recipient_user_id=notification.recipient_user_id,
+                    kind=NotificationKind.CAP_REACHED,
                 )
         rendered = render_email(self._runtime.app.jinja_env, kind, translator, variables)
         return OutgoingEmail(
@@ -442,6 +486,8 @@ class MailService:
                 "ends_on": t.day(ends_at.astimezone(zone)),
                 "days_left": max(1, math.ceil((ends_at - now) / timedelta(days=1))),
             }
+        if kind is NotificationKind.SEATS_FULL:
+            return self._seat_details(notification)
         metric_name = notification.subject
         metric = catalog.metrics.get(metric_name)
         if metric is None:
@@ -450,7 +496,10 @@ class MailService:
         period = self._runtime.period(subscription_now, now)
         if period_key(period.start) != notification.period_key:
             raise _NotSent(_Outcome.SKIPPED, "its usage period is over")
-        if metric.kind is MetricKind.GAUGE:
+        if kind in (NotificationKind.CAP_LOW, NotificationKind.CAP_REACHED):
+            allowance = self._member_allowance(notification, period)
+            resets_at = period.end.astimezone(zone)
+        elif metric.kind is MetricKind.GAUGE:
             allowance = self._quotas.capacity(notification.account_id, metric_name)
             resets_at = None
         else:
@@ -474,7 +523,51 @@ class MailService:
             ),
             "resets_at": resets_at,
             "resets_on": None if resets_at is None else t.day(resets_at),
+            "team_name": self._team_name(notification.account_id),
         }
+
+    def _member_allowance(self, notification: Notification, period: Period) -> Allowance:
+        """The recipient's own use of the metric this period under the cap the team set for
+        them now; ``_NotSent`` (skipped) when they left the team."""
+        member = notification.recipient_user_id
+        metric = notification.subject
+        with read_connection(self._runtime.engine) as connection:
+            if member is None or (
+                stored_accounts.role_of(connection, notification.account_id, member) is None
+            ):
+                raise _NotSent(_Outcome.SKIPPED, "the member left the team")
+            cap = stored_accounts.cap_of(connection, notification.account_id, member, metric)
+            used = stored_accounts.member_used(
+                connection, notification.account_id, member, metric, period.start
+            )
+        return Allowance(metric, cap, used, period.end)
+
+    def _seat_details(self, notification: Notification) -> dict[str, Any]:
+        """A ``seats_full`` email's numbers, as they stand at sending: ``_NotSent`` (skipped)
+        when a seat is free again or the plan's seat count changed since."""
+        account_id = notification.account_id
+        seats = self._runtime.catalog.plan(self._subscriptions.current(account_id).plan_code).seats
+        if seats is None or str(seats) != notification.subject:
+            raise _NotSent(_Outcome.SKIPPED, "the plan's seat count changed")
+        now = self._runtime.now()
+        with read_connection(self._runtime.engine) as connection:
+            members = stored_accounts.count_members(connection, account_id)
+            pending = stored_accounts.count_pending_invitations(connection, account_id, now)
+        if members + pending < seats:
+            raise _NotSent(_Outcome.SKIPPED, "a seat is free again")
+        return {
+            "team_name": self._team_name(account_id),
+            "seats": seats,
+            "members": members,
+            "invited": pending,
+        }
+
+    def _team_name(self, account_id: str) -> str | None:
+        if account_kind(account_id) is not AccountKind.TEAM:
+            return None
+        with read_connection(self._runtime.engine) as connection:
+            record = stored_accounts.find_account(connection, account_id)
+        return None if record is None else record.name
 
     def _still_applies(self, notification: Notification, used: int, limit: int | None) -> None:
         """``_NotSent`` (skipped) when a quota notice no longer holds for the usage as it now
@@ -483,7 +576,7 @@ class MailService:
         out by the low notice's email, which said the limit was reached."""
         if limit is None:
             raise _NotSent(_Outcome.SKIPPED, "the metric has no limit on the plan now")
-        if notification.kind is NotificationKind.QUOTA_LOW:
+        if notification.kind in (NotificationKind.QUOTA_LOW, NotificationKind.CAP_LOW):
             mark = math.ceil(limit * self._runtime.settings.quota_low_threshold)
             if used < mark or limit <= 0:
                 raise _NotSent(_Outcome.SKIPPED, "the usage is no longer at the mark")
@@ -521,9 +614,9 @@ def _plan_code_of(subscription: Subscription | None) -> str:
 
 
 def _recipients(account_id: str, recipient_user_id: str | None) -> list[str]:
-    """The users a notification of ``account_id`` is emailed to: its own recipient when it names
-    one, else the account's: a personal account's user. A team account names none yet (its
-    notifications without a recipient are not emailed)."""
+    """The user a notification of ``account_id`` is emailed to: its own recipient when it names
+    one, else a personal account's user. A team's notification of its own recipients never gets
+    here: it was fanned out to one row per recipient when taken (``MailService._fan_out``)."""
     if recipient_user_id is not None:
         return [recipient_user_id]
     user_id = personal_user_id(account_id)

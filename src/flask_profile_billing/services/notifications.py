@@ -1,10 +1,14 @@
-"""Notifications: claimed once per (user, kind, subject, period), announced after commit.
+"""Notifications: claimed once per (account, kind, subject, period, recipient), announced after
+commit.
 
-Five kinds (``domain.notifications.NotificationKind``). ``quota_low`` and ``quota_blocked`` are
+Eight kinds (``domain.notifications.NotificationKind``). ``quota_low`` and ``quota_blocked`` are
 claimed by the charge or the refusal itself, in its own transaction (``services.quotas``);
 ``expired`` by the transaction that ends the subscription (``services.subscriptions``);
-``renewal_failed`` by the declined renewal (``services.recurring``); ``expiring`` only by the
-maintenance sweep. The sweeps also claim ``quota_low`` for usage that
+``renewal_failed`` by the declined renewal (``services.recurring``); ``cap_low`` and
+``cap_reached`` by a team member's charge or refusal, for that member (``services.quotas``);
+``seats_full`` by the invitation or new member that takes a team's last seat
+(``services.accounts``); ``expiring`` only by the maintenance sweep. The sweeps also claim
+``quota_low`` for usage that
 reached the mark without a charge crossing it (a plan change lowered the limit). They look at
 windows, not at exact days: whatever is relevant now and not yet claimed, so a maintenance that
 did not run for months sends each notice that still applies once, and none that no longer does.
@@ -62,9 +66,12 @@ class NotificationService:
         subject: str,
         period: datetime,
         now: datetime,
+        recipient_user_id: str | None = None,
     ) -> Notification | None:
-        """Claim one notification in the caller's transaction; None when it was claimed before."""
-        row = self.row(account_id, kind, subject, period, now)
+        """Claim one notification in the caller's transaction; None when it was claimed before.
+        ``recipient_user_id``: the one member it tells (a member's own cap), else the account's
+        own recipients."""
+        row = self.row(account_id, kind, subject, period, now, recipient_user_id)
         claimed = stored.claim_rows(connection, [row])
         return claimed[0] if claimed else None
 
@@ -99,6 +106,7 @@ class NotificationService:
         subject: str,
         period: datetime,
         now: datetime,
+        recipient_user_id: str | None = None,
     ) -> dict[str, object]:
         return stored.new_row(
             account_id=account_id,
@@ -107,6 +115,7 @@ class NotificationService:
             period_key=period_key(period),
             now=now,
             pending=self.emails_enabled,
+            recipient_user_id=recipient_user_id,
         )
 
     def claimed(
@@ -123,12 +132,20 @@ class NotificationService:
         return stored.to_notification_values(notification_id, values)
 
     def claim_now(
-        self, account_id: str, kind: NotificationKind, subject: str, period: datetime
+        self,
+        account_id: str,
+        kind: NotificationKind,
+        subject: str,
+        period: datetime,
+        recipient_user_id: str | None = None,
     ) -> Notification | None:
-        """Claim one notification in a transaction of its own (a gauge's refusal)."""
+        """Claim one notification in a transaction of its own (a gauge's refusal, a member's
+        cap)."""
         now = self._runtime.now()
         with write_transaction(self._runtime.engine) as connection:
-            return self.claim_in(connection, account_id, kind, subject, period, now)
+            return self.claim_in(
+                connection, account_id, kind, subject, period, now, recipient_user_id
+            )
 
     # -- announcing ----------------------------------------------------------------------------
 

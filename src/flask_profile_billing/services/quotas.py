@@ -107,6 +107,8 @@ class _Charge:
     claimed, in the charge's own transaction."""
     team: TeamCharge | None = None
     """A team member's charge: the pool and the member's own counter and cap."""
+    member_notice: Notification | None = None
+    """The member's own ``cap_low`` (charged) or ``cap_reached`` (refused by their cap)."""
 
 
 class QuotaService:
@@ -227,7 +229,14 @@ class QuotaService:
             # Refused outside the transaction: the signal's receivers may write (the activity
             # feed does) and must not wait for the connection or lock the charge held.
             self._refuse(
-                metric, account_id, amount, charge.allowance, charge.notice, actor, charge.team
+                metric,
+                account_id,
+                amount,
+                charge.allowance,
+                charge.notice,
+                actor,
+                charge.team,
+                charge.member_notice,
             )
         reservation = Reservation(
             account_id,
@@ -242,6 +251,15 @@ class QuotaService:
             self._announce_consumption(
                 account_id, actor, metric.name, amount, charge.allowance, charge.notice
             )
+            if charge.member_notice is not None and charge.team is not None:
+                signals.cap_low.send(
+                    self._runtime.app,
+                    user_id=actor,
+                    account_id=account_id,
+                    metric=metric.name,
+                    allowance=charge.team.member,
+                )
+                self._notifications.announce([charge.member_notice])
         except BaseException:
             # A signal receiver failed after the charge committed: the caller never gets the
             # reservation to give back, so it is given back here.
@@ -357,7 +375,39 @@ class QuotaService:
             pool = self.allowance(request.account_id, request.metric.name)
             return _Charge(charge.period, pool, None, replayed=True)
         return _Charge(
-            charge.period, charge.tightest, charge.event_id, notice=charge.notice, team=charge
+            charge.period,
+            charge.tightest,
+            charge.event_id,
+            notice=charge.notice,
+            team=charge,
+            member_notice=self._claim_member_notice(request, charge),
+        )
+
+    def _claim_member_notice(
+        self, request: _ChargeRequest, charge: TeamCharge
+    ) -> Notification | None:
+        """The member's own notice, to the member alone, once per (account, member, metric,
+        period): ``cap_reached`` when their cap refused the charge, ``cap_low`` when this charge
+        took their use to the threshold of it. A statement of its own, paid only by a refusal
+        and by the one charge that crosses the mark: an uncapped member's charges never pay it."""
+        member = charge.member
+        if charge.refused_by_member_cap:
+            kind = NotificationKind.CAP_REACHED
+        elif charge.event_id is not None and crossed_threshold(
+            member.used - request.amount,
+            member.used,
+            member.limit,
+            self._runtime.settings.quota_low_threshold,
+        ):
+            kind = NotificationKind.CAP_LOW
+        else:
+            return None
+        return self._notifications.claim_now(
+            request.account_id,
+            kind,
+            request.metric.name,
+            charge.period.start,
+            recipient_user_id=request.actor_user_id,
         )
 
     def _charge_in_one_statement(self, request: _ChargeRequest) -> _Charge | None:
@@ -567,7 +617,11 @@ class QuotaService:
         notice: Notification | None = None,
         actor_user_id: str | None = None,
         team: TeamCharge | None = None,
+        member_notice: Notification | None = None,
     ) -> NoReturn:
+        scope = None
+        if team is not None:
+            scope = "member" if team.refused_by_member_cap else "pool"
         signals.quota_exceeded.send(
             self._runtime.app,
             user_id=actor_user_id or personal_user_id(account_id),
@@ -575,9 +629,11 @@ class QuotaService:
             metric=metric.name,
             amount=amount,
             allowance=allowance,
+            scope=scope,
         )
-        if notice is not None:
-            self._notifications.announce([notice])
+        claimed = [n for n in (notice, member_notice) if n is not None]
+        if claimed:
+            self._notifications.announce(claimed)
         now = self._runtime.now()
         if team is None:
             raise QuotaExceeded(metric.limit_message(allowance.limit), allowance, now)

@@ -163,7 +163,7 @@ notices AS (
            CAST(CAST(floor(extract(epoch FROM expires_at)) AS BIGINT) AS TEXT),
            :notice_status, 0, :next_attempt_at, :now, :sent_at
     FROM ended WHERE expires_at >= :notify_since
-    ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
+    ON CONFLICT (account_id, kind, subject, period_key, recipient_user_id) DO NOTHING
     {notices_returning}
 )
 SELECT {result}
@@ -310,7 +310,7 @@ SELECT account_id, :notice_kind, CAST(id AS TEXT), strftime('%s', expires_at),
        :notice_status, 0, :next_attempt_at, :now, :sent_at
 FROM billing_subscriptions
 WHERE id IN ({_BATCH_IDS}) AND expires_at >= :notify_since
-ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
+ON CONFLICT (account_id, kind, subject, period_key, recipient_user_id) DO NOTHING
 RETURNING id, account_id
 """
 ).bindparams(

@@ -381,9 +381,11 @@ class JobLeaseRow(Base):
 
 
 class NotificationRow(Base):
-    """A notification claimed for an account: at most one per (account, kind, subject, period).
+    """A notification claimed for an account: at most one per (account, kind, subject, period,
+    recipient).
 
-    ``subject`` is the subscription id or the metric; ``period_key`` the end of the paid period or
+    ``subject`` is the subscription id, the metric or the seat count; ``period_key`` the end of
+    the paid period or
     the start of the usage period, in Unix seconds. ``status`` follows the email: ``pending`` until
     it is sent, ``sent`` (also when there is no email to send), ``failed`` when every attempt failed.
     """
@@ -392,8 +394,10 @@ class NotificationRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
-    recipient_user_id: Mapped[str | None] = mapped_column(USER_ID)
-    """Who is told; None: the account's own recipients (a personal account: its user)."""
+    recipient_user_id: Mapped[str] = mapped_column(USER_ID, default="", server_default="")
+    """Who is told; empty: the account's own recipients (a personal account: its user; a team:
+    its owners and admins, each given a row of their own when the email is due). Never NULL, so
+    that it can be part of the unique key: NULLs are all distinct in a unique key."""
     kind: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(64))
     period_key: Mapped[str] = mapped_column(String(32))
@@ -404,7 +408,14 @@ class NotificationRow(Base):
     sent_at: Mapped[datetime | None]
 
     __table_args__ = (
-        UniqueConstraint("account_id", "kind", "subject", "period_key"),
+        UniqueConstraint(
+            "account_id",
+            "kind",
+            "subject",
+            "period_key",
+            "recipient_user_id",
+            name="uq_billing_notifications_once",
+        ),
         # The email sweep looks for pending notifications whose next attempt is due.
         Index(
             "ix_billing_notifications_pending_next_attempt_at",

@@ -1,8 +1,9 @@
 """The statements on ``billing_notifications``: claiming notifications, the sweeps that claim the
 ones no request claimed, and the state of their emails.
 
-A claim is ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the unique key (user, kind, subject,
-period) lets exactly one claimer insert the row, and only that claimer gets it back and sends it.
+A claim is ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the unique key (account, kind,
+subject, period, recipient) lets exactly one claimer insert the row, and only that claimer gets it
+back and sends it.
 The sweeps claim whole batches with one ``INSERT ... SELECT`` each, the rows chosen in SQL (a window
 of time, a share of a limit) and never loaded into Python first.
 """
@@ -33,11 +34,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..domain.notifications import Notification, NotificationKind, NotificationStatus
 from .dialect import dialect_insert
-from .models import notifications, subscriptions, usage_counters
+from .models import account_members, notifications, subscriptions, usage_counters
 from .subscriptions import IS_CURRENT, plan_in_force
 from .types import UTCDateTime
 
 _NOTES = notifications.c
+_MEMBERS = account_members.c
 _SUBS = subscriptions.c
 _COUNTERS = usage_counters.c
 _COLUMNS = [
@@ -51,6 +53,15 @@ _COLUMNS = [
     "created_at",
     "sent_at",
 ]
+_ONCE = [
+    _NOTES.account_id,
+    _NOTES.kind,
+    _NOTES.subject,
+    _NOTES.period_key,
+    _NOTES.recipient_user_id,
+]
+"""The unique key: a notification is claimed once per account, kind, subject, period and
+recipient (empty: the account's own recipients)."""
 _RETURNED = (
     _NOTES.id,
     _NOTES.account_id,
@@ -74,7 +85,7 @@ def to_notification(row: Row[Any]) -> Notification:
         created_at=row.created_at,
         status=NotificationStatus(row.status),
         attempts=int(row.attempts),
-        recipient_user_id=row.recipient_user_id,
+        recipient_user_id=row.recipient_user_id or None,
     )
 
 
@@ -86,11 +97,14 @@ def new_row(
     period_key: str,
     now: datetime,
     pending: bool,
+    recipient_user_id: str | None = None,
 ) -> dict[str, Any]:
     """The columns of a notification claimed at ``now``: ``pending`` (due for the next email
-    sweep at once) when an email is to follow, else ``sent``."""
+    sweep at once) when an email is to follow, else ``sent``. ``recipient_user_id`` None: the
+    account's own recipients."""
     return {
         "account_id": account_id,
+        "recipient_user_id": recipient_user_id or "",
         "kind": kind.value,
         "subject": subject,
         "period_key": period_key,
@@ -109,9 +123,7 @@ def claim_rows(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[N
         return []
     statement = (
         dialect_insert(connection, notifications)
-        .on_conflict_do_nothing(
-            index_elements=[_NOTES.account_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
-        )
+        .on_conflict_do_nothing(index_elements=_ONCE)
         .returning(*_RETURNED)
     )
     if len(rows) == 1:
@@ -164,6 +176,7 @@ def _not_claimed(
             _NOTES.kind == kind.value,
             _NOTES.subject == subject,
             _NOTES.period_key == period,
+            _NOTES.recipient_user_id == "",
         )
         .offset(0)
     )
@@ -270,9 +283,7 @@ def claim_selected(connection: Connection, candidates: Any) -> list[Notification
     statement = (
         dialect_insert(connection, notifications)
         .from_select(_COLUMNS, candidates)
-        .on_conflict_do_nothing(
-            index_elements=[_NOTES.account_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
-        )
+        .on_conflict_do_nothing(index_elements=_ONCE)
         .returning(*_RETURNED)
     )
     return [to_notification(row) for row in connection.execute(statement)]
@@ -429,6 +440,50 @@ def finish_email(
     )
 
 
+def fan_out(
+    connection: Connection, notification: Notification, *, roles: Sequence[str], now: datetime
+) -> int:
+    """Give a team's notification of its own recipients (just taken for sending) one pending row
+    per member whose role is in ``roles``, due at ``now``, in one ``INSERT ... SELECT``; the
+    number of members it names. A member who has the row already (a ``quota_low`` email told
+    them the limit is reached) is not given another: the unique key includes the recipient."""
+    values = new_row(
+        account_id=notification.account_id,
+        kind=notification.kind,
+        subject=notification.subject,
+        period_key=notification.period_key,
+        now=now,
+        pending=True,
+    )
+    recipients = (
+        select(
+            literal(notification.account_id, String()).label("account_id"),
+            _MEMBERS.user_id.label("recipient_user_id"),
+            literal(notification.kind.value, String()).label("kind"),
+            literal(notification.subject, String()).label("subject"),
+            literal(notification.period_key, String()).label("period_key"),
+            literal(values["status"], String()).label("status"),
+            literal(0, Integer()).label("attempts"),
+            literal(now, UTCDateTime()).label("next_attempt_at"),
+            literal(now, UTCDateTime()).label("created_at"),
+            literal(None, UTCDateTime()).label("sent_at"),
+        )
+        .where(_MEMBERS.account_id == notification.account_id, _MEMBERS.role.in_(list(roles)))
+        .order_by(_MEMBERS.user_id)
+    )
+    count = select(func.count()).where(
+        _MEMBERS.account_id == notification.account_id, _MEMBERS.role.in_(list(roles))
+    )
+    named = int(connection.execute(count).scalar_one())
+    if named:
+        connection.execute(
+            dialect_insert(connection, notifications)
+            .from_select(["account_id", "recipient_user_id", *_COLUMNS[1:]], recipients)
+            .on_conflict_do_nothing(index_elements=_ONCE)
+        )
+    return named
+
+
 def covered(connection: Connection, notification_id: int) -> bool:
     """Whether a taken notification was skipped meanwhile: another email said what it says
     (``cover_limit_reached``)."""
@@ -437,33 +492,42 @@ def covered(connection: Connection, notification_id: int) -> bool:
 
 
 def cover_limit_reached(
-    connection: Connection, *, account_id: str, metric: str, period_key: str, now: datetime
+    connection: Connection,
+    *,
+    account_id: str,
+    metric: str,
+    period_key: str,
+    now: datetime,
+    recipient_user_id: str | None = None,
+    kind: NotificationKind = NotificationKind.QUOTA_BLOCKED,
 ) -> None:
-    """A ``quota_low`` email is telling the user the limit of ``metric`` is reached: the period's
-    ``quota_blocked`` notice is claimed now as done (a later refusal finds it claimed), or, when
-    claimed already and waiting or taken for sending, skipped (``covered``)."""
+    """A ``quota_low`` (``cap_low``) email is telling its recipient the limit (their cap) of
+    ``metric`` is reached: the period's ``quota_blocked`` (``kind``: ``cap_reached``) notice for
+    the same recipient is claimed now as done (a later refusal, or a later fan-out to a team's
+    recipients, finds it claimed), or, when claimed already and waiting or taken for sending,
+    skipped (``covered``)."""
     row = new_row(
         account_id=account_id,
-        kind=NotificationKind.QUOTA_BLOCKED,
+        kind=kind,
         subject=metric,
         period_key=period_key,
         now=now,
         pending=False,
+        recipient_user_id=recipient_user_id,
     )
     connection.execute(
         dialect_insert(connection, notifications)
         .values(**row)
-        .on_conflict_do_nothing(
-            index_elements=[_NOTES.account_id, _NOTES.kind, _NOTES.subject, _NOTES.period_key]
-        )
+        .on_conflict_do_nothing(index_elements=_ONCE)
     )
     connection.execute(
         update(notifications)
         .where(
             _NOTES.account_id == account_id,
-            _NOTES.kind == NotificationKind.QUOTA_BLOCKED.value,
+            _NOTES.kind == kind.value,
             _NOTES.subject == metric,
             _NOTES.period_key == period_key,
+            _NOTES.recipient_user_id == (recipient_user_id or ""),
             _NOTES.status.in_([NotificationStatus.PENDING.value, NotificationStatus.SENDING.value]),
         )
         .values(status=NotificationStatus.SKIPPED.value, next_attempt_at=None)
@@ -481,4 +545,5 @@ def to_notification_values(notification_id: int, values: Mapping[str, Any]) -> N
         created_at=values["created_at"],
         status=NotificationStatus(values["status"]),
         attempts=int(values["attempts"]),
+        recipient_user_id=values.get("recipient_user_id") or None,
     )

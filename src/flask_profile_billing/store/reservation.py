@@ -85,7 +85,7 @@ low_notice AS (
     WHERE plan_limit.lim > 0
       AND counter.used - :amount < CEIL(plan_limit.lim * CAST(:ratio AS DOUBLE PRECISION))
       AND CEIL(plan_limit.lim * CAST(:ratio AS DOUBLE PRECISION)) <= counter.used
-    ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
+    ON CONFLICT (account_id, kind, subject, period_key, recipient_user_id) DO NOTHING
     RETURNING id
 ),
 blocked_notice AS (
@@ -93,7 +93,7 @@ blocked_notice AS (
     SELECT {blocked_notice_values}
     FROM plan_limit
     WHERE NOT EXISTS (SELECT 1 FROM prior) AND NOT EXISTS (SELECT 1 FROM counter)
-    ON CONFLICT (account_id, kind, subject, period_key) DO NOTHING
+    ON CONFLICT (account_id, kind, subject, period_key, recipient_user_id) DO NOTHING
     RETURNING id
 )
 SELECT (SELECT id FROM prior) AS prior_id,
