@@ -131,7 +131,7 @@ def test_retention_deletes_old_rows_and_statistics_stay_right(
         clock.set(datetime(2026, 1, 20, tzinfo=UTC))  # 60 days back is 21 Nov
         billing.consume("alice", "analysis")  # January
         usage = get_state().usage
-        before = usage.usage("alice", 365)
+        before = usage.usage("user:alice", 365)
 
         report = billing.run_maintenance()
 
@@ -143,7 +143,7 @@ def test_retention_deletes_old_rows_and_statistics_stay_right(
         }
         assert count(app, usage_events) == 1
         assert count(app, usage_counters) == 1  # January's, the current period
-        assert usage.usage("alice", 365) == before
+        assert usage.usage("user:alice", 365) == before
         assert before.totals == {"analysis": 6}
         assert billing.allowance("alice", "analysis").used == 1
         assert billing.run_maintenance().pruned["usage_events"] == 0
