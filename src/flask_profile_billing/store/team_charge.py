@@ -133,9 +133,21 @@ SELECT EXISTS (SELECT 1 FROM membership) AS is_member,
        (SELECT lim FROM plan_limit) AS lim,
        (SELECT used FROM counter) AS used_after,
        (SELECT id FROM event) AS event_id,
-       (SELECT used FROM billing_usage_counters
-        WHERE account_id = :account_id AND metric = :metric AND period_start = :period_start)
-           AS used_before
+       CASE
+           WHEN EXISTS (SELECT 1 FROM counter) THEN NULL
+           -- Refused by the pool: the pool as it stands once the refusal's lock was granted (the
+           -- statement's snapshot may predate the charges it waited for), so that the refusal's
+           -- numbers are those that refused it. The lock is the one the refusal holds already.
+           WHEN EXISTS (SELECT 1 FROM member_fits) THEN
+               (SELECT used FROM billing_usage_counters
+                WHERE account_id = :account_id AND metric = :metric
+                  AND period_start = :period_start
+                FOR UPDATE)
+           ELSE
+               (SELECT used FROM billing_usage_counters
+                WHERE account_id = :account_id AND metric = :metric
+                  AND period_start = :period_start)
+       END AS used_before
 """
 
 
