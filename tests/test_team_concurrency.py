@@ -25,7 +25,7 @@ from flask_profile_billing import ProfileBilling, QuotaExceeded
 from flask_profile_billing.domain.accounts import Role
 from flask_profile_billing.state import get_state
 from flask_profile_billing.store.models import member_counters, usage_counters, usage_events
-from tests.support.host_app import Clock, billing_of
+from tests.support.host_app import Clock, billing_of, sign_up
 from tests.support.team_concurrency import (
     MemberAnswer,
     MemberRequest,
@@ -71,6 +71,9 @@ def make_team(billing: ProfileBilling, trial: int, caps: dict[int, int | None]) 
     account = billing.accounts.create_team(owner, f"Team {trial}")
     billing.change_plan(owner, "team", account_id=account.id)
     for index, cap in caps.items():
+        # The members are users of the host before they join (their first requests do not race
+        # to sign them up).
+        sign_up(member(trial, index))
         billing.accounts.add_member(owner, account.id, member(trial, index), Role.MEMBER)
         if cap is not None:
             billing.accounts.set_cap(owner, account.id, member(trial, index), "analysis", cap)
