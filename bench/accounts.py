@@ -137,6 +137,8 @@ def explain_team_charge(app: Flask, team: str) -> list[str]:
     if not captured:
         return ["(the team statement was not seen)"]
     statement, parameters = captured[0]
+    # Without the request's idempotency key, which the charge above stored: a charge, not a replay.
+    parameters = {**parameters, "idempotency_key": None}
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(
             "EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters

@@ -8,6 +8,10 @@ before the pool's, by every team charge, so concurrent charges cannot deadlock o
 member's cap is compared with what is current: the pool and the member's counter move together or
 not at all.
 
+Refused by the pool, the statement reports the pool as it stands once its lock on the pool's row
+was granted (``FOR UPDATE``, a lock it holds already), not as its snapshot saw it: a charge that
+waited for others' charges would otherwise name numbers older than those that refused it.
+
 A member's counter row must exist for its period before its lock can be taken: when it does not
 (the member's first charge of a period), the statement charges nothing and says so, the caller
 writes the row (``ensure_member_counter``) and runs it again. An idempotency key charged before is
@@ -135,9 +139,6 @@ SELECT EXISTS (SELECT 1 FROM membership) AS is_member,
        (SELECT id FROM event) AS event_id,
        CASE
            WHEN EXISTS (SELECT 1 FROM counter) THEN NULL
-           -- Refused by the pool: the pool as it stands once the refusal's lock was granted (the
-           -- statement's snapshot may predate the charges it waited for), so that the refusal's
-           -- numbers are those that refused it. The lock is the one the refusal holds already.
            WHEN EXISTS (SELECT 1 FROM member_fits) THEN
                (SELECT used FROM billing_usage_counters
                 WHERE account_id = :account_id AND metric = :metric
