@@ -1,5 +1,6 @@
 """A team's members racing for the last units of its pool and of their own caps: the pool and
-every member's counter stay exact, and every refusal names the limit that refused.
+every member's counter stay exact, and every refusal names the limit that refused with the numbers
+that refused it (a personal account's refusal too).
 
 Bursts of guarded requests from threads of several app server processes (each with its own app,
 engine and pool, as under gunicorn) on one SQLite file or one PostgreSQL database; the host's
@@ -286,6 +287,37 @@ def test_a_refusal_by_the_pool_names_the_pool_that_refused_not_an_older_one(
     assert details["pool"] == {"limit": POOL, "used": POOL, "remaining": 0}
     assert (details["limit"], details["used"], details["remaining"]) == (POOL, POOL, 0)
     assert details["member"]["used"] == POOL - SPENT_BEFORE - 1
+
+
+def test_a_refusal_of_a_personal_account_names_the_counter_that_refused_not_an_older_one(
+    team_app: Flask,
+) -> None:
+    # The same race on a personal account's single counter (the Free plan allows 2).
+    billing = billing_of(team_app)
+    billing.consume("solo-1", "analysis")
+    engine = get_state().runtime.engine
+    refusals: list[QuotaExceeded] = []
+
+    def charge_the_last_unit() -> None:
+        with team_app.app_context(), pytest.raises(QuotaExceeded) as refused:
+            billing.consume("solo-1", "analysis")
+        refusals.append(refused.value)
+
+    with engine.connect() as other:
+        with other.begin():
+            other.execute(
+                update(usage_counters)
+                .where(usage_counters.c.account_id == "user:solo-1")
+                .values(used=usage_counters.c.used + 1)
+            )
+            charging = threading.Thread(target=charge_the_last_unit)
+            charging.start()
+            wait_until_waiting_for_a_lock(engine)
+        charging.join(timeout=60)
+
+    assert len(refusals) == 1
+    details = refusals[0].details()
+    assert (details["limit"], details["used"], details["remaining"]) == (2, 2, 0)
 
 
 def wait_until_waiting_for_a_lock(engine: Engine) -> None:
