@@ -229,3 +229,20 @@ def test_a_guard_answers_404_for_an_account_the_user_is_not_in(
         assert answer.status_code == 404
         assert answer.get_json()["error"] == "ACCOUNT_NOT_FOUND"
     assert counters(team) == (0, {}, 0)
+
+
+def test_a_members_guarded_charge_costs_one_statement_on_postgresql(
+    client: FlaskClient, team: str, statements: list[str], database_url: str
+) -> None:
+    headers = as_user(CAPPED, **{"X-Account": team})
+    assert client.post("/analyze", headers=headers).status_code == 200  # the period's rows
+    statements.clear()
+
+    assert client.post("/analyze", headers=headers).status_code == 200
+
+    # PostgreSQL: membership, cap, both counters, the event and the day's total in one statement.
+    # SQLite: one write transaction: BEGIN, membership and cap, subscription, event, the member's
+    # counter, the pool, the day's total.
+    expected = 1 if database_url.startswith("postgresql") else 7
+    assert len(statements) == expected, statements
+    assert counters(team) == (2, {CAPPED: 2}, 2)
