@@ -14,6 +14,8 @@ Routes (all ``GET``, all answer ``{"success": true}``):
   the bench's own (SQLAlchemy Core, pooled connection, one transaction).
 - ``/sql/update-insert``: the same plus one ``INSERT`` into a log table, in the same transaction.
 - ``/guard/quota``: ``@requires_quota("analysis")``.
+- ``/guard/quota/team``: the same guard, charging the team the ``X-Account`` header names (the
+  guard's own account choice): a team member's charge, under the pool and the member's cap.
 - ``/guard/feature``: ``@requires_feature("bench_api")``, a feature the plan has.
 - ``/guard/capacity``: ``@requires_capacity("seats")``; the capacity loader returns a constant.
 
@@ -58,6 +60,7 @@ DEFAULT_DATABASE_URL = "sqlite:////tmp/flask-profile-billing-bench.sqlite3"
 HUGE = 10**9
 """Every limit of the bench plan: no request is refused during a run."""
 HOT_USER = "hot"
+ACCOUNT_HEADER = "X-Account"
 SPREAD_USERS = 1000
 
 
@@ -152,6 +155,12 @@ def _user_from_request(req: Request) -> str | None:
     return req.headers.get("X-User") or req.args.get("user") or None
 
 
+def _account_of_request() -> str | None:
+    """The account ``/guard/quota/team`` charges: a team named by the request (``X-Account``), as
+    a host that lets its users act for a team would choose it; else the personal account."""
+    return request.headers.get(ACCOUNT_HEADER) or None
+
+
 def _engine_options(database_url: str) -> dict[str, Any]:
     if database_url.startswith("sqlite"):
         # Two gunicorn processes share the file: wait for the write lock rather than fail.
@@ -218,6 +227,11 @@ def create_app(database_url: str | None = None, config: dict[str, Any] | None = 
     @app.get("/guard/quota")
     @requires_quota("analysis")
     def guard_quota() -> Any:
+        return jsonify(success=True)
+
+    @app.get("/guard/quota/team")
+    @requires_quota("analysis", account=_account_of_request)
+    def guard_quota_team() -> Any:
         return jsonify(success=True)
 
     @app.get("/guard/feature")

@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import inprocess, loadgen, machine, maintenance, migration, page, report, servers
+from . import accounts, inprocess, loadgen, machine, maintenance, migration, page, report, servers
 from .app import ENV_DATABASE_URL, ENV_REDIS_URL, HOT_USER, create_app, db, setup_database
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -113,7 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default=os.environ.get("BENCH_SKIP", ""),
-        help="parts to leave out: http,statements,page,overhead,usage,maintenance,migration",
+        help=(
+            "parts to leave out: http,statements,page,overhead,accounts,usage,maintenance,migration"
+        ),
     )
     p.add_argument(
         "--wait-idle",
@@ -545,6 +547,35 @@ def main(argv: list[str] | None = None) -> int:
                         db.engine.dispose()
                 results["in_process"] = overhead
                 say(report.overhead_table(overhead))
+
+            if "accounts" not in args.skip:
+                say(
+                    f"\n== accounts: the hand-written statements, the personal and the team "
+                    f"guard ({args.iterations} calls per view, in process) =="
+                )
+                by_database: dict[str, Any] = {}
+                for config in ("postgresql", "sqlite"):
+                    if config == "postgresql":
+                        url = pg.new_database("bench_accounts")
+                        logged: str | None = pg.new_database("bench_accounts_logged")
+                        pg.set_database_option("bench_accounts_logged", "log_statement", "all")
+                        server_log: Path | None = pg.log
+                    else:
+                        url = f"sqlite:///{workdir}/bench_accounts.sqlite3"
+                        logged, server_log = None, None
+                    measured = _step(
+                        f"accounts {config}",
+                        results,
+                        accounts.measure,
+                        url,
+                        args.iterations,
+                        logged,
+                        server_log,
+                    )
+                    by_database[config] = measured or {"error": "failed"}
+                    if measured:
+                        say(accounts.summary(config, measured))
+                results["accounts"] = by_database
 
             if "usage" not in args.skip:
                 say(

@@ -261,3 +261,20 @@ def test_the_profile_api_shows_the_billing_of_the_requests_account(
     billing.consume(FREE_RIDER, "analysis", account_id=team)
     again = client.get("/api/profile/me", headers=as_user(CAPPED, **{"X-Account": team}))
     assert again.get_json()["data"]["quotas"]["analysis"]["used"] == 5
+
+
+def test_a_members_guarded_charge_costs_one_statement_on_postgresql(
+    client: FlaskClient, team: str, statements: list[str], database_url: str
+) -> None:
+    headers = as_user(CAPPED, **{"X-Account": team})
+    assert client.post("/analyze", headers=headers).status_code == 200  # the period's rows
+    statements.clear()
+
+    assert client.post("/analyze", headers=headers).status_code == 200
+
+    # PostgreSQL: membership, cap, both counters, the event and the day's total in one statement.
+    # SQLite: one write transaction: BEGIN, membership and cap, subscription, event, the member's
+    # counter, the pool, the day's total.
+    expected = 1 if database_url.startswith("postgresql") else 7
+    assert len(statements) == expected, statements
+    assert counters(team) == (2, {CAPPED: 2}, 2)

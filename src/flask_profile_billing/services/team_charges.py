@@ -22,7 +22,12 @@ from ..store import accounts as stored_accounts
 from ..store import usage
 from ..store.reservation import NoticeColumns
 from ..store.subscriptions import select_current
-from ..store.team_charge import TeamChargeResult, TeamChargeStatement
+from ..store.team_charge import (
+    TeamChargeResult,
+    TeamChargeStatement,
+    charge_member,
+    membership_and_cap,
+)
 from ..store.transactions import read_connection, write_transaction
 from .notifications import NotificationService
 from .runtime import Runtime
@@ -182,14 +187,14 @@ class TeamCharges:
         now = runtime.now()
         account_id, actor, metric = request.account_id, request.actor_user_id, request.metric
         with write_transaction(runtime.engine) as connection:
-            if stored_accounts.role_of(connection, account_id, actor) is None:
+            is_member, cap = membership_and_cap(connection, account_id, actor, metric)
+            if not is_member:
                 raise UnknownAccountError("no such account")
             subscription = select_current(connection, account_id)
             if subscription is None or subscription.has_lapsed(now):
                 return None
             limit = runtime.catalog.plan(subscription.plan_code).limit_for(metric)
             period = runtime.period(subscription, now)
-            cap = stored_accounts.cap_of(connection, account_id, actor, metric)
 
             def as_it_stands(*, replayed: bool = False, by_member: bool = False) -> TeamCharge:
                 used = usage.used_in_period(connection, account_id, metric, period.start)
@@ -237,11 +242,14 @@ class TeamCharges:
             )
             if event_id is None:
                 return as_it_stands(replayed=True)
-            stored_accounts.ensure_member_counter(
-                connection, account_id, actor, metric, period.start, period.end
-            )
-            member_after = stored_accounts.consume_member(
-                connection, account_id, actor, metric, period.start, request.amount, cap
+            member_after = charge_member(
+                connection,
+                account_id=account_id,
+                user_id=actor,
+                metric=metric,
+                period=period,
+                amount=request.amount,
+                cap=cap,
             )
             if member_after is None:
                 connection.rollback()  # drops the event and the counter row written above

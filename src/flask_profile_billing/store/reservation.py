@@ -13,6 +13,11 @@ The same statement claims the period's ``quota_low`` notification when the charg
 mark (the rule of ``domain.limits.crossed_threshold``), and the ``quota_blocked`` one when it refuses,
 each only if not claimed before (``ON CONFLICT DO NOTHING``): a notice costs no statement of its own.
 
+A refusal reports the counter as it stands once its lock on the counter's row was granted
+(``FOR UPDATE``, a lock the refused upsert holds already), not as the statement's snapshot saw it:
+a charge that waited for others' charges of the last units would otherwise name numbers older than
+those that refused it.
+
 Only for rules whose periods do not depend on the subscription (calendar months); the general
 path in ``services.quotas`` serves the others and SQLite.
 """
@@ -103,8 +108,18 @@ SELECT (SELECT id FROM prior) AS prior_id,
        (SELECT lim FROM plan_limit) AS lim,
        (SELECT used FROM counter) AS used_after,
        (SELECT id FROM event) AS event_id,
-       (SELECT used FROM billing_usage_counters
-        WHERE account_id = :account_id AND metric = :metric AND period_start = :period_start) AS used_before
+       CASE
+           WHEN EXISTS (SELECT 1 FROM counter) THEN NULL
+           WHEN EXISTS (SELECT 1 FROM prior) THEN
+               (SELECT used FROM billing_usage_counters
+                WHERE account_id = :account_id AND metric = :metric
+                  AND period_start = :period_start)
+           ELSE
+               (SELECT used FROM billing_usage_counters
+                WHERE account_id = :account_id AND metric = :metric
+                  AND period_start = :period_start
+                FOR UPDATE)
+       END AS used_before
 """
 
 

@@ -8,6 +8,10 @@ before the pool's, by every team charge, so concurrent charges cannot deadlock o
 member's cap is compared with what is current: the pool and the member's counter move together or
 not at all.
 
+Refused by the pool, the statement reports the pool as it stands once its lock on the pool's row
+was granted (``FOR UPDATE``, a lock it holds already), not as its snapshot saw it: a charge that
+waited for others' charges would otherwise name numbers older than those that refused it.
+
 A member's counter row must exist for its period before its lock can be taken: when it does not
 (the member's first charge of a period), the statement charges nothing and says so, the caller
 writes the row (``ensure_member_counter``) and runs it again. An idempotency key charged before is
@@ -20,12 +24,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, and_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.periods import Period
+from .dialect import insert_for, param
+from .models import account_members, member_caps, member_counters
 from .reservation import NoticeColumns
 from .subscriptions import LAPSED_SQL
 
@@ -133,9 +140,18 @@ SELECT EXISTS (SELECT 1 FROM membership) AS is_member,
        (SELECT lim FROM plan_limit) AS lim,
        (SELECT used FROM counter) AS used_after,
        (SELECT id FROM event) AS event_id,
-       (SELECT used FROM billing_usage_counters
-        WHERE account_id = :account_id AND metric = :metric AND period_start = :period_start)
-           AS used_before
+       CASE
+           WHEN EXISTS (SELECT 1 FROM counter) THEN NULL
+           WHEN EXISTS (SELECT 1 FROM member_fits) THEN
+               (SELECT used FROM billing_usage_counters
+                WHERE account_id = :account_id AND metric = :metric
+                  AND period_start = :period_start
+                FOR UPDATE)
+           ELSE
+               (SELECT used FROM billing_usage_counters
+                WHERE account_id = :account_id AND metric = :metric
+                  AND period_start = :period_start)
+       END AS used_before
 """
 
 
@@ -259,3 +275,80 @@ def _replayed() -> TeamChargeResult:
         charged=False,
         replayed=True,
     )
+
+
+# -- the transactional path (SQLite, periods that depend on the subscription) -----------------
+
+
+def membership_and_cap(
+    connection: Connection, account_id: str, user_id: str, metric: str
+) -> tuple[bool, int | None]:
+    """Whether ``user_id`` is a member of the account, and their cap of ``metric`` (None: not
+    capped), in one read."""
+    member, cap = account_members.c, member_caps.c
+    row = connection.execute(
+        select(member.role, cap.cap)
+        .select_from(
+            account_members.outerjoin(
+                member_caps,
+                and_(
+                    cap.account_id == member.account_id,
+                    cap.user_id == member.user_id,
+                    cap.metric == metric,
+                ),
+            )
+        )
+        .where(member.account_id == account_id, member.user_id == user_id)
+    ).one_or_none()
+    if row is None:
+        return False, None
+    return True, None if row.cap is None else int(row.cap)
+
+
+def charge_member(
+    connection: Connection,
+    *,
+    account_id: str,
+    user_id: str,
+    metric: str,
+    period: Period,
+    amount: int,
+    cap: int | None,
+) -> int | None:
+    """Add ``amount`` to the member's counter of the period, writing it when it is the member's
+    first charge of the period, if the result stays within ``cap``: the new total, or None when
+    the cap refuses. One statement, which leaves the row locked until the transaction ends. The
+    caller refuses ``amount > cap`` before calling, because the insert branch cannot check it."""
+    statement = _charge_member_statement(connection.dialect.name, capped=cap is not None)
+    parameters: dict[str, Any] = {
+        "p_account_id": account_id,
+        "p_user_id": user_id,
+        "p_metric": metric,
+        "p_period_start": period.start,
+        "p_period_end": period.end,
+        "p_amount": amount,
+    }
+    if cap is not None:
+        parameters["p_cap"] = cap
+    used = connection.execute(statement, parameters).scalar_one_or_none()
+    return None if used is None else int(used)
+
+
+@cache
+def _charge_member_statement(dialect: str, *, capped: bool) -> Any:
+    counter = member_counters.c
+    amount = param(counter.used, "amount")
+    statement = insert_for(dialect, member_counters).values(
+        account_id=param(counter.account_id),
+        user_id=param(counter.user_id),
+        metric=param(counter.metric),
+        period_start=param(counter.period_start),
+        period_end=param(counter.period_end),
+        used=amount,
+    )
+    cap = param(counter.used, "cap")
+    return statement.on_conflict_do_update(
+        index_elements=[counter.account_id, counter.user_id, counter.metric, counter.period_start],
+        set_={"used": counter.used + amount},
+        where=(counter.used + amount <= cap) if capped else None,
+    ).returning(counter.used)
