@@ -32,6 +32,7 @@ from ..domain.catalog import MetricKind
 from ..domain.notifications import Notification, NotificationKind, period_key
 from ..domain.subscriptions import Subscription
 from ..store import notifications as stored
+from ..store.reservation import NoticeColumns
 from ..store.transactions import read_connection, write_transaction
 from .email_senders import EmailSenders
 from .runtime import Runtime
@@ -116,6 +117,18 @@ class NotificationService:
             now=now,
             pending=self.emails_enabled,
             recipient_user_id=recipient_user_id,
+        )
+
+    def charge_notice_columns(self, period_start: datetime, now: datetime) -> NoticeColumns:
+        """What a one-statement charge writes into a ``quota_low`` or ``quota_blocked`` notice it
+        claims for the usage period starting at ``period_start``."""
+        row = self.row("", NotificationKind.QUOTA_LOW, "", period_start, now)
+        return NoticeColumns(
+            ratio=self._runtime.settings.quota_low_threshold,
+            period_key=str(row["period_key"]),
+            status=str(row["status"]),
+            next_attempt_at=row["next_attempt_at"],  # type: ignore[arg-type]
+            sent_at=row["sent_at"],  # type: ignore[arg-type]
         )
 
     def claimed(

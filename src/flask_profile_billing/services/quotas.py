@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..store import usage
 from ..store.locks import gauge_lock
-from ..store.reservation import NoticeColumns, OneStatementReservation
+from ..store.reservation import OneStatementReservation, StatementCharge
 from ..store.subscriptions import select_current
 from ..store.transactions import read_connection, write_transaction
 from .charge_returns import ChargeReturnService, PendingReturn
@@ -425,16 +425,18 @@ class QuotaService:
         with read_connection(runtime.engine) as connection:
             result = statement.run(
                 connection,
-                account_id=request.account_id,
-                actor_user_id=request.actor_user_id,
-                metric=request.metric.name,
-                amount=request.amount,
-                period=period,
-                now=now,
-                idempotency_key=request.idempotency_key,
-                resources=request.resources,
-                metadata=request.metadata,
-                notices=self._notice_columns(period.start, now),
+                StatementCharge(
+                    request.account_id,
+                    request.actor_user_id,
+                    request.metric.name,
+                    request.amount,
+                    period,
+                    now,
+                    request.idempotency_key,
+                    request.resources,
+                    request.metadata,
+                    self._notifications.charge_notice_columns(period.start, now),
+                ),
             )
         if result.replayed:
             return _Charge(
@@ -452,17 +454,6 @@ class QuotaService:
         if not result.charged:
             return _Charge(period, allowance, None, notice=notice)
         return _Charge(period, allowance, result.event_id, notice=notice)
-
-    def _notice_columns(self, period_start: datetime, now: datetime) -> NoticeColumns:
-        """What the one-statement charge writes when it claims a notification."""
-        row = self._notifications.row("", NotificationKind.QUOTA_LOW, "", period_start, now)
-        return NoticeColumns(
-            ratio=self._runtime.settings.quota_low_threshold,
-            period_key=str(row["period_key"]),
-            status=str(row["status"]),
-            next_attempt_at=row["next_attempt_at"],  # type: ignore[arg-type]
-            sent_at=row["sent_at"],  # type: ignore[arg-type]
-        )
 
     @property
     def _in_one_statement(self) -> bool:

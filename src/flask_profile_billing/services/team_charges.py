@@ -20,7 +20,7 @@ from ..domain.notifications import Notification, NotificationKind
 from ..domain.periods import Period, PeriodRule, period_containing
 from ..store import accounts as stored_accounts
 from ..store import usage
-from ..store.reservation import NoticeColumns
+from ..store.reservation import StatementCharge
 from ..store.subscriptions import select_current
 from ..store.team_charge import (
     TeamChargeResult,
@@ -87,16 +87,6 @@ class TeamCharges:
             return self._in_statement(request)
         return self._in_transaction(request)
 
-    def notice_columns(self, period_start: datetime, now: datetime) -> NoticeColumns:
-        row = self._notifications.row("", NotificationKind.QUOTA_LOW, "", period_start, now)
-        return NoticeColumns(
-            ratio=self._runtime.settings.quota_low_threshold,
-            period_key=str(row["period_key"]),
-            status=str(row["status"]),
-            next_attempt_at=row["next_attempt_at"],  # type: ignore[arg-type]
-            sent_at=row["sent_at"],  # type: ignore[arg-type]
-        )
-
     # -- PostgreSQL, calendar months: one statement ----------------------------------------
 
     @property
@@ -159,16 +149,18 @@ class TeamCharges:
         with read_connection(self._runtime.engine) as connection:
             return self._statement_for(request.metric).run(
                 connection,
-                account_id=request.account_id,
-                actor_user_id=request.actor_user_id,
-                metric=request.metric,
-                amount=request.amount,
-                period=period,
-                now=now,
-                idempotency_key=request.idempotency_key,
-                resources=request.resources,
-                metadata=request.metadata,
-                notices=self.notice_columns(period.start, now),
+                StatementCharge(
+                    request.account_id,
+                    request.actor_user_id,
+                    request.metric,
+                    request.amount,
+                    period,
+                    now,
+                    request.idempotency_key,
+                    request.resources,
+                    request.metadata,
+                    self._notifications.charge_notice_columns(period.start, now),
+                ),
             )
 
     def _statement_for(self, metric: str) -> TeamChargeStatement:

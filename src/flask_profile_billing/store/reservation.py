@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.periods import Period
@@ -150,22 +150,41 @@ class NoticeColumns:
     sent_at: datetime | None
 
 
-class OneStatementReservation:
-    """The statement for one metric of one catalog, built once and reused for every request."""
+@dataclass(frozen=True, slots=True)
+class StatementCharge:
+    """One request's charge, as a charging statement receives it."""
 
-    def __init__(self, limits_by_plan: Mapping[str, int | None], default_plan: str) -> None:
+    account_id: str
+    actor_user_id: str
+    metric: str
+    amount: int
+    period: Period
+    now: datetime
+    idempotency_key: str | None
+    resources: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
+    notices: NoticeColumns
+
+
+class CatalogStatement:
+    """A charging statement of one metric of one catalog, built once and reused for every
+    request: ``sql`` with the catalog's limits as a VALUES list, the lapsed-plan rule and the
+    notification columns filled in (the team statement is one too)."""
+
+    def __init__(self, sql: str, limits_by_plan: Mapping[str, int | None], default_plan: str):
         values = ", ".join(
             f"(:plan_{index}, CAST(:limit_{index} AS BIGINT))"
             for index in range(len(limits_by_plan))
         )
-        sql = _SQL.format(
-            limits=values,
-            lapsed=LAPSED_SQL.format(table="s"),
-            notice_columns=_NOTICE_COLUMNS,
-            low_notice_values=_NOTICE_VALUES.format(kind=":low_kind"),
-            blocked_notice_values=_NOTICE_VALUES.format(kind=":blocked_kind"),
+        self._statement = text(
+            sql.format(
+                limits=values,
+                lapsed=LAPSED_SQL.format(table="s"),
+                notice_columns=_NOTICE_COLUMNS,
+                low_notice_values=_NOTICE_VALUES.format(kind=":low_kind"),
+                blocked_notice_values=_NOTICE_VALUES.format(kind=":blocked_kind"),
+            )
         )
-        self._statement = text(sql)
         self._constants: dict[str, Any] = {
             "default_plan": default_plan,
             "low_kind": "quota_low",
@@ -175,34 +194,22 @@ class OneStatementReservation:
             self._constants[f"plan_{index}"] = code
             self._constants[f"limit_{index}"] = limit
 
-    def run(
-        self,
-        connection: Connection,
-        *,
-        account_id: str,
-        actor_user_id: str,
-        metric: str,
-        amount: int,
-        period: Period,
-        now: datetime,
-        idempotency_key: str | None,
-        resources: Mapping[str, Any] | None,
-        metadata: Mapping[str, Any] | None,
-        notices: NoticeColumns,
-    ) -> OneStatementResult:
+    def execute(self, connection: Connection, charge: StatementCharge) -> Row[Any] | None:
+        """The statement's row; None when the idempotency key was charged before (a replay)."""
+        notices = charge.notices
         parameters = {
             **self._constants,
-            "account_id": account_id,
-            "actor_user_id": actor_user_id,
-            "metric": metric,
-            "amount": amount,
-            "period_start": period.start,
-            "period_end": period.end,
-            "now": now,
-            "day": now.astimezone(UTC).date(),
-            "idempotency_key": idempotency_key,
-            "resources": json.dumps(dict(resources)) if resources else None,
-            "metadata": json.dumps(dict(metadata)) if metadata else None,
+            "account_id": charge.account_id,
+            "actor_user_id": charge.actor_user_id,
+            "metric": charge.metric,
+            "amount": charge.amount,
+            "period_start": charge.period.start,
+            "period_end": charge.period.end,
+            "now": charge.now,
+            "day": charge.now.astimezone(UTC).date(),
+            "idempotency_key": charge.idempotency_key,
+            "resources": json.dumps(dict(charge.resources)) if charge.resources else None,
+            "metadata": json.dumps(dict(charge.metadata)) if charge.metadata else None,
             "ratio": notices.ratio,
             "notice_period_key": notices.period_key,
             "notice_status": notices.status,
@@ -212,10 +219,23 @@ class OneStatementReservation:
         try:
             row = connection.execute(self._statement, parameters).one()
         except IntegrityError as error:
-            if idempotency_key is None or "idempotency_key" not in str(error.orig):
+            # Two first uses of one key both passed ``prior``; the second's event insert aborts
+            # its whole statement: nothing was charged twice.
+            if charge.idempotency_key is None or "idempotency_key" not in str(error.orig):
                 raise
-            return OneStatementResult(None, None, 0, None, charged=False, replayed=True)
-        if row.prior_id is not None:
+            return None
+        return None if row.prior_id is not None else row
+
+
+class OneStatementReservation(CatalogStatement):
+    """The personal account's statement."""
+
+    def __init__(self, limits_by_plan: Mapping[str, int | None], default_plan: str) -> None:
+        super().__init__(_SQL, limits_by_plan, default_plan)
+
+    def run(self, connection: Connection, charge: StatementCharge) -> OneStatementResult:
+        row = self.execute(connection, charge)
+        if row is None:
             return OneStatementResult(None, None, 0, None, charged=False, replayed=True)
         charged = row.used_after is not None
         used = row.used_after if charged else (row.used_before or 0)

@@ -20,29 +20,17 @@ recognised first, as in the personal statement.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, and_, select
 
 from ..domain.periods import Period
 from .dialect import insert_for, param
 from .models import account_members, member_caps, member_counters
-from .reservation import NoticeColumns
-from .subscriptions import LAPSED_SQL
-
-_NOTICE_COLUMNS = (
-    "account_id, kind, subject, period_key, status, attempts, next_attempt_at, created_at, sent_at"
-)
-_NOTICE_VALUES = (
-    ":account_id, {kind}, :metric, :notice_period_key, :notice_status, 0, "
-    "CAST(:notice_next_attempt_at AS TIMESTAMPTZ), :now, CAST(:notice_sent_at AS TIMESTAMPTZ)"
-)
+from .reservation import CatalogStatement, StatementCharge
 
 _SQL = """
 WITH membership AS (
@@ -175,72 +163,15 @@ class TeamChargeResult:
     notice_id: int | None = None
 
 
-class TeamChargeStatement:
-    """The statement for one metric of one catalog, built once and reused for every request."""
+class TeamChargeStatement(CatalogStatement):
+    """A team member's statement."""
 
     def __init__(self, limits_by_plan: Mapping[str, int | None], default_plan: str) -> None:
-        values = ", ".join(
-            f"(:plan_{index}, CAST(:limit_{index} AS BIGINT))"
-            for index in range(len(limits_by_plan))
-        )
-        sql = _SQL.format(
-            limits=values,
-            lapsed=LAPSED_SQL.format(table="s"),
-            notice_columns=_NOTICE_COLUMNS,
-            low_notice_values=_NOTICE_VALUES.format(kind=":low_kind"),
-            blocked_notice_values=_NOTICE_VALUES.format(kind=":blocked_kind"),
-        )
-        self._statement = text(sql)
-        self._constants: dict[str, Any] = {
-            "default_plan": default_plan,
-            "low_kind": "quota_low",
-            "blocked_kind": "quota_blocked",
-        }
-        for index, (code, limit) in enumerate(limits_by_plan.items()):
-            self._constants[f"plan_{index}"] = code
-            self._constants[f"limit_{index}"] = limit
+        super().__init__(_SQL, limits_by_plan, default_plan)
 
-    def run(
-        self,
-        connection: Connection,
-        *,
-        account_id: str,
-        actor_user_id: str,
-        metric: str,
-        amount: int,
-        period: Period,
-        now: datetime,
-        idempotency_key: str | None,
-        resources: Mapping[str, Any] | None,
-        metadata: Mapping[str, Any] | None,
-        notices: NoticeColumns,
-    ) -> TeamChargeResult:
-        parameters = {
-            **self._constants,
-            "account_id": account_id,
-            "actor_user_id": actor_user_id,
-            "metric": metric,
-            "amount": amount,
-            "period_start": period.start,
-            "period_end": period.end,
-            "now": now,
-            "day": now.astimezone(UTC).date(),
-            "idempotency_key": idempotency_key,
-            "resources": json.dumps(dict(resources)) if resources else None,
-            "metadata": json.dumps(dict(metadata)) if metadata else None,
-            "ratio": notices.ratio,
-            "notice_period_key": notices.period_key,
-            "notice_status": notices.status,
-            "notice_next_attempt_at": notices.next_attempt_at,
-            "notice_sent_at": notices.sent_at,
-        }
-        try:
-            row = connection.execute(self._statement, parameters).one()
-        except IntegrityError as error:
-            if idempotency_key is None or "idempotency_key" not in str(error.orig):
-                raise
-            return _replayed()
-        if row.prior_id is not None:
+    def run(self, connection: Connection, charge: StatementCharge) -> TeamChargeResult:
+        row = self.execute(connection, charge)
+        if row is None:
             return _replayed()
         charged = row.used_after is not None
         used = row.used_after if charged else (row.used_before or 0)
