@@ -41,8 +41,9 @@ from .team_model import INVITABLE_ROLES, REFUSALS, ROLE_NAMES, refusal_text
 
 # -- the forms ---------------------------------------------------------------------------------
 
-Action = Callable[[BillingState, Translator, str, str], str]
-"""A team form's work: (state, translator, user, account) to the message flashed on success."""
+Action = Callable[[BillingState, Translator, str, str], "str | tuple[str, str]"]
+"""A team form's work: (state, translator, user, account) to the message flashed on success, or
+(message, flash category)."""
 
 
 def _team_form(form: str, action: Action) -> AnyResponse:
@@ -51,12 +52,13 @@ def _team_form(form: str, action: Action) -> AnyResponse:
     t = views._translator()
     account_id = request.form.get("account_id", "")
     try:
-        message = action(state, t, views.user_id(), account_id)
+        done = action(state, t, views.user_id(), account_id)
     except REFUSALS as error:
         return views.render_page(
             state, t, form_errors={form: [refusal_text(t, error)]}, status=status_of(error)
         )
-    return views.after(message)
+    message, category = done if isinstance(done, tuple) else (done, views.FLASH_SUCCESS)
+    return views.after(message, category)
 
 
 def choose() -> AnyResponse:
@@ -84,7 +86,9 @@ def create_team() -> AnyResponse:
 
 
 def invite() -> AnyResponse:
-    def action(state: BillingState, t: Translator, uid: str, account_id: str) -> str:
+    def action(
+        state: BillingState, t: Translator, uid: str, account_id: str
+    ) -> str | tuple[str, str]:
         role = _role(request.form.get("role", ""), INVITABLE_ROLES)
         issued = state.accounts.invite(uid, account_id, request.form.get("email", ""), role)
         url = url_for(f"{request.blueprint}.invitation", token=issued.token, _external=True)
@@ -92,11 +96,13 @@ def invite() -> AnyResponse:
         sent = state.accounts.send_invitation(issued, url, inviter.first_name or inviter.email)
         if sent:
             return t.gettext("Invitation sent to %(email)s.", email=issued.invitation.email)
-        return t.gettext(
+        # Shown as an error, which stays until dismissed: the link is the only way in now.
+        message = t.gettext(
             "The invitation email could not be sent. Pass this link to %(email)s: %(url)s",
             email=issued.invitation.email,
             url=url,
         )
+        return message, views.FLASH_ERROR
 
     return _team_form("invite", action)
 
