@@ -343,7 +343,7 @@ def test_a_manager_sets_and_clears_a_members_cap(
     text = flashed(
         owner.post("team/cap", account_id=team, user_id=MEMBER, metric="analysis", cap="7"), owner
     )
-    assert "The cap of member is set." in text
+    assert "The cap of member@example.com is set." in text
     assert billing.accounts.team(OWNER, team).caps == {(MEMBER, "analysis"): 7}
     row = re.search(r'data-pb-usage-of="member">(.*?)</tr>', owner.get().get_data(True), re.S)
     assert row is not None
@@ -370,7 +370,7 @@ def test_an_owner_transfers_the_ownership_and_becomes_an_admin(app: Flask, team:
     owner = Browser(app, OWNER)
     owner.switch(team)
     text = flashed(owner.post("team/transfer", account_id=team, user_id=MEMBER), owner)
-    assert "member is now an owner of the team." in text
+    assert "member@example.com is now an owner of the team." in text
     assert members(team) == {OWNER: "admin", ADMIN: "admin", MEMBER: "owner"}
 
 

@@ -32,7 +32,7 @@ def looks_right(page: Page) -> None:
     page.set_viewport_size({"width": 1280, "height": 800})
 
 
-@pytest.mark.fresh_app()
+@pytest.mark.fresh_app
 def test_a_team_is_made_joined_and_capped_through_the_page(
     page: Page, new_context: type[BrowserContext]
 ) -> None:
@@ -78,7 +78,7 @@ def test_a_team_is_made_joined_and_capped_through_the_page(
     expect(bob.locator("#pb-team [data-pb-your-role]")).to_have_text("You: Member")
 
     page.reload()
-    team.get_by_label("Member", exact=True).select_option(label=bob_id(team))
+    team.get_by_label("Member", exact=True).select_option(value=bob_id(team))
     team.get_by_label("Metric").select_option(label="Analyses")
     team.get_by_label("Cap per period (empty: no cap)").fill("3")
     team.get_by_role("button", name="Save cap").click()
@@ -101,11 +101,15 @@ def test_a_team_is_made_joined_and_capped_through_the_page(
     plain.locator("#pb-accounts").get_by_label("Acting for").select_option(label="Acme")
     plain.locator("#pb-accounts").get_by_role("button", name="Switch").click()
     expect(plain.locator("#pb-team")).to_be_visible()
-    looks_right(plain)
+    # axe-core runs as a page script, which this context does not run: the markup is the one
+    # checked above; the layout, without the script's changes, must still fit a phone.
+    for width in SCREENSHOT_WIDTHS:
+        plain.set_viewport_size({"width": width, "height": 800})
+        assert_no_horizontal_overflow(plain)
     save_screenshots(plain, "accounts-team-nojs")
     plain_team = plain.locator("#pb-team")
     plain_team.get_by_label("Cap per period (empty: no cap)").fill("")
-    plain_team.get_by_label("Member", exact=True).select_option(label=bob_id(plain_team))
+    plain_team.get_by_label("Member", exact=True).select_option(value=bob_id(plain_team))
     plain_team.get_by_role("button", name="Save cap").click()
     expect(plain.locator("#pb-toast-status")).to_contain_text("was removed")
     expect(plain_team.locator(f"[data-pb-usage-of='{bob_id(plain_team)}']")).not_to_contain_text(

@@ -44,6 +44,8 @@ REFUSALS = (SeatsExhausted, MembershipError, AccountPermissionError, InvalidRequ
 @dataclass(frozen=True)
 class MemberRow:
     user_id: str
+    label: str
+    """The host's email of the member, else their name, else their id."""
     role: Role
     role_name: str
     you: bool
@@ -106,6 +108,7 @@ def _team_view(state: BillingState, t: Translator, user_id: str, account_id: str
     rows = [
         MemberRow(
             m.user_id,
+            _member_label(state, m.user_id),
             m.role,
             t.gettext(ROLE_NAMES[m.role]),
             m.user_id == user_id,
@@ -137,6 +140,11 @@ def _team_view(state: BillingState, t: Translator, user_id: str, account_id: str
         seats_text=seats_text,
         last_owner=role is Role.OWNER and owners <= 1,
     )
+
+
+def _member_label(state: BillingState, user_id: str) -> str:
+    host = state.profiles.host_user(user_id)
+    return host.email or host.first_name or user_id
 
 
 def refusal_text(t: Translator, error: BillingError) -> str:

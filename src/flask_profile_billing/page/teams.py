@@ -131,7 +131,7 @@ def remove_member() -> AnyResponse:
     def action(state: BillingState, t: Translator, uid: str, account_id: str) -> str:
         member = request.form.get("user_id", "")
         state.accounts.remove_member(uid, account_id, member)
-        return t.gettext("%(member)s was removed from the team.", member=member)
+        return t.gettext("%(member)s was removed from the team.", member=_name(state, member))
 
     return _team_form("members", action)
 
@@ -153,8 +153,8 @@ def set_cap() -> AnyResponse:
         member = request.form.get("user_id", "")
         state.accounts.set_cap(uid, account_id, member, metric, cap)
         if cap is None:
-            return t.gettext("The cap of %(member)s was removed.", member=member)
-        return t.gettext("The cap of %(member)s is set.", member=member)
+            return t.gettext("The cap of %(member)s was removed.", member=_name(state, member))
+        return t.gettext("The cap of %(member)s is set.", member=_name(state, member))
 
     return _team_form("caps", action)
 
@@ -163,7 +163,7 @@ def transfer() -> AnyResponse:
     def action(state: BillingState, t: Translator, uid: str, account_id: str) -> str:
         member = request.form.get("user_id", "")
         state.accounts.transfer_ownership(uid, account_id, member)
-        return t.gettext("%(member)s is now an owner of the team.", member=member)
+        return t.gettext("%(member)s is now an owner of the team.", member=_name(state, member))
 
     return _team_form("transfer", action)
 
@@ -174,6 +174,12 @@ def leave() -> AnyResponse:
         return t.gettext("You left the team.")
 
     return _team_form("leave", action)
+
+
+def _name(state: BillingState, user_id: str) -> str:
+    """The member as the team card names them."""
+    host = state.profiles.host_user(user_id)
+    return host.email or host.first_name or user_id
 
 
 def _role(value: str, allowed: tuple[Role, ...]) -> Role:
