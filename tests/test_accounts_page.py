@@ -567,3 +567,28 @@ def test_a_walk_without_javascript_follows_only_links_and_forms(app: Flask) -> N
     assert joined.status_code == 303
     page = submit(owner, "data-pb-cap-form", user_id=NEWCOMER, metric="analysis", cap="3")
     assert "0 of 3 (cap)" in page.get_data(True)
+
+
+def test_an_invitation_is_emailed_with_its_link_when_a_sender_is_configured(
+    make_app: AppFactory,
+) -> None:
+    sent: list[Any] = []
+    app = make_app(BILLING_USER_INFO=emails, BILLING_EMAIL_SENDER=sent.append)
+    with app.app_context():
+        billing = billing_of(app)
+        account = billing.accounts.create_team(OWNER, "Acme")
+    owner, newcomer = Browser(app, OWNER), Browser(app, NEWCOMER)
+    owner.switch(account.id)
+    response = owner.post(
+        "team/invite", account_id=account.id, email="newcomer@example.com", role="member"
+    )
+    text = flashed(response, owner)
+    assert "Invitation sent to newcomer@example.com." in text
+    assert "/profile/invitations/" not in text  # the link went to the invited address only
+    (email,) = sent
+    assert email.to == "newcomer@example.com"
+    assert "Acme" in email.subject
+    link = invitation_link(email.text)
+    assert newcomer.post(link).status_code == 303
+    with app.app_context():
+        assert members(account.id)[NEWCOMER] == "member"
