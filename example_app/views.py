@@ -26,6 +26,10 @@ def current_user_id() -> str:
 
 @billing.capacity_loader("active_vacancies")
 def count_active_vacancies(user_id: str) -> int:
+    # A personal account's loader gets its user's id; a team's, the team's account id
+    # ("team:..."). Vacancies here belong to users, so a team has none of its own.
+    if not user_id.isdigit():
+        return 0
     query = select(func.count()).where(Vacancy.user_id == int(user_id), Vacancy.is_active)
     return db.session.scalar(query) or 0
 

@@ -310,3 +310,19 @@ def test_its_migrations_match_its_models(example: Flask) -> None:
     extension's tables (exclude_billing_tables)."""
     with example.app_context():
         flask_migrate.check()  # raises (and exits) when a revision would be generated
+
+
+def test_the_profile_page_of_a_team_counts_the_teams_own_vacancies(example: Flask) -> None:
+    """A team's gauge is asked of the app's counter with the team's account id: it has none of
+    its members' vacancies, and the page shows it rather than failing."""
+    alice = logged_in(example, "alice")
+    assert alice.post("/vacancies", json={"title": "Backend developer"}).status_code == 200
+    with example.app_context():
+        team = billing.accounts.create_team(user_id(example, "alice@example.com"), "Acme")
+    with alice.session_transaction() as session:
+        session["billing_account"] = team.id
+    page = alice.get("/profile/", headers={"Accept": "text/html"})
+    assert page.status_code == 200, page.get_data(as_text=True)[:300]
+    assert 'id="pb-team"' in page.get_data(as_text=True)
+    with example.app_context():
+        assert billing.capacity(team.id, "active_vacancies").used == 0

@@ -42,7 +42,7 @@ from ..profile_fields import ProfileUpdateSchema
 from ..services.faults import DATABASE_FAULTS, is_database_fault
 from ..services.profiles import EDITABLE_FIELDS
 from ..state import BillingState, get_state
-from . import forms, model
+from . import forms, model, team_model
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def render_page(
     dialog: str | None = None,
     form_values: dict[str, str] | None = None,
     field_errors: dict[str, list[str]] | None = None,
+    form_errors: dict[str, list[str]] | None = None,
     status: int = 200,
 ) -> AnyResponse:
     runtime = state.runtime
@@ -210,6 +211,8 @@ def render_page(
         "dialog": dialog,
         "form_values": values,
         "field_errors": field_errors or {},
+        "accounts": team_model.accounts_view(state, t, uid),
+        "form_errors": form_errors or {},
         "editable_fields": EDITABLE_FIELDS,
         "countries": countries,
         "timezones": timezones,
@@ -231,6 +234,15 @@ def render_page(
             "csv": f"{name}.usage_csv",
             "choices": f"{name}.choices",
             "static": f"{name}.static",
+            "account": f"{name}.choose_account",
+            "create_team": f"{name}.create_team",
+            "invite": f"{name}.invite",
+            "revoke": f"{name}.revoke_invitation",
+            "role": f"{name}.change_role",
+            "remove": f"{name}.remove_member",
+            "cap": f"{name}.set_cap",
+            "transfer": f"{name}.transfer_ownership",
+            "leave": f"{name}.leave_team",
         },
         "api": _api_urls(settings),
         "asset_version": __version__,

@@ -244,6 +244,10 @@ class ProfileService:
             seconds = min(seconds, int(left))
         return seconds
 
+    def host_user(self, user_id: str) -> HostUser:
+        """What the host tells of ``user_id`` (email, name...): empty when it cannot say."""
+        return self._host_user(user_id)
+
     def _host_user(self, user_id: str) -> HostUser:
         try:
             return describe_host_user(self._runtime, load_host_user(self._runtime, user_id))
