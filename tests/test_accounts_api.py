@@ -462,7 +462,11 @@ def invite(client: FlaskClient, team: str, email: str, user: str = OWNER) -> dic
 
 
 def token_of(data: dict[str, Any]) -> str:
-    return parse_qs(urlsplit(data["accept_url"]).query)["token"][0]
+    """The token of an invitation's link: the page's path ends with it, the API's has it in its
+    query."""
+    url = urlsplit(data["accept_url"])
+    query = parse_qs(url.query)
+    return query["token"][0] if "token" in query else url.path.rsplit("/", 1)[1]
 
 
 def test_an_invitation_is_emailed_with_its_link_and_accepted_by_its_address(
@@ -477,7 +481,7 @@ def test_an_invitation_is_emailed_with_its_link_and_accepted_by_its_address(
         ADMIN,
     )
     assert data["emailed"] is True
-    assert urlsplit(data["accept_url"]).path == "/api/invitations/accept"
+    assert urlsplit(data["accept_url"]).path.startswith("/profile/invitations/")
     assert [email.to for email in sent] == ["Newbie@Example.com"]
     assert data["accept_url"] in sent[0].text
     assert "Admin-1" in sent[0].text
@@ -502,24 +506,16 @@ def test_an_invitation_answers_even_when_no_email_can_be_sent(
     assert token_of(data)
 
 
-def test_the_link_leads_to_the_profile_pages_acceptance_when_it_offers_one(
-    app: Flask, client: FlaskClient, team: str, sent: list[OutgoingEmail]
-) -> None:
-    # The page's view, as the profile page registers it: "<page blueprint>.invitation" (added
-    # here when the page offers none).
-    endpoint = "billing_profile_page.invitation"
-    if endpoint not in app.view_functions:
-        app.add_url_rule(
-            "/profile/invitations/<token>", endpoint=endpoint, view_func=lambda token: token
-        )
-
-    data = invite(client, team, "paged@example.com")
-
-    url = urlsplit(data["accept_url"])
-    assert url.path.startswith("/profile/invitations/")
-    token = url.path.rsplit("/", 1)[1]
-    assert data["accept_url"] in sent[-1].text
-    joined = answered(call(client, "POST", "/invitations/accept", "paged", {"token": token}))
+def test_without_the_page_the_link_is_the_apis_own(make_app: AppFactory) -> None:
+    app = make_app(BILLING_USER_INFO=user_info, BILLING_PROFILE_PAGE_ENABLED=False)
+    with app.app_context():
+        team = get_state(app).accounts.create_team(OWNER, "Headless").id
+        data = invite(app.test_client(), team, "paged@example.com")
+    assert urlsplit(data["accept_url"]).path == "/api/invitations/accept"
+    client = app.test_client()
+    joined = answered(
+        call(client, "POST", "/invitations/accept", "paged", {"token": token_of(data)})
+    )
     assert joined["account"]["id"] == team
 
 
