@@ -508,33 +508,35 @@ def test_the_team_card_and_the_invitation_page_in_russian(
     make_app: AppFactory, clock: Clock
 ) -> None:
     app = make_app(BILLING_USER_INFO=emails, BILLING_LOCALE="ru")
-    app.app_context().push()
-    billing = billing_of(app)
-    account = billing.accounts.create_team(OWNER, "Acme")
-    billing.change_plan(OWNER, "starter", account_id=account.id)
-    issued = billing.accounts.invite(OWNER, account.id, "newcomer@example.com")
-    owner = Browser(app, OWNER)
-    text = flashed(owner.post("account", account_id=account.id), owner)
-    for words in (
-        "Аккаунт переключён.",
-        "Команда Acme",
-        "Участники",
-        "Пригласить",
-        "Ожидающие приглашения",
-    ):
-        assert words in text, words
-    assert "занято мест: 2 из 5" in text
-    for n in range(3):
-        billing.accounts.invite(OWNER, account.id, f"{n}@example.com")
-    refused = owner.post("team/invite", account_id=account.id, email="z@example.com", role="member")
-    assert refused.status_code == 409
-    assert (
-        "Все места заняты (всего 5): участников — 1, ожидающих приглашений — 4."
-        in parse(refused).text
-    )
-    page = Browser(app, NEWCOMER).get(f"/profile/invitations/{issued.token}")
-    assert "Приглашение в команду" in parse(page).text
-    assert "Принять приглашение" in parse(page).text
+    with app.app_context():
+        billing = billing_of(app)
+        account = billing.accounts.create_team(OWNER, "Acme")
+        billing.change_plan(OWNER, "starter", account_id=account.id)
+        issued = billing.accounts.invite(OWNER, account.id, "newcomer@example.com")
+        owner = Browser(app, OWNER)
+        text = flashed(owner.post("account", account_id=account.id), owner)
+        for words in (
+            "Аккаунт переключён.",
+            "Команда Acme",
+            "Участники",
+            "Пригласить",
+            "Ожидающие приглашения",
+        ):
+            assert words in text, words
+        assert "занято мест: 2 из 5" in text
+        for n in range(3):
+            billing.accounts.invite(OWNER, account.id, f"{n}@example.com")
+        refused = owner.post(
+            "team/invite", account_id=account.id, email="z@example.com", role="member"
+        )
+        assert refused.status_code == 409
+        assert (
+            "Все места заняты (всего 5): участников — 1, ожидающих приглашений — 4."
+            in parse(refused).text
+        )
+        page = Browser(app, NEWCOMER).get(f"/profile/invitations/{issued.token}")
+        assert "Приглашение в команду" in parse(page).text
+        assert "Принять приглашение" in parse(page).text
 
 
 # -- a walk without JavaScript -------------------------------------------------------------------

@@ -114,8 +114,10 @@ def test_wheel_metadata(wheel: zipfile.ZipFile) -> None:
 def test_migrations_in_the_wheel_are_usable(wheel: zipfile.ZipFile, tmp_path: Path) -> None:
     wheel.extractall(tmp_path)
     scripts = ScriptDirectory(str(tmp_path / PACKAGE / "migrations"))
-    assert scripts.get_current_head() == "0007"
+    assert scripts.get_current_head() == "0009"
     assert [revision.revision for revision in scripts.walk_revisions()] == [
+        "0009",
+        "0008",
         "0007",
         "0006",
         "0005",
