@@ -42,7 +42,7 @@ from .charge_returns import ChargeReturnService, PendingReturn
 from .notifications import NotificationService
 from .runtime import Runtime
 from .subscriptions import SubscriptionService
-from .team_charges import TeamCharge, TeamChargeRequest, TeamCharges
+from .team_charges import ChargeRequest, TeamCharge, TeamCharges
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -79,19 +79,6 @@ class LimitCheck:
     def refusal(self) -> str | None:
         """The message a request would be refused with; None while one more is allowed."""
         return None if self.allowed else self.metric.limit_message(self.allowance.limit)
-
-
-@dataclass(frozen=True, slots=True)
-class _ChargeRequest:
-    """What ``reserve`` was asked to charge, as each way of charging receives it."""
-
-    account_id: str
-    actor_user_id: str
-    metric: Metric
-    amount: int
-    idempotency_key: str | None
-    resources: Mapping[str, Any] | None
-    metadata: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +188,7 @@ class QuotaService:
             raise UnknownAccountError("no such account")
         if team:
             charge_once = self._charge_team_member
-        request = _ChargeRequest(
+        request = ChargeRequest(
             account_id, actor, metric, amount, idempotency_key, resources, metadata
         )
         charge = charge_once(request)
@@ -267,7 +254,7 @@ class QuotaService:
             raise
         return reservation
 
-    def _charge_in_transaction(self, request: _ChargeRequest) -> _Charge | None:
+    def _charge_in_transaction(self, request: ChargeRequest) -> _Charge | None:
         """The general path (SQLite, and periods that depend on the subscription): one write
         transaction of four statements that reads the plan in force and charges against it.
 
@@ -355,20 +342,10 @@ class QuotaService:
         allowance = Allowance(request.metric.name, limit, used_after, period.end)
         return _Charge(period, allowance, event_id, notice=notice)
 
-    def _charge_team_member(self, request: _ChargeRequest) -> _Charge | None:
+    def _charge_team_member(self, request: ChargeRequest) -> _Charge | None:
         """A team member's charge: the pool and the member's counter, under the plan's limit and
         the member's cap (see ``services.team_charges``)."""
-        charge = self._team_charges.charge_once(
-            TeamChargeRequest(
-                request.account_id,
-                request.actor_user_id,
-                request.metric.name,
-                request.amount,
-                request.idempotency_key,
-                request.resources,
-                request.metadata,
-            )
-        )
+        charge = self._team_charges.charge_once(request)
         if charge is None:
             return None
         if charge.replayed:
@@ -384,7 +361,7 @@ class QuotaService:
         )
 
     def _claim_member_notice(
-        self, request: _ChargeRequest, charge: TeamCharge
+        self, request: ChargeRequest, charge: TeamCharge
     ) -> Notification | None:
         """The member's own notice, to the member alone, once per (account, member, metric,
         period): ``cap_reached`` when their cap refused the charge, ``cap_low`` when this charge
@@ -410,7 +387,7 @@ class QuotaService:
             recipient_user_id=request.actor_user_id,
         )
 
-    def _charge_in_one_statement(self, request: _ChargeRequest) -> _Charge | None:
+    def _charge_in_one_statement(self, request: ChargeRequest) -> _Charge | None:
         """The hot path on PostgreSQL: one round trip (see ``store.reservation``).
 
         None when the user has no subscription yet.

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.accounts import UnknownAccountError
+from ..domain.catalog import Metric
 from ..domain.limits import Allowance, crossed_threshold
 from ..domain.notifications import Notification, NotificationKind
 from ..domain.periods import Period, PeriodRule, period_containing
@@ -34,10 +35,12 @@ from .runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
-class TeamChargeRequest:
+class ChargeRequest:
+    """What a charge was asked for, as each way of charging (personal or team) receives it."""
+
     account_id: str
     actor_user_id: str
-    metric: str
+    metric: Metric
     amount: int
     idempotency_key: str | None
     resources: Mapping[str, Any] | None
@@ -79,7 +82,7 @@ class TeamCharges:
         self._notifications = notifications
         self._statements: dict[str, TeamChargeStatement] = {}
 
-    def charge_once(self, request: TeamChargeRequest) -> TeamCharge | None:
+    def charge_once(self, request: ChargeRequest) -> TeamCharge | None:
         """One attempt; None when the account has no current subscription or its paid period is
         over (the caller brings it up to date and tries again). ``UnknownAccountError`` when the
         user is not a member of the account: nothing is charged."""
@@ -97,7 +100,7 @@ class TeamCharges:
             and self._runtime.engine.dialect.name == "postgresql"
         )
 
-    def _in_statement(self, request: TeamChargeRequest) -> TeamCharge | None:
+    def _in_statement(self, request: ChargeRequest) -> TeamCharge | None:
         runtime = self._runtime
         now = runtime.now()
         period = period_containing(
@@ -111,7 +114,7 @@ class TeamCharges:
                     connection,
                     request.account_id,
                     request.actor_user_id,
-                    request.metric,
+                    request.metric.name,
                     period.start,
                     period.end,
                 )
@@ -121,20 +124,20 @@ class TeamCharges:
         if result.replayed:
             return TeamCharge(
                 period,
-                Allowance(request.metric, None, 0, period.end),
-                Allowance(request.metric, None, 0, period.end),
+                Allowance(request.metric.name, None, 0, period.end),
+                Allowance(request.metric.name, None, 0, period.end),
                 None,
                 replayed=True,
             )
         if result.plan_code is None:
             return None
-        pool = Allowance(request.metric, result.limit, result.used, period.end)
-        member = Allowance(request.metric, result.member_cap, result.member_used, period.end)
+        pool = Allowance(request.metric.name, result.limit, result.used, period.end)
+        member = Allowance(request.metric.name, result.member_cap, result.member_used, period.end)
         notice = None
         if result.notice_id is not None:
             kind = NotificationKind.QUOTA_LOW if result.charged else NotificationKind.QUOTA_BLOCKED
             notice = self._notifications.claimed(
-                result.notice_id, request.account_id, kind, request.metric, period.start, now
+                result.notice_id, request.account_id, kind, request.metric.name, period.start, now
             )
         return TeamCharge(
             period,
@@ -145,14 +148,14 @@ class TeamCharges:
             notice=notice,
         )
 
-    def _run(self, request: TeamChargeRequest, period: Period, now: datetime) -> TeamChargeResult:
+    def _run(self, request: ChargeRequest, period: Period, now: datetime) -> TeamChargeResult:
         with read_connection(self._runtime.engine) as connection:
-            return self._statement_for(request.metric).run(
+            return self._statement_for(request.metric.name).run(
                 connection,
                 StatementCharge(
                     request.account_id,
                     request.actor_user_id,
-                    request.metric,
+                    request.metric.name,
                     request.amount,
                     period,
                     now,
@@ -174,10 +177,10 @@ class TeamCharges:
 
     # -- SQLite, and periods that depend on the subscription: one transaction --------------
 
-    def _in_transaction(self, request: TeamChargeRequest) -> TeamCharge | None:
+    def _in_transaction(self, request: ChargeRequest) -> TeamCharge | None:
         runtime = self._runtime
         now = runtime.now()
-        account_id, actor, metric = request.account_id, request.actor_user_id, request.metric
+        account_id, actor, metric = request.account_id, request.actor_user_id, request.metric.name
         with write_transaction(runtime.engine) as connection:
             is_member, cap = membership_and_cap(connection, account_id, actor, metric)
             if not is_member:
